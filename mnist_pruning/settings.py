@@ -1,0 +1,79 @@
+"""Where things live, and the smoke configuration used by tests and CI.
+
+Usage::
+
+    from mnist_pruning.settings import paths, smoke_mode
+    p = paths()                  # Paths(root, data, runs, results) resolved for this checkout / Colab
+    if smoke_mode():             # MNIST_PRUNING_SMOKE=1: tiny budgets so notebooks execute in seconds
+        ...
+
+Notebooks run with different working directories (papermill: the caller's; nbval and JupyterLab: the notebook's
+folder; Colab: ``/content``), so paths are resolved from the project root: the nearest folder upwards holding this
+project's ``pyproject.toml``, else the current directory.
+
+In smoke mode every output goes under ``runs/smoke/``, so a test run never touches the committed ``results/``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["SMOKE_ENV", "Paths", "project_root", "paths", "smoke_mode", "SMOKE"]
+
+SMOKE_ENV = "MNIST_PRUNING_SMOKE"
+
+
+@dataclass(frozen=True)
+class SmokeBudget:
+    """The small configuration notebooks and tests switch to when ``MNIST_PRUNING_SMOKE=1``."""
+
+    subset: int = 2000  # class-balanced training images
+    test_subset: int = 1000  # class-balanced test images
+    epochs: int = 1  # baseline epochs
+    finetune_epochs: int = 1  # fine-tuning epochs
+
+
+SMOKE = SmokeBudget()
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path  # the project checkout (or the current directory outside one)
+    data: Path | None  # MNIST root; None lets mnist_pruning.data resolve $MNIST_PRUNING_DATA / ./data
+    runs: Path  # checkpoints and compact files
+    results: Path  # CSVs and figures
+
+
+def smoke_mode() -> bool:
+    """True when ``$MNIST_PRUNING_SMOKE`` is set to something other than ``""``/``0``/``false``."""
+    return os.environ.get(SMOKE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) whose pyproject.toml is this project's."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        toml = folder / "pyproject.toml"
+        if toml.is_file() and 'name = "mnist-pruning"' in toml.read_text(errors="ignore"):
+            return folder
+    return here
+
+
+def paths(
+    data_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    results_dir: str | os.PathLike | None = None,
+) -> Paths:
+    """Resolve the data, runs and results folders (arguments win; smoke mode redirects the defaults)."""
+    root = project_root()
+    smoke = smoke_mode()
+    base_runs = root / "runs" / "smoke" if smoke else root / "runs"
+    if data_dir in (None, "") and not os.environ.get("MNIST_PRUNING_DATA"):
+        data_dir = root / "data"
+    runs = Path(out_dir) if out_dir not in (None, "") else base_runs
+    results = Path(results_dir) if results_dir not in (None, "") else (
+        base_runs / "results" if smoke else root / "results"
+    )
+    return Paths(root=root, data=Path(data_dir) if data_dir not in (None, "") else None, runs=runs, results=results)

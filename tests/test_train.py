@@ -1,0 +1,99 @@
+import copy
+
+import pytest
+import torch
+
+from mnist_pruning.files import UnsafeFileError, load_torch
+from mnist_pruning.train import TrainConfig, evaluate, load_checkpoint, save_checkpoint, train
+
+
+def test_short_training_on_a_subset_lifts_accuracy_far_above_chance(mnist_small):
+    model, history = train("mlp", mnist_small, TrainConfig(epochs=2, batch_size=64, lr=0.05), progress=False)
+    assert evaluate(model, mnist_small.test_x, mnist_small.test_y)["accuracy"] > 0.85
+    assert len(history) == 2 and history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_cnn_trains_on_a_subset(mnist_small):
+    model, _ = train("cnn", mnist_small, TrainConfig(epochs=1, batch_size=64, lr=0.05), progress=False)
+    assert evaluate(model, mnist_small.test_x, mnist_small.test_y)["accuracy"] > 0.8
+
+
+def test_same_seed_gives_identical_weights(mnist_small):
+    cfg = TrainConfig(epochs=1, batch_size=256, seed=3)
+    a, _ = train("mlp", mnist_small, cfg, progress=False)
+    b, _ = train("mlp", mnist_small, cfg, progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, mnist_small):
+    model, history = train("cnn", mnist_small, TrainConfig(epochs=1, batch_size=256), progress=False)
+    save_checkpoint(tmp_path / "m.pt", model, TrainConfig(epochs=1), history)
+    loaded, payload = load_checkpoint(tmp_path / "m.pt")
+    x = mnist_small.test_x[:64]
+    model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert payload["train_config"]["epochs"] == 1 and payload["model_config"]["arch"] == "cnn"
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    from mnist_pruning.models import build_model
+
+    save_checkpoint(tmp_path / "m.pt", build_model("mlp"))
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert set(payload) >= {"model_config", "state_dict"}
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_checkpoint_carrying_a_pickle_payload_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {}, "model_config": _Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(UnsafeFileError, match="refusing to load"):
+        load_torch(tmp_path / "evil.pt")
+    with pytest.raises(UnsafeFileError):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
+    from mnist_pruning.models import build_model
+
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, build_model("mlp"))
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, build_model("mlp"))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("epochs", 0), ("epochs", -1), ("epochs", 1.5), ("batch_size", 0), ("lr", -0.1), ("lr", float("nan"))],
+)
+def test_bad_train_config_raises_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_fine_tune_does_not_touch_the_original_when_given_a_copy(mnist_small):
+    from mnist_pruning.models import build_model
+    from mnist_pruning.train import fine_tune
+
+    m = build_model("mlp")
+    ref = copy.deepcopy(m)
+    fine_tune(copy.deepcopy(m), mnist_small, TrainConfig(epochs=1, batch_size=512), progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), ref.parameters(), strict=True))
