@@ -1,0 +1,147 @@
+"""The ``mnist-pruning`` command.
+
+Usage::
+
+    mnist-pruning fetch-data                      # verified MNIST into ./data/MNIST/raw
+    mnist-pruning baseline --models mlp cnn       # train (or reuse) the dense baselines in runs/
+    mnist-pruning sweep --models mlp --methods global --ratios 0.5 0.9 --finetune-epochs 2
+    mnist-pruning run                             # quick but real pipeline run (~3 min) -> runs/quick/
+    mnist-pruning run --full                      # the full sweep -> results/ (see the README)
+
+Every argument is validated before any data is loaded or any model trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .models import MODEL_NAMES
+from .nm import NM_PATTERNS
+from .pruning import METHODS
+from .sweep import RATIOS, SweepConfig, run_sweep
+
+# The README's quick main job: the whole pipeline, every method, on a budget that fits ~3 minutes on 2 cores.
+QUICK = {
+    "ratios": (0.5, 0.9, 0.99),
+    "patterns": ("2:4",),
+    "finetune_epochs": 1,
+    "baseline_epochs": {"mlp": 8, "cnn": 3},
+    "subset": 10000,
+}
+
+
+def _sweep_config(args: argparse.Namespace, **overrides) -> SweepConfig:
+    kwargs = dict(
+        models=tuple(args.models),
+        methods=tuple(args.methods),
+        ratios=tuple(args.ratios),
+        patterns=tuple(args.patterns),
+        finetune_epochs=args.finetune_epochs,
+        seed=args.seed,
+        subset=args.subset,
+        data_dir=args.data_dir,
+        out_dir=args.out_dir,
+        results_dir=args.results_dir,
+        latency=not args.no_latency,
+    )
+    if args.baseline_epochs is not None:
+        kwargs["baseline_epochs"] = {m: args.baseline_epochs for m in args.models}
+    kwargs.update(overrides)
+    return SweepConfig(**kwargs)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), help="model families (default: both)")
+    p.add_argument("--seed", type=int, default=0, help="seed for init, batch order and pruning ties")
+    p.add_argument("--data-dir", default=None, help="MNIST root (default: $MNIST_PRUNING_DATA or ./data)")
+    p.add_argument("--out-dir", default=None, help="checkpoints and compact files (default: runs/)")
+    p.add_argument("--subset", type=int, default=None, help="class-balanced training subset (smoke runs)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnist-pruning", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fetch-data", help="fetch and verify MNIST")
+    p.add_argument("--data-dir", default=None)
+
+    p = sub.add_parser("baseline", help="train (or reuse) the dense baselines")
+    _add_common(p)
+    p.add_argument("--epochs", type=int, default=None, help="baseline epochs (default: the full recipe)")
+
+    for name, help_ in (("sweep", "prune, fine-tune and measure; append rows to the CSVs"),
+                        ("run", "the main job: quick pipeline run, or --full")):
+        p = sub.add_parser(name, help=help_)
+        _add_common(p)
+        p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"from {', '.join(METHODS)}")
+        p.add_argument("--ratios", nargs="+", type=float, default=list(RATIOS), help="fractions removed")
+        p.add_argument("--patterns", nargs="+", default=list(NM_PATTERNS), help="N:M patterns for method nm")
+        p.add_argument("--finetune-epochs", type=int, default=2)
+        p.add_argument("--baseline-epochs", type=int, default=None)
+        p.add_argument("--results-dir", default=None, help="where the CSVs go (default: results/)")
+        p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+        if name == "run":
+            p.add_argument("--full", action="store_true", help="full budgets, all ratios, writes results/")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    try:
+        return _dispatch(args)
+    except ValueError as e:
+        parser.exit(2, f"mnist-pruning: error: {e}\n")
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from .data import fetch_mnist
+
+    if args.command == "fetch-data":
+        print(fetch_mnist(args.data_dir))
+        return 0
+    if args.command == "baseline":
+        from .data import load_mnist
+        from .settings import paths
+        from .sweep import baseline
+        from .train import TrainConfig
+
+        for m in args.models:
+            SweepConfig(models=(m,))
+        configs = {m: TrainConfig.for_model(m, seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+                   for m in args.models}
+        p = paths(args.data_dir, args.out_dir)
+        data = load_mnist(p.data, subset=args.subset, seed=args.seed)
+        for m, cfg in configs.items():
+            _, payload = baseline(m, data, cfg, p.runs)
+            print(f"{m}: test accuracy {payload['metrics']['accuracy']:.4f} -> {Path(p.runs) / (m + '_baseline.pt')}")
+        return 0
+    if args.command == "sweep" or (args.command == "run" and args.full):
+        config = _sweep_config(args)
+    else:  # quick run
+        root = Path(args.out_dir or "runs/quick")
+        config = _sweep_config(
+            args,
+            out_dir=str(root),
+            results_dir=args.results_dir or str(root / "results"),
+            **{k: v for k, v in QUICK.items() if k != "subset"},
+            subset=args.subset or QUICK["subset"],
+        )
+    start = time.perf_counter()
+    csvs = run_sweep(config)
+    for arch, path in csvs.items():
+        print(f"{arch}: {path}")
+    print(f"done in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

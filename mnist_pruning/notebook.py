@@ -1,0 +1,156 @@
+"""What the notebooks call first: validate their papermill parameters, resolve paths, apply the smoke budget.
+
+Usage (in a notebook, right after the ``parameters`` cell)::
+
+    from mnist_pruning.notebook import setup
+    run = setup(model=model, ratio=ratio, finetune_epochs=finetune_epochs, seed=seed,
+                data_dir=data_dir, out_dir=out_dir)
+    mnist = run.load_data()
+    base, acc = run.baseline("mlp", mnist)     # reuses runs/mlp_baseline.pt when it fits, else trains it
+
+Every parameter is checked before anything is loaded or trained, and a bad one raises a ValueError naming the
+value and what is allowed, so ``papermill ... -p ratio 1.5`` fails in the notebook's first code cells.
+With ``MNIST_PRUNING_SMOKE=1`` (tests, CI) budgets shrink to a few seconds and outputs go to ``runs/smoke/``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import MNISTData, data_root, load_mnist
+from .files import check_writable_dir
+from .models import MODEL_NAMES, check_model_name
+from .nm import parse_pattern, validate_nm
+from .pruning import METHODS, check_method, check_ratio
+from .settings import SMOKE, Paths, paths, smoke_mode
+from .train import TrainConfig, evaluate
+
+__all__ = ["Run", "setup", "check_epochs", "check_seed"]
+
+
+def check_epochs(value: object, name: str = "epochs") -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_seed(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+@dataclass
+class Run:
+    """Validated notebook parameters plus the resolved paths and budgets."""
+
+    models: tuple[str, ...]  # model families this notebook works on
+    paths: Paths  # data / runs / results folders
+    seed: int = 0
+    smoke: bool = False  # MNIST_PRUNING_SMOKE is set: tiny budgets
+    epochs: int | None = None  # baseline epochs (None = the full recipe)
+    finetune_epochs: int = 2
+    subset: int | None = None  # training subset (smoke)
+    test_subset: int | None = None  # test subset (smoke)
+    params: dict = field(default_factory=dict)  # every other validated parameter, by name
+
+    def __getattr__(self, name: str):
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(name)
+
+    def load_data(self) -> MNISTData:
+        return load_mnist(self.paths.data, subset=self.subset, test_subset=self.test_subset, seed=self.seed)
+
+    def train_config(self, arch: str) -> TrainConfig:
+        overrides = {"seed": self.seed}
+        if self.epochs is not None:
+            overrides["epochs"] = self.epochs
+        return TrainConfig.for_model(arch, **overrides)
+
+    def finetune_config(self, lr: float = 0.01) -> TrainConfig:
+        return TrainConfig(epochs=self.finetune_epochs, lr=lr, seed=self.seed)
+
+    def baseline(self, arch: str, data: MNISTData, progress: bool = True) -> tuple[nn.Module, float]:
+        """The dense baseline (reused from ``runs/`` when trained with this config, else trained) and its accuracy."""
+        from .sweep import baseline
+
+        model, _ = baseline(arch, data, self.train_config(arch), self.paths.runs, progress=progress)
+        return model, evaluate(model, data.test_x, data.test_y)["accuracy"]
+
+
+def setup(
+    model: str = "mlp",
+    seed: int = 0,
+    data_dir: str | None = None,
+    out_dir: str | None = None,
+    epochs: int | None = None,
+    finetune_epochs: int | None = None,
+    allow_both: bool = False,
+    **params,
+) -> Run:
+    """Validate a notebook's parameters and resolve paths; see the module docstring.
+
+    Known extra parameters: ``ratio`` (fraction removed, [0, 1)), ``ratios`` (a list of them), ``method``
+    (l1 | global | nm | structured), ``n``/``m`` (an N:M pattern), ``patterns`` (list of "n:m"),
+    ``results_dir``.
+    """
+    allowed = (*MODEL_NAMES, "both") if allow_both else MODEL_NAMES
+    if model not in allowed:
+        raise ValueError(f"unknown model {model!r}; allowed: {', '.join(map(repr, allowed))}")
+    models = MODEL_NAMES if model == "both" else (check_model_name(model),)
+    seed = check_seed(seed)
+    if epochs is not None:
+        epochs = check_epochs(epochs, "epochs")
+    if finetune_epochs is not None:
+        finetune_epochs = check_epochs(finetune_epochs, "finetune_epochs")
+    checked = {}
+    for name, value in params.items():
+        if name == "ratio":
+            checked[name] = check_ratio(value)
+        elif name == "ratios":
+            checked[name] = tuple(check_ratio(r) for r in value)
+        elif name == "method":
+            checked[name] = check_method(value)
+        elif name in ("n", "m"):
+            checked[name] = value
+        elif name == "patterns":
+            checked[name] = tuple(value)
+            for p in checked[name]:
+                parse_pattern(p)
+        elif name == "results_dir":
+            checked[name] = value or None
+        else:
+            raise TypeError(f"setup() got an unknown parameter {name!r}")
+    if "n" in checked or "m" in checked:
+        checked["n"], checked["m"] = validate_nm(checked.get("n"), checked.get("m"))
+    if data_dir:
+        data_root(data_dir)  # raises if it exists and is not a directory
+    p = paths(data_dir or None, out_dir or None, checked.get("results_dir"))
+    check_writable_dir(p.runs)
+    smoke = smoke_mode()
+    run = Run(
+        models=models,
+        paths=p,
+        seed=seed,
+        smoke=smoke,
+        epochs=SMOKE.epochs if smoke else epochs,
+        finetune_epochs=SMOKE.finetune_epochs if smoke else (finetune_epochs or 2),
+        subset=SMOKE.subset if smoke else None,
+        test_subset=SMOKE.test_subset if smoke else None,
+        params=checked,
+    )
+    torch.manual_seed(seed)
+    return run
+
+
+def out_path(run: Run, name: str) -> Path:
+    """A file path under the run's results folder (created)."""
+    check_writable_dir(run.paths.results)
+    return run.paths.results / name
