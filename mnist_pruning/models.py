@@ -64,9 +64,7 @@ class ModelConfig:
         widths = tuple(self.widths) if self.widths else DEFAULT_WIDTHS[self.arch]
         expected = len(DEFAULT_WIDTHS[self.arch])
         if len(widths) != expected or not all(isinstance(w, int) and w >= 1 for w in widths):
-            raise ValueError(
-                f"widths for {self.arch!r} must be {expected} positive integers, got {self.widths!r}"
-            )
+            raise ValueError(f"widths for {self.arch!r} must be {expected} positive integers, got {self.widths!r}")
         object.__setattr__(self, "widths", widths)
 
     def to_dict(self) -> dict:
@@ -151,7 +149,7 @@ def count_nonzero_parameters(model: nn.Module) -> int:
     """Number of non-zero parameters as the model computes with them (masks applied), biases included."""
     total = 0
     for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            base = name[: -len("_orig")] if name.endswith("_orig") else name
+        for name, _ in module.named_parameters(recurse=False):
+            base = name.removesuffix("_orig")
             total += int(torch.count_nonzero(getattr(module, base)).item())
     return total

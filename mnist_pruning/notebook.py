@@ -26,7 +26,7 @@ from .data import MNISTData, data_root, load_mnist
 from .files import check_writable_dir
 from .models import MODEL_NAMES, check_model_name
 from .nm import parse_pattern, validate_nm
-from .pruning import METHODS, check_method, check_ratio
+from .pruning import check_method, check_ratio
 from .settings import SMOKE, Paths, paths, smoke_mode
 from .train import TrainConfig, evaluate
 
@@ -77,12 +77,30 @@ class Run:
     def finetune_config(self, lr: float = 0.01) -> TrainConfig:
         return TrainConfig(epochs=self.finetune_epochs, lr=lr, seed=self.seed)
 
-    def baseline(self, arch: str, data: MNISTData, progress: bool = True) -> tuple[nn.Module, float]:
-        """The dense baseline (reused from ``runs/`` when trained with this config, else trained) and its accuracy."""
+    def baseline(self, arch: str, data: MNISTData, progress: bool = True) -> tuple[nn.Module, dict]:
+        """The dense baseline (reused from ``runs/`` when trained with this config, else trained now) and its
+        checkpoint payload (``history``, ``train_config``) with ``accuracy`` added, measured on ``data``."""
         from .sweep import baseline
 
-        model, _ = baseline(arch, data, self.train_config(arch), self.paths.runs, progress=progress)
-        return model, evaluate(model, data.test_x, data.test_y)["accuracy"]
+        model, payload = baseline(arch, data, self.train_config(arch), self.paths.runs, progress=progress)
+        return model, {**payload, "accuracy": evaluate(model, data.test_x, data.test_y)["accuracy"]}
+
+    def sweep_config(self, **overrides):
+        """A :class:`~mnist_pruning.sweep.SweepConfig` with this run's budgets, seed and folders."""
+        from .sweep import SweepConfig
+
+        kwargs = dict(
+            models=self.models,
+            finetune_epochs=self.finetune_epochs,
+            seed=self.seed,
+            subset=self.subset,
+            test_subset=self.test_subset,
+            data_dir=str(self.paths.data) if self.paths.data else None,
+            out_dir=str(self.paths.runs),
+            results_dir=str(self.paths.results),
+            baseline_epochs={m: self.epochs for m in self.models} if self.epochs else {},
+        )
+        return SweepConfig(**{**kwargs, **overrides})
 
 
 def setup(
@@ -124,6 +142,8 @@ def setup(
             checked[name] = tuple(value)
             for p in checked[name]:
                 parse_pattern(p)
+        elif name == "schedule":
+            checked[name] = value
         elif name == "results_dir":
             checked[name] = value or None
         else:
@@ -148,6 +168,33 @@ def setup(
     )
     torch.manual_seed(seed)
     return run
+
+
+PUBLISHED_BASELINE = {"mlp": 0.9836, "cnn": 0.9920}  # Han et al. 2015, Tables 1-2 (1.64 % / 0.80 % error)
+
+
+def baseline_summary(arch: str, model: nn.Module, payload: dict) -> dict:
+    """One row of the baseline table: parameters, accuracy, budget, and the published reference."""
+    from .models import count_parameters
+
+    history = payload.get("history") or [{}]
+    return {
+        "model": {"mlp": "LeNet-300-100", "cnn": "LeNet-5 (Caffe)"}[arch],
+        "parameters": count_parameters(model),
+        "test accuracy %": round(100 * payload["accuracy"], 2),
+        "epochs": len(payload.get("history") or []),
+        "train time s": round(history[-1].get("seconds", float("nan")), 1),
+        "Han et al. 2015 %": 100 * PUBLISHED_BASELINE[arch],
+    }
+
+
+def masked_state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())`` as is: with masks attached it holds weight_orig AND weight_mask."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
 
 
 def out_path(run: Run, name: str) -> Path:

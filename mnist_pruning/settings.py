@@ -73,7 +73,11 @@ def paths(
     if data_dir in (None, "") and not os.environ.get("MNIST_PRUNING_DATA"):
         data_dir = root / "data"
     runs = Path(out_dir) if out_dir not in (None, "") else base_runs
-    results = Path(results_dir) if results_dir not in (None, "") else (
-        base_runs / "results" if smoke else root / "results"
+    results = (
+        Path(results_dir)
+        if results_dir not in (None, "")
+        else (base_runs / "results" if smoke else root / "results")
     )
-    return Paths(root=root, data=Path(data_dir) if data_dir not in (None, "") else None, runs=runs, results=results)
+    return Paths(
+        root=root, data=Path(data_dir) if data_dir not in (None, "") else None, runs=runs, results=results
+    )

@@ -56,6 +56,7 @@ __all__ = [
     "baseline",
     "run_experiment",
     "run_sweep",
+    "record",
 ]
 
 RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
@@ -329,11 +330,23 @@ def run_experiment(
             nm_compact_bytes(module.weight.detach(), n, m) for _, module in prunable_layers(model)
         ) + sum(module.bias.numel() * module.bias.element_size() for _, module in prunable_layers(model))
     if config.latency:
+        if baseline_latency is None:
+            dense = copy.deepcopy(base_model).cpu()
+            baseline_latency = (latency_ms(dense, 1), latency_ms(dense, 256))
         row["latency_b1_ms"] = latency_ms(model, 1)
         row["latency_b256_ms"] = latency_ms(model, 256)
         if baseline_latency is not None:
             row["baseline_latency_b1_ms"], row["baseline_latency_b256_ms"] = baseline_latency
     return row, model
+
+
+def record(row: dict, config: SweepConfig) -> Path:
+    """Append a finished experiment's row to its model's CSV unless an identical experiment is already there."""
+    row = {**row, "config_hash": config_hash(config, row["model"])}
+    path = results_csv(paths(config.data_dir, config.out_dir, config.results_dir).results, row["model"])
+    if _row_key(row) not in {_row_key(r) for r in read_results(path)}:
+        append_row(path, row)
+    return path
 
 
 def _pending(config: SweepConfig, results_dir: Path) -> Iterator[tuple[Experiment, Path]]:
