@@ -23,7 +23,7 @@ import torch
 from .models import MODEL_NAMES
 from .nm import NM_PATTERNS
 from .pruning import METHODS
-from .sweep import RATIOS, SweepConfig, run_sweep
+from .sweep import RATIOS, SCHEDULES, SweepConfig, run_sweep
 
 # The README's quick main job: the whole pipeline, every method, on a budget that fits ~3 minutes on 2 cores.
 QUICK = {
@@ -48,6 +48,7 @@ def _sweep_config(args: argparse.Namespace, **overrides) -> SweepConfig:
         out_dir=args.out_dir,
         results_dir=args.results_dir,
         latency=not args.no_latency,
+        schedules=tuple(args.schedules),
     )
     if args.baseline_epochs is not None:
         kwargs["baseline_epochs"] = {m: args.baseline_epochs for m in args.models}
@@ -88,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--baseline-epochs", type=int, default=None)
         p.add_argument("--results-dir", default=None, help="where the CSVs go (default: results/)")
         p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+        p.add_argument(
+            "--schedules",
+            nargs="+",
+            default=None,
+            help=f"from {', '.join(SCHEDULES)}; gradual/lottery run at --frontier-ratios (default: oneshot; "
+            "run --full: all)",
+        )
         if name == "run":
             p.add_argument("--full", action="store_true", help="full budgets, all ratios, writes results/")
     return parser
@@ -130,6 +138,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 f"{m}: test accuracy {payload['metrics']['accuracy']:.4f} -> {Path(p.runs) / (m + '_baseline.pt')}"
             )
         return 0
+    if args.schedules is None:
+        args.schedules = list(SCHEDULES) if getattr(args, "full", False) else ["oneshot"]
     if args.command == "sweep" or (args.command == "run" and args.full):
         config = _sweep_config(args)
     else:  # quick run

@@ -60,22 +60,24 @@ __all__ = [
 ]
 
 RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
-SCHEDULES = ("oneshot",)
+# oneshot: prune once, then fine-tune. gradual: Zhu & Gupta's cubic schedule while training. lottery: iterative
+# magnitude pruning with rewinding to the initialisation (Frankle & Carbin 2019). See mnist_pruning.frontier.
+SCHEDULES = ("oneshot", "gradual", "lottery")
 
 # The CSV schema. Sizes in bytes, latency in milliseconds per batch, accuracies as fractions in [0, 1].
 COLUMNS = (
     "model",  # mlp | cnn
     "method",  # l1 | global | nm | structured
     "pattern",  # N:M pattern for method=nm, else empty
-    "schedule",  # oneshot (gradual / lottery: see the frontier notebook)
+    "schedule",  # oneshot | gradual | lottery
     "ratio",  # requested fraction of weights (units, for structured) removed
     "sparsity",  # measured: zero fraction of prunable weights (structured: removed fraction of parameters)
     "params_total",  # parameters of the architecture (structured: of the smaller model)
     "params_nonzero",  # non-zero parameters, biases included
     "acc_baseline",  # test accuracy of the dense baseline
-    "acc_pruned",  # test accuracy right after pruning
+    "acc_pruned",  # test accuracy right after pruning (empty for gradual / lottery: no such moment)
     "acc_finetuned",  # test accuracy after fine-tuning
-    "finetune_epochs",
+    "finetune_epochs",  # epochs trained after (or, gradual / lottery: while) pruning, all rounds included
     "size_dense_bytes",  # file bytes of the ordinary dense state_dict (zeros stored)
     "size_compact_bytes",  # file bytes of the compact sparse format (mnist_pruning.export)
     "size_nm_bytes",  # bytes of the N:M format (values + in-group positions) for method=nm, else empty
@@ -129,6 +131,10 @@ class SweepConfig:
     out_dir: str | None = None  # checkpoints and compact files; None = runs/
     results_dir: str | None = None  # CSVs; None = results/
     latency: bool = True  # measure latency (a few seconds per experiment)
+    schedules: tuple[str, ...] = ("oneshot",)  # add "gradual" / "lottery" for the high-sparsity frontier rows
+    frontier_ratios: tuple[float, ...] = (0.99,)  # ratios run with the gradual and lottery schedules
+    frontier_epochs: int = 6  # epochs of a gradual run; epochs per lottery round
+    lottery_rounds: int = 4  # pruning rounds of a lottery run (each removes the same fraction of what is left)
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -143,6 +149,15 @@ class SweepConfig:
             check_ratio(r)
         for p in self.patterns:
             parse_pattern(p)
+        self.schedules = tuple(self.schedules)
+        self.frontier_ratios = tuple(self.frontier_ratios)
+        for sched in self.schedules:
+            if sched not in SCHEDULES:
+                raise ValueError(f"unknown schedule {sched!r}; allowed: {', '.join(map(repr, SCHEDULES))}")
+        for r in self.frontier_ratios:
+            check_ratio(r)
+        TrainConfig(epochs=self.frontier_epochs)
+        TrainConfig(epochs=self.lottery_rounds)  # same rule: a positive integer
         TrainConfig(epochs=self.finetune_epochs, lr=self.finetune_lr, seed=self.seed)  # validates both
         for arch, epochs in self.baseline_epochs.items():
             check_model_name(arch)
@@ -177,7 +192,13 @@ def experiments(config: SweepConfig) -> list[Experiment]:
                     n, m = parse_pattern(p)
                     out.append(Experiment(arch, "nm", 1 - n / m, p))
             else:
-                out.extend(Experiment(arch, method, r) for r in config.ratios)
+                if "oneshot" in config.schedules:
+                    out.extend(Experiment(arch, method, r) for r in config.ratios)
+                for schedule in config.schedules:
+                    if schedule == "gradual" and method in ("l1", "global"):
+                        out.extend(Experiment(arch, method, r, schedule=schedule) for r in config.frontier_ratios)
+                    if schedule == "lottery" and method == "global":
+                        out.extend(Experiment(arch, method, r, schedule=schedule) for r in config.frontier_ratios)
     return out
 
 
@@ -189,6 +210,8 @@ def config_hash(config: SweepConfig, arch: str) -> str:
         "subset": config.subset,
         "test_subset": config.test_subset,
     }
+    if config.schedules != ("oneshot",):
+        key["frontier"] = [config.frontier_epochs, config.lottery_rounds]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -280,6 +303,21 @@ def run_experiment(
     progress: bool = True,
 ) -> tuple[dict, nn.Module]:
     """Run one experiment on a copy of ``base_model``; return its CSV row and the fine-tuned model."""
+    if exp.schedule != "oneshot":
+        model, acc_pruned, epochs, seconds = _run_frontier(exp, base_model, data, config, progress)
+        return _measure(
+            exp,
+            model,
+            base_model,
+            data,
+            config,
+            acc_baseline,
+            acc_pruned,
+            epochs,
+            seconds,
+            files_dir,
+            baseline_latency,
+        )
     model = _prune(copy.deepcopy(base_model), exp)
     acc_pruned = evaluate(model, data.test_x, data.test_y)["accuracy"]
     if exp.method == "structured":
@@ -290,11 +328,61 @@ def run_experiment(
     start = time.perf_counter()
     fine_tune(model, data, config.finetune_config(), desc=exp.label, progress=progress)
     seconds = time.perf_counter() - start
+    return _measure(
+        exp,
+        model,
+        base_model,
+        data,
+        config,
+        acc_baseline,
+        acc_pruned,
+        config.finetune_epochs,
+        seconds,
+        files_dir,
+        baseline_latency,
+    )
+
+
+def _run_frontier(
+    exp: Experiment, base_model: nn.Module, data: MNISTData, config: SweepConfig, progress: bool
+) -> tuple[nn.Module, str, int, float]:
+    """Gradual pruning from the baseline, or a lottery ticket trained from scratch (it needs its own early
+    iterate to rewind to); both at the model's baseline learning rate, since they train as much as they prune."""
+    from .frontier import gradual_prune, lottery_ticket
+
+    recipe = config.baseline_config(exp.model)
+    if exp.schedule == "gradual":
+        train_cfg = TrainConfig(epochs=config.frontier_epochs, lr=recipe.lr, seed=config.seed)
+        result = gradual_prune(
+            copy.deepcopy(base_model), data, exp.method, exp.ratio, train_cfg, progress=progress
+        )
+        return result.model, "", result.epochs, result.seconds
+    train_cfg = TrainConfig(epochs=config.frontier_epochs, lr=recipe.lr, seed=config.seed)
+    ticket = lottery_ticket(exp.model, data, exp.ratio, train_cfg, rounds=config.lottery_rounds, progress=progress)
+    return ticket.model.to(next(base_model.parameters()).device), "", ticket.epochs, ticket.seconds
+
+
+def _measure(
+    exp: Experiment,
+    model: nn.Module,
+    base_model: nn.Module,
+    data: MNISTData,
+    config: SweepConfig,
+    acc_baseline: float,
+    acc_pruned: float | str,
+    epochs: int,
+    seconds: float,
+    files_dir: str | os.PathLike,
+    baseline_latency: tuple[float, float] | None,
+) -> tuple[dict, nn.Module]:
+    """Bake the masks in and measure everything a CSV row holds."""
     bake_in(model)
     model = model.to(memory_format=torch.contiguous_format).cpu()
     acc_finetuned = evaluate(model, data.test_x, data.test_y)["accuracy"]
 
-    stem = Path(files_dir) / f"{exp.model}_{exp.method}_{(exp.pattern or f'{exp.ratio:g}').replace(':', 'of')}"
+    detail = (exp.pattern or f"{exp.ratio:g}").replace(":", "of")
+    suffix = "" if exp.schedule == "oneshot" else f"_{exp.schedule}"
+    stem = Path(files_dir) / f"{exp.model}_{exp.method}_{detail}{suffix}"
     report = model_report(model)
     row = {
         "model": exp.model,
@@ -308,7 +396,7 @@ def run_experiment(
         "acc_baseline": acc_baseline,
         "acc_pruned": acc_pruned,
         "acc_finetuned": acc_finetuned,
-        "finetune_epochs": config.finetune_epochs,
+        "finetune_epochs": epochs,
         "size_dense_bytes": save_dense(model, stem.with_suffix(".dense.pt")),
         "size_compact_bytes": save_compact(model, stem.with_suffix(".safetensors")),
         "size_nm_bytes": "",
@@ -349,6 +437,14 @@ def record(row: dict, config: SweepConfig) -> Path:
     return path
 
 
+def _epochs_of(exp: Experiment, config: SweepConfig) -> int:
+    if exp.schedule == "gradual":
+        return config.frontier_epochs
+    if exp.schedule == "lottery":
+        return config.frontier_epochs * (config.lottery_rounds + 1)
+    return config.finetune_epochs
+
+
 def _pending(config: SweepConfig, results_dir: Path) -> Iterator[tuple[Experiment, Path]]:
     done: dict[str, set] = {}
     for exp in experiments(config):
@@ -362,7 +458,7 @@ def _pending(config: SweepConfig, results_dir: Path) -> Iterator[tuple[Experimen
                 "pattern": exp.pattern,
                 "schedule": exp.schedule,
                 "ratio": exp.ratio,
-                "finetune_epochs": config.finetune_epochs,
+                "finetune_epochs": _epochs_of(exp, config),
                 "seed": config.seed,
                 "config_hash": config_hash(config, exp.model),
             }

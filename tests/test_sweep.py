@@ -1,0 +1,151 @@
+import csv
+
+import pytest
+
+from mnist_pruning.sweep import (
+    COLUMNS,
+    Experiment,
+    SweepConfig,
+    experiments,
+    read_results,
+    results_csv,
+    run_sweep,
+)
+
+TIMING = {
+    "finetune_seconds",
+    "latency_b1_ms",
+    "latency_b256_ms",
+    "baseline_latency_b1_ms",
+    "baseline_latency_b256_ms",
+}
+
+
+def tiny(tmp_path, **overrides):
+    kwargs = dict(
+        models=("mlp",),
+        methods=("l1", "global", "nm", "structured"),
+        ratios=(0.5,),
+        patterns=("2:4",),
+        finetune_epochs=1,
+        baseline_epochs={"mlp": 1},
+        subset=3000,
+        test_subset=1000,
+        out_dir=str(tmp_path / "runs"),
+        results_dir=str(tmp_path / "results"),
+        latency=False,
+    )
+    kwargs.update(overrides)
+    return SweepConfig(**kwargs)
+
+
+def test_sweep_writes_one_row_per_experiment_with_the_documented_columns(tmp_path, mnist_small):
+    config = tiny(tmp_path)
+    csvs = run_sweep(config, progress=False, data=mnist_small)
+    rows = read_results(csvs["mlp"])
+    assert [(r["method"], r["pattern"]) for r in rows] == [
+        ("l1", ""),
+        ("global", ""),
+        ("nm", "2:4"),
+        ("structured", ""),
+    ]
+    with open(csvs["mlp"]) as f:
+        assert tuple(next(csv.reader(f))) == COLUMNS
+
+
+def test_rows_hold_measured_values(tmp_path, mnist_small):
+    rows = read_results(run_sweep(tiny(tmp_path, methods=("global",)), progress=False, data=mnist_small)["mlp"])
+    row = rows[0]
+    assert float(row["sparsity"]) == pytest.approx(0.5, abs=1e-5)
+    assert int(row["params_total"]) == 266_610
+    assert int(row["params_nonzero"]) < 266_610 * 0.6
+    assert int(row["size_compact_bytes"]) < int(row["size_dense_bytes"])
+    assert 0.1 < float(row["acc_finetuned"]) <= 1.0
+
+
+def test_rerun_skips_finished_experiments(tmp_path, mnist_small):
+    config = tiny(tmp_path)
+    path = run_sweep(config, progress=False, data=mnist_small)["mlp"]
+    before = path.read_bytes()
+    run_sweep(config, progress=False, data=mnist_small)
+    assert path.read_bytes() == before
+
+
+def test_changed_configuration_adds_rows_instead_of_overwriting(tmp_path, mnist_small):
+    run_sweep(tiny(tmp_path, methods=("l1",)), progress=False, data=mnist_small)
+    path = run_sweep(tiny(tmp_path, methods=("l1",), finetune_epochs=2), progress=False, data=mnist_small)["mlp"]
+    rows = read_results(path)
+    assert [r["finetune_epochs"] for r in rows] == ["1", "2"]
+    assert rows[0]["config_hash"] != rows[1]["config_hash"]
+
+
+def test_same_seed_and_config_give_identical_rows_timings_aside(tmp_path, mnist_small):
+    a = read_results(run_sweep(tiny(tmp_path / "a"), progress=False, data=mnist_small)["mlp"])
+    b = read_results(run_sweep(tiny(tmp_path / "b"), progress=False, data=mnist_small)["mlp"])
+    strip = [{k: v for k, v in r.items() if k not in TIMING} for r in a]
+    assert strip == [{k: v for k, v in r.items() if k not in TIMING} for r in b]
+
+
+def test_csv_with_unexpected_columns_raises_before_training_and_stays_untouched(tmp_path, mnist_small):
+    config = tiny(tmp_path)
+    path = results_csv(tmp_path / "results", "mlp")
+    path.parent.mkdir(parents=True)
+    path.write_text("model,accuracy\nmlp,0.9\n")
+    with pytest.raises(ValueError, match=r"unexpected columns .*missing: \['method'"):
+        run_sweep(config, progress=False, data=mnist_small)
+    assert path.read_text() == "model,accuracy\nmlp,0.9\n"
+    assert not (tmp_path / "runs" / "mlp_baseline.pt").exists()
+
+
+def test_nm_experiments_cover_hardware_patterns_and_the_ratio_equivalents():
+    config = SweepConfig(models=("cnn",), methods=("nm",))
+    patterns = [e.pattern for e in experiments(config)]
+    assert patterns == ["2:4", "1:4", "2:8", "1:8", "1:16", "7:10", "3:10", "1:10", "1:100"]
+
+
+def test_frontier_schedules_add_rows_at_the_frontier_ratios():
+    config = SweepConfig(
+        models=("mlp",),
+        methods=("l1", "global"),
+        ratios=(0.5,),
+        schedules=("oneshot", "gradual", "lottery"),
+        frontier_ratios=(0.99,),
+    )
+    assert experiments(config) == [
+        Experiment("mlp", "l1", 0.5),
+        Experiment("mlp", "l1", 0.99, schedule="gradual"),
+        Experiment("mlp", "global", 0.5),
+        Experiment("mlp", "global", 0.99, schedule="gradual"),
+        Experiment("mlp", "global", 0.99, schedule="lottery"),
+    ]
+
+
+def test_gradual_row_reaches_its_sparsity(tmp_path, mnist_small):
+    config = tiny(tmp_path, methods=("global",), schedules=("gradual",), frontier_ratios=(0.9,), frontier_epochs=1)
+    row = read_results(run_sweep(config, progress=False, data=mnist_small)["mlp"])[0]
+    assert row["schedule"] == "gradual" and row["acc_pruned"] == ""
+    assert float(row["sparsity"]) == pytest.approx(0.9, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"models": ("resnet",)}, "unknown model 'resnet'"),
+        ({"methods": ("random",)}, "unknown method 'random'"),
+        ({"ratios": (1.0,)}, r"ratio must be in \[0, 1\)"),
+        ({"patterns": ("4:4",)}, "4:4"),
+        ({"finetune_epochs": 0}, "epochs must be a positive integer, got 0"),
+        ({"schedules": ("slow",)}, "unknown schedule 'slow'"),
+        ({"subset": 5}, "subset must be None or an integer >= 10"),
+    ],
+)
+def test_bad_sweep_config_raises_naming_the_value(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        SweepConfig(**overrides)
+
+
+def test_unwritable_results_dir_raises_before_any_work(tmp_path, mnist_small):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a directory"):
+        run_sweep(tiny(tmp_path, results_dir=str(blocker)), progress=False, data=mnist_small)
