@@ -58,6 +58,9 @@ from .train import TrainConfig, evaluate, fine_tune, get_device
 __all__ = [
     "CubicSchedule",
     "cubic_schedule",
+    "one_shot_layers",
+    "budget_table",
+    "plot_frontier",
     "PruneResult",
     "LotteryResult",
     "masks",
@@ -520,6 +523,23 @@ def prune_per_layer(model: nn.Module, ratios: dict[str, float]) -> nn.Module:
     return model
 
 
+def one_shot_layers(
+    model: nn.Module, data: MNISTData, ratios: dict[str, float], config: TrainConfig, progress: bool = True
+) -> PruneResult:
+    """Like :func:`one_shot`, with per-layer ratios (e.g. from :func:`ratios_from_sensitivity`)."""
+    start = time.perf_counter()
+    prune_per_layer(model, ratios)
+    history = fine_tune(model, data, config, desc="one-shot per-layer", progress=progress)
+    return PruneResult(
+        model=model,
+        history=history,
+        sparsity=sparsity(model),
+        accuracy=history[-1]["test_accuracy"],
+        epochs=config.epochs,
+        seconds=time.perf_counter() - start,
+    )
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Lottery tickets with rewinding
 # --------------------------------------------------------------------------------------------------------------
@@ -684,3 +704,51 @@ def lottery_ticket(
         epochs=config.epochs * (len(targets) + 1),
         seconds=time.perf_counter() - start,
     )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Comparing the schedules
+# --------------------------------------------------------------------------------------------------------------
+
+
+def budget_table(results: dict[str, PruneResult | LotteryResult], baseline_epochs: int) -> pd.DataFrame:
+    """One row per method: accuracy, measured sparsity, epochs of its own and in all (the dense baseline's
+    training included for methods that start from it; a lottery ticket trains its own dense model), wall time."""
+    rows = []
+    for name, r in results.items():
+        own_dense = isinstance(r, LotteryResult)
+        rows.append(
+            {
+                "method": name,
+                "test accuracy %": 100 * r.accuracy,
+                "sparsity": r.sparsity,
+                "epochs": r.epochs,
+                "epochs incl. dense training": r.epochs if own_dense else r.epochs + baseline_epochs,
+                "wall time s": r.seconds,
+            }
+        )
+    return pd.DataFrame(rows).set_index("method")
+
+
+def plot_frontier(
+    results: dict[str, PruneResult | LotteryResult], baseline_accuracy: float, title: str = ""
+) -> Figure:
+    """Accuracy vs sparsity: every lottery round as a curve, the other methods as points, the dense baseline as a
+    reference line. The x axis shows the fraction of weights kept on a log scale, where the frontier is."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    markers = iter("osD^v<>")
+    for name, r in results.items():
+        if isinstance(r, LotteryResult):
+            kept = [1 - row["sparsity"] for row in r.rounds]
+            ax.plot(kept, [100 * row["accuracy"] for row in r.rounds], marker=".", label=f"{name} (each round)")
+        else:
+            ax.plot([1 - r.sparsity], [100 * r.accuracy], marker=next(markers), ls="", ms=9, label=name)
+    ax.axhline(100 * baseline_accuracy, color="k", ls="--", lw=1, label="dense baseline")
+    ax.set(xscale="log", xlabel="fraction of weights kept (log)", ylabel="test accuracy (%)", title=title)
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

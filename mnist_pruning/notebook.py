@@ -189,7 +189,7 @@ def baseline_summary(arch: str, model: nn.Module, payload: dict) -> dict:
 
 
 def masked_state_dict_bytes(model: nn.Module) -> int:
-    """Bytes of ``torch.save(model.state_dict())`` as is: with masks attached it holds weight_orig AND weight_mask."""
+    """Bytes of ``torch.save(model.state_dict())`` as is (with masks attached: weight_orig AND weight_mask)."""
     import io
 
     buffer = io.BytesIO()

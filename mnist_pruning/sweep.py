@@ -231,7 +231,8 @@ def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
             missing = [c for c in COLUMNS if c not in found]
             extra = [c for c in found if c not in COLUMNS]
             raise ValueError(
-                f"{str(path)!r} has unexpected columns (missing: {missing or 'none'}, unexpected: {extra or 'none'});"
+                f"{str(path)!r} has unexpected columns (missing: {missing or 'none'}, "
+                f"unexpected: {extra or 'none'});"
                 " move it aside or point results_dir elsewhere - it is left untouched"
             )
         return list(reader)

@@ -208,7 +208,7 @@ def train(
     device: torch.device | None = None,
     progress: bool = True,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
-    """Build a model from ``spec`` (seeded by ``config.seed``), train it from scratch; return it and its history."""
+    """Build a model from ``spec`` (seeded by ``config.seed``) and train it from scratch; return it + history."""
     torch.manual_seed(config.seed)
     model = build_model(spec).to(device or get_device())
     history = fine_tune(model, data, config, desc=f"train {model_config(model).arch}", progress=progress)
