@@ -6,7 +6,7 @@ from torch.nn.utils import prune
 
 from mnist_pruning.metrics import sparsity
 from mnist_pruning.models import build_model, prunable_layers
-from mnist_pruning.pruning import bake_in, check_ratio, has_masks, prune_unstructured
+from mnist_pruning.pruning import bake_in, check_ratio, prune_unstructured
 from mnist_pruning.train import TrainConfig, fine_tune
 
 
