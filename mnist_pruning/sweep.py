@@ -57,6 +57,7 @@ __all__ = [
     "run_experiment",
     "run_sweep",
     "record",
+    "experiment_files",
 ]
 
 RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
@@ -344,6 +345,14 @@ def run_experiment(
     )
 
 
+def experiment_files(exp: Experiment, files_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Where an experiment's dense ``state_dict`` and its compact file go, e.g. ``mlp_nm_2of4.safetensors``."""
+    detail = (exp.pattern or f"{exp.ratio:g}").replace(":", "of")
+    suffix = "" if exp.schedule == "oneshot" else f"_{exp.schedule}"
+    stem = f"{exp.model}_{exp.method}_{detail}{suffix}"
+    return Path(files_dir) / f"{stem}.dense.pt", Path(files_dir) / f"{stem}.safetensors"
+
+
 def _run_frontier(
     exp: Experiment, base_model: nn.Module, data: MNISTData, config: SweepConfig, progress: bool
 ) -> tuple[nn.Module, str, int, float]:
@@ -381,9 +390,7 @@ def _measure(
     model = model.to(memory_format=torch.contiguous_format).cpu()
     acc_finetuned = evaluate(model, data.test_x, data.test_y)["accuracy"]
 
-    detail = (exp.pattern or f"{exp.ratio:g}").replace(":", "of")
-    suffix = "" if exp.schedule == "oneshot" else f"_{exp.schedule}"
-    stem = Path(files_dir) / f"{exp.model}_{exp.method}_{detail}{suffix}"
+    dense_path, compact_path = experiment_files(exp, files_dir)
     report = model_report(model)
     row = {
         "model": exp.model,
@@ -398,8 +405,8 @@ def _measure(
         "acc_pruned": acc_pruned,
         "acc_finetuned": acc_finetuned,
         "finetune_epochs": epochs,
-        "size_dense_bytes": save_dense(model, stem.with_suffix(".dense.pt")),
-        "size_compact_bytes": save_compact(model, stem.with_suffix(".safetensors")),
+        "size_dense_bytes": save_dense(model, dense_path),
+        "size_compact_bytes": save_compact(model, compact_path),
         "size_nm_bytes": "",
         "flops_dense": report["flops_dense"],
         "flops_effective": report["flops_effective"],

@@ -1,0 +1,56 @@
+"""A sweep killed with SIGKILL mid-run and started again finishes with every experiment exactly once."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mnist_pruning.export import load_compact
+from mnist_pruning.sweep import COLUMNS, read_results
+from mnist_pruning.train import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep_cmd(tmp_path: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "mnist_pruning.cli", "sweep", "--models", "mlp",
+        "--methods", "l1", "global", "nm", "structured", "--ratios", "0.5", "0.9", "--patterns", "2:4",
+        "--finetune-epochs", "1", "--baseline-epochs", "1", "--subset", "2000", "--no-latency",
+        "--out-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+    ]  # fmt: skip
+
+
+def test_sweep_killed_mid_run_resumes_without_duplicates_or_half_files(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    csv_path = tmp_path / "results" / "mlp_pruning_results.csv"
+    proc = subprocess.Popen(sweep_cmd(tmp_path), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if csv_path.exists() and len(read_results(csv_path)) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_results(csv_path))
+    assert 2 <= done_before < 8
+
+    subprocess.run(sweep_cmd(tmp_path), cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+
+    rows = read_results(csv_path)
+    keys = [(r["method"], r["pattern"], r["ratio"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 8  # l1, global, structured x 2 ratios + nm 2:4 and 1:10
+    with open(csv_path, newline="") as f:
+        lines = list(csv.reader(f))
+    assert all(len(line) == len(COLUMNS) for line in lines)
+    # every file a reader would pick up is whole; interrupted writes leave only hidden .tmp files
+    load_checkpoint(tmp_path / "runs" / "mlp_baseline.pt")
+    compact = sorted((tmp_path / "runs" / "experiments").glob("*.safetensors"))
+    assert len(compact) == 8
+    for path in compact:
+        load_compact(path)
