@@ -48,12 +48,19 @@ UNSTRUCTURED_METHODS = ("l1", "global")
 METHODS = ("l1", "global", "nm", "structured")
 
 
-def check_ratio(ratio: object, name: str = "ratio") -> float:
-    """Return ``ratio`` as a float if it is a real number in [0, 1); else raise a ValueError naming it."""
-    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not math.isfinite(float(ratio)):
-        raise ValueError(f"{name} must be a number in [0, 1) (the fraction of weights removed), got {ratio!r}")
-    if not 0.0 <= float(ratio) < 1.0:
-        raise ValueError(f"{name} must be in [0, 1) (the fraction of weights removed), got {ratio!r}")
+def check_ratio(ratio: object, name: str = "ratio", what: str = "weights") -> float:
+    """Return ``ratio`` as a float if it is a real number in [0, 1); else raise a ValueError naming it.
+
+    ``what`` is what the ratio is a fraction of, for the message ("weights", or "units" for structured pruning).
+    """
+    # bool is an Integral, but True/False as a ratio is almost certainly a bug in the caller.
+    if (
+        isinstance(ratio, bool)
+        or not isinstance(ratio, numbers.Real)
+        or not math.isfinite(float(ratio))
+        or not 0.0 <= float(ratio) < 1.0
+    ):
+        raise ValueError(f"{name} must be in [0, 1) (the fraction of {what} removed), got {ratio!r}")
     return float(ratio)
 
 

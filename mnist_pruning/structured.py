@@ -65,6 +65,7 @@ from torch.nn.utils import prune
 
 from .files import load_torch, save_torch
 from .models import ModelConfig, build_model, model_config
+from .pruning import check_ratio as _check_ratio
 
 __all__ = [
     "STRUCTURED_LAYERS",
@@ -102,11 +103,8 @@ _CHECKPOINT_KEYS = ("model_config", "state_dict")
 
 
 def check_ratio(ratio: object) -> float:
-    """Return ``ratio`` as a float if it is a real number in ``[0, 1)``, else raise a ValueError naming it."""
-    # bool is an Integral, but True/False as a ratio is almost certainly a bug in the caller.
-    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= float(ratio) < 1:
-        raise ValueError(f"ratio must be a real number in [0, 1) (fraction of units removed), got {ratio!r}")
-    return float(ratio)
+    """:func:`mnist_pruning.pruning.check_ratio` for a fraction of units."""
+    return _check_ratio(ratio, what="units")
 
 
 def _check_layers(arch: str, layers: Iterable[str] | str | None) -> tuple[str, ...]:
