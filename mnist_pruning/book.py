@@ -3,8 +3,9 @@
 Usage::
 
     python -m mnist_pruning.book --executed runs/executed --results results            # build + check
-    python -m mnist_pruning.book --executed runs/executed --results results --require-all   # a full run / CI
-    python -m mnist_pruning.book --check-only                                         # check book/_build/html
+    python -m mnist_pruning.book --require-all      # the same defaults; every chapter and both CSVs required
+    MNIST_PRUNING_SMOKE=1 python -m mnist_pruning.book    # runs/smoke/executed + runs/smoke/results (CI)
+    python -m mnist_pruning.book --check-only       # only check book/_build/html
 
 or from Python::
 
@@ -39,8 +40,7 @@ from pathlib import Path
 
 import nbformat
 
-from .files import atomic_write
-from .settings import project_root
+from .settings import paths, project_root
 
 __all__ = [
     "CHAPTERS",
@@ -167,7 +167,7 @@ def findings_page(results_dir: str | os.PathLike | None) -> str:
     sources = []
     for arch in compare.models(df):
         sub = df[df["model"] == arch]
-        sources.append(f"`{arch}_pruning_results.csv` ({len(sub)} experiments)")
+        sources.append(f"`{arch}_pruning_results.csv` ({len(sub)} experiment{'' if len(sub) == 1 else 's'})")
     versions = ", ".join(sorted(set(df["version"]) - {""})) or "unknown"
     torches = ", ".join(sorted(set(df["torch_version"]) - {""})) or "unknown"
     return (
@@ -217,6 +217,8 @@ def prepare(
             page = chapters_dir / f"{name}.md"
             page.write_text(_stub_page(name, title, executed))
             out.append(ChapterSource(name, page, False, 0))
+    from .files import atomic_write  # imports torch: not at module level, Sphinx loads this module as an extension
+
     with atomic_write(book / GENERATED_DIR / FINDINGS) as tmp:
         tmp.write_text(findings)
     return out
@@ -430,7 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: see the module docstring (``python -m mnist_pruning.book --help``)."""
     parser = argparse.ArgumentParser(prog="python -m mnist_pruning.book", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--executed", default="runs/executed", help="folder of executed notebooks (<chapter>.ipynb)"
+        "--executed",
+        default="",
+        help='folder of executed <chapter>.ipynb; "" = runs/executed (runs/smoke/executed in smoke mode)',
     )
     parser.add_argument(
         "--results",
@@ -450,7 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not report.ok:
                 raise BookError("the built book failed its check:\n  " + "\n  ".join(report.problems))
         else:
-            chapters = prepare(args.executed, args.results, book, args.require_all)
+            executed = Path(args.executed) if args.executed else paths().runs / "executed"
+            chapters = prepare(executed, args.results, book, args.require_all)
             for c in chapters:
                 print(f"{c.name}: {'executed notebook' if c.executed else 'STUB (not executed in this build)'}")
             if args.prepare_only:

@@ -1,0 +1,397 @@
+"""mnist_pruning.compare on the fixture CSVs (tests/fixtures/, written by tests/fixtures/make_fixtures.py).
+
+Expected values are either hand-checked against the fixture rows (see the comments) or recomputed here from the
+raw CSV text with the csv module, independently of the pandas code under test.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from mnist_pruning import compare
+from mnist_pruning.sweep import COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+NOTEBOOK = ROOT / "notebooks" / "05_compare.ipynb"
+
+
+@pytest.fixture(scope="module")
+def df() -> pd.DataFrame:
+    return compare.load_results(FIXTURES)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def raw_rows(model: str) -> list[dict[str, str]]:
+    with open(FIXTURES / f"{model}_pruning_results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def raw_series(row: dict[str, str]) -> str:
+    return row["method"] if row["schedule"] == "oneshot" else f"{row['method']} ({row['schedule']})"
+
+
+def copy_fixtures(tmp_path: Path) -> Path:
+    out = tmp_path / "results"
+    out.mkdir()
+    for model in ("mlp", "cnn"):
+        shutil.copy(FIXTURES / f"{model}_pruning_results.csv", out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+def test_fixture_header_is_the_sweep_schema():
+    for model in ("mlp", "cnn"):
+        with open(FIXTURES / f"{model}_pruning_results.csv") as f:
+            assert tuple(f.readline().strip().split(",")) == COLUMNS
+
+
+def test_load_results_types_and_labels(df):
+    assert len(df) == len(raw_rows("mlp")) + len(raw_rows("cnn")) == 27
+    for col in ("sparsity", "acc_finetuned", "size_compact_bytes", "latency_b256_ms", "params_nonzero"):
+        assert pd.api.types.is_float_dtype(df[col]), col
+    assert df["acc_finetuned"].between(0, 1).all() and df["sparsity"].between(0, 1).all()
+    assert set(df["label"]) == {"l1", "global", "global (gradual)", "structured", "nm 2:4", "nm 1:4"}
+    assert set(df["series"]) == {"l1", "global", "global (gradual)", "structured", "nm"}
+    assert compare.models(df) == ["mlp", "cnn"]
+    # size_nm_bytes is empty except for N:M rows
+    assert df.loc[df["method"] != "nm", "size_nm_bytes"].isna().all()
+    assert df.loc[df["method"] == "nm", "size_nm_bytes"].notna().all()
+
+
+def test_load_results_missing_and_bad_columns(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results CSV"):
+        compare.load_results(tmp_path)
+    (tmp_path / "mlp_pruning_results.csv").write_text("model,accuracy\nmlp,0.9\n")
+    with pytest.raises(ValueError, match="unexpected columns"):
+        compare.load_results(tmp_path)
+
+
+def test_load_results_one_model_only(tmp_path):
+    shutil.copy(FIXTURES / "cnn_pruning_results.csv", tmp_path)
+    df = compare.load_results(tmp_path)
+    assert compare.models(df) == ["cnn"]
+    assert len(compare.smallest_within(df)) == 4 * 3  # 4 series x 3 tolerances
+
+
+def test_rerun_rows_last_one_wins(tmp_path):
+    folder = copy_fixtures(tmp_path)
+    path = folder / "mlp_pruning_results.csv"
+    rows = raw_rows("mlp")
+    rerun = dict(rows[0], acc_finetuned="0.9000", config_hash="rerun")  # l1 0.5 again, changed settings
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n").writerow(rerun)
+    df = compare.load_results(folder)
+    l1_half = df[(df["model"] == "mlp") & (df["method"] == "l1") & (df["ratio"] == 0.5)]
+    assert len(l1_half) == 1 and l1_half["acc_finetuned"].item() == pytest.approx(0.9)
+    assert len(compare.load_results(folder, dedupe=False)) == 28
+
+
+def test_resolve_results_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv(compare.RESULTS_ENV, raising=False)
+    monkeypatch.delenv("MNIST_PRUNING_SMOKE", raising=False)
+    monkeypatch.chdir(ROOT)
+    assert compare.resolve_results_dir("") == ROOT / "results"
+    monkeypatch.setenv("MNIST_PRUNING_SMOKE", "1")
+    assert compare.resolve_results_dir("") == ROOT / "runs" / "smoke" / "results"
+    monkeypatch.setenv(compare.RESULTS_ENV, str(tmp_path))
+    assert compare.resolve_results_dir("") == tmp_path
+    assert compare.resolve_results_dir(FIXTURES) == FIXTURES  # an argument wins over the variable
+    # nbval runs notebooks from notebooks/: a relative path falls back to the project root
+    monkeypatch.chdir(ROOT / "notebooks")
+    assert compare.resolve_results_dir("tests/fixtures") == ROOT / "tests" / "fixtures"
+    # figures: next to the CSVs, but in smoke mode under runs/smoke/results (never into tests/fixtures)
+    assert compare.resolve_figures_dir("", FIXTURES) == ROOT / "runs" / "smoke" / "results"
+    assert compare.resolve_figures_dir(tmp_path, FIXTURES) == tmp_path
+    monkeypatch.delenv("MNIST_PRUNING_SMOKE")
+    assert compare.resolve_figures_dir("", FIXTURES) == FIXTURES
+
+
+def test_dense_bytes_with_only_structured_rows(tmp_path):
+    """Structured rows are smaller models, so their dense files cannot stand for the baseline's."""
+    from mnist_pruning.export import dense_bytes
+    from mnist_pruning.models import build_model
+
+    rows = [r for r in raw_rows("cnn") if r["method"] == "structured"]
+    with open(tmp_path / "cnn_pruning_results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    df = compare.load_results(tmp_path)
+    dense = compare.dense_bytes(df, "cnn")
+    assert dense == dense_bytes(build_model("cnn"))
+    assert dense > max(int(r["size_dense_bytes"]) for r in rows)
+    table = compare.smallest_within(df)
+    best = table[table["tolerance_pp"] == 1.0].iloc[0]  # structured 0.7 (160,864 compact bytes)
+    assert best["x_smaller"] == pytest.approx(dense / best["size_compact_bytes"])
+
+
+# ---------------------------------------------------------------------------------------------------- figures
+
+
+def lines_by_label(ax) -> dict:
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_accuracy_vs_sparsity(df):
+    fig = compare.accuracy_vs_sparsity(df, "mlp")
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        lines = lines_by_label(ax)
+        assert {"l1", "global", "global (gradual)", "structured", "nm"} <= set(lines)
+        assert ax.get_xscale() == "logit"
+        l1 = lines["l1"]  # sorted by sparsity, accuracy in %
+        assert list(l1.get_xdata()) == pytest.approx([0.5, 0.7, 0.9, 0.99])
+        assert list(l1.get_ydata()) == pytest.approx([98.15, 98.10, 97.90, 95.20])
+        nm = lines["nm"]
+        assert nm.get_linestyle() == "None" and len(nm.get_xdata()) == 2  # N:M rows are points
+        base = lines["dense baseline (98.12 %)"]
+        assert list(base.get_ydata()) == pytest.approx([98.12, 98.12])
+        anchor = lines["Han et al. 2015 (8 % kept)"]  # 98.41 % with 8 % of the weights kept
+        assert list(anchor.get_xdata()) == pytest.approx([0.92])
+        assert list(anchor.get_ydata()) == pytest.approx([98.41])
+    assert fig.axes[1].get_ylim()[0] == pytest.approx(98.12 - 2.0)  # the zoom panel
+
+
+def test_cnn_accuracy_anchor(df):
+    fig = compare.accuracy_vs_sparsity(df, "cnn")
+    anchor = lines_by_label(fig.axes[0])["Han et al. 2015 (8 % kept)"]
+    assert list(anchor.get_ydata()) == pytest.approx([99.23])
+    assert "global (gradual)" not in lines_by_label(fig.axes[0])  # only the mlp fixture has a gradual row
+
+
+def test_bytes_vs_sparsity(df):
+    fig = compare.bytes_vs_sparsity(df, "cnn")
+    (ax,) = fig.axes
+    assert ax.get_yscale() == "log"
+    lines = lines_by_label(ax)
+    dense = max(int(r["size_dense_bytes"]) for r in raw_rows("cnn"))
+    assert list(lines["dense file (zeros stored)"].get_ydata()) == pytest.approx([dense, dense])
+    assert list(lines["structured (compact file)"].get_ydata()) == pytest.approx(
+        sorted(
+            (int(r["size_compact_bytes"]) for r in raw_rows("cnn") if r["method"] == "structured"), reverse=True
+        )
+    )
+    assert len(lines["nm (N:M format)"].get_xdata()) == 2
+
+
+def test_latency_vs_sparsity(df):
+    fig = compare.latency_vs_sparsity(df, "mlp")
+    assert [ax.get_title() for ax in fig.axes] == ["batch 1", "batch 256"]
+    lines = lines_by_label(fig.axes[1])
+    assert list(lines["dense baseline"].get_ydata()) == pytest.approx([1.21, 1.21])
+    structured = [float(r["latency_b256_ms"]) for r in raw_rows("mlp") if r["method"] == "structured"]
+    assert list(lines["structured"].get_ydata()) == pytest.approx(structured)
+
+
+def test_latency_not_measured(tmp_path):
+    folder = copy_fixtures(tmp_path)
+    path = folder / "mlp_pruning_results.csv"
+    rows = raw_rows("mlp")
+    for row in rows:
+        for col in ("latency_b1_ms", "latency_b256_ms", "baseline_latency_b1_ms", "baseline_latency_b256_ms"):
+            row[col] = ""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    df = compare.load_results(folder)
+    fig = compare.latency_vs_sparsity(df, "mlp")
+    assert any(t.get_text() == "latency not measured" for t in fig.axes[0].texts)
+    findings = compare.key_findings(df)
+    assert findings.loc[findings["model"] == "mlp", "speedup_b256"].isna().all()
+    assert "nan" not in compare.key_findings_markdown(df)
+
+
+def test_accuracy_vs_bytes_and_frontier(df):
+    fig = compare.accuracy_vs_bytes(df, "mlp")
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log"
+    frontier = lines_by_label(ax)["frontier (all methods)"]
+    # Hand-checked on the mlp fixture: walking up in bytes, only these rows raise the best accuracy so far:
+    # global 0.99 (17,027 B, 97.20 %), global gradual 0.95 (76,656 B, 98.08 %), global 0.7 (354,835 B,
+    # 98.16 %), global 0.5 (567,795 B, 98.18 %).
+    assert list(frontier.get_xdata()) == [17027, 76656, 354835, 567795]
+    assert list(frontier.get_ydata()) == pytest.approx([97.20, 98.08, 98.16, 98.18])
+    baseline = lines_by_label(ax)["dense baseline"]
+    assert list(baseline.get_xdata()) == [1067900] and list(baseline.get_ydata()) == pytest.approx([98.12])
+
+
+def test_save_figure_writes_png_and_svg(df, tmp_path):
+    fig = compare.accuracy_vs_bytes(df, "cnn")
+    png, svg = compare.save_figure(fig, tmp_path / "figs", "cnn_accuracy_vs_bytes")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in svg.read_bytes()[:2000]
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [png.name, svg.name]  # no temporary files
+    with pytest.raises(ValueError, match="plain file stem"):
+        compare.save_figure(fig, tmp_path, "../escape")
+
+
+# ----------------------------------------------------------------------------------------------------- tables
+
+# smallest_within on the fixture, worked out by hand from make_fixtures.py's accuracies (baselines: mlp 98.12 %,
+# cnn 99.15 %; thresholds 0.1 / 0.5 / 1 pp below). The value is the experiment's ratio, the N:M pattern, or None
+# when no row of that method stays within the tolerance.
+EXPECTED_SMALLEST = {
+    ("mlp", "l1"): (0.7, 0.9, 0.9),  # 98.10 >= 98.02; 97.90 >= 97.62; 0.99 gives 95.20 < 97.12
+    ("mlp", "global"): (0.9, 0.9, 0.99),  # 98.05 >= 98.02; 0.99's 97.20 is only within 1 pp
+    ("mlp", "global (gradual)"): (0.95, 0.95, 0.95),  # one row, 98.08 %
+    ("mlp", "structured"): (None, 0.5, 0.7),  # best is 98.00 at 0.3: 0.12 pp below, not within 0.1
+    ("mlp", "nm"): ("2:4", "1:4", "1:4"),  # 98.13 and 97.70
+    ("cnn", "l1"): (0.7, 0.9, 0.9),
+    ("cnn", "global"): (0.9, 0.9, 0.99),  # 0.99 gives 98.50: 0.65 pp below
+    ("cnn", "structured"): (0.3, 0.5, 0.7),
+    ("cnn", "nm"): ("2:4", "1:4", "1:4"),
+}
+
+
+def test_smallest_within_hand_checked(df):
+    table = compare.smallest_within(df)
+    assert list(table.columns[:4]) == ["model", "series", "label", "tolerance_pp"]
+    assert len(table) == len(EXPECTED_SMALLEST) * 3
+    for (model, series), expected in EXPECTED_SMALLEST.items():
+        rows = table[(table["model"] == model) & (table["series"] == series)].sort_values("tolerance_pp")
+        assert list(rows["tolerance_pp"]) == [0.1, 0.5, 1.0]
+        for (_, row), want in zip(rows.iterrows(), expected, strict=True):
+            where = f"{model} {series} {row['tolerance_pp']} pp"
+            if want is None:
+                assert math.isnan(row["size_compact_bytes"]) and row["label"] == "", where
+            elif isinstance(want, str):
+                assert row["label"] == f"nm {want}", where
+            else:
+                assert row["ratio"] == pytest.approx(want), where
+
+
+def test_smallest_within_matches_raw_csv(df):
+    table = compare.smallest_within(df, tolerances=(0.001, 0.005, 0.01))
+    for model in ("mlp", "cnn"):
+        rows = raw_rows(model)
+        dense = max(int(r["size_dense_bytes"]) for r in rows)
+        for series in {raw_series(r) for r in rows}:
+            for tol in (0.001, 0.005, 0.01):
+                ok = [
+                    r
+                    for r in rows
+                    if raw_series(r) == series
+                    and float(r["acc_finetuned"]) >= float(r["acc_baseline"]) - tol - 1e-9
+                ]
+                got = table[
+                    (table["model"] == model)
+                    & (table["series"] == series)
+                    & np.isclose(table["tolerance_pp"], 100 * tol)
+                ]
+                assert len(got) == 1
+                got = got.iloc[0]
+                if not ok:
+                    assert math.isnan(got["size_compact_bytes"])
+                    continue
+                best = min(ok, key=lambda r: (int(r["size_compact_bytes"]), int(r["params_nonzero"])))
+                assert got["size_compact_bytes"] == int(best["size_compact_bytes"])
+                assert got["params_nonzero"] == int(best["params_nonzero"])
+                assert got["acc_finetuned"] == pytest.approx(float(best["acc_finetuned"]))
+                assert got["x_smaller"] == pytest.approx(dense / int(best["size_compact_bytes"]))
+                drop = 100 * (float(best["acc_baseline"]) - float(best["acc_finetuned"]))
+                assert got["drop_pp"] == pytest.approx(drop)
+
+
+def test_format_smallest(df):
+    shown = compare.format_smallest(compare.smallest_within(df))
+    assert shown.index.names == ["model", "method", "within"]
+    none = shown.loc[("mlp", "structured", "0.1 pp")]
+    assert none["sparsity"] == "none" and none["compact file"] == ""
+    row = shown.loc[("mlp", "global", "1 pp")]  # global 0.99: 17,027 B, 3,072 non-zero, 1,067,900 / 17,027
+    assert (row["sparsity"], row["accuracy"], row["compact file"]) == ("99.0 %", "97.20 %", "17.0 kB")
+    assert (row["non-zero params"], row["smaller than dense"]) == ("3,072", "62.7x")
+
+
+def test_key_findings_match_raw_csv(df):
+    findings = compare.key_findings(df)
+    for model in ("mlp", "cnn"):
+        rows = raw_rows(model)
+        dense = max(int(r["size_dense_bytes"]) for r in rows)
+        base = float(rows[0]["acc_baseline"])
+        for series in {raw_series(r) for r in rows}:
+            ok = [
+                r
+                for r in rows
+                if raw_series(r) == series and float(r["acc_finetuned"]) >= float(r["acc_baseline"]) - 0.005 - 1e-9
+            ]
+            best = max(ok, key=lambda r: (float(r["sparsity"]), float(r["acc_finetuned"])))
+            got = findings[(findings["model"] == model) & (findings["series"] == series)].iloc[0]
+            assert got["acc_baseline_model"] == pytest.approx(base)
+            assert got["sparsity"] == pytest.approx(float(best["sparsity"]))
+            assert got["acc_finetuned"] == pytest.approx(float(best["acc_finetuned"]))
+            assert got["size_compact_bytes"] == int(best["size_compact_bytes"])
+            assert got["x_smaller"] == pytest.approx(dense / int(best["size_compact_bytes"]))
+            speedup = float(best["baseline_latency_b256_ms"]) / float(best["latency_b256_ms"])
+            assert got["speedup_b256"] == pytest.approx(speedup)
+
+
+def test_key_findings_hand_checked(df):
+    f = compare.key_findings(df).set_index(["model", "series"])
+    # mlp structured: 0.3 (98.00) and 0.5 (97.90) are within 0.5 pp of 98.12, 0.7 (97.45) is not -> ratio 0.5;
+    # its batch-256 latency is 0.6221 ms against the baseline's 1.21 ms.
+    s = f.loc[("mlp", "structured")]
+    assert s["ratio"] == 0.5 and s["speedup_b256"] == pytest.approx(1.21 / 0.6221)
+    # cnn global: 0.9 (99.11) is within 0.5 pp of 99.15, 0.99 (98.50) is not -> ratio 0.9
+    g = f.loc[("cnn", "global")]
+    assert g["ratio"] == 0.9 and g["acc_finetuned"] == pytest.approx(0.9911)
+
+
+def test_key_findings_markdown(df):
+    text = compare.key_findings_markdown(df)
+    assert "**LeNet-300-100 (mlp)**: dense baseline 98.12 %" in text
+    assert "**LeNet-5-Caffe (cnn)**: dense baseline 99.15 %" in text
+    # mlp: smallest file within 0.5 pp is the gradual global row at 95 % (76,656 B -> 76.7 kB)
+    assert "the smallest file is global (gradual) at 95.0 % sparsity: 76.7 kB" in text
+    assert text.count("| method | most sparse within 0.5 pp |") == 2
+    assert "| structured | 52.8 % | 97.90 % | 503.7 kB | 2.1x | 1.95x |" in text
+    assert "nan" not in text.lower()
+
+
+def test_overview(df):
+    ov = compare.overview(df)
+    assert ov.loc[("mlp", "l1"), "experiments"] == 4
+    assert ov.loc[("mlp", "l1"), "sparsity"] == "50.0 - 99.0 %"
+    assert ov.loc[("mlp", "global (gradual)"), "sparsity"] == "95.0 %"
+
+
+# ---------------------------------------------------------------------------------------------------- notebook
+
+
+def test_notebook_runs_under_nbval_on_the_fixture(tmp_path):
+    """nbval cannot pass papermill parameters: the notebook's results_dir = "" falls back to the variable."""
+    folder = copy_fixtures(tmp_path)
+    env = dict(os.environ, MNIST_PRUNING_RESULTS=str(folder), OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    env.pop("MNIST_PRUNING_SMOKE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", str(NOTEBOOK)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    names = sorted(p.name for p in folder.iterdir())
+    for model in ("mlp", "cnn"):
+        for figure in ("accuracy_vs_sparsity", "bytes_vs_sparsity", "latency_vs_sparsity", "accuracy_vs_bytes"):
+            assert f"{model}_{figure}.png" in names and f"{model}_{figure}.svg" in names
