@@ -6,7 +6,7 @@ Usage::
     mnist-pruning baseline --models mlp cnn       # train (or reuse) the dense baselines in runs/
     mnist-pruning sweep --models mlp --methods global --ratios 0.5 0.9 --finetune-epochs 2
     mnist-pruning run                             # quick but real pipeline run (~3 min) -> runs/quick/
-    mnist-pruning run --full                      # the full sweep -> results/ (see the README)
+    mnist-pruning run --full                      # full sweep, executed chapters, book -> results/
 
 Every argument is validated before any data is loaded or any model trained.
 """
@@ -14,6 +14,7 @@ Every argument is validated before any data is loaded or any model trained.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,8 @@ def _sweep_config(args: argparse.Namespace, **overrides) -> SweepConfig:
         results_dir=args.results_dir,
         latency=not args.no_latency,
         schedules=tuple(args.schedules),
+        frontier_ratios=tuple(args.frontier_ratios),
+        frontier_epochs=args.frontier_epochs,
     )
     if args.baseline_epochs is not None:
         kwargs["baseline_epochs"] = {m: args.baseline_epochs for m in args.models}
@@ -96,8 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"from {', '.join(SCHEDULES)}; gradual/lottery run at --frontier-ratios (default: oneshot; "
             "run --full: all)",
         )
+        p.add_argument("--frontier-ratios", nargs="+", type=float, default=[0.99], help="for gradual / lottery")
+        p.add_argument("--frontier-epochs", type=int, default=6, help="gradual epochs; epochs per lottery round")
         if name == "run":
-            p.add_argument("--full", action="store_true", help="full budgets, all ratios, writes results/")
+            p.add_argument(
+                "--full", action="store_true", help="full sweep + executed chapters + book; writes results/"
+            )
+            p.add_argument("--no-book", action="store_true", help="with --full: skip building the book")
     return parser
 
 
@@ -152,6 +160,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             subset=args.subset or QUICK["subset"],
         )
     start = time.perf_counter()
+    if args.command == "run" and args.full:
+        from .fullrun import full_run
+
+        record = full_run(config, book=not args.no_book)
+        print(json.dumps(record["seconds"], indent=2))
+        print(f"done in {time.perf_counter() - start:.0f} s; results in {config.results_dir or 'results/'}")
+        return 0
     csvs = run_sweep(config)
     for arch, path in csvs.items():
         print(f"{arch}: {path}")

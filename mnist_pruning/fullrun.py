@@ -1,0 +1,115 @@
+"""The full run: every experiment, every chapter executed with full parameters, the book, and a record of it.
+
+Usage::
+
+    mnist-pruning run --full            # or: bash scripts/main.sh --full
+    from mnist_pruning.fullrun import full_run
+    record = full_run(SweepConfig(schedules=SCHEDULES))
+
+Stages (each one resumes: finished experiments stay in the CSVs, baselines are reused from ``runs/``):
+
+1. the sweep: both models x every method x every ratio / N:M pattern / schedule -> ``results/*.csv``;
+2. the chapters, executed by papermill with the parameters below -> ``results/notebooks/*.ipynb``;
+3. the book, built offline from those notebooks and CSVs -> ``book/_build/html``;
+4. ``results/run.json``: settings, library versions, machine, and the wall time of every stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .files import atomic_write, check_writable_dir
+from .settings import paths
+from .sweep import SweepConfig, run_sweep, settings_json
+
+__all__ = ["CHAPTER_PARAMETERS", "execute_chapters", "full_run"]
+
+# What each chapter shows in the published book (papermill parameters on top of the notebook's defaults).
+CHAPTER_PARAMETERS: dict[str, dict] = {
+    "01_baseline": {"model": "both"},
+    "02_prune": {"model": "mlp", "method": "global", "ratio": 0.9},
+    "03_structured": {"model": "cnn", "ratio": 0.5},
+    "04_nm": {"model": "cnn", "n": 2, "m": 4},
+    "05_compare": {},
+    "06_frontier": {"model": "mlp", "ratio": 0.99},
+}
+
+
+def execute_chapters(
+    out_dir: str | os.PathLike,
+    results_dir: str | os.PathLike,
+    chapters: dict[str, dict] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Execute the notebooks with papermill into ``out_dir``; return seconds per chapter.
+
+    Progress bars are switched off (``TQDM_DISABLE``) so the published pages hold results, not bars.
+    """
+    import papermill as pm
+
+    root = paths().root
+    out = check_writable_dir(out_dir)
+    seconds = {}
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        for name, params in (chapters or CHAPTER_PARAMETERS).items():
+            if "results_dir" not in params:
+                params = {**params, "results_dir": str(results_dir)}
+            start = time.perf_counter()
+            with atomic_write(out / f"{name}.ipynb") as tmp:
+                pm.execute_notebook(
+                    str(root / "notebooks" / f"{name}.ipynb"),
+                    str(tmp),
+                    parameters=params,
+                    cwd=str(root / "notebooks"),
+                    progress_bar=progress,
+                    kernel_name="python3",
+                )
+            seconds[name] = round(time.perf_counter() - start, 1)
+    finally:
+        os.environ.pop("TQDM_DISABLE", None)
+    return seconds
+
+
+def full_run(config: SweepConfig, progress: bool = True, book: bool = True) -> dict:
+    """Run the stages of the module docstring; return (and write to ``results/run.json``) the record."""
+    p = paths(config.data_dir, config.out_dir, config.results_dir)
+    check_writable_dir(p.results)
+    record: dict = {
+        "settings": json.loads(settings_json(config)),
+        "versions": {
+            "mnist_pruning": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "platform": platform.platform(),
+        },
+        "seconds": {},
+    }
+    start = time.perf_counter()
+    run_sweep(config, progress=progress)
+    record["seconds"]["sweep"] = round(time.perf_counter() - start, 1)
+
+    executed = p.results / "notebooks"
+    record["seconds"]["chapters"] = execute_chapters(executed, p.results, progress=progress)
+    if book:
+        from .book import build
+
+        t = time.perf_counter()
+        build(executed_dir=executed, results_dir=p.results, require_all=True)
+        record["seconds"]["book"] = round(time.perf_counter() - t, 1)
+    record["seconds"]["total"] = round(time.perf_counter() - start, 1)
+    with atomic_write(Path(p.results) / "run.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    return record
