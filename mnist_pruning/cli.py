@@ -165,7 +165,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         record = full_run(config, book=not args.no_book)
         print(json.dumps(record["seconds"], indent=2))
-        print(f"done in {time.perf_counter() - start:.0f} s; results in {config.results_dir or 'results/'}")
+        from .settings import paths
+
+        results = paths(config.data_dir, config.out_dir, config.results_dir).results
+        print(f"done in {time.perf_counter() - start:.0f} s; results in {results}")
         return 0
     csvs = run_sweep(config)
     for arch, path in csvs.items():

@@ -305,21 +305,27 @@ def run_experiment(
     progress: bool = True,
 ) -> tuple[dict, nn.Module]:
     """Run one experiment on a copy of ``base_model``; return its CSV row and the fine-tuned model."""
-    if exp.schedule != "oneshot":
-        model, acc_pruned, epochs, seconds = _run_frontier(exp, base_model, data, config, progress)
-        return _measure(
-            exp,
-            model,
-            base_model,
-            data,
-            config,
-            acc_baseline,
-            acc_pruned,
-            epochs,
-            seconds,
-            files_dir,
-            baseline_latency,
-        )
+    run = _run_oneshot if exp.schedule == "oneshot" else _run_frontier
+    model, acc_pruned, epochs, seconds = run(exp, base_model, data, config, progress)
+    return _measure(
+        exp,
+        model,
+        base_model,
+        data,
+        config,
+        acc_baseline,
+        acc_pruned,
+        epochs,
+        seconds,
+        files_dir,
+        baseline_latency,
+    )
+
+
+def _run_oneshot(
+    exp: Experiment, base_model: nn.Module, data: MNISTData, config: SweepConfig, progress: bool
+) -> tuple[nn.Module, float, int, float]:
+    """Prune a copy of the baseline once, then fine-tune it (structured: the surgered, smaller model)."""
     model = _prune(copy.deepcopy(base_model), exp)
     acc_pruned = evaluate(model, data.test_x, data.test_y)["accuracy"]
     if exp.method == "structured":
@@ -329,20 +335,7 @@ def run_experiment(
         model.load_state_dict(state_dict)
     start = time.perf_counter()
     fine_tune(model, data, config.finetune_config(), desc=exp.label, progress=progress)
-    seconds = time.perf_counter() - start
-    return _measure(
-        exp,
-        model,
-        base_model,
-        data,
-        config,
-        acc_baseline,
-        acc_pruned,
-        config.finetune_epochs,
-        seconds,
-        files_dir,
-        baseline_latency,
-    )
+    return model, acc_pruned, config.finetune_epochs, time.perf_counter() - start
 
 
 def experiment_files(exp: Experiment, files_dir: str | os.PathLike) -> tuple[Path, Path]:
