@@ -40,6 +40,7 @@ __all__ = [
     "layer_flops",
     "effective_flops",
     "latency_ms",
+    "torch_benchmark",
     "model_report",
 ]
 
@@ -128,7 +129,7 @@ def effective_flops(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE
     return int(round(total - saved))
 
 
-def _benchmark():
+def torch_benchmark():
     """``torch.utils.benchmark``, imported on first use.
 
     Importing it pulls in ``torch.utils.cpp_extension``, which on a CUDA build of torch without a CUDA runtime
@@ -170,7 +171,7 @@ def latency_ms(
         with torch.inference_mode():
             for _ in range(3):  # warm-up: allocator, lazy CUDA init, prune hooks' first mask product
                 model(x)
-            timer = _benchmark().Timer(
+            timer = torch_benchmark().Timer(
                 stmt="model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads()
             )
             measurement = timer.blocked_autorange(min_run_time=min_run_time)

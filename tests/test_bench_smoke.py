@@ -1,0 +1,64 @@
+"""Smoke tests for the benchmark scripts: they run end to end at their smallest settings and print their tables.
+
+Speed targets are deliberately not asserted: they depend on the machine and on whatever else it runs, and live
+only in the scripts' PASS/FAIL output. bench/ is not a package, so each script is imported from its file path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+
+
+def load_bench(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_pruning.data import MNIST_FILES, raw_dir
+
+    # Never fetch from a smoke test (load_mnist would); the data tests cover fetching and checksums.
+    if not all((raw_dir() / name).is_file() for name in MNIST_FILES):
+        pytest.skip(f"MNIST files not in {raw_dir()}")
+    bench = load_bench("train_speed")
+    rc = bench.main(
+        ["--batches", "2", "--rounds", "1", "--threads", "1", "--min-run-time", "0.01", "--mm-size", "64"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0  # without --strict the exit status never depends on the speed goals
+    assert "1 torch thread(s)" in out
+    assert re.search(r"^pipeline\s+s/epoch\s+steps/s\s+setup s$", out, re.M), out
+    speedup = re.search(
+        rf"speedup \(DataLoader / preloaded epoch time\): {NUMBER}x\s+GOAL >= 8x: (PASS|FAIL)", out
+    )
+    assert speedup and float(speedup.group(1)) > 0, out
+    fraction = re.search(rf"fraction \(CNN training / torch\.mm\): {NUMBER}%\s+GOAL >= 40%: (PASS|FAIL)", out)
+    assert fraction and float(fraction.group(1)) > 0, out
+
+
+def test_structured_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = load_bench("structured_speed")
+    argv = ["--ratios", "0.5", "--rounds", "1", "--threads", "1", "--min-run-time", "0.01", "--batch", "16"]
+    rc = bench.main(argv)
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "1 torch thread(s)" in out
+    assert "memory format" in out and "using " in out  # the CNN's format check ran and named its choice
+    headers = re.findall(r"^ratio\s+widths\s+params\s+bytes\s+MFLOP/img\s+FLOP red\b.*x/FLOPred", out, re.M)
+    assert len(headers) == 2, out  # one table per model
+    rows = re.findall(rf"^\s*0\.50 \(.*\)\s.*\s{NUMBER}\s+(PASS|FAIL)$", out, re.M)
+    assert len(rows) == 2 and all(float(r[0]) > 0 for r in rows), out
+    assert re.search(r"^\d+/2 rows meet the goal$", out, re.M), out
