@@ -134,8 +134,9 @@ class SweepConfig:
     latency: bool = True  # measure latency (a few seconds per experiment)
     schedules: tuple[str, ...] = ("oneshot",)  # add "gradual" / "lottery" for the high-sparsity frontier rows
     frontier_ratios: tuple[float, ...] = (0.99,)  # ratios run with the gradual and lottery schedules
-    frontier_epochs: int = 6  # epochs of a gradual run; epochs per lottery round
-    lottery_rounds: int = 4  # pruning rounds of a lottery run (each removes the same fraction of what is left)
+    frontier_epochs: int = 6  # epochs of a gradual run
+    lottery_rounds: int = 3  # pruning rounds of a lottery run (each removes the same fraction of what is left)
+    lottery_epochs: int = 3  # epochs of the lottery's dense training and of each round (total: x (rounds + 1))
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -159,6 +160,7 @@ class SweepConfig:
             check_ratio(r)
         TrainConfig(epochs=self.frontier_epochs)
         TrainConfig(epochs=self.lottery_rounds)  # same rule: a positive integer
+        TrainConfig(epochs=self.lottery_epochs)
         TrainConfig(epochs=self.finetune_epochs, lr=self.finetune_lr, seed=self.seed)  # validates both
         for arch, epochs in self.baseline_epochs.items():
             check_model_name(arch)
@@ -212,7 +214,7 @@ def config_hash(config: SweepConfig, arch: str) -> str:
         "test_subset": config.test_subset,
     }
     if config.schedules != ("oneshot",):
-        key["frontier"] = [config.frontier_epochs, config.lottery_rounds]
+        key["frontier"] = [config.frontier_epochs, config.lottery_rounds, config.lottery_epochs]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -360,7 +362,7 @@ def _run_frontier(
             copy.deepcopy(base_model), data, exp.method, exp.ratio, train_cfg, progress=progress
         )
         return result.model, "", result.epochs, result.seconds
-    train_cfg = TrainConfig(epochs=config.frontier_epochs, lr=recipe.lr, seed=config.seed)
+    train_cfg = TrainConfig(epochs=config.lottery_epochs, lr=recipe.lr, seed=config.seed)
     ticket = lottery_ticket(exp.model, data, exp.ratio, train_cfg, rounds=config.lottery_rounds, progress=progress)
     return ticket.model.to(next(base_model.parameters()).device), "", ticket.epochs, ticket.seconds
 
@@ -442,7 +444,7 @@ def _epochs_of(exp: Experiment, config: SweepConfig) -> int:
     if exp.schedule == "gradual":
         return config.frontier_epochs
     if exp.schedule == "lottery":
-        return config.frontier_epochs * (config.lottery_rounds + 1)
+        return config.lottery_epochs * (config.lottery_rounds + 1)
     return config.finetune_epochs
 
 
