@@ -19,6 +19,7 @@ import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -117,7 +118,7 @@ def setup(
 
     Known extra parameters: ``ratio`` (fraction removed, [0, 1)), ``ratios`` (a list of them), ``method``
     (l1 | global | nm | structured), ``n``/``m`` (an N:M pattern), ``patterns`` (list of "n:m"),
-    ``results_dir``.
+    ``schedule`` (oneshot | gradual | lottery), ``results_dir``.
     """
     allowed = (*MODEL_NAMES, "both") if allow_both else MODEL_NAMES
     if model not in allowed:
@@ -143,6 +144,10 @@ def setup(
             for p in checked[name]:
                 parse_pattern(p)
         elif name == "schedule":
+            from .sweep import SCHEDULES
+
+            if value not in SCHEDULES:
+                raise ValueError(f"unknown schedule {value!r}; allowed: {', '.join(map(repr, SCHEDULES))}")
             checked[name] = value
         elif name == "results_dir":
             checked[name] = value or None
@@ -186,6 +191,25 @@ def baseline_summary(arch: str, model: nn.Module, payload: dict) -> dict:
         "train time s": round(history[-1].get("seconds", float("nan")), 1),
         "Han et al. 2015 %": 100 * PUBLISHED_BASELINE[arch],
     }
+
+
+def accuracy_table(row: dict) -> pd.DataFrame:
+    """Test accuracy (%) of a sweep row: dense baseline, right after pruning, after (or, for the gradual and
+    lottery schedules, while and after) training."""
+    schedule = row.get("schedule", "oneshot")
+    epochs = row["finetune_epochs"]
+    after = f"after {epochs} fine-tune epoch(s)" if schedule == "oneshot" else f"{schedule}, {epochs} epoch(s)"
+    pruned = row["acc_pruned"]
+    return pd.DataFrame(
+        {
+            "test accuracy %": [
+                100 * row["acc_baseline"],
+                100 * pruned if pruned != "" else None,
+                100 * row["acc_finetuned"],
+            ]
+        },
+        index=["dense baseline", "pruned, before fine-tuning", after],
+    )
 
 
 def masked_state_dict_bytes(model: nn.Module) -> int:

@@ -36,6 +36,7 @@ def test_prune_notebook_runs_with_the_readme_command(tmp_path):
         ("02_prune.ipynb", "-p ratio 1.5", r"ratio must be in [0, 1)"),
         ("02_prune.ipynb", "-p method magnitude", "unknown method 'magnitude'"),
         ("02_prune.ipynb", "-p finetune_epochs 0", "finetune_epochs must be a positive integer, got 0"),
+        ("02_prune.ipynb", "-p schedule slow", "unknown schedule 'slow'"),
         ("03_structured.ipynb", "-p model resnet", "unknown model 'resnet'"),
         ("04_nm.ipynb", "-p n 4", "n must be an integer with 1 <= n < m"),
         ("01_baseline.ipynb", "-p epochs -1", "epochs must be a positive integer, got -1"),
