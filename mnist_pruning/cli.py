@@ -135,7 +135,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         for m in args.models:
             SweepConfig(models=(m,))
         configs = {
-            m: TrainConfig.for_model(m, seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+            m: TrainConfig.for_model(
+                m, seed=args.seed, **({"epochs": args.epochs} if args.epochs is not None else {})
+            )
             for m in args.models
         }
         p = paths(args.data_dir, args.out_dir)
