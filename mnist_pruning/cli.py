@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"from {', '.join(METHODS)}")
         p.add_argument("--ratios", nargs="+", type=float, default=list(RATIOS), help="fractions removed")
         p.add_argument("--patterns", nargs="+", default=list(NM_PATTERNS), help="N:M patterns for method nm")
-        p.add_argument("--finetune-epochs", type=int, default=2)
+        p.add_argument("--finetune-epochs", type=int, default=None, help="default: per model (MLP 8, CNN 2)")
         p.add_argument("--baseline-epochs", type=int, default=None)
         p.add_argument("--results-dir", default=None, help="where the CSVs go (default: results/)")
         p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
             "run --full: all)",
         )
         p.add_argument("--frontier-ratios", nargs="+", type=float, default=[0.99], help="for gradual / lottery")
-        p.add_argument("--frontier-epochs", type=int, default=6, help="gradual epochs; epochs per lottery round")
+        p.add_argument("--frontier-epochs", type=int, default=None, help="gradual epochs (default: MLP 20, CNN 6)")
         if name == "run":
             p.add_argument(
                 "--full", action="store_true", help="full sweep + executed chapters + book; writes results/"

@@ -55,7 +55,7 @@ class Run:
     seed: int = 0
     smoke: bool = False  # MNIST_PRUNING_SMOKE is set: tiny budgets
     epochs: int | None = None  # baseline epochs (None = the full recipe)
-    finetune_epochs: int = 2
+    finetune_epochs: int | None = None  # None: the model's budget (mnist_pruning.sweep.BUDGETS)
     subset: int | None = None  # training subset (smoke)
     test_subset: int | None = None  # test subset (smoke)
     params: dict = field(default_factory=dict)  # every other validated parameter, by name
@@ -74,9 +74,6 @@ class Run:
         if self.epochs is not None:
             overrides["epochs"] = self.epochs
         return TrainConfig.for_model(arch, **overrides)
-
-    def finetune_config(self, lr: float = 0.01) -> TrainConfig:
-        return TrainConfig(epochs=self.finetune_epochs, lr=lr, seed=self.seed)
 
     def baseline(self, arch: str, data: MNISTData, progress: bool = True) -> tuple[nn.Module, dict]:
         """The dense baseline (reused from ``runs/`` when trained with this config, else trained now) and its
@@ -166,7 +163,7 @@ def setup(
         seed=seed,
         smoke=smoke,
         epochs=SMOKE.epochs if smoke else epochs,
-        finetune_epochs=SMOKE.finetune_epochs if smoke else (finetune_epochs or 2),
+        finetune_epochs=SMOKE.finetune_epochs if smoke else finetune_epochs,
         subset=SMOKE.subset if smoke else None,
         test_subset=SMOKE.test_subset if smoke else None,
         params=checked,
