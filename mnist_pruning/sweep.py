@@ -239,18 +239,27 @@ def experiments(config: SweepConfig) -> list[Experiment]:
     return out
 
 
-def config_hash(config: SweepConfig, arch: str) -> str:
-    """A short hash of everything that shapes an experiment's numbers (budgets, seed, data), not of paths."""
-    key = {
-        "baseline": config.baseline_config(arch).to_dict(),
-        "finetune": config.finetune_config(arch).to_dict(),
+def config_hash(config: SweepConfig, exp: Experiment) -> str:
+    """A short hash of everything that shapes ``exp``'s numbers (baseline recipe, data, seed and the budget of
+    its schedule), not of paths: changing the gradual budget does not invalidate one-shot rows."""
+    budget = config.budget(exp.model)
+    key: dict = {
+        "baseline": config.baseline_config(exp.model).to_dict(),
         "subset": config.subset,
         "test_subset": config.test_subset,
     }
-    if config.schedules != ("oneshot",):
-        budget = config.budget(arch)
-        key["frontier"] = [budget.frontier_epochs, config.lottery_rounds, budget.lottery_epochs]
+    if exp.schedule == "oneshot":
+        key["finetune"] = config.finetune_config(exp.model).to_dict()
+    elif exp.schedule == "gradual":
+        key["gradual_epochs"] = budget.frontier_epochs
+    else:
+        key["lottery"] = [config.lottery_rounds, budget.lottery_epochs]
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def experiment_of(row: dict) -> Experiment:
+    """The :class:`Experiment` a CSV row records."""
+    return Experiment(row["model"], row["method"], float(row["ratio"]), row["pattern"] or "", row["schedule"])
 
 
 def results_csv(results_dir: str | os.PathLike, arch: str) -> Path:
@@ -469,7 +478,7 @@ def _measure(
 
 def record(row: dict, config: SweepConfig) -> Path:
     """Append a finished experiment's row to its model's CSV unless an identical experiment is already there."""
-    row = {**row, "config_hash": config_hash(config, row["model"])}
+    row = {**row, "config_hash": config_hash(config, experiment_of(row))}
     path = results_csv(paths(config.data_dir, config.out_dir, config.results_dir).results, row["model"])
     if _row_key(row) not in {_row_key(r) for r in read_results(path)}:
         append_row(path, row)
@@ -500,7 +509,7 @@ def _pending(config: SweepConfig, results_dir: Path) -> Iterator[tuple[Experimen
                 "ratio": exp.ratio,
                 "finetune_epochs": _epochs_of(exp, config),
                 "seed": config.seed,
-                "config_hash": config_hash(config, exp.model),
+                "config_hash": config_hash(config, exp),
             }
         )
         if key not in done[exp.model]:
@@ -536,7 +545,7 @@ def run_sweep(config: SweepConfig, progress: bool = True, data: MNISTData | None
             bases[exp.model] = (model, acc, lat)
         model, acc, lat = bases[exp.model]
         row, _ = run_experiment(exp, model, data, config, acc, files_dir, lat, progress)
-        row["config_hash"] = config_hash(config, exp.model)
+        row["config_hash"] = config_hash(config, exp)
         append_row(csv_path, row)
     return csvs
 

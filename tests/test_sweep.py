@@ -149,3 +149,26 @@ def test_unwritable_results_dir_raises_before_any_work(tmp_path, mnist_small):
     blocker.write_text("x")
     with pytest.raises(ValueError, match="exists and is not a directory"):
         run_sweep(tiny(tmp_path, results_dir=str(blocker)), progress=False, data=mnist_small)
+
+
+def test_frontier_budget_does_not_change_one_shot_hashes():
+    from mnist_pruning.sweep import config_hash
+
+    exp = Experiment("mlp", "global", 0.9)
+    gradual = Experiment("mlp", "global", 0.99, schedule="gradual")
+    a = SweepConfig(schedules=("oneshot", "gradual"), frontier_epochs=5)
+    b = SweepConfig(schedules=("oneshot",), frontier_epochs=9)
+    assert config_hash(a, exp) == config_hash(b, exp)
+    assert config_hash(a, gradual) != config_hash(b, gradual)
+    assert config_hash(a, exp) != config_hash(SweepConfig(finetune_epochs=3), exp)
+
+
+def test_a_notebook_recording_a_swept_experiment_adds_no_row(tmp_path, mnist_small):
+    from mnist_pruning.sweep import record
+
+    full = tiny(tmp_path, methods=("global",), schedules=("oneshot", "gradual"), frontier_epochs=1)
+    path = run_sweep(full, progress=False, data=mnist_small)["mlp"]
+    rows = read_results(path)
+    notebook_config = tiny(tmp_path, methods=("global",))  # what chapter 02 builds: one-shot only
+    record(rows[0], notebook_config)
+    assert len(read_results(path)) == len(rows)
