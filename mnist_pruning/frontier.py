@@ -239,6 +239,21 @@ class PruneResult:
     pruning_steps: list[dict[str, float]] = field(default_factory=list)  # step, epoch, target, sparsity
 
 
+def _result(
+    model: nn.Module, history: list[dict[str, float]], config: TrainConfig, start: float, steps: list | None = None
+) -> PruneResult:
+    """A :class:`PruneResult` measured now: sparsity, last epoch's accuracy, time since ``start``."""
+    return PruneResult(
+        model=model,
+        history=history,
+        sparsity=sparsity(model),
+        accuracy=history[-1]["test_accuracy"],
+        epochs=config.epochs,
+        seconds=time.perf_counter() - start,
+        pruning_steps=steps or [],
+    )
+
+
 def _steps_per_epoch(data: MNISTData, config: TrainConfig) -> int:
     return math.ceil(data.train_y.shape[0] / config.batch_size)
 
@@ -253,15 +268,7 @@ def one_shot(
     measured = prune_to(model, method, ratio)
     steps = [{"step": 0, "epoch": 0.0, "target": ratio, "sparsity": measured}]
     history = fine_tune(model, data, config, desc=f"one-shot {method} {ratio:g}", progress=progress)
-    return PruneResult(
-        model=model,
-        history=history,
-        sparsity=sparsity(model),
-        accuracy=history[-1]["test_accuracy"],
-        epochs=config.epochs,
-        seconds=time.perf_counter() - start,
-        pruning_steps=steps,
-    )
+    return _result(model, history, config, start, steps)
 
 
 def gradual_prune(
@@ -339,15 +346,7 @@ def gradual_prune(
     history = fine_tune(
         model, data, config, desc=f"gradual {method} {final_ratio:g}", progress=progress, after_step=after_step
     )
-    return PruneResult(
-        model=model,
-        history=history,
-        sparsity=sparsity(model),
-        accuracy=history[-1]["test_accuracy"],
-        epochs=config.epochs,
-        seconds=time.perf_counter() - start,
-        pruning_steps=log,
-    )
+    return _result(model, history, config, start, log)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -530,14 +529,7 @@ def one_shot_layers(
     start = time.perf_counter()
     prune_per_layer(model, ratios)
     history = fine_tune(model, data, config, desc="one-shot per-layer", progress=progress)
-    return PruneResult(
-        model=model,
-        history=history,
-        sparsity=sparsity(model),
-        accuracy=history[-1]["test_accuracy"],
-        epochs=config.epochs,
-        seconds=time.perf_counter() - start,
-    )
+    return _result(model, history, config, start)
 
 
 # --------------------------------------------------------------------------------------------------------------
