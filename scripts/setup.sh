@@ -13,7 +13,9 @@ stamp=.venv/.mnist-pruning-installed
 want=$(sha256sum pyproject.toml | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import mnist_pruning, torch" 2>/dev/null; then
   echo "[setup] installing mnist_pruning[test,book] and its dependencies (torch: ~2 min on first install)"
-  .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test,book]"
+  # (this machine's pip configuration names local package folders that may be absent; drop those warnings)
+  .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test,book]" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$want" > "$stamp"
 fi
 .venv/bin/mnist-pruning fetch-data >/dev/null
