@@ -61,7 +61,11 @@ def execute_chapters(
     try:
         for name, params in (chapters or CHAPTER_PARAMETERS).items():
             if "results_dir" not in params:
-                params = {**params, "results_dir": str(results_dir)}
+                # relative to the notebooks' folder, so the published pages show no machine-specific paths
+                params = {
+                    **params,
+                    "results_dir": os.path.relpath(Path(results_dir).resolve(), root / "notebooks"),
+                }
             start = time.perf_counter()
             with atomic_write(out / f"{name}.ipynb") as tmp:
                 pm.execute_notebook(
