@@ -60,7 +60,8 @@ def execute_chapters(
     os.environ["TQDM_DISABLE"] = "1"
     try:
         for name, params in (chapters or CHAPTER_PARAMETERS).items():
-            if "results_dir" not in params:
+            declared = pm.inspect_notebook(str(root / "notebooks" / f"{name}.ipynb"))
+            if "results_dir" in declared and "results_dir" not in params:
                 # relative to the notebooks' folder, so the published pages show no machine-specific paths
                 params = {
                     **params,
