@@ -70,10 +70,8 @@ class Run:
         return load_mnist(self.paths.data, subset=self.subset, test_subset=self.test_subset, seed=self.seed)
 
     def train_config(self, arch: str) -> TrainConfig:
-        overrides = {"seed": self.seed}
-        if self.epochs is not None:
-            overrides["epochs"] = self.epochs
-        return TrainConfig.for_model(arch, **overrides)
+        """The baseline recipe with this run's seed and epochs (the same one the sweep uses)."""
+        return self.sweep_config(models=(arch,)).baseline_config(arch)
 
     def baseline(self, arch: str, data: MNISTData, progress: bool = True) -> tuple[nn.Module, dict]:
         """The dense baseline (reused from ``runs/`` when trained with this config, else trained now) and its

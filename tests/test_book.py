@@ -63,14 +63,6 @@ def book_copy(tmp_path: Path) -> Path:
     return out
 
 
-def results_copy(tmp_path: Path) -> Path:
-    out = tmp_path / "results"
-    out.mkdir()
-    for model in ("mlp", "cnn"):
-        shutil.copy(FIXTURES / f"{model}_pruning_results.csv", out)
-    return out
-
-
 # -------------------------------------------------------------------------------------------------- structure
 
 
@@ -114,7 +106,7 @@ def test_check_executed_refuses_unexecuted_and_failed(tmp_path):
         book.check_executed(tmp_path / "junk.ipynb")
 
 
-def test_prepare_copies_stubs_and_generates_findings(tmp_path):
+def test_prepare_copies_stubs_and_generates_findings(tmp_path, fixture_results):
     src = book_copy(tmp_path)
     executed = tmp_path / "executed"
     executed.mkdir()
@@ -122,7 +114,7 @@ def test_prepare_copies_stubs_and_generates_findings(tmp_path):
     # a stale stub from an earlier build must not survive next to the fresh notebook
     (src / book.CHAPTERS_DIR).mkdir()
     (src / book.CHAPTERS_DIR / "01_baseline.md").write_text("# old stub\n")
-    chapters = book.prepare(executed, results_copy(tmp_path), src)
+    chapters = book.prepare(executed, fixture_results, src)
 
     assert [c.name for c in chapters] == [name for name, _ in book.CHAPTERS]
     assert [c.executed for c in chapters] == [True, False, False, False, False, False]
@@ -141,12 +133,12 @@ def test_prepare_copies_stubs_and_generates_findings(tmp_path):
     assert "`mlp_pruning_results.csv` (14 experiments)" in findings
 
 
-def test_prepare_require_all(tmp_path):
+def test_prepare_require_all(tmp_path, fixture_results):
     src = book_copy(tmp_path)
     executed = tmp_path / "executed"
     executed.mkdir()
     with pytest.raises(book.BookError, match="--require-all"):
-        book.prepare(executed, results_copy(tmp_path), src, require_all=True)
+        book.prepare(executed, fixture_results, src, require_all=True)
     for name, title in book.CHAPTERS:
         nbformat.write(executed_notebook(title), executed / f"{name}.ipynb")
     with pytest.raises(book.BookError, match="no results CSV"):
@@ -224,10 +216,10 @@ def test_offline_env_blocks_http():
     assert env["PATH"] == "/bin"
 
 
-def test_book_builds_offline_with_executed_notebooks_and_stubs(tmp_path):
+def test_book_builds_offline_with_executed_notebooks_and_stubs(tmp_path, fixture_results):
     pytest.importorskip("jupyter_book", reason="the book extra (jupyter-book 1.x) is not installed")
     src = book_copy(tmp_path)
-    results = results_copy(tmp_path)
+    results = fixture_results
     executed = tmp_path / "executed"
     executed.mkdir()
     for name, title in book.CHAPTERS[:4]:

@@ -47,14 +47,6 @@ def raw_series(row: dict[str, str]) -> str:
     return row["method"] if row["schedule"] == "oneshot" else f"{row['method']} ({row['schedule']})"
 
 
-def copy_fixtures(tmp_path: Path) -> Path:
-    out = tmp_path / "results"
-    out.mkdir()
-    for model in ("mlp", "cnn"):
-        shutil.copy(FIXTURES / f"{model}_pruning_results.csv", out)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------- loading
 
 
@@ -92,8 +84,8 @@ def test_load_results_one_model_only(tmp_path):
     assert len(compare.smallest_within(df)) == 4 * 3  # 4 series x 3 tolerances
 
 
-def test_rerun_rows_last_one_wins(tmp_path):
-    folder = copy_fixtures(tmp_path)
+def test_rerun_rows_last_one_wins(tmp_path, fixture_results):
+    folder = fixture_results
     path = folder / "mlp_pruning_results.csv"
     rows = raw_rows("mlp")
     rerun = dict(rows[0], acc_finetuned="0.9000", config_hash="rerun")  # l1 0.5 again, changed settings
@@ -202,8 +194,8 @@ def test_latency_vs_sparsity(df):
     assert list(lines["structured"].get_ydata()) == pytest.approx(structured)
 
 
-def test_latency_not_measured(tmp_path):
-    folder = copy_fixtures(tmp_path)
+def test_latency_not_measured(tmp_path, fixture_results):
+    folder = fixture_results
     path = folder / "mlp_pruning_results.csv"
     rows = raw_rows("mlp")
     for row in rows:
@@ -377,9 +369,9 @@ def test_overview(df):
 # ---------------------------------------------------------------------------------------------------- notebook
 
 
-def test_notebook_runs_under_nbval_on_the_fixture(tmp_path):
+def test_notebook_runs_under_nbval_on_the_fixture(tmp_path, fixture_results):
     """nbval cannot pass papermill parameters: the notebook's results_dir = "" falls back to the variable."""
-    folder = copy_fixtures(tmp_path)
+    folder = fixture_results
     env = dict(os.environ, MNIST_PRUNING_RESULTS=str(folder), OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     env.pop("MNIST_PRUNING_SMOKE", None)
     result = subprocess.run(
