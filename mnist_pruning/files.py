@@ -6,7 +6,7 @@ Usage::
     with atomic_write("results/x.csv") as tmp:   # write to tmp; it replaces the target only on success
         tmp.write_text("...")
     save_torch({"state_dict": sd, "config": {...}}, "runs/mlp.pt")
-    obj = load_torch("runs/mlp.pt")              # weights_only=True: never executes pickled code
+    obj = load_torch("runs/mlp.pt")              # CRC-checked, weights_only=True: never executes pickled code
 
 A write goes to a temporary file in the target's own directory (so the final ``os.replace`` is a same-filesystem
 atomic rename); a crash or SIGKILL leaves either the old file or the new one, never half of one.
@@ -18,16 +18,21 @@ import contextlib
 import os
 import pickle
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write", "save_torch", "load_torch", "UnsafeFileError", "check_writable_dir"]
+__all__ = ["atomic_write", "save_torch", "load_torch", "UnsafeFileError", "CorruptFileError", "check_writable_dir"]
 
 
 class UnsafeFileError(ValueError):
     """A file holds something other than plain tensors and containers (e.g. a pickled object)."""
+
+
+class CorruptFileError(ValueError):
+    """A file this package wrote is damaged (truncated, altered) or is not the kind of file expected."""
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
@@ -75,11 +80,26 @@ def save_torch(obj: object, path: str | os.PathLike) -> Path:
 
 
 def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> object:
-    """Load a file written by :func:`save_torch` without executing code (``weights_only=True``).
+    """Load a file written by :func:`save_torch`: integrity checked, no code executed (``weights_only=True``).
 
-    A file that carries a pickled object (anything beyond tensors and plain containers) is refused with
-    :class:`UnsafeFileError` instead of being run.
+    ``torch.save`` writes a zip archive whose entries carry CRC-32s, but ``torch.load`` never checks them: a
+    flipped bit loads silently as different weights, and a truncated file fails deep inside torch with
+    ``OSError: [Errno 22]``. So the archive is verified with :mod:`zipfile` first, and any damage raises
+    :class:`CorruptFileError` naming the file. A file that carries a pickled object (anything beyond tensors
+    and plain containers) is refused with :class:`UnsafeFileError` instead of being run.
     """
+    with open(path, "rb") as f:
+        if f.read(1) == b"\x80":  # the PROTO opcode: a bare pickle (or torch's legacy format), never ours
+            raise UnsafeFileError(f"refusing to load {str(path)!r}: it is a bare pickle, not a torch.save archive")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as e:  # zipfile raises BadZipFile, EOFError, ValueError, ... on damaged archives
+        raise CorruptFileError(
+            f"{str(path)!r} is damaged (truncated or altered: {type(e).__name__}: {e}) or not a torch.save file"
+        ) from e
+    if bad is not None:
+        raise CorruptFileError(f"{str(path)!r} is damaged: the CRC-32 of its entry {bad!r} does not match")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -87,3 +107,5 @@ def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu"
             f"refusing to load {str(path)!r}: it holds more than tensors and plain containers "
             f"(weights_only=True rejected it: {str(e).splitlines()[0]})"
         ) from e
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise CorruptFileError(f"{str(path)!r} could not be read by torch.load: {e}") from e

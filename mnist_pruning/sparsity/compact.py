@@ -2,9 +2,9 @@
 
 Usage::
 
-    from mnist_pruning.export import save_compact, load_compact, save_dense, compact_ratio
+    from mnist_pruning.sparsity.compact import save_compact, load_compact, save_dense, compact_ratio
     n_bytes = save_compact(model, "runs/mlp-90.safetensors")   # a model (masks attached or not) or a state_dict
-    state_dict = load_compact("runs/mlp-90.safetensors")        # plain {name: Tensor}, no pickle involved
+    state_dict = load_compact("runs/mlp-90.safetensors")        # plain {name: Tensor}, checksum verified
     model.load_state_dict(state_dict)                           # into a model *without* pruning masks attached
     dense = save_dense(model, "runs/mlp-90.pt")                 # the baseline: ordinary torch.save, zeros stored
     compact_ratio(model)                                        # compact bits / information limit, e.g. 1.01
@@ -17,9 +17,12 @@ bit for bit, so ``load_compact(p)`` equals ``effective_state_dict(model)`` even 
 File format (a safetensors file, so loading never unpickles anything):
 
 - one ``U8`` tensor ``data``: per state-dict entry, in order, its value section then its position section;
-- string metadata ``format`` = ``mnist-pruning-compact/1`` and ``layout`` = ``;``-joined records
+- string metadata ``format`` = ``mnist-pruning-compact/2``, ``layout`` = ``;``-joined records
   ``"<name> <dtype> <shape> <encoding> <nnz>"`` (dtype as safetensors spells it, shape ``300,784``, ``-`` for a
-  scalar). Section lengths follow from shape, dtype, encoding and nnz; the loader checks they add up exactly.
+  scalar), and ``crc32`` = 8 hex digits, the CRC-32 of the layout string's UTF-8 bytes followed by the blob.
+  Section lengths follow from shape, dtype, encoding and nnz; the loader checks they add up exactly, and checks
+  the CRC before decoding anything, so a flipped bit anywhere in the payload or the layout is an error, never a
+  silently different model (version 1 files carried no checksum and are refused: re-export them).
 
 Encodings (the smallest is chosen per tensor; values are the non-zeros in flat C order, raw little-endian):
 
@@ -42,15 +45,16 @@ from __future__ import annotations
 import io
 import math
 import os
+import zlib
 from collections.abc import Mapping
 
 import numpy as np
 import safetensors.torch
 import torch
 from safetensors import safe_open
-from torch import nn
 
-from .files import UnsafeFileError, atomic_write
+from ..files import CorruptFileError, UnsafeFileError, atomic_write
+from .measure import StateDictLike, effective_state_dict
 
 __all__ = [
     "FORMAT",
@@ -58,7 +62,6 @@ __all__ = [
     "encode_positions",
     "decode_positions",
     "position_bytes",
-    "effective_state_dict",
     "encode_compact",
     "save_compact",
     "load_compact",
@@ -70,7 +73,7 @@ __all__ = [
     "compact_ratio",
 ]
 
-FORMAT = "mnist-pruning-compact/1"
+FORMAT = "mnist-pruning-compact/2"
 ENCODINGS = ("dense", "bitmask", "ef", "index")
 _BLOB = "data"
 
@@ -88,41 +91,6 @@ _DTYPES: dict[torch.dtype, str] = {
     torch.bool: "BOOL",
 }
 _DTYPE_BY_NAME = {v: k for k, v in _DTYPES.items()}
-
-StateDictLike = nn.Module | Mapping[str, torch.Tensor]
-
-
-# ----------------------------------------------------------------------------------------------- state dicts
-
-
-def effective_state_dict(model_or_state_dict: StateDictLike) -> dict[str, torch.Tensor]:
-    """The tensors the model computes with: CPU copies, prune reparametrisation folded in, zeros as ``+0.0``.
-
-    ``<name>_orig`` with a matching ``<name>_mask`` becomes ``<name> = orig * mask`` (the same product the prune
-    forward pre-hook computes, so the values are bitwise those the model uses); the mask is dropped. ``-0.0``
-    becomes ``+0.0`` so that "pruned" has a single bit pattern and the compact format can be exactly lossless.
-    """
-    if isinstance(model_or_state_dict, nn.Module):
-        sd: Mapping[str, torch.Tensor] = model_or_state_dict.state_dict()
-    else:
-        sd = model_or_state_dict
-    out: dict[str, torch.Tensor] = {}
-    for key, t in sd.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"state_dict entry {key!r} is a {type(t).__name__}, not a tensor")
-        if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in sd:
-            continue
-        if key.endswith("_orig") and key[: -len("_orig")] + "_mask" in sd:
-            key = key[: -len("_orig")]
-            t = t * sd[key + "_mask"]
-        t = t.detach().to("cpu")
-        if t.is_floating_point():
-            t = torch.where(t == 0, torch.zeros((), dtype=t.dtype), t)
-        else:
-            t = t.clone()
-        out[key] = t.contiguous()
-    return out
-
 
 # ---------------------------------------------------------------------------------------- position encodings
 
@@ -263,8 +231,13 @@ def encode_compact(model_or_state_dict: StateDictLike) -> bytes:
         parts.append(values.contiguous().view(torch.uint8).numpy().tobytes())
         parts.append(encode_positions(row["encoding"], idx, row["numel"]))
     blob = _tensor_from_bytes(b"".join(parts), torch.uint8)
-    metadata = {"format": FORMAT, "layout": ";".join(_layout_record(r) for r in rows)}
+    layout = ";".join(_layout_record(r) for r in rows)
+    metadata = {"format": FORMAT, "layout": layout, "crc32": _crc32(layout, blob.numpy())}
     return safetensors.torch.save({_BLOB: blob}, metadata=metadata)
+
+
+def _crc32(layout: str, blob: np.ndarray) -> str:
+    return f"{zlib.crc32(blob.tobytes(), zlib.crc32(layout.encode())):08x}"
 
 
 def save_compact(model_or_state_dict: StateDictLike, path: str | os.PathLike) -> int:
@@ -306,8 +279,11 @@ def _tensor_from_bytes(data: bytes, dtype: torch.dtype) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=dtype)
 
 
-def _not_compact(path: str | os.PathLike, why: str) -> ValueError:
-    return ValueError(f"{str(path)!r} is not a valid {FORMAT} file: {why}")
+def _not_compact(path: str | os.PathLike, why: str) -> CorruptFileError:
+    return CorruptFileError(
+        f"{str(path)!r} is not a valid {FORMAT} file: {why}. It is damaged (truncated or altered) or not a "
+        "compact file; export the model again with save_compact"
+    )
 
 
 def load_compact(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -337,6 +313,8 @@ def load_compact(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise _not_compact(path, f"safetensors could not read it ({e})") from e
     if metadata.get("format") != FORMAT or blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
         raise _not_compact(path, f"format tag {metadata.get('format')!r}, tensors {keys}")
+    if metadata.get("crc32") != _crc32(metadata.get("layout", ""), blob):
+        raise _not_compact(path, "its CRC-32 does not match its contents")
     try:
         records = _parse_layout(metadata.get("layout", ""))
     except ValueError as e:

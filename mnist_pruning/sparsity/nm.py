@@ -5,7 +5,7 @@ Usage::
     import torch
     from torch import nn
     from torch.nn.utils import prune
-    from mnist_pruning.nm import (check_nm, decode_nm, encode_nm, nm_compact_bytes, nm_unstructured,
+    from mnist_pruning.sparsity.nm import (check_nm, decode_nm, encode_nm, nm_compact_bytes, nm_unstructured,
                                   parse_pattern, pattern_for_ratio)
 
     layer = nm_unstructured(nn.Linear(784, 300), "weight", n=2, m=4)   # mask attached, like l1_unstructured
@@ -53,6 +53,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from ..checks import check_n_of_m
+
 __all__ = [
     "NM_PATTERNS",
     "PROJECT_RATIO_PATTERNS",
@@ -61,7 +63,6 @@ __all__ = [
     "nm_mask",
     "check_nm",
     "nm_violations",
-    "validate_nm",
     "parse_pattern",
     "format_pattern",
     "pattern_for_ratio",
@@ -82,20 +83,6 @@ PROJECT_RATIO_PATTERNS: dict[float, str] = {0.3: "7:10", 0.5: "2:4", 0.7: "3:10"
 
 _MAX_RATIO_M = 100
 _PATTERN_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
-
-
-def _is_int(x: object) -> bool:
-    # bool is an int subclass, but NMPruning(True, 4) is almost certainly a bug, not "1:4".
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def validate_nm(n: object, m: object) -> tuple[int, int]:
-    """Return ``(n, m)`` as ints if they form a valid N:M pattern (``m >= 2``, ``1 <= n < m``), else ValueError."""
-    if not _is_int(m) or int(m) < 2:
-        raise ValueError(f"m must be an integer >= 2, got m={m!r} ({type(m).__name__})")
-    if not _is_int(n) or not 1 <= int(n) < int(m):
-        raise ValueError(f"n must be an integer with 1 <= n < m, got n={n!r} ({type(n).__name__}), m={m!r}")
-    return int(n), int(m)
 
 
 def _rows(t: torch.Tensor, what: str = "tensor") -> torch.Tensor:
@@ -122,7 +109,7 @@ def nm_mask(scores: torch.Tensor, n: int, m: int, keep: torch.Tensor | None = No
     ``keep`` (same shape, non-zero = still allowed) restricts the choice to those entries; entries outside it
     are never kept, and a group with fewer than ``n`` allowed entries keeps all of them.
     """
-    n, m = validate_nm(n, m)
+    n, m = check_n_of_m(n, m)
     rows = _rows(scores, "scores tensor")
     if keep is not None and keep.shape != scores.shape:
         raise ValueError(f"keep mask shape {tuple(keep.shape)} differs from scores shape {tuple(scores.shape)}")
@@ -164,7 +151,7 @@ class NMPruning(prune.BasePruningMethod):
     PRUNING_TYPE = "global"
 
     def __init__(self, n: int, m: int) -> None:
-        self.n, self.m = validate_nm(n, m)
+        self.n, self.m = check_n_of_m(n, m)
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
         chosen = nm_mask(t, self.n, self.m, keep=default_mask)
@@ -176,7 +163,7 @@ class NMPruning(prune.BasePruningMethod):
     ) -> NMPruning:
         """Attach N:M pruning of ``module.<name>`` (``<name>_orig`` parameter, ``<name>_mask`` buffer, hook)."""
         # Validate before BasePruningMethod.apply touches the module, so a bad n/m leaves it unchanged.
-        validate_nm(n, m)
+        check_n_of_m(n, m)
         return super().apply(module, name, n=n, m=m, importance_scores=importance_scores)
 
 
@@ -194,7 +181,7 @@ def nm_unstructured(
 
 def nm_violations(tensor: torch.Tensor, n: int, m: int) -> int:
     """Number of (zero-padded) groups of ``m`` holding more than ``n`` non-zeros."""
-    n, m = validate_nm(n, m)
+    n, m = check_n_of_m(n, m)
     nonzero = _groups((_rows(tensor) != 0).to(torch.int32), m, 0)
     return int((nonzero.sum(dim=-1) > n).sum().item())
 
@@ -212,14 +199,14 @@ def parse_pattern(pattern: str) -> tuple[int, int]:
     if match is None:
         raise ValueError(f"N:M pattern must be two integers separated by ':' like '2:4', got {pattern!r}")
     try:
-        return validate_nm(int(match.group(1)), int(match.group(2)))
+        return check_n_of_m(int(match.group(1)), int(match.group(2)))
     except ValueError as e:
         raise ValueError(f"invalid N:M pattern {pattern!r}: {e}") from e
 
 
 def format_pattern(n: int, m: int) -> str:
     """``(2, 4)`` -> ``"2:4"`` (validated)."""
-    n, m = validate_nm(n, m)
+    n, m = check_n_of_m(n, m)
     return f"{n}:{m}"
 
 
@@ -282,7 +269,7 @@ def encode_nm(weight: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
 
     Only tensors, so it can go to safetensors or ``torch.save``/``torch.load(weights_only=True)``.
     """
-    n, m = validate_nm(n, m)
+    n, m = check_n_of_m(n, m)
     if not weight.is_floating_point():
         raise ValueError(f"encode_nm needs a floating-point weight, got dtype {weight.dtype}")
     bad = nm_violations(weight, n, m)
@@ -316,7 +303,7 @@ def decode_nm(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
     if missing:
         raise ValueError(f"not an encode_nm dict: missing {sorted(missing)}")
     values, packed = encoded["values"], encoded["indices"]
-    n, m = validate_nm(*(int(v) for v in encoded["nm"].tolist()))
+    n, m = check_n_of_m(*(int(v) for v in encoded["nm"].tolist()))
     shape = [int(s) for s in encoded["shape"].tolist()]
     if len(shape) < 2 or min(shape) < 0:
         raise ValueError(f"corrupt encode_nm dict: shape {shape}")

@@ -1,0 +1,82 @@
+"""Pruning for any PyTorch model: magnitude and N:M masks, structured surgery, compact files, honest measurements.
+
+Usage::
+
+    import torch
+    from torch import nn
+    from mnist_pruning import sparsity as sp
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
+                        nn.Linear(256, 10))
+
+    sp.sparsify_(net, "global", 0.9)                    # torch.nn.utils.prune masks, one threshold for all layers
+    sp.sparsify_(net, "nm", pattern="2:4", filter_fn=lambda mod, fqn: fqn != "5")   # or N:M, layers chosen
+    ...                                                 # fine-tune: pruned weights stay exactly zero
+    sp.bake_in(net)                                     # prune.remove: dense tensors with the zeros in them
+    sp.sparsity(net), sp.count_nonzero_parameters(net)  # counted in the weights, never taken from the request
+    sp.save_compact(net, "net.safetensors")             # non-zeros + positions (+ a CRC); ~9x smaller at 90 %
+    net.load_state_dict(sp.load_compact("net.safetensors"))
+
+    small = sp.shrink(dense_net, 0.5)                   # structured: half the hidden units cut out, a new model
+    sp.flops(small, (1, 28, 28)), sp.latency_ms(small, 256, (1, 28, 28))
+
+What is here (each module's docstring has the details):
+
+- :mod:`.unstructured` - :func:`sparsify_` (``l1`` per layer, ``global``, ``nm``) with torchao's ``filter_fn``
+  convention, and :func:`bake_in`.
+- :mod:`.nm` - :class:`NMPruning`, a ``torch.nn.utils.prune.BasePruningMethod``; pattern checks and the N:M format.
+- :mod:`.structured` - units chosen by L2 norm (``ln_structured``) and surgery on any chain of Linear / Conv2d
+  layers (:class:`Link`, traced from an ``nn.Sequential`` or named), biases folded so outputs stay equal.
+- :mod:`.compact` - the compact sparse file format and the information limit it is measured against.
+- :mod:`.measure` - the one definition of the weights a model computes with, and sparsity, parameters, FLOPs,
+  latency.
+
+This sub-package depends on torch, numpy and safetensors only, never on the MNIST experiment code around it
+(models, data, training, sweep, settings, pandas); ``tests/test_sparsity_reuse.py`` holds it to that.
+"""
+
+from .compact import compact_bytes, compact_ratio, load_compact, save_compact, save_dense
+from .measure import (
+    count_nonzero_parameters,
+    count_parameters,
+    effective_flops,
+    effective_weight,
+    flops,
+    latency_ms,
+    layer_sparsity,
+    prunable_layers,
+    sparsity,
+)
+from .nm import NMPruning, check_nm, nm_unstructured, parse_pattern
+from .structured import Link, apply_structured_masks, apply_surgery, shrink, surgery, trace_links
+from .unstructured import METHODS, bake_in, sparsify_
+
+__all__ = [
+    "METHODS",
+    "sparsify_",
+    "bake_in",
+    "NMPruning",
+    "nm_unstructured",
+    "check_nm",
+    "parse_pattern",
+    "Link",
+    "trace_links",
+    "apply_structured_masks",
+    "apply_surgery",
+    "surgery",
+    "shrink",
+    "save_compact",
+    "load_compact",
+    "save_dense",
+    "compact_bytes",
+    "compact_ratio",
+    "prunable_layers",
+    "effective_weight",
+    "sparsity",
+    "layer_sparsity",
+    "count_parameters",
+    "count_nonzero_parameters",
+    "flops",
+    "effective_flops",
+    "latency_ms",
+]
