@@ -21,42 +21,52 @@ from pathlib import Path
 
 import torch
 
+from .checks import check_choices
 from .models import MODEL_NAMES
-from .nm import NM_PATTERNS
-from .pruning import METHODS
-from .sweep import RATIOS, SCHEDULES, SweepConfig, run_sweep
+from .sparsity.nm import NM_PATTERNS
+from .sweep import METHODS, RATIOS, SCHEDULES, SweepConfig, run_sweep
 
 # The README's quick main job: the whole pipeline, every method, on a budget that fits ~3 minutes on 2 cores.
+# These are defaults: whatever the user passes (--ratios, --patterns, ...) wins.
 QUICK = {
     "ratios": (0.5, 0.9, 0.99),
     "patterns": ("2:4",),
     "finetune_epochs": 1,
     "baseline_epochs": {"mlp": 8, "cnn": 3},
     "subset": 10000,
+    "out_dir": "runs/quick",
 }
 
 
-def _sweep_config(args: argparse.Namespace, **overrides) -> SweepConfig:
-    kwargs = dict(
+def _sweep_config(args: argparse.Namespace, quick: bool = False) -> SweepConfig:
+    """The sweep the arguments ask for; options the user left out take the quick run's or the sweep's defaults."""
+    defaults = dict(QUICK) if quick else {"ratios": RATIOS, "patterns": NM_PATTERNS}
+    given = {
+        "ratios": args.ratios,
+        "patterns": args.patterns,
+        "finetune_epochs": args.finetune_epochs,
+        "baseline_epochs": None
+        if args.baseline_epochs is None
+        else dict.fromkeys(args.models, args.baseline_epochs),
+        "subset": args.subset,
+        "out_dir": args.out_dir,
+    }
+    chosen = {k: v for k, v in given.items() if v is not None}
+    kwargs = {**defaults, **chosen}
+    if quick and "results_dir" not in kwargs:
+        kwargs["results_dir"] = args.results_dir or str(Path(kwargs["out_dir"]) / "results")
+    return SweepConfig(
         models=tuple(args.models),
         methods=tuple(args.methods),
-        ratios=tuple(args.ratios),
-        patterns=tuple(args.patterns),
-        finetune_epochs=args.finetune_epochs,
         seed=args.seed,
-        subset=args.subset,
         data_dir=args.data_dir,
-        out_dir=args.out_dir,
-        results_dir=args.results_dir,
+        results_dir=kwargs.pop("results_dir", args.results_dir),
         latency=not args.no_latency,
         schedules=tuple(args.schedules),
         frontier_ratios=tuple(args.frontier_ratios),
         frontier_epochs=args.frontier_epochs,
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()},
     )
-    if args.baseline_epochs is not None:
-        kwargs["baseline_epochs"] = {m: args.baseline_epochs for m in args.models}
-    kwargs.update(overrides)
-    return SweepConfig(**kwargs)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -86,10 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         _add_common(p)
         p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"from {', '.join(METHODS)}")
-        p.add_argument("--ratios", nargs="+", type=float, default=list(RATIOS), help="fractions removed")
-        p.add_argument("--patterns", nargs="+", default=list(NM_PATTERNS), help="N:M patterns for method nm")
+        p.add_argument(
+            "--ratios", nargs="+", type=float, default=None, help=f"fractions removed (default: {RATIOS})"
+        )
+        p.add_argument("--patterns", nargs="+", default=None, help="N:M patterns for method nm")
         p.add_argument("--finetune-epochs", type=int, default=None, help="default: per model (MLP 8, CNN 2)")
-        p.add_argument("--baseline-epochs", type=int, default=None)
+        p.add_argument(
+            "--baseline-epochs", type=int, default=None, help="default: the full recipe (MLP 20, CNN 10)"
+        )
         p.add_argument("--results-dir", default=None, help="where the CSVs go (default: results/)")
         p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
         p.add_argument(
@@ -128,12 +142,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "baseline":
         from .data import load_mnist
-        from .settings import paths
+        from .settings import display_path, paths
         from .sweep import baseline
         from .train import TrainConfig
 
-        for m in args.models:
-            SweepConfig(models=(m,))
+        check_choices(args.models, MODEL_NAMES, "model")
         configs = {
             m: TrainConfig.for_model(
                 m, seed=args.seed, **({"epochs": args.epochs} if args.epochs is not None else {})
@@ -144,23 +157,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         data = load_mnist(p.data, subset=args.subset, seed=args.seed)
         for m, cfg in configs.items():
             _, payload = baseline(m, data, cfg, p.runs)
-            print(
-                f"{m}: test accuracy {payload['metrics']['accuracy']:.4f} -> {Path(p.runs) / (m + '_baseline.pt')}"
-            )
+            where = display_path(Path(p.runs) / f"{m}_baseline.pt")
+            print(f"{m}: test accuracy {payload['metrics']['accuracy']:.4f} -> {where}")
         return 0
     if args.schedules is None:
         args.schedules = list(SCHEDULES) if getattr(args, "full", False) else ["oneshot"]
-    if args.command == "sweep" or (args.command == "run" and args.full):
-        config = _sweep_config(args)
-    else:  # quick run
-        root = Path(args.out_dir or "runs/quick")
-        config = _sweep_config(
-            args,
-            out_dir=str(root),
-            results_dir=args.results_dir or str(root / "results"),
-            **{k: v for k, v in QUICK.items() if k != "subset"},
-            subset=args.subset or QUICK["subset"],
-        )
+    quick = args.command == "run" and not args.full
+    config = _sweep_config(args, quick=quick)
     start = time.perf_counter()
     if args.command == "run" and args.full:
         from .fullrun import full_run
@@ -173,9 +176,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"done in {time.perf_counter() - start:.0f} s; results in {results}")
         return 0
     csvs = run_sweep(config)
-    for arch, path in csvs.items():
-        print(f"{arch}: {path}")
-    print(f"done in {time.perf_counter() - start:.0f} s")
+    from .compare import summary_table
+    from .results import load_results
+    from .settings import display_path
+
+    folder = next(iter(csvs.values())).parent
+    print(summary_table(load_results(folder, models=config.models)).to_string())
+    print(
+        f"\nrows in {', '.join(display_path(p) for p in csvs.values())}; "
+        f"done in {time.perf_counter() - start:.0f} s"
+    )
     return 0
 
 

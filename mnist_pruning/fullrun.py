@@ -57,6 +57,7 @@ def execute_chapters(
     root = paths().root
     out = check_writable_dir(out_dir)
     seconds = {}
+    user_setting = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"
     try:
         for name, params in (chapters or CHAPTER_PARAMETERS).items():
@@ -79,7 +80,10 @@ def execute_chapters(
                 )
             seconds[name] = round(time.perf_counter() - start, 1)
     finally:
-        os.environ.pop("TQDM_DISABLE", None)
+        if user_setting is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = user_setting
     return seconds
 
 

@@ -1,16 +1,16 @@
-"""The two literature models, rebuildable from a small config.
+"""The two literature models, each built from (and holding) a small config.
 
 Usage::
 
-    from mnist_pruning.models import build_model, prunable_layers, count_parameters
-    model = build_model("cnn")                   # LeNet-5 (Caffe variant), 431,080 parameters
-    model = build_model(ModelConfig("mlp", (120, 40)))   # a narrower LeNet-300-100, e.g. after surgery
-    for name, module in prunable_layers(model):  # Linear / Conv2d layers whose .weight can be pruned
-        ...
+    from mnist_pruning.models import ModelConfig, build_model
+    model = build_model("cnn")                             # LeNet-5 (Caffe variant), 431,080 parameters
+    model = build_model(ModelConfig("mlp", (120, 40)))     # a narrower LeNet-300-100, e.g. after surgery
+    model.config                                           # ModelConfig(arch='mlp', widths=(120, 40))
 
-Both models are described completely by a :class:`ModelConfig` (family + hidden widths). Structured pruning makes
-the network physically smaller by returning a new config with smaller widths plus a ``state_dict`` that fits it,
-so a checkpoint never needs to pickle a module.
+As in nanoGPT's ``GPT(config)``, a model's constructor takes its :class:`ModelConfig` and stores it, so a
+checkpoint is that config plus a ``state_dict``, never a pickled module. Structured pruning treats both models as
+thin cases of the generic surgery in :mod:`mnist_pruning.sparsity.structured`: each names its
+``structured_links()`` and rebuilds itself smaller with ``with_widths``.
 
 - ``mlp`` = LeNet-300-100 (LeCun et al. 1998; Han et al. 2015): 784-300-100-10 with ReLU, 266,610 parameters.
 - ``cnn`` = LeNet-5, Caffe variant (Han et al. 2015): conv 1->20 5x5, max-pool 2, conv 20->50 5x5, max-pool 2,
@@ -20,36 +20,22 @@ so a checkpoint never needs to pickle a module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
-__all__ = [
-    "MODEL_NAMES",
-    "DEFAULT_WIDTHS",
-    "ModelConfig",
-    "MLP",
-    "LeNet5",
-    "build_model",
-    "model_config",
-    "prunable_layers",
-    "count_parameters",
-    "count_nonzero_parameters",
-]
+from .checks import check_choice, check_int
+from .sparsity.structured import Link
+
+__all__ = ["MODEL_NAMES", "DEFAULT_WIDTHS", "SAMPLE_SHAPE", "ModelConfig", "MLP", "LeNet5", "build_model"]
 
 MODEL_NAMES = ("mlp", "cnn")
 # Hidden widths of the published architectures: MLP (fc1, fc2); CNN (conv1 filters, conv2 filters, fc1 units).
 DEFAULT_WIDTHS = {"mlp": (300, 100), "cnn": (20, 50, 500)}
-IMAGE_SIZE = 28
+SAMPLE_SHAPE = (1, 28, 28)  # one MNIST image as the models take it: channels, height, width
 NUM_CLASSES = 10
-
-
-def check_model_name(name: str) -> str:
-    """Return ``name`` if it is a known model family, else raise a ValueError naming the allowed ones."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(map(repr, MODEL_NAMES))}")
-    return name
 
 
 @dataclass(frozen=True)
@@ -57,15 +43,17 @@ class ModelConfig:
     """Everything needed to rebuild a model: its family and hidden widths."""
 
     arch: str  # "mlp" (LeNet-300-100) or "cnn" (LeNet-5, Caffe variant)
-    widths: tuple[int, ...] = field(default=())  # hidden widths; () means the published ones
+    widths: tuple[int, ...] = field(
+        default=()
+    )  # hidden widths, in the order of the model's STRUCTURED; () = published
 
     def __post_init__(self) -> None:
-        check_model_name(self.arch)
+        check_choice(self.arch, MODEL_NAMES, "model")
         widths = tuple(self.widths) if self.widths else DEFAULT_WIDTHS[self.arch]
         expected = len(DEFAULT_WIDTHS[self.arch])
-        if len(widths) != expected or not all(isinstance(w, int) and w >= 1 for w in widths):
+        if len(widths) != expected:
             raise ValueError(f"widths for {self.arch!r} must be {expected} positive integers, got {self.widths!r}")
-        object.__setattr__(self, "widths", widths)
+        object.__setattr__(self, "widths", tuple(check_int(w, f"every width of {self.widths!r}") for w in widths))
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "widths": list(self.widths)}
@@ -75,13 +63,40 @@ class ModelConfig:
         return cls(str(d["arch"]), tuple(int(w) for w in d["widths"]))
 
 
-class MLP(nn.Module):
+class _LeNet(nn.Module):
+    """What both models share: the config they were built from, and their structure for surgery."""
+
+    ARCH: str
+    STRUCTURED: tuple[str, ...]  # layers whose output units can be removed, in the order of ModelConfig.widths
+    LINKS: tuple[Link, ...]  # which layer feeds which, and what a unit's output goes through on the way
+
+    def __init__(self, config: ModelConfig | None) -> None:
+        super().__init__()
+        config = config or ModelConfig(self.ARCH)
+        if config.arch != self.ARCH:
+            raise ValueError(f"{type(self).__name__} needs a config of arch {self.ARCH!r}, got {config.arch!r}")
+        self.config = config
+
+    def structured_links(self) -> list[Link]:
+        return list(self.LINKS)
+
+    def with_widths(self, widths: Mapping[str, int]) -> _LeNet:
+        """A fresh model of this family with ``widths[layer]`` units in the named structured layers."""
+        new = tuple(widths.get(name, w) for name, w in zip(self.STRUCTURED, self.config.widths, strict=True))
+        return type(self)(replace(self.config, widths=new))
+
+
+class MLP(_LeNet):
     """LeNet-300-100: two ReLU hidden layers on the flattened 28x28 image."""
 
-    def __init__(self, widths: tuple[int, int] = DEFAULT_WIDTHS["mlp"]) -> None:
-        super().__init__()
-        h1, h2 = widths
-        self.fc1 = nn.Linear(IMAGE_SIZE * IMAGE_SIZE, h1)
+    ARCH = "mlp"
+    STRUCTURED = ("fc1", "fc2")
+    LINKS = (Link("fc1", "fc2", torch.relu), Link("fc2", "fc3", torch.relu))
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__(config)
+        h1, h2 = self.config.widths
+        self.fc1 = nn.Linear(SAMPLE_SHAPE[1] * SAMPLE_SHAPE[2], h1)
         self.fc2 = nn.Linear(h1, h2)
         self.fc3 = nn.Linear(h2, NUM_CLASSES)
 
@@ -92,16 +107,19 @@ class MLP(nn.Module):
         return self.fc3(x)
 
 
-class LeNet5(nn.Module):
+class LeNet5(_LeNet):
     """LeNet-5 as in Caffe's MNIST example: 28 -> conv5 -> 24 -> pool -> 12 -> conv5 -> 8 -> pool -> 4."""
 
-    # Spatial size of conv2's pooled output; fc1 sees conv2_channels * 4 * 4 inputs, channel-major.
-    FEATURE_HW = 4
+    ARCH = "cnn"
+    STRUCTURED = ("conv1", "conv2", "fc1")
+    # No ReLU after the convolutions, and max-pooling a constant map gives that constant: no activation there.
+    LINKS = (Link("conv1", "conv2"), Link("conv2", "fc1"), Link("fc1", "fc2", torch.relu))
+    FEATURE_HW = 4  # spatial size of conv2's pooled output; fc1 sees conv2_channels * 4 * 4 inputs, channel-major
 
-    def __init__(self, widths: tuple[int, int, int] = DEFAULT_WIDTHS["cnn"]) -> None:
-        super().__init__()
-        c1, c2, h = widths
-        self.conv1 = nn.Conv2d(1, c1, kernel_size=5)
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__(config)
+        c1, c2, h = self.config.widths
+        self.conv1 = nn.Conv2d(SAMPLE_SHAPE[0], c1, kernel_size=5)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=5)
         self.fc1 = nn.Linear(c2 * self.FEATURE_HW * self.FEATURE_HW, h)
         self.fc2 = nn.Linear(h, NUM_CLASSES)
@@ -114,42 +132,10 @@ class LeNet5(nn.Module):
         return self.fc2(x)
 
 
-def build_model(spec: str | ModelConfig) -> nn.Module:
-    """Build a freshly initialised model from a family name (``"mlp"``/``"cnn"``) or a :class:`ModelConfig`."""
-    config = spec if isinstance(spec, ModelConfig) else ModelConfig(check_model_name(spec))
-    cls = MLP if config.arch == "mlp" else LeNet5
-    model = cls(config.widths)
-    model.config = config  # so checkpoints and surgery can read the widths back
-    return model
+_CLASSES = {"mlp": MLP, "cnn": LeNet5}
 
 
-def model_config(model: nn.Module) -> ModelConfig:
-    """The :class:`ModelConfig` a model was built from."""
-    config = getattr(model, "config", None)
-    if not isinstance(config, ModelConfig):
-        raise ValueError("model was not built by mnist_pruning.models.build_model; it has no ModelConfig")
-    return config
-
-
-def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The ``(name, module)`` pairs whose ``weight`` is pruned: every Linear and Conv2d, in forward order."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters the architecture holds (weights + biases), counted once per tensor.
-
-    With pruning masks attached, ``weight_orig`` is counted and ``weight_mask`` (a buffer) is not, so the count
-    is the architecture's, not the reparametrisation's.
-    """
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_nonzero_parameters(model: nn.Module) -> int:
-    """Number of non-zero parameters as the model computes with them (masks applied), biases included."""
-    total = 0
-    for module in model.modules():
-        for name, _ in module.named_parameters(recurse=False):
-            base = name.removesuffix("_orig")
-            total += int(torch.count_nonzero(getattr(module, base)).item())
-    return total
+def build_model(spec: str | ModelConfig) -> _LeNet:
+    """A freshly initialised model from a family name (``"mlp"`` / ``"cnn"``) or a :class:`ModelConfig`."""
+    config = spec if isinstance(spec, ModelConfig) else ModelConfig(spec)
+    return _CLASSES[config.arch](config)

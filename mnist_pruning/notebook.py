@@ -6,7 +6,9 @@ Usage (in a notebook, right after the ``parameters`` cell)::
     run = setup(model=model, ratio=ratio, finetune_epochs=finetune_epochs, seed=seed,
                 data_dir=data_dir, out_dir=out_dir)
     mnist = run.load_data()
-    base, acc = run.baseline("mlp", mnist)     # reuses runs/mlp_baseline.pt when it fits, else trains it
+    base, payload = run.baseline("mlp", mnist)   # reuses runs/mlp_baseline.pt when it fits, else trains it
+    result = run.experiment(Experiment("mlp", "global", 0.9), base, payload["accuracy"], mnist)
+    accuracy_table(result.row), cost_table(result.row, base)   # what the chapters show
 
 Every parameter is checked before anything is loaded or trained, and a bad one raises a ValueError naming the
 value and what is allowed, so ``papermill ... -p ratio 1.5`` fails in the notebook's first code cells.
@@ -15,35 +17,25 @@ With ``MNIST_PRUNING_SMOKE=1`` (tests, CI) budgets shrink to a few seconds and o
 
 from __future__ import annotations
 
-import numbers
+import io
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
+from .checks import check_choice, check_int, check_n_of_m, check_ratio
 from .data import MNISTData, data_root, load_mnist
 from .files import check_writable_dir
-from .models import MODEL_NAMES, check_model_name
-from .nm import parse_pattern, validate_nm
-from .pruning import check_method, check_ratio
+from .models import MODEL_NAMES, SAMPLE_SHAPE
+from .references import PUBLISHED_BASELINE
 from .settings import SMOKE, Paths, paths, smoke_mode
+from .sparsity import measure
+from .sparsity.compact import dense_bytes
+from .sparsity.nm import parse_pattern
 from .train import TrainConfig, evaluate
 
-__all__ = ["Run", "setup", "check_epochs", "check_seed"]
-
-
-def check_epochs(value: object, name: str = "epochs") -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def check_seed(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {value!r}")
-    return int(value)
+__all__ = ["Run", "setup", "baseline_summary", "accuracy_table", "cost_table", "masked_state_dict_bytes"]
 
 
 @dataclass
@@ -81,6 +73,24 @@ class Run:
         model, payload = baseline(arch, data, self.train_config(arch), self.paths.runs, progress=progress)
         return model, {**payload, "accuracy": evaluate(model, data.test_x, data.test_y)["accuracy"]}
 
+    def experiment(self, exp, base: nn.Module, acc_baseline: float, data: MNISTData, **overrides):
+        """Run ``exp`` (a :class:`~mnist_pruning.sweep.Experiment`) on ``base`` with this run's budgets, record its
+        row in the results CSV (once), and return the :class:`~mnist_pruning.sweep.ExperimentResult` with the
+        ``csv`` path added. ``overrides`` go to :meth:`sweep_config` (e.g. ``frontier_epochs``)."""
+        from .sweep import record, run_experiment
+
+        config = self.sweep_config(
+            methods=(exp.method,),
+            ratios=(exp.ratio,) if exp.method != "nm" else (),
+            patterns=(exp.pattern,) if exp.pattern else (),
+            schedules=(exp.schedule,),
+            frontier_ratios=(exp.ratio,),
+            **overrides,
+        )
+        result = run_experiment(exp, base, data, config, acc_baseline, self.paths.runs / "experiments")
+        result.csv = record(result.row, config)
+        return result
+
     def sweep_config(self, **overrides):
         """A :class:`~mnist_pruning.sweep.SweepConfig` with this run's budgets, seed and folders."""
         from .sweep import SweepConfig
@@ -115,41 +125,32 @@ def setup(
     (l1 | global | nm | structured), ``n``/``m`` (an N:M pattern), ``patterns`` (list of "n:m"),
     ``schedule`` (oneshot | gradual | lottery), ``results_dir``.
     """
-    allowed = (*MODEL_NAMES, "both") if allow_both else MODEL_NAMES
-    if model not in allowed:
-        raise ValueError(f"unknown model {model!r}; allowed: {', '.join(map(repr, allowed))}")
-    models = MODEL_NAMES if model == "both" else (check_model_name(model),)
-    seed = check_seed(seed)
+    model = check_choice(model, (*MODEL_NAMES, "both") if allow_both else MODEL_NAMES, "model")
+    models = MODEL_NAMES if model == "both" else (model,)
+    seed = check_int(seed, "seed", minimum=0)
     if epochs is not None:
-        epochs = check_epochs(epochs, "epochs")
+        epochs = check_int(epochs, "epochs")
     if finetune_epochs is not None:
-        finetune_epochs = check_epochs(finetune_epochs, "finetune_epochs")
-    checked = {}
-    for name, value in params.items():
-        if name == "ratio":
-            checked[name] = check_ratio(value)
-        elif name == "ratios":
-            checked[name] = tuple(check_ratio(r) for r in value)
-        elif name == "method":
-            checked[name] = check_method(value)
-        elif name in ("n", "m"):
-            checked[name] = value
-        elif name == "patterns":
-            checked[name] = tuple(value)
-            for p in checked[name]:
-                parse_pattern(p)
-        elif name == "schedule":
-            from .sweep import SCHEDULES
+        finetune_epochs = check_int(finetune_epochs, "finetune_epochs")
+    from .sweep import METHODS, SCHEDULES
 
-            if value not in SCHEDULES:
-                raise ValueError(f"unknown schedule {value!r}; allowed: {', '.join(map(repr, SCHEDULES))}")
-            checked[name] = value
-        elif name == "results_dir":
-            checked[name] = value or None
-        else:
-            raise TypeError(f"setup() got an unknown parameter {name!r}")
+    checks = {
+        "ratio": check_ratio,
+        "ratios": lambda v: tuple(check_ratio(r) for r in v),
+        "method": lambda v: check_choice(v, METHODS, "method"),
+        "methods": lambda v: check_choice(v, METHODS, "method"),
+        "patterns": lambda v: tuple(p for p, _ in ((p, parse_pattern(p)) for p in v)),
+        "schedule": lambda v: check_choice(v, SCHEDULES, "schedule"),
+        "results_dir": lambda v: v or None,
+        "n": lambda v: v,
+        "m": lambda v: v,
+    }
+    unknown = sorted(set(params) - set(checks))
+    if unknown:
+        raise TypeError(f"setup() got unknown parameter(s) {unknown}; known: {sorted(checks)}")
+    checked = {name: checks[name](value) for name, value in params.items()}
     if "n" in checked or "m" in checked:
-        checked["n"], checked["m"] = validate_nm(checked.get("n"), checked.get("m"))
+        checked["n"], checked["m"] = check_n_of_m(checked.get("n"), checked.get("m"))
     if data_dir:
         data_root(data_dir)  # raises if it exists and is not a directory
     p = paths(data_dir or None, out_dir or None, checked.get("results_dir"))
@@ -170,17 +171,12 @@ def setup(
     return run
 
 
-PUBLISHED_BASELINE = {"mlp": 0.9836, "cnn": 0.9920}  # Han et al. 2015, Tables 1-2 (1.64 % / 0.80 % error)
-
-
 def baseline_summary(arch: str, model: nn.Module, payload: dict) -> dict:
     """One row of the baseline table: parameters, accuracy, budget, and the published reference."""
-    from .models import count_parameters
-
     history = payload.get("history") or [{}]
     return {
         "model": {"mlp": "LeNet-300-100", "cnn": "LeNet-5 (Caffe)"}[arch],
-        "parameters": count_parameters(model),
+        "parameters": measure.count_parameters(model),
         "test accuracy %": round(100 * payload["accuracy"], 2),
         "epochs": len(payload.get("history") or []),
         "train time s": round(history[-1].get("seconds", float("nan")), 1),
@@ -207,16 +203,46 @@ def accuracy_table(row: dict) -> pd.DataFrame:
     )
 
 
+def cost_table(row: dict, base: nn.Module) -> pd.DataFrame:
+    """What pruning bought, dense baseline against pruned model, from a results row and the baseline model:
+    parameters, FLOPs, file bytes and latency, with their ratio (dense / pruned; above 1 means pruning helped).
+
+    The baseline's counts and file are measured on ``base`` now; its latencies are the row's, measured in the
+    same run as the pruned model's. Rows a method does not fill (latency when not measured) stay empty.
+    """
+    dense = [
+        measure.count_nonzero_parameters(base),
+        measure.flops(base, SAMPLE_SHAPE),
+        measure.flops(base, SAMPLE_SHAPE),
+        dense_bytes(base),
+        row.get("baseline_latency_b1_ms"),
+        row.get("baseline_latency_b256_ms"),
+    ]
+    pruned = [
+        row["params_nonzero"],
+        row["flops_dense"],
+        row["flops_effective"],
+        min(row["size_dense_bytes"], row["size_compact_bytes"]),
+        row.get("latency_b1_ms"),
+        row.get("latency_b256_ms"),
+    ]
+    table = pd.DataFrame(
+        {"dense baseline": dense, "pruned": pruned},
+        index=[
+            "non-zero parameters",
+            "FLOPs per image (dense kernels)",
+            "FLOPs per image (a sparse kernel's share)",
+            "smallest file (bytes)",
+            "latency batch 1 (ms)",
+            "latency batch 256 (ms)",
+        ],
+    ).apply(pd.to_numeric, errors="coerce")
+    table["dense / pruned"] = table["dense baseline"] / table["pruned"]
+    return table
+
+
 def masked_state_dict_bytes(model: nn.Module) -> int:
     """Bytes of ``torch.save(model.state_dict())`` as is (with masks attached: weight_orig AND weight_mask)."""
-    import io
-
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getbuffer().nbytes
-
-
-def out_path(run: Run, name: str) -> Path:
-    """A file path under the run's results folder (created)."""
-    check_writable_dir(run.paths.results)
-    return run.paths.results / name

@@ -1,23 +1,51 @@
-"""The figures of the notebooks, as functions (so tests reach them and notebooks stay short).
+"""Every figure of the book, as functions (so tests reach them and notebooks stay short), and how they are saved.
 
 Usage::
 
     import matplotlib.pyplot as plt
-    from mnist_pruning.plots import learning_curves
-    fig = learning_curves({"mlp": history})
+    from mnist_pruning import plots
+    from mnist_pruning.results import load_results
+    fig = plots.learning_curves({"mlp": history})
+    fig = plots.accuracy_vs_sparsity(load_results(""), "mlp")
+    plots.save_figure(fig, "results", "mlp_accuracy_vs_sparsity")   # PNG + SVG, atomically, byte-reproducible
     plt.show()
 
-Every function returns the ``matplotlib.figure.Figure`` it drew and never calls ``show``/``savefig`` itself.
+Every figure function returns the ``matplotlib.figure.Figure`` it drew and never calls ``show``/``savefig``.
+The comparison figures read a typed results DataFrame (:func:`mnist_pruning.results.load_results`); a *series*
+is one line (the method, plus the schedule when not one-shot), N:M rows are points labelled with their pattern.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
-__all__ = ["learning_curves", "weight_histograms", "conv_filters", "nm_block"]
+from .compare import baseline_accuracy, dense_bytes, pareto_front, series_order
+from .files import atomic_write
+from .references import ANCHORS, MODEL_TITLES
+
+__all__ = [
+    "learning_curves",
+    "weight_histograms",
+    "conv_filters",
+    "nm_block",
+    "plot_sensitivity",
+    "plot_frontier",
+    "accuracy_vs_sparsity",
+    "bytes_vs_sparsity",
+    "latency_vs_sparsity",
+    "accuracy_vs_bytes",
+    "save_figure",
+]
 
 
 def learning_curves(histories: dict[str, list[dict]]) -> Figure:
@@ -94,3 +122,235 @@ def nm_block(before: torch.Tensor, after: torch.Tensor, m: int, rows: int = 8, g
         ax.set(title=title, xlabel=f"input index (groups of {m})", ylabel="output row")
     fig.tight_layout()
     return fig
+
+
+def plot_sensitivity(df: pd.DataFrame) -> Figure:
+    """Accuracy against the layer's pruning ratio, one line per layer (the output of :func:`sensitivity_scan`)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for layer, group in df.groupby("layer", sort=False):
+        group = group.sort_values("ratio")
+        n = int(group["params"].iloc[0]) if "params" in group else None
+        label = f"{layer} ({n:,} weights)" if n is not None else str(layer)
+        ax.plot(group["ratio"], 100 * group["accuracy"], marker="o", label=label)
+    reference = float((df["accuracy"] + df["accuracy_drop"]).iloc[0])
+    ax.axhline(100 * reference, color="grey", ls="--", lw=1, label="unpruned")
+    split = df.attrs.get("split", "")
+    ax.set(
+        xlabel="fraction of the layer's weights pruned (that layer alone, no fine-tuning)",
+        ylabel=f"{split} accuracy (%)".strip(),
+        title="per-layer sensitivity",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_frontier(results: dict, baseline_accuracy: float, title: str = "") -> Figure:
+    """Accuracy vs sparsity: every lottery round as a curve, the other methods as points, the dense baseline as a
+    reference line. The x axis shows the fraction of weights kept on a log scale, where the frontier is."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    markers = iter("osD^v<>")
+    for name, r in results.items():
+        if hasattr(r, "rounds"):
+            kept = [1 - row["sparsity"] for row in r.rounds]
+            ax.plot(kept, [100 * row["accuracy"] for row in r.rounds], marker=".", label=f"{name} (each round)")
+        else:
+            ax.plot([1 - r.sparsity], [100 * r.accuracy], marker=next(markers), ls="", ms=9, label=name)
+    ax.axhline(100 * baseline_accuracy, color="k", ls="--", lw=1, label="dense baseline")
+    ax.set(xscale="log", xlabel="fraction of weights kept (log)", ylabel="test accuracy (%)", title=title)
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------ comparison figures
+
+_MARKERS = {"l1": "o", "global": "s", "structured": "D", "nm": "^"}
+_SPARSITY_TICKS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+
+
+def _color(series: str, order: Sequence[str]) -> str:
+    return f"C{order.index(series) % 10}"
+
+
+def _sparsity_axis(ax: Axes, values: Iterable[float]) -> None:
+    """A logit x-axis for sparsity: 90 %, 99 % and 99.9 % get equal room, which is where pruning gets hard."""
+    vals = [v for v in values if np.isfinite(v) and 0 < v < 1]
+    lo = min(vals, default=0.3)
+    hi = max(vals, default=0.99)
+    ax.set_xscale("logit")
+    ax.set_xlim(max(1e-3, min(lo, 0.3) * 0.9), 1 - (1 - hi) * 0.6)
+    ticks = [t for t in _SPARSITY_TICKS if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{100 * x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("sparsity (% of weights removed, logit scale)")
+
+
+def _draw_series(
+    ax: Axes, sub: pd.DataFrame, order: Sequence[str], x: str, y: str, scale: float = 1.0, suffix: str = ""
+) -> None:
+    """One line per series (sorted by x); N:M rows as separate points annotated with their pattern."""
+    for series in order:
+        rows = sub[(sub["series"] == series) & sub[x].notna() & sub[y].notna()].sort_values(x)
+        if rows.empty:
+            continue
+        method = rows["method"].iloc[0]
+        color = _color(series, order)
+        label = f"{series}{suffix}"
+        if method == "nm":
+            ax.plot(rows[x], scale * rows[y], ls="none", marker="^", ms=8, color=color, label=label)
+            # Neighbouring patterns (3:10 and 2:8, 1:8 and 1:10) sit close: alternate the labels above / below.
+            for i, (xv, yv, pattern) in enumerate(zip(rows[x], scale * rows[y], rows["pattern"], strict=True)):
+                offset = (4, 5) if i % 2 == 0 else (4, -11)
+                ax.annotate(pattern, (xv, yv), textcoords="offset points", xytext=offset, fontsize=8, color=color)
+        else:
+            ls = "-" if series == method else "--"
+            ax.plot(rows[x], scale * rows[y], ls=ls, marker=_MARKERS.get(method, "o"), color=color, label=label)
+
+
+def _finish(fig: Figure, axes: Iterable[Axes], title: str) -> Figure:
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_sparsity(df: pd.DataFrame, model: str, zoom_pp: float = 2.0) -> Figure:
+    """Test accuracy after fine-tuning against measured sparsity, one line per method and one point per N:M
+    pattern; the dense baseline as a horizontal line and the published anchors (Han et al. 2015) as stars.
+
+    Two panels: the full range, and the same data zoomed to ``zoom_pp`` percentage points below the baseline,
+    where the differences that matter (0.1-1 pp) are visible.
+    """
+    sub = df[df["model"] == model]
+    order = series_order(sub)
+    base = 100 * baseline_accuracy(df, model)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax in axes:
+        _draw_series(ax, sub, order, "sparsity", "acc_finetuned", scale=100)
+        ax.axhline(base, color="k", ls=":", lw=1.2, label=f"dense baseline ({base:.2f} %)")
+        for a in ANCHORS:
+            if a.model == model:
+                ax.plot(
+                    a.sparsity,
+                    100 * a.accuracy,
+                    ls="none",
+                    marker="*",
+                    ms=14,
+                    color="gold",
+                    markeredgecolor="k",
+                    label=f"{a.source} ({100 * a.kept:g} % kept)",
+                )
+        _sparsity_axis(ax, [*sub["sparsity"], *(a.sparsity for a in ANCHORS if a.model == model)])
+        ax.set_ylabel("test accuracy after fine-tuning (%)")
+    axes[0].set_title("full range")
+    anchors = [100 * a.accuracy for a in ANCHORS if a.model == model]
+    # Capped at zoom_pp above the baseline: an anchor far above a weak (smoke) baseline must not undo the zoom.
+    top = min(max(base, *(100 * sub["acc_finetuned"].dropna()), *anchors), base + zoom_pp)
+    axes[1].set_ylim(base - zoom_pp, top + 0.15 * zoom_pp)
+    axes[1].set_title(f"zoom: within {zoom_pp:g} pp of the baseline")
+    axes[0].legend(fontsize=8, loc="best")
+    return _finish(fig, axes, f"{MODEL_TITLES.get(model, model)}: accuracy vs sparsity")
+
+
+def bytes_vs_sparsity(df: pd.DataFrame, model: str) -> Figure:
+    """Bytes of the compact file against sparsity (log y), with the dense file as reference; N:M rows also
+    show their N:M-format size (hollow triangles). Structured rows are smaller dense models."""
+    sub = df[df["model"] == model]
+    order = series_order(sub)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    _draw_series(ax, sub, order, "sparsity", "size_compact_bytes", suffix=" (compact file)")
+    nm = sub[(sub["method"] == "nm") & sub["size_nm_bytes"].notna()]
+    if not nm.empty:
+        ax.plot(
+            nm["sparsity"],
+            nm["size_nm_bytes"],
+            ls="none",
+            marker="^",
+            ms=8,
+            mfc="none",
+            color=_color(nm["series"].iloc[0], order),
+            label="nm (N:M format)",
+        )
+    ax.axhline(dense_bytes(df, model), color="k", ls=":", lw=1.2, label="dense file (zeros stored)")
+    ax.set_yscale("log")
+    ax.set_ylabel("file size (bytes, log scale)")
+    _sparsity_axis(ax, sub["sparsity"])
+    ax.legend(fontsize=8)
+    return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: file size vs sparsity")
+
+
+def latency_vs_sparsity(df: pd.DataFrame, model: str) -> Figure:
+    """CPU forward latency at batch 1 and batch 256 against sparsity, the dense baseline as reference lines."""
+    sub = df[df["model"] == model]
+    order = series_order(sub)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, batch in zip(axes, (1, 256), strict=True):
+        col, base_col = f"latency_b{batch}_ms", f"baseline_latency_b{batch}_ms"
+        if sub[col].notna().any():
+            _draw_series(ax, sub, order, "sparsity", col)
+            ax.axhline(sub[base_col].median(), color="k", ls=":", lw=1.2, label="dense baseline")
+            ax.set_ylim(bottom=0)
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "latency not measured", ha="center", va="center", transform=ax.transAxes)
+        _sparsity_axis(ax, sub["sparsity"])
+        ax.set(ylabel="latency (ms per batch, median)", title=f"batch {batch}")
+    return _finish(fig, axes, f"{MODEL_TITLES.get(model, model)}: CPU latency vs sparsity")
+
+
+def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
+    """Accuracy after fine-tuning against compact-file bytes (log x): the trade-off. The grey step line is the
+    frontier over all methods; the black cross is the dense baseline and its file."""
+    sub = df[df["model"] == model]
+    order = series_order(sub)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    _draw_series(ax, sub, order, "size_compact_bytes", "acc_finetuned", scale=100)
+    front = pareto_front(sub)
+    ax.step(
+        front["size_compact_bytes"],
+        100 * front["acc_finetuned"],
+        where="post",
+        color="grey",
+        lw=3,
+        alpha=0.35,
+        zorder=0,
+        label="frontier (all methods)",
+    )
+    ax.plot(
+        dense_bytes(df, model),
+        100 * baseline_accuracy(df, model),
+        marker="X",
+        ms=10,
+        color="k",
+        ls="none",
+        label="dense baseline",
+    )
+    ax.set_xscale("log")
+    ax.set(xlabel="compact file size (bytes, log scale)", ylabel="test accuracy after fine-tuning (%)")
+    ax.legend(fontsize=8, loc="lower right")
+    return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: accuracy vs file size")
+
+
+# ------------------------------------------------------------------------------------------------- saving
+
+
+def save_figure(fig: Figure, results_dir: str | os.PathLike, name: str, dpi: int = 150) -> tuple[Path, Path]:
+    """Write ``fig`` as ``<results_dir>/<name>.png`` and ``.svg``, each atomically; returns both paths."""
+    if not name or Path(name).name != name:
+        raise ValueError(f"figure name must be a plain file stem, got {name!r}")
+    out = []
+    for fmt in ("png", "svg"):
+        path = Path(results_dir) / f"{name}.{fmt}"
+        # No date, and a fixed salt for the SVG's clip-path ids (random by default): rerunning on the same
+        # inputs writes the same bytes, so a reader's checkout stays clean.
+        metadata = {"Date": None} if fmt == "svg" else None
+        with atomic_write(path) as tmp, plt.rc_context({"svg.hashsalt": "mnist-pruning"}):
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
+        out.append(path)
+    return out[0], out[1]

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SMOKE_ENV", "Paths", "project_root", "paths", "smoke_mode", "SMOKE"]
+__all__ = ["SMOKE_ENV", "Paths", "project_root", "paths", "smoke_mode", "SMOKE", "display_path"]
 
 SMOKE_ENV = "MNIST_PRUNING_SMOKE"
 
@@ -81,3 +81,12 @@ def paths(
     return Paths(
         root=root, data=Path(data_dir) if data_dir not in (None, "") else None, runs=runs, results=results
     )
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the project root when inside it, so published pages show no machine's folders."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(project_root()))
+    except ValueError:
+        return str(p)

@@ -10,20 +10,20 @@ or from the shell: ``mnist-pruning sweep --models mlp cnn --methods l1 global nm
 
 Every number in a row is measured on the pruned model, never derived from the request: sparsity is counted in
 the weights, sizes are the bytes of files written, FLOPs come from ``torch.utils.flop_counter`` and latency from
-``torch.utils.benchmark``. Rows are appended atomically (the CSV is rewritten to a temporary file and renamed), a
-rerun skips experiments already in the CSV, and a changed configuration gets a new row (its ``config_hash``
-differs) instead of overwriting an old one.
+``torch.utils.benchmark``. Rows go through :func:`mnist_pruning.results.append_row` (atomic; the CSV schema lives
+in :mod:`mnist_pruning.results`), a rerun skips experiments already in the CSV, and a changed configuration gets
+a new row (its ``config_hash`` differs) instead of overwriting an old one.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,29 +32,29 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
+from .checks import check_choice, check_choices, check_int, check_ratio
 from .data import MNISTData, load_mnist
-from .export import save_compact, save_dense
-from .files import atomic_write, check_writable_dir
-from .metrics import latency_ms, model_report
-from .models import MODEL_NAMES, build_model, check_model_name, prunable_layers
-from .nm import NM_PATTERNS, nm_compact_bytes, nm_unstructured, parse_pattern, pattern_for_ratio
-from .pruning import METHODS, bake_in, check_method, check_ratio, prune_unstructured
+from .files import CorruptFileError, check_writable_dir
+from .models import MODEL_NAMES, SAMPLE_SHAPE
+from .results import append_row, read_results, results_csv, run_key
 from .settings import paths
-from .structured import apply_structured_masks, surgery
+from .sparsity import measure
+from .sparsity.compact import save_compact, save_dense
+from .sparsity.nm import NM_PATTERNS, nm_compact_bytes, parse_pattern, pattern_for_ratio
+from .sparsity.structured import apply_structured_masks, apply_surgery
+from .sparsity.unstructured import bake_in, sparsify_
 from .train import TrainConfig, evaluate, fine_tune, get_device, load_checkpoint, save_checkpoint, train
 
 __all__ = [
-    "COLUMNS",
     "BUDGETS",
     "Budget",
+    "METHODS",
     "RATIOS",
     "SCHEDULES",
     "Experiment",
+    "ExperimentResult",
     "SweepConfig",
     "experiments",
-    "results_csv",
-    "read_results",
-    "append_row",
     "baseline",
     "run_experiment",
     "run_sweep",
@@ -62,42 +62,13 @@ __all__ = [
     "experiment_files",
 ]
 
+# The project's pruning methods: the unstructured ones of mnist_pruning.sparsity, and structured surgery.
+METHODS = ("l1", "global", "nm", "structured")
+
 RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
 # oneshot: prune once, then fine-tune. gradual: Zhu & Gupta's cubic schedule while training. lottery: iterative
 # magnitude pruning with rewinding to the initialisation (Frankle & Carbin 2019). See mnist_pruning.frontier.
 SCHEDULES = ("oneshot", "gradual", "lottery")
-
-# The CSV schema. Sizes in bytes, latency in milliseconds per batch, accuracies as fractions in [0, 1].
-COLUMNS = (
-    "model",  # mlp | cnn
-    "method",  # l1 | global | nm | structured
-    "pattern",  # N:M pattern for method=nm, else empty
-    "schedule",  # oneshot | gradual | lottery
-    "ratio",  # requested fraction of weights (units, for structured) removed
-    "sparsity",  # measured: zero fraction of prunable weights (structured: removed fraction of parameters)
-    "params_total",  # parameters of the architecture (structured: of the smaller model)
-    "params_nonzero",  # non-zero parameters, biases included
-    "acc_baseline",  # test accuracy of the dense baseline
-    "acc_pruned",  # test accuracy right after pruning (empty for gradual / lottery: no such moment)
-    "acc_finetuned",  # test accuracy after fine-tuning
-    "finetune_epochs",  # epochs trained after (or, gradual / lottery: while) pruning, all rounds included
-    "size_dense_bytes",  # file bytes of the ordinary dense state_dict (zeros stored)
-    "size_compact_bytes",  # file bytes of the compact sparse format (mnist_pruning.export)
-    "size_nm_bytes",  # bytes of the N:M format (values + in-group positions) for method=nm, else empty
-    "flops_dense",  # forward FLOPs per image of the architecture (structured: of the smaller model)
-    "flops_effective",  # FLOPs a sparse kernel would do: per layer, dense FLOPs x weight density
-    "latency_b1_ms",  # CPU forward latency, batch 1 (median, torch.utils.benchmark)
-    "latency_b256_ms",  # CPU forward latency, batch 256
-    "baseline_latency_b1_ms",  # the dense baseline, measured in the same run
-    "baseline_latency_b256_ms",
-    "finetune_seconds",  # wall time of fine-tuning
-    "seed",
-    "threads",  # torch threads used for training and latency
-    "device",  # cpu | cuda
-    "config_hash",  # hash of everything that defines the experiment (not timings)
-    "version",  # mnist_pruning version that produced the row
-    "torch_version",
-)
 
 
 @dataclass(frozen=True)
@@ -159,35 +130,24 @@ class SweepConfig:
     lottery_epochs: int | None = None  # lottery's dense training and each round (x (rounds + 1)); None = BUDGETS
 
     def __post_init__(self) -> None:
-        self.models = tuple(self.models)
-        self.methods = tuple(self.methods)
-        self.ratios = tuple(self.ratios)
+        self.models = check_choices(self.models, MODEL_NAMES, "model")
+        self.methods = check_choices(self.methods, METHODS, "method")
+        self.schedules = check_choices(self.schedules, SCHEDULES, "schedule")
+        self.ratios = tuple(check_ratio(r) for r in self.ratios)
+        self.frontier_ratios = tuple(check_ratio(r) for r in self.frontier_ratios)
         self.patterns = tuple(self.patterns)
-        for m in self.models:
-            check_model_name(m)
-        for m in self.methods:
-            check_method(m)
-        for r in self.ratios:
-            check_ratio(r)
         for p in self.patterns:
             parse_pattern(p)
-        self.schedules = tuple(self.schedules)
-        self.frontier_ratios = tuple(self.frontier_ratios)
-        for sched in self.schedules:
-            if sched not in SCHEDULES:
-                raise ValueError(f"unknown schedule {sched!r}; allowed: {', '.join(map(repr, SCHEDULES))}")
-        for r in self.frontier_ratios:
-            check_ratio(r)
-        TrainConfig(epochs=self.lottery_rounds)  # same rule: a positive integer
+        check_int(self.lottery_rounds, "lottery_rounds")
+        check_int(self.seed, "seed", minimum=0)
         for arch in self.models:
             self.budget(arch)  # validates every override
         for arch, epochs in self.baseline_epochs.items():
-            check_model_name(arch)
-            TrainConfig(epochs=epochs)
+            check_choice(arch, MODEL_NAMES, "model")
+            check_int(epochs, f"baseline epochs of {arch!r}")
         for name in ("subset", "test_subset"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 10):
-                raise ValueError(f"{name} must be None or an integer >= 10, got {value!r}")
+            if getattr(self, name) is not None:
+                check_int(getattr(self, name), name, minimum=10)
 
     def baseline_config(self, arch: str) -> TrainConfig:
         overrides = {"seed": self.seed}
@@ -205,9 +165,18 @@ class SweepConfig:
             lottery_epochs=base.lottery_epochs if self.lottery_epochs is None else self.lottery_epochs,
         )
         TrainConfig(epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.seed)
-        TrainConfig(epochs=budget.frontier_epochs)
-        TrainConfig(epochs=budget.lottery_epochs)
+        check_int(budget.frontier_epochs, "frontier_epochs")
+        check_int(budget.lottery_epochs, "lottery_epochs")
         return budget
+
+    def epochs(self, exp: Experiment) -> int:
+        """Epochs ``exp`` trains after (gradual / lottery: while) pruning, every lottery round included."""
+        budget = self.budget(exp.model)
+        if exp.schedule == "gradual":
+            return budget.frontier_epochs
+        if exp.schedule == "lottery":
+            return budget.lottery_epochs * (self.lottery_rounds + 1)
+        return budget.finetune_epochs
 
     def finetune_config(self, arch: str) -> TrainConfig:
         budget = self.budget(arch)
@@ -262,65 +231,25 @@ def experiment_of(row: dict) -> Experiment:
     return Experiment(row["model"], row["method"], float(row["ratio"]), row["pattern"] or "", row["schedule"])
 
 
-def results_csv(results_dir: str | os.PathLike, arch: str) -> Path:
-    return Path(results_dir) / f"{arch}_pruning_results.csv"
-
-
-def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a results CSV (empty when absent); a CSV with other columns raises before any work."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        found = tuple(reader.fieldnames or ())
-        if found != COLUMNS:
-            missing = [c for c in COLUMNS if c not in found]
-            extra = [c for c in found if c not in COLUMNS]
-            raise ValueError(
-                f"{str(path)!r} has unexpected columns (missing: {missing or 'none'}, "
-                f"unexpected: {extra or 'none'});"
-                " move it aside or point results_dir elsewhere - it is left untouched"
-            )
-        return list(reader)
-
-
-def _row_key(row: dict) -> tuple[str, ...]:
-    ratio = float(row["ratio"])
-    return (
-        str(row["model"]),
-        str(row["method"]),
-        str(row["pattern"] or ""),
-        str(row["schedule"]),
-        f"{ratio:.6g}",
-        str(int(row["finetune_epochs"])),
-        str(int(row["seed"])),
-        str(row["config_hash"]),
-    )
-
-
-def append_row(path: str | os.PathLike, row: dict) -> None:
-    """Append ``row`` to the CSV at ``path`` atomically (rewrite to a temp file, then rename)."""
-    rows = read_results(path)
-    rows.append({c: row.get(c, "") for c in COLUMNS})
-    with atomic_write(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-
-
 def baseline(
     arch: str, data: MNISTData, config: TrainConfig, out_dir: str | os.PathLike, progress: bool = True
 ) -> tuple[nn.Module, dict]:
     """The dense baseline: loaded from ``out_dir/<arch>_baseline.pt`` when it was trained with ``config`` on the
-    same data, else trained now and saved there. Returns the model and its checkpoint payload."""
+    same data, else trained now and saved there. Returns the model and its checkpoint payload.
+
+    The file is a cache: a damaged one (a full disk or an interrupted copy truncates it) is reported with a
+    warning naming it and retrained, never half-read.
+    """
     path = Path(out_dir) / f"{arch}_baseline.pt"
     data_key = [int(data.train_y.numel()), int(data.test_y.numel())]
     if path.exists():
-        model, payload = load_checkpoint(path)
-        if payload.get("train_config") == config.to_dict() and payload.get("data") == data_key:
-            return model, payload
+        try:
+            model, payload = load_checkpoint(path)
+        except CorruptFileError as e:
+            warnings.warn(f"{e}; training the {arch} baseline again and replacing it", stacklevel=2)
+        else:
+            if payload.get("train_config") == config.to_dict() and payload.get("data") == data_key:
+                return model, payload
     model, history = train(arch, data, config, progress=progress)
     metrics = evaluate(model, data.test_x, data.test_y)
     save_checkpoint(path, model, config, history, metrics=metrics, data=data_key)
@@ -328,16 +257,24 @@ def baseline(
 
 
 def _prune(model: nn.Module, exp: Experiment) -> nn.Module:
-    """Prune a copy of the baseline as ``exp`` says; structured returns the masked (not yet shrunk) model."""
-    if exp.method in ("l1", "global"):
-        return prune_unstructured(model, exp.method, exp.ratio)
-    if exp.method == "nm":
-        n, m = parse_pattern(exp.pattern)
-        for _, module in prunable_layers(model):
-            nm_unstructured(module, "weight", n, m)
-        return model
-    apply_structured_masks(model, exp.ratio)
+    """Prune ``model`` in place as ``exp`` says; structured leaves the masked (not yet shrunk) model."""
+    if exp.method == "structured":
+        apply_structured_masks(model, exp.ratio)
+    elif exp.method == "nm":
+        sparsify_(model, "nm", pattern=exp.pattern)
+    else:
+        sparsify_(model, exp.method, exp.ratio)
     return model
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` measured and where it saved the model."""
+
+    row: dict  # the CSV row (every column of mnist_pruning.results.COLUMNS but config_hash)
+    model: nn.Module  # the fine-tuned model, masks baked in, on the CPU
+    dense_path: Path  # its ordinary dense state_dict file
+    compact_path: Path  # its compact sparse file (mnist_pruning.sparsity.compact)
 
 
 def run_experiment(
@@ -349,10 +286,15 @@ def run_experiment(
     files_dir: str | os.PathLike,
     baseline_latency: tuple[float, float] | None = None,
     progress: bool = True,
-) -> tuple[dict, nn.Module]:
-    """Run one experiment on a copy of ``base_model``; return its CSV row and the fine-tuned model."""
+) -> ExperimentResult:
+    """Run one experiment on a copy of ``base_model``: prune, fine-tune, save, measure.
+
+    ``baseline_latency`` (batch 1, batch 256) is measured now when ``config.latency`` and it is not given.
+    """
     run = _run_oneshot if exp.schedule == "oneshot" else _run_frontier
     model, acc_pruned, epochs, seconds = run(exp, base_model, data, config, progress)
+    if config.latency and baseline_latency is None:
+        baseline_latency = _latencies(base_model)
     return _measure(
         exp,
         model,
@@ -368,6 +310,12 @@ def run_experiment(
     )
 
 
+def _latencies(model: nn.Module) -> tuple[float, float]:
+    """CPU latency at batch 1 and 256 of a contiguous CPU copy of ``model``."""
+    cpu = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format)
+    return measure.latency_ms(cpu, 1, SAMPLE_SHAPE), measure.latency_ms(cpu, 256, SAMPLE_SHAPE)
+
+
 def _run_oneshot(
     exp: Experiment, base_model: nn.Module, data: MNISTData, config: SweepConfig, progress: bool
 ) -> tuple[nn.Module, float, int, float]:
@@ -376,9 +324,7 @@ def _run_oneshot(
     acc_pruned = evaluate(model, data.test_x, data.test_y)["accuracy"]
     if exp.method == "structured":
         # Surgery makes the tensors physically smaller; the small model needs no masks while fine-tuning.
-        small_config, state_dict = surgery(model)
-        model = build_model(small_config).to(next(base_model.parameters()).device)
-        model.load_state_dict(state_dict)
+        model = apply_surgery(model)
     start = time.perf_counter()
     finetune = config.finetune_config(exp.model)
     fine_tune(model, data, finetune, desc=exp.label, progress=progress)
@@ -398,7 +344,8 @@ def _run_frontier(
 ) -> tuple[nn.Module, str, int, float]:
     """Gradual pruning from the baseline, or a lottery ticket trained from scratch (it needs its own early
     iterate to rewind to); both at the model's baseline learning rate, since they train as much as they prune."""
-    from .frontier import gradual_prune, lottery_ticket
+    from .lottery import lottery_ticket
+    from .schedules import gradual_prune
 
     recipe = config.baseline_config(exp.model)
     if exp.schedule == "gradual":
@@ -424,32 +371,32 @@ def _measure(
     seconds: float,
     files_dir: str | os.PathLike,
     baseline_latency: tuple[float, float] | None,
-) -> tuple[dict, nn.Module]:
-    """Bake the masks in and measure everything a CSV row holds."""
+) -> ExperimentResult:
+    """Bake the masks in, save the model both ways and measure everything a CSV row holds on what was saved."""
     bake_in(model)
     model = model.to(memory_format=torch.contiguous_format).cpu()
-    acc_finetuned = evaluate(model, data.test_x, data.test_y)["accuracy"]
-
     dense_path, compact_path = experiment_files(exp, files_dir)
-    report = model_report(model)
+    size_dense = save_dense(model, dense_path)
+    size_compact = save_compact(model, compact_path)
+    layers = measure.prunable_layers(model)
     row = {
         "model": exp.model,
         "method": exp.method,
         "pattern": exp.pattern,
         "schedule": exp.schedule,
         "ratio": f"{exp.ratio:.6g}",
-        "sparsity": report["sparsity"],
-        "params_total": report["params_total"],
-        "params_nonzero": report["params_nonzero"],
+        "sparsity": measure.sparsity(model),
+        "params_total": measure.count_parameters(model),
+        "params_nonzero": measure.count_nonzero_parameters(model),
         "acc_baseline": acc_baseline,
         "acc_pruned": acc_pruned,
-        "acc_finetuned": acc_finetuned,
+        "acc_finetuned": evaluate(model, data.test_x, data.test_y)["accuracy"],
         "finetune_epochs": epochs,
-        "size_dense_bytes": save_dense(model, dense_path),
-        "size_compact_bytes": save_compact(model, compact_path),
+        "size_dense_bytes": size_dense,
+        "size_compact_bytes": size_compact,
         "size_nm_bytes": "",
-        "flops_dense": report["flops_dense"],
-        "flops_effective": report["flops_effective"],
+        "flops_dense": measure.flops(model, SAMPLE_SHAPE),
+        "flops_effective": measure.effective_flops(model, SAMPLE_SHAPE),
         "seed": config.seed,
         "threads": torch.get_num_threads(),
         "device": str(next(base_model.parameters()).device.type),
@@ -458,62 +405,35 @@ def _measure(
         "torch_version": torch.__version__,
     }
     if exp.method == "structured":
-        dense_params = sum(p.numel() for p in base_model.parameters())
-        row["sparsity"] = 1 - report["params_total"] / dense_params
+        row["sparsity"] = 1 - row["params_total"] / measure.count_parameters(base_model)
     if exp.method == "nm":
         n, m = parse_pattern(exp.pattern)
         row["size_nm_bytes"] = sum(
-            nm_compact_bytes(module.weight.detach(), n, m) for _, module in prunable_layers(model)
-        ) + sum(module.bias.numel() * module.bias.element_size() for _, module in prunable_layers(model))
+            nm_compact_bytes(module.weight.detach(), n, m) + module.bias.numel() * module.bias.element_size()
+            for _, module in layers
+        )
     if config.latency:
-        if baseline_latency is None:
-            dense = copy.deepcopy(base_model).cpu()
-            baseline_latency = (latency_ms(dense, 1), latency_ms(dense, 256))
-        row["latency_b1_ms"] = latency_ms(model, 1)
-        row["latency_b256_ms"] = latency_ms(model, 256)
-        if baseline_latency is not None:
-            row["baseline_latency_b1_ms"], row["baseline_latency_b256_ms"] = baseline_latency
-    return row, model
+        row["latency_b1_ms"], row["latency_b256_ms"] = _latencies(model)
+        row["baseline_latency_b1_ms"], row["baseline_latency_b256_ms"] = baseline_latency
+    return ExperimentResult(row, model, dense_path, compact_path)
 
 
 def record(row: dict, config: SweepConfig) -> Path:
-    """Append a finished experiment's row to its model's CSV unless an identical experiment is already there."""
+    """Append a finished experiment's row to its model's CSV unless the same run is already there; return the
+    CSV's path. The row's ``config_hash`` is set here, from ``config``."""
     row = {**row, "config_hash": config_hash(config, experiment_of(row))}
     path = results_csv(paths(config.data_dir, config.out_dir, config.results_dir).results, row["model"])
-    if _row_key(row) not in {_row_key(r) for r in read_results(path)}:
-        append_row(path, row)
+    append_row(path, row)
     return path
 
 
-def _epochs_of(exp: Experiment, config: SweepConfig) -> int:
-    budget = config.budget(exp.model)
-    if exp.schedule == "gradual":
-        return budget.frontier_epochs
-    if exp.schedule == "lottery":
-        return budget.lottery_epochs * (config.lottery_rounds + 1)
-    return budget.finetune_epochs
-
-
-def _pending(config: SweepConfig, results_dir: Path) -> Iterator[tuple[Experiment, Path]]:
-    done: dict[str, set] = {}
+def _pending(config: SweepConfig, results_dir: Path) -> Iterator[Experiment]:
+    """The experiments of ``config`` whose run is not in its CSV yet (reading every CSV checks its columns)."""
+    done = {arch: {run_key(r) for r in read_results(results_csv(results_dir, arch))} for arch in config.models}
     for exp in experiments(config):
-        path = results_csv(results_dir, exp.model)
-        if exp.model not in done:
-            done[exp.model] = {_row_key(r) for r in read_results(path)}
-        key = _row_key(
-            {
-                "model": exp.model,
-                "method": exp.method,
-                "pattern": exp.pattern,
-                "schedule": exp.schedule,
-                "ratio": exp.ratio,
-                "finetune_epochs": _epochs_of(exp, config),
-                "seed": config.seed,
-                "config_hash": config_hash(config, exp),
-            }
-        )
-        if key not in done[exp.model]:
-            yield exp, path
+        key = {**asdict(exp), "finetune_epochs": config.epochs(exp), "seed": config.seed}
+        if run_key({**key, "config_hash": config_hash(config, exp)}) not in done[exp.model]:
+            yield exp
 
 
 def run_sweep(config: SweepConfig, progress: bool = True, data: MNISTData | None = None) -> dict[str, Path]:
@@ -529,30 +449,19 @@ def run_sweep(config: SweepConfig, progress: bool = True, data: MNISTData | None
         data = load_mnist(p.data, subset=config.subset, test_subset=config.test_subset, seed=config.seed)
     device = get_device()
     data = data.to(device)
-    files_dir = p.runs / "experiments"
     bar = tqdm(pending, desc="sweep", disable=not progress)
     bases: dict[str, tuple[nn.Module, float, tuple[float, float] | None]] = {}
-    for exp, csv_path in bar:
+    for exp in bar:
         bar.set_postfix_str(exp.label)
         if exp.model not in bases:
-            model, payload = baseline(exp.model, data, config.baseline_config(exp.model), p.runs, progress)
+            model, _ = baseline(exp.model, data, config.baseline_config(exp.model), p.runs, progress)
             model = model.to(device)
             acc = evaluate(model, data.test_x, data.test_y)["accuracy"]
-            lat = None
-            if config.latency:
-                dense = copy.deepcopy(model).cpu()
-                lat = (latency_ms(dense, 1), latency_ms(dense, 256))
-            bases[exp.model] = (model, acc, lat)
+            bases[exp.model] = (model, acc, _latencies(model) if config.latency else None)
         model, acc, lat = bases[exp.model]
-        row, _ = run_experiment(exp, model, data, config, acc, files_dir, lat, progress)
-        row["config_hash"] = config_hash(config, exp)
-        append_row(csv_path, row)
+        result = run_experiment(exp, model, data, config, acc, p.runs / "experiments", lat, progress)
+        record(result.row, config)
     return csvs
-
-
-def sweep_rows(paths_: Iterable[str | os.PathLike]) -> list[dict]:
-    """All rows of several results CSVs (for notebooks)."""
-    return [row for path in paths_ for row in read_results(path)]
 
 
 def settings_json(config: SweepConfig) -> str:

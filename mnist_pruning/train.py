@@ -3,12 +3,11 @@
 Usage::
 
     from mnist_pruning.data import load_mnist
-    from mnist_pruning.train import TrainConfig, seed_everything, train, evaluate, save_checkpoint
-    seed_everything(0)
+    from mnist_pruning.train import TrainConfig, train, evaluate, save_checkpoint
     mnist = load_mnist()
     model, history = train("mlp", mnist, TrainConfig.for_model("mlp"))
     print(evaluate(model, mnist.test_x, mnist.test_y))      # {'loss': ..., 'accuracy': 0.98...}
-    save_checkpoint("runs/mlp_baseline.pt", model, config, history)
+    save_checkpoint("runs/mlp_baseline.pt", model, TrainConfig.for_model("mlp"), history)
 
 ``fine_tune`` is ``train`` on an existing (possibly pruned) model: while ``torch.nn.utils.prune`` masks are
 attached, the forward pass uses ``weight_orig * weight_mask``, so pruned weights stay exactly zero whatever the
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from dataclasses import asdict, dataclass
 
@@ -29,14 +27,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checks import check_fraction, check_int
 from .data import MNISTData, batches
-from .files import load_torch, save_torch
-from .models import ModelConfig, build_model, model_config
+from .files import CorruptFileError, load_torch, save_torch
+from .models import ModelConfig, build_model
 
 __all__ = [
     "TrainConfig",
     "get_device",
-    "seed_everything",
     "train_one_epoch",
     "evaluate",
     "train",
@@ -59,21 +57,13 @@ class TrainConfig:
     seed: int = 0  # seeds init (when training from scratch) and the batch order
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("lr", "momentum", "weight_decay", "warmup"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup must be a fraction in [0, 1), got {self.warmup!r}")
-        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError(
-                f"need lr > 0, momentum >= 0, weight_decay >= 0; got lr={self.lr}, "
-                f"momentum={self.momentum}, weight_decay={self.weight_decay}"
-            )
+        check_int(self.epochs, "epochs")
+        check_int(self.batch_size, "batch_size")
+        check_int(self.seed, "seed", minimum=0)
+        check_fraction(self.lr, "lr", 1e-12, math.inf)
+        check_fraction(self.momentum, "momentum", 0.0, 1.0)
+        check_fraction(self.weight_decay, "weight_decay", 0.0, math.inf)
+        check_fraction(self.warmup, "warmup", 0.0, 0.999)
 
     @classmethod
     def for_model(cls, arch: str, **overrides) -> TrainConfig:
@@ -89,13 +79,6 @@ class TrainConfig:
 def get_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, torch (CPU and CUDA) so runs repeat; called explicitly, never on import."""
-    random.seed(seed)
-    torch.manual_seed(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 
 def train_one_epoch(
@@ -211,7 +194,7 @@ def train(
     """Build a model from ``spec`` (seeded by ``config.seed``) and train it from scratch; return it + history."""
     torch.manual_seed(config.seed)
     model = build_model(spec).to(device or get_device())
-    history = fine_tune(model, data, config, desc=f"train {model_config(model).arch}", progress=progress)
+    history = fine_tune(model, data, config, desc=f"train {model.config.arch}", progress=progress)
     return model, history
 
 
@@ -225,7 +208,7 @@ def save_checkpoint(
     """Write ``{model_config, train_config, state_dict, history, ...}`` atomically; no pickled modules."""
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
-        "model_config": model_config(model).to_dict(),
+        "model_config": model.config.to_dict(),
         "train_config": train_config.to_dict() if train_config else None,
         "state_dict": state_dict,
         "history": history or [],
@@ -235,10 +218,12 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | None = None) -> tuple[nn.Module, dict]:
-    """Rebuild the model of a checkpoint (weights only, no code executed); return it and the whole payload."""
+    """Rebuild the model of a checkpoint (integrity checked, weights only, no code executed); return it and the
+    whole payload. A damaged file raises :class:`~mnist_pruning.files.CorruptFileError` naming it."""
     payload = load_torch(path)
-    if not isinstance(payload, dict) or "model_config" not in payload or "state_dict" not in payload:
-        raise ValueError(f"{str(path)!r} is not an mnist_pruning checkpoint (no model_config/state_dict)")
-    model = build_model(ModelConfig.from_dict(payload["model_config"]))
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = build_model(ModelConfig.from_dict(payload["model_config"]))
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, KeyError, ValueError, RuntimeError) as e:
+        raise CorruptFileError(f"{str(path)!r} is not an mnist_pruning checkpoint of a known model: {e}") from e
     return model.to(device or get_device()), payload

@@ -1,0 +1,186 @@
+"""The results CSVs: their schema, the one way rows are appended, experiment keys, and reading them back.
+
+Usage::
+
+    from mnist_pruning.results import COLUMNS, append_row, load_results, read_results, results_csv
+    path = results_csv("results", "mlp")          # results/mlp_pruning_results.csv
+    append_row(path, row)                         # atomically, unless the same run is already there
+    rows = read_results(path)                     # list of {column: text}; other columns -> ValueError
+    df = load_results("results")                  # both CSVs as one typed DataFrame (the comparison's input)
+
+One CSV per model family, one row per pruned and fine-tuned model; every number in a row is measured on the saved
+model (see ``mnist_pruning.sweep``). Reading needs pandas only, not torch: the comparison notebook and the book
+build read results without importing the training code.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from .files import atomic_write
+from .settings import paths, project_root
+
+__all__ = [
+    "COLUMNS",
+    "NUMERIC",
+    "RESULTS_ENV",
+    "POINT_KEY",
+    "results_csv",
+    "read_results",
+    "run_key",
+    "append_row",
+    "resolve_results_dir",
+    "load_results",
+]
+
+# The schema. Sizes in bytes, latency in milliseconds per batch, accuracies as fractions in [0, 1].
+COLUMNS = (
+    "model",  # mlp | cnn
+    "method",  # l1 | global | nm | structured
+    "pattern",  # N:M pattern for method=nm, else empty
+    "schedule",  # oneshot | gradual | lottery
+    "ratio",  # requested fraction of weights (units, for structured) removed
+    "sparsity",  # measured: zero fraction of prunable weights (structured: removed fraction of parameters)
+    "params_total",  # parameters of the architecture (structured: of the smaller model)
+    "params_nonzero",  # non-zero parameters, biases included
+    "acc_baseline",  # test accuracy of the dense baseline
+    "acc_pruned",  # test accuracy right after pruning (empty for gradual / lottery: no such moment)
+    "acc_finetuned",  # test accuracy after fine-tuning
+    "finetune_epochs",  # epochs trained after (or, gradual / lottery: while) pruning, all rounds included
+    "size_dense_bytes",  # file bytes of the ordinary dense state_dict (zeros stored)
+    "size_compact_bytes",  # file bytes of the compact sparse format (mnist_pruning.sparsity.compact)
+    "size_nm_bytes",  # bytes of the N:M format (values + in-group positions) for method=nm, else empty
+    "flops_dense",  # forward FLOPs per image of the architecture (structured: of the smaller model)
+    "flops_effective",  # FLOPs a sparse kernel would do: per layer, dense FLOPs x weight density
+    "latency_b1_ms",  # CPU forward latency, batch 1 (median, torch.utils.benchmark)
+    "latency_b256_ms",  # CPU forward latency, batch 256
+    "baseline_latency_b1_ms",  # the dense baseline, measured in the same run
+    "baseline_latency_b256_ms",
+    "finetune_seconds",  # wall time of fine-tuning
+    "seed",
+    "threads",  # torch threads used for training and latency
+    "device",  # cpu | cuda
+    "config_hash",  # hash of everything that defines the experiment (not timings)
+    "version",  # mnist_pruning version that produced the row
+    "torch_version",
+)
+TEXT = ("model", "method", "pattern", "schedule", "device", "config_hash", "version", "torch_version")
+NUMERIC = tuple(c for c in COLUMNS if c not in TEXT)
+# One point of a figure: a later row with the same values replaces an earlier one when reading for display.
+POINT_KEY = ("model", "method", "pattern", "schedule", "ratio")
+RESULTS_ENV = "MNIST_PRUNING_RESULTS"  # used when results_dir is "": lets nbval (which cannot pass parameters) aim
+
+
+def results_csv(results_dir: str | os.PathLike, arch: str) -> Path:
+    return Path(results_dir) / f"{arch}_pruning_results.csv"
+
+
+def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a results CSV (empty when absent); a CSV with other columns raises before any work."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        found = tuple(reader.fieldnames or ())
+        if found != COLUMNS:
+            missing = [c for c in COLUMNS if c not in found]
+            extra = [c for c in found if c not in COLUMNS]
+            raise ValueError(
+                f"{str(path)!r} has unexpected columns (missing: {missing or 'none'}, "
+                f"unexpected: {extra or 'none'}); move it aside or point results_dir elsewhere - it is left "
+                "untouched"
+            )
+        return list(reader)
+
+
+def run_key(row: Mapping[str, object]) -> tuple[str, ...]:
+    """What makes two rows the same run: the experiment, its training budget, seed and configuration hash."""
+    return (
+        str(row["model"]),
+        str(row["method"]),
+        str(row.get("pattern") or ""),
+        str(row["schedule"]),
+        f"{float(row['ratio']):.6g}",
+        str(int(row["finetune_epochs"])),
+        str(int(row["seed"])),
+        str(row["config_hash"]),
+    )
+
+
+def append_row(path: str | os.PathLike, row: Mapping[str, object]) -> bool:
+    """Append ``row`` to the CSV at ``path`` unless a row with the same :func:`run_key` is there; return whether
+    it was appended. The CSV is rewritten to a temporary file and renamed, so it is always whole."""
+    rows = read_results(path)
+    if run_key(row) in {run_key(r) for r in rows}:
+        return False
+    rows.append({c: row.get(c, "") for c in COLUMNS})
+    with atomic_write(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+    return True
+
+
+def resolve_results_dir(results_dir: str | os.PathLike | None = "") -> Path:
+    """The folder to read the CSVs from: ``results_dir``; if "" or None, ``$MNIST_PRUNING_RESULTS``; if unset,
+    the project's ``results/`` (``runs/smoke/results`` with ``MNIST_PRUNING_SMOKE=1``).
+
+    A relative path that does not exist from the current directory is taken relative to the project root,
+    because nbval and JupyterLab run notebooks from ``notebooks/`` while papermill runs them from the caller's
+    directory.
+    """
+    chosen = str(results_dir or "") or os.environ.get(RESULTS_ENV, "")
+    if not chosen:
+        return paths().results
+    p = Path(chosen).expanduser()
+    if not p.is_absolute() and not p.exists():
+        p = project_root() / p
+    return p
+
+
+def load_results(results_dir: str | os.PathLike | None = "", dedupe: bool = True, models=("mlp", "cnn")):
+    """Both results CSVs as one pandas DataFrame, numeric columns typed, ``series`` / ``label`` columns added.
+
+    A *series* is one line of a figure (the method, plus the schedule when not one-shot: "global (gradual)"); a
+    *label* names one row's kind ("nm 2:4", "structured"). Each CSV is checked by :func:`read_results`; a
+    missing one is skipped, FileNotFoundError when none exists. With ``dedupe`` only the last row of each
+    :data:`POINT_KEY` is kept (a rerun with a changed configuration appends a new row).
+    """
+    import numpy as np
+    import pandas as pd
+
+    folder = resolve_results_dir(results_dir)
+    found = [results_csv(folder, arch) for arch in models if results_csv(folder, arch).exists()]
+    if not found:
+        names = " and/or ".join(results_csv(folder, arch).name for arch in models)
+        raise FileNotFoundError(
+            f"no results CSV in {str(folder)!r} (expected {names}); run the sweep first or set results_dir / "
+            f"${RESULTS_ENV}"
+        )
+    df = pd.DataFrame([row for path in found for row in read_results(path)], columns=list(COLUMNS))
+    for col in NUMERIC:
+        df[col] = pd.to_numeric(df[col].replace("", np.nan), errors="coerce").astype(float)
+    for col in TEXT:
+        df[col] = df[col].fillna("").astype(str)
+    df["schedule"] = df["schedule"].replace("", "oneshot")
+    bad = sorted(set(df["model"]) - set(models))
+    if bad:
+        raise ValueError(f"unknown model(s) {bad} in {str(folder)!r}; allowed: {list(models)}")
+    df["series"] = [series_name(m, s) for m, s in zip(df["method"], df["schedule"], strict=True)]
+    df["label"] = [
+        f"{m} {p}" + ("" if s == "oneshot" else f" ({s})") if m == "nm" and p else series_name(m, s)
+        for m, p, s in zip(df["method"], df["pattern"], df["schedule"], strict=True)
+    ]
+    if dedupe:
+        df = df.drop_duplicates(subset=list(POINT_KEY), keep="last")
+    return df.reset_index(drop=True)
+
+
+def series_name(method: str, schedule: str) -> str:
+    """The series a row belongs to: its method, plus its schedule when not one-shot."""
+    return method if schedule in ("", "oneshot") else f"{method} ({schedule})"
