@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .files import atomic_write
-from .settings import paths, project_root
+from .settings import paths, project_root, smoke_mode
 
 __all__ = [
     "COLUMNS",
@@ -33,6 +33,7 @@ __all__ = [
     "run_key",
     "append_row",
     "resolve_results_dir",
+    "resolve_figures_dir",
     "load_results",
 ]
 
@@ -141,6 +142,17 @@ def resolve_results_dir(results_dir: str | os.PathLike | None = "") -> Path:
     if not p.is_absolute() and not p.exists():
         p = project_root() / p
     return p
+
+
+def resolve_figures_dir(figures_dir: str | os.PathLike | None, results_dir: str | os.PathLike) -> Path:
+    """Where chapter 05 saves figures: ``figures_dir``; if "", the folder the CSVs were read from, except in smoke
+    mode (``MNIST_PRUNING_SMOKE=1``), where it is ``runs/smoke/results`` like every other smoke output, so a test
+    reading the fixture CSVs never writes into ``tests/fixtures`` or ``results/``. Relative paths follow
+    :func:`resolve_results_dir`'s rule (current directory if it exists, else the project root)."""
+    if not str(figures_dir or ""):
+        return paths().results if smoke_mode() else Path(results_dir)
+    p = Path(str(figures_dir)).expanduser()
+    return p if p.is_absolute() or p.exists() else project_root() / p
 
 
 def load_results(results_dir: str | os.PathLike | None = "", dedupe: bool = True, models=("mlp", "cnn")):
