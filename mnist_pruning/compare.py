@@ -21,7 +21,6 @@ import functools
 import math
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from .references import MODEL_TITLES
@@ -121,6 +120,17 @@ def pareto_front(sub: pd.DataFrame, x: str = "size_compact_bytes", y: str = "acc
 # ----------------------------------------------------------------------------------------------------- tables
 
 
+def _within(df: pd.DataFrame, tolerance: float):
+    """Per model and series (in display order): the dense file's bytes and the rows whose ``acc_finetuned`` is at
+    least their own ``acc_baseline`` minus ``tolerance``."""
+    for model in models(df):
+        sub = df[df["model"] == model]
+        dense = dense_bytes(df, model)
+        for series in series_order(sub):
+            rows = sub[sub["series"] == series]
+            yield model, series, dense, rows[rows["acc_finetuned"] >= rows["acc_baseline"] - tolerance - _EPS]
+
+
 def smallest_within(df: pd.DataFrame, tolerances: Sequence[float] = (0.001, 0.005, 0.01)) -> pd.DataFrame:
     """Per model, series and tolerance: the row with the fewest compact-file bytes whose ``acc_finetuned`` is
     at least its own ``acc_baseline`` minus the tolerance (0.001 = 0.1 pp).
@@ -130,33 +140,17 @@ def smallest_within(df: pd.DataFrame, tolerances: Sequence[float] = (0.001, 0.00
     tolerance_pp, ratio, sparsity, acc_finetuned, acc_baseline, drop_pp, size_compact_bytes, params_nonzero,
     x_smaller (dense-file bytes / compact bytes).
     """
-    out = []
-    for model in models(df):
-        sub = df[df["model"] == model]
-        dense = dense_bytes(df, model)
-        for series in series_order(sub):
-            rows = sub[sub["series"] == series]
-            for tol in tolerances:
-                ok = rows[rows["acc_finetuned"] >= rows["acc_baseline"] - tol - _EPS]
-                record = {"model": model, "series": series, "tolerance_pp": round(100 * tol, 6)}
-                if ok.empty:
-                    record |= {
-                        "label": "",
-                        "ratio": np.nan,
-                        "sparsity": np.nan,
-                        "acc_finetuned": np.nan,
-                        "acc_baseline": np.nan,
-                        "drop_pp": np.nan,
-                        "size_compact_bytes": np.nan,
-                        "params_nonzero": np.nan,
-                        "x_smaller": np.nan,
-                    }
-                else:
-                    best = ok.sort_values(
-                        ["size_compact_bytes", "params_nonzero", "acc_finetuned"], ascending=[True, True, False]
-                    ).iloc[0]
-                    record |= _summary(best, dense)
-                out.append(record)
+    grouped: dict[tuple[str, str], list[dict]] = {}  # (model, series) in display order, then each tolerance
+    for tol in tolerances:
+        for model, series, dense, ok in _within(df, tol):
+            record = {"model": model, "series": series, "tolerance_pp": round(100 * tol, 6), "label": ""}
+            if not ok.empty:
+                best = ok.sort_values(
+                    ["size_compact_bytes", "params_nonzero", "acc_finetuned"], ascending=[True, True, False]
+                ).iloc[0]
+                record |= _summary(best, dense)
+            grouped.setdefault((model, series), []).append(record)
+    out = [record for records in grouped.values() for record in records]
     columns = [
         "model",
         "series",
@@ -224,37 +218,23 @@ def key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
     about 1x for masks, more only for structured pruning). Series with no such row get NaN values.
     """
     out = []
-    for model in models(df):
-        sub = df[df["model"] == model]
-        dense = dense_bytes(df, model)
-        for series in series_order(sub):
-            rows = sub[sub["series"] == series]
-            ok = rows[rows["acc_finetuned"] >= rows["acc_baseline"] - tolerance - _EPS]
-            record = {
-                "model": model,
-                "acc_baseline_model": baseline_accuracy(df, model),
-                "tolerance_pp": round(100 * tolerance, 6),
-                "series": series,
+    for model, series, dense, ok in _within(df, tolerance):
+        record = {
+            "model": model,
+            "acc_baseline_model": baseline_accuracy(df, model),
+            "tolerance_pp": round(100 * tolerance, 6),
+            "series": series,
+            "label": "",
+        }
+        if not ok.empty:
+            best = ok.sort_values(["sparsity", "acc_finetuned"], ascending=[False, False]).iloc[0]
+            summary = _summary(best, dense)
+            record |= {
+                k: summary[k]
+                for k in ("label", "ratio", "sparsity", "acc_finetuned", "size_compact_bytes", "x_smaller")
             }
-            if ok.empty:
-                record |= {
-                    "label": "",
-                    "ratio": np.nan,
-                    "sparsity": np.nan,
-                    "acc_finetuned": np.nan,
-                    "size_compact_bytes": np.nan,
-                    "x_smaller": np.nan,
-                    "speedup_b256": np.nan,
-                }
-            else:
-                best = ok.sort_values(["sparsity", "acc_finetuned"], ascending=[False, False]).iloc[0]
-                summary = _summary(best, dense)
-                record |= {
-                    k: summary[k]
-                    for k in ("label", "ratio", "sparsity", "acc_finetuned", "size_compact_bytes", "x_smaller")
-                }
-                record["speedup_b256"] = float(best["baseline_latency_b256_ms"] / best["latency_b256_ms"])
-            out.append(record)
+            record["speedup_b256"] = float(best["baseline_latency_b256_ms"] / best["latency_b256_ms"])
+        out.append(record)
     columns = [
         "model",
         "acc_baseline_model",

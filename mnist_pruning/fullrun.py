@@ -60,7 +60,7 @@ def execute_chapters(
     user_setting = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"
     try:
-        for name, params in (chapters or CHAPTER_PARAMETERS).items():
+        for name, params in (CHAPTER_PARAMETERS if chapters is None else chapters).items():
             declared = pm.inspect_notebook(str(root / "notebooks" / f"{name}.ipynb"))
             if "results_dir" in declared and "results_dir" not in params:
                 # relative to the notebooks' folder, so the published pages show no machine-specific paths
