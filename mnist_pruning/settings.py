@@ -8,8 +8,9 @@ Usage::
         ...
 
 Notebooks run with different working directories (papermill: the caller's; nbval and JupyterLab: the notebook's
-folder; Colab: ``/content``), so paths are resolved from the project root: the nearest folder upwards holding this
-project's ``pyproject.toml``, else the current directory.
+folder; Colab: ``/content``, also after a restart), so paths are resolved from the project root: the checkout this
+package was imported from (an editable install or ``PYTHONPATH``), else the nearest folder upwards of the current
+directory holding this project's ``pyproject.toml``, else the current directory.
 
 In smoke mode every output goes under ``runs/smoke/``, so a test run never touches the committed ``results/``.
 """
@@ -51,12 +52,23 @@ def smoke_mode() -> bool:
     return os.environ.get(SMOKE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _is_project(folder: Path) -> bool:
+    toml = folder / "pyproject.toml"
+    return toml.is_file() and 'name = "mnist-pruning"' in toml.read_text(errors="ignore")
+
+
 def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The nearest folder at or above ``start`` (default: cwd) whose pyproject.toml is this project's."""
+    """The project checkout: with ``start``, the nearest folder at or above it whose pyproject.toml is this
+    project's (else ``start``). Without, first the checkout holding this package, then the same search from the
+    current directory."""
+    if start is None:
+        # The package's own checkout wins over the cwd: Colab restarts a kernel in /content, not in the clone.
+        package_checkout = Path(__file__).resolve().parent.parent
+        if _is_project(package_checkout):
+            return package_checkout
     here = Path(start or os.getcwd()).resolve()
     for folder in (here, *here.parents):
-        toml = folder / "pyproject.toml"
-        if toml.is_file() and 'name = "mnist-pruning"' in toml.read_text(errors="ignore"):
+        if _is_project(folder):
             return folder
     return here
 

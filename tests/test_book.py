@@ -247,6 +247,7 @@ def test_book_builds_offline_with_executed_notebooks_and_stubs(tmp_path, fixture
     compare_page = (html / book.CHAPTERS_DIR / "05_compare.html").read_text()
     assert compare_page.count("<table") >= 3  # overview, smallest-within, key findings
     assert "colab-badge.svg" in compare_page and book.COLAB_BADGE_URL not in compare_page
+    assert "MNIST_PRUNING_REPO" not in compare_page  # the install cell, tagged remove-cell, is not shown
     assert len(list((tmp_path / "figures").glob("*.svg"))) == 8
 
 
