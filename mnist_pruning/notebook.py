@@ -13,6 +13,8 @@ Usage (in a notebook, right after the ``parameters`` cell)::
 Every parameter is checked before anything is loaded or trained, and a bad one raises a ValueError naming the
 value and what is allowed, so ``papermill ... -p ratio 1.5`` fails in the notebook's first code cells.
 With ``MNIST_PRUNING_SMOKE=1`` (tests, CI) budgets shrink to a few seconds and outputs go to ``runs/smoke/``.
+``setup`` also makes pandas show floats as :func:`format_number` does, so tables read ``532,400``, not
+``532400.000000``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,15 @@ from .sparsity.compact import dense_bytes
 from .sparsity.nm import parse_pattern
 from .train import TrainConfig, evaluate
 
-__all__ = ["Run", "setup", "baseline_summary", "accuracy_table", "cost_table", "masked_state_dict_bytes"]
+__all__ = [
+    "Run",
+    "setup",
+    "format_number",
+    "baseline_summary",
+    "accuracy_table",
+    "cost_table",
+    "masked_state_dict_bytes",
+]
 
 
 @dataclass
@@ -168,7 +178,18 @@ def setup(
         params=checked,
     )
     torch.manual_seed(seed)
+    pd.set_option("display.float_format", format_number)
     return run
+
+
+def format_number(value: float) -> str:
+    """How the chapters' tables show a float: whole numbers with thousands separators (``532,400``, never
+    ``532400.000000`` or ``5.324e+05``), others with four significant digits (``98.36``, ``0.1235``)."""
+    if value != value:  # NaN: an empty cell
+        return ""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{value:,.0f}"
+    return f"{value:,.4g}" if abs(value) >= 1e-3 else f"{value:.3g}"
 
 
 def baseline_summary(arch: str, model: nn.Module, payload: dict) -> dict:

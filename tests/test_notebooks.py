@@ -88,3 +88,12 @@ def test_notebooks_import_no_plotting_library_but_pyplot(path):
     nb = json.loads(path.read_text())
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "plt.subplots" not in code and "plt.figure(" not in code
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_source_notebooks_store_outputs_only_where_nbval_checks_them(path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code" or "".join(cell["source"]).lstrip().startswith("# NBVAL_CHECK_OUTPUT"):
+            continue
+        assert cell.get("outputs") == [] and cell.get("execution_count") is None, "".join(cell["source"])[:120]
