@@ -27,14 +27,14 @@ from torch.nn.utils import prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
-from mnist_pruning.export import (  # noqa: E402
+from mnist_pruning.models import build_model  # noqa: E402
+from mnist_pruning.sparsity.compact import (  # noqa: E402
     compact_summary,
     dense_bytes,
-    effective_state_dict,
     load_compact,
     save_compact,
 )
-from mnist_pruning.models import build_model, prunable_layers  # noqa: E402
+from mnist_pruning.sparsity.measure import effective_state_dict, prunable_layers  # noqa: E402
 
 SPARSITIES = (0.3, 0.5, 0.7, 0.9, 0.99)
 LIMIT_RATIO = 1.15
@@ -81,7 +81,7 @@ def bench_model(label: str, base: nn.Module, workdir: Path) -> bool:
 
 
 def load_trained(path: str) -> tuple[str, nn.Module]:
-    # Imported here so that the random-init default needs nothing beyond models/export.
+    # Imported here so that the random-init default needs nothing beyond models and the sparsity core.
     from mnist_pruning.train import load_checkpoint
 
     model, _ = load_checkpoint(path, device=torch.device("cpu"))

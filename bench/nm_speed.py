@@ -30,7 +30,7 @@ from torch.utils import benchmark
 # Running as `python bench/nm_speed.py` puts bench/ on sys.path, not the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnist_pruning.nm import check_nm, nm_mask, pad_to_multiple, semi_structured_available  # noqa: E402
+from mnist_pruning.sparsity.nm import check_nm, nm_mask, pad_to_multiple, semi_structured_available  # noqa: E402
 
 # (name, out_features, in_features): the two large LeNet layers plus a square layer big enough to be compute-bound.
 CPU_SHAPES = [("mlp.fc1 300x784", 300, 784), ("cnn.fc1 500x800", 500, 800), ("square 2048x2048", 2048, 2048)]

@@ -6,9 +6,9 @@ Run from the repository root (about a minute on a 2-core CPU)::
     python bench/structured_speed.py --checkpoint runs/cnn_baseline.pt --checkpoint runs/mlp_baseline.pt
     python bench/structured_speed.py --models mlp --ratios 0.5 --threads 1 --min-run-time 0.5
 
-For each model and each ratio, ``structured.shrink(model, ratio)`` removes that fraction of the hidden units and
+For each model and each ratio, ``sparsity.shrink(model, ratio)`` removes that fraction of the hidden units and
 returns the physically smaller (surgered) model. Per row: its parameters, forward FLOPs per image
-(``metrics.flops``), ``torch.save(state_dict)`` bytes, and CPU latency (``metrics.latency_ms``, i.e.
+(``sparsity.flops``), ``torch.save(state_dict)`` bytes, and CPU latency (``sparsity.latency_ms``, i.e.
 ``torch.utils.benchmark.Timer`` medians under ``inference_mode``) of the dense and the surgered model at batch 1
 and 256 (``--batch``). Each of ``--rounds`` rounds times the dense model and every surgered one in turn, and the
 best median of each is kept, so drift from other jobs on a shared CPU hits them all alike.
@@ -40,15 +40,17 @@ from torch import nn
 # Running as `python bench/structured_speed.py` puts bench/ on sys.path, not the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnist_pruning.metrics import INPUT_SHAPE, flops, latency_ms, layer_flops, torch_benchmark  # noqa: E402
-from mnist_pruning.models import (  # noqa: E402
-    MODEL_NAMES,
-    build_model,
+from mnist_pruning.checks import check_ratio  # noqa: E402
+from mnist_pruning.models import MODEL_NAMES, SAMPLE_SHAPE, build_model  # noqa: E402
+from mnist_pruning.sparsity.measure import (  # noqa: E402
     count_parameters,
-    model_config,
+    flops,
+    latency_ms,
+    layer_flops,
     prunable_layers,
+    torch_benchmark,
 )
-from mnist_pruning.structured import check_ratio, shrink  # noqa: E402
+from mnist_pruning.sparsity.structured import shrink  # noqa: E402
 
 RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
 BIG_BATCH = 256  # the batch the goal is judged at; batch 1 is always timed too
@@ -93,7 +95,7 @@ def best_latencies(models: dict[str, nn.Module], timing: Timing) -> dict[str, di
     for _ in range(timing.rounds):
         for b in timing.batches:
             for key, model in models.items():  # dense, surgered, dense, surgered, ... so drift hits both
-                runs[key][b].append(latency_ms(model, b, min_run_time=timing.min_run_time))
+                runs[key][b].append(latency_ms(model, b, SAMPLE_SHAPE, min_run_time=timing.min_run_time))
     return {k: {b: min(v) for b, v in per_b.items()} for k, per_b in runs.items()}  # noise only adds time
 
 
@@ -129,7 +131,7 @@ def _layer_inputs(model: nn.Module, batch: int) -> dict[str, torch.Tensor]:
     model.eval()
     try:
         with torch.inference_mode():
-            model(torch.randn(batch, *INPUT_SHAPE[1:]))
+            model(torch.randn(batch, *SAMPLE_SHAPE))
     finally:
         for hook in hooks:
             hook.remove()
@@ -141,7 +143,7 @@ def layer_breakdown(models: dict[str, nn.Module], batch: int, timing: Timing) ->
 
     Each layer is timed on the input it sees in a forward; the models are alternated layer by layer over
     ``timing.rounds`` so contention hits them alike. ``"rest"`` = whole forward - sum of the layers (clamped at
-    0, as noise can make the parts exceed the whole): pooling, ReLU, flatten and Python, which ``metrics.flops``
+    0, as noise can make the parts exceed the whole): pooling, ReLU, flatten and Python, which ``sparsity.flops``
     does not count. Timed at a quarter of ``timing.min_run_time``: it explains, it is not the headline number.
     """
     min_run_time = timing.min_run_time / 4
@@ -152,7 +154,7 @@ def layer_breakdown(models: dict[str, nn.Module], batch: int, timing: Timing) ->
         for name in [*layers[next(iter(models))], "total"]:
             for key, model in models.items():
                 if name == "total":
-                    ms = latency_ms(model, batch, min_run_time=min_run_time)
+                    ms = latency_ms(model, batch, SAMPLE_SHAPE, min_run_time=min_run_time)
                 else:
                     module, x = layers[key][name], inputs[key][name]
                     # The Timer runs its statement in this thread, so under this inference mode too.
@@ -174,7 +176,7 @@ def explain(dense: nn.Module, dense_ms: dict[int, float], failed: list[Row], tim
     big = timing.big
     models = {"dense": dense, **{f"r={row.ratio:g}": row.model for row in failed}}
     times = layer_breakdown(models, big, timing)
-    counts = {key: layer_flops(model) for key, model in models.items()}
+    counts = {key: layer_flops(model, SAMPLE_SHAPE) for key, model in models.items()}
     print(
         f"\nwhy: b{big} ms per forward, each layer timed alone on the input it sees (best of {timing.rounds} "
         "alternating rounds);\n/N = that layer's FLOP reduction; 'rest' = forward - sum of layers: pooling, ReLU, "
@@ -189,7 +191,8 @@ def explain(dense: nn.Module, dense_ms: dict[int, float], failed: list[Row], tim
         print(f"  {name:<28}" + "".join(f" {c:>14}" for c in cells))
     for name, label in (("rest", "rest (no FLOPs counted)"), ("total", "whole forward, timed here")):
         print(f"  {label:<28}" + "".join(f" {times[k][name]:>14.3f}" for k in models))
-    proportional = [dense_ms[big] * row.flops / flops(dense) for row in failed]  # if time scaled with FLOPs
+    dense_flops = flops(dense, SAMPLE_SHAPE)
+    proportional = [dense_ms[big] * row.flops / dense_flops for row in failed]  # if time scaled with FLOPs
     print(f"  {'if time scaled with FLOPs':<28} {'':>14}" + "".join(f" {ms:>14.3f}" for ms in proportional))
     floors = [dense_ms[1]] + [row.ms[1] for row in failed]  # batch 1 is mostly fixed per-call cost
     print(f"  {'b1 latency (per-call floor)':<28}" + "".join(f" {ms:>14.3f}" for ms in floors))
@@ -198,7 +201,7 @@ def explain(dense: nn.Module, dense_ms: dict[int, float], failed: list[Row], tim
 def bench_model(label: str, base: nn.Module, ratios: tuple[float, ...], timing: Timing) -> tuple[int, int]:
     """Print one table for ``base``; return (rows meeting the goal, rows)."""
     dense = copy.deepcopy(base).cpu().eval()
-    config = model_config(dense)
+    config = dense.config
     has_conv = any(isinstance(m, nn.Conv2d) for m in dense.modules())
     print(f"\n{label}: widths {config.widths}, {count_parameters(dense):,} parameters")
     fmt = torch.contiguous_format
@@ -212,10 +215,10 @@ def bench_model(label: str, base: nn.Module, ratios: tuple[float, ...], timing: 
     # One round times dense and every surgered model in turn, so drift from other jobs hits them all alike.
     ms = best_latencies({"dense": dense, **{f"{r:g}": m for r, m in smalls.items()}}, timing)
     rows = [
-        Row(r, model_config(m).widths, count_parameters(m), flops(m), file_bytes(m), ms[f"{r:g}"], m)
+        Row(r, m.config.widths, count_parameters(m), flops(m, SAMPLE_SHAPE), file_bytes(m), ms[f"{r:g}"], m)
         for r, m in smalls.items()
     ]
-    dense_flops = flops(dense)
+    dense_flops = flops(dense, SAMPLE_SHAPE)
 
     big = timing.big
     print(
@@ -245,11 +248,11 @@ def bench_model(label: str, base: nn.Module, ratios: tuple[float, ...], timing: 
 
 
 def _label_and_model(path: str) -> tuple[str, nn.Module]:
-    # Imported here so that the random-init default needs nothing beyond models/structured/metrics.
+    # Imported here so that the random-init default needs nothing beyond models and the sparsity core.
     from mnist_pruning.train import load_checkpoint
 
     model, _ = load_checkpoint(path, device=torch.device("cpu"))
-    return f"{model_config(model).arch} ({Path(path).name})", model
+    return f"{model.config.arch} ({Path(path).name})", model
 
 
 def main(argv: list[str] | None = None) -> int:

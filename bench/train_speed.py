@@ -41,8 +41,8 @@ from torchvision import datasets, transforms
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnist_pruning.data import MEAN, STD, data_root, load_mnist  # noqa: E402
-from mnist_pruning.metrics import torch_benchmark  # noqa: E402
 from mnist_pruning.models import build_model  # noqa: E402
+from mnist_pruning.sparsity.measure import torch_benchmark  # noqa: E402
 from mnist_pruning.train import TrainConfig, train_one_epoch  # noqa: E402
 
 BATCH_SIZE = 128
@@ -80,7 +80,7 @@ def _wall(fn: Callable[[], object]) -> float:
 
 
 def _train_step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
-    """(forward, forward+backward) FLOPs of one training step on ``(x, y)``; matmul/conv only, as metrics.flops."""
+    """(forward, forward+backward) FLOPs of one training step on ``(x, y)``; matmul/conv only, as measure.flops."""
     model.train()
     with FlopCounterMode(display=False) as fwd, torch.no_grad():
         model(x)

@@ -295,7 +295,10 @@ def key_findings_markdown(df: pd.DataFrame, tolerance: float = 0.005) -> str:
         if missing:
             lead += f" Not within {100 * tolerance:g} pp at any sparsity tried: {', '.join(missing)}."
         rows = table[mask & findings["sparsity"].notna().to_numpy()]
-        lines += [lead, "", "| " + " | ".join(rows.columns) + " |", "|" + "---|" * len(rows.columns)]
+        lines += [lead, ""]
+        if rows.empty:
+            continue
+        lines += ["| " + " | ".join(rows.columns) + " |", "|" + "---|" * len(rows.columns)]
         lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows.itertuples(False)]
         lines.append("")
     return "\n".join(lines)
@@ -304,7 +307,7 @@ def key_findings_markdown(df: pd.DataFrame, tolerance: float = 0.005) -> str:
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every experiment in one short display table, for the end of a run: per model, method and ratio the
     accuracy after fine-tuning (and the baseline's), the measured sparsity and the compact file against the
-    dense one."""
+    dense baseline's file (for structured rows too: what the smaller model saves over the original)."""
     out = pd.DataFrame(
         {
             "model": df["model"],
@@ -315,7 +318,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             "sparsity": [_pct(v, 1) for v in df["sparsity"]],
             "compact file": [_kb(v) for v in df["size_compact_bytes"]],
             "smaller than dense": [
-                _times(d / c) for d, c in zip(df["size_dense_bytes"], df["size_compact_bytes"], strict=True)
+                _times(dense_bytes(df, m) / c) for m, c in zip(df["model"], df["size_compact_bytes"], strict=True)
             ],
         }
     )

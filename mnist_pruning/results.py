@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from .files import atomic_write
+from .files import CorruptFileError, atomic_write
 from .settings import paths, project_root, smoke_mode
 
 __all__ = [
@@ -95,7 +95,14 @@ def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
                 f"unexpected: {extra or 'none'}); move it aside or point results_dir elsewhere - it is left "
                 "untouched"
             )
-        return list(reader)
+        rows = list(reader)
+    if rows and not path.read_text().endswith("\n"):
+        # Every row is written whole, newline included: without it the last row may have lost fields or digits.
+        raise CorruptFileError(f"{str(path)!r} is cut short inside its last row; restore it from a copy")
+    short = [i + 2 for i, row in enumerate(rows) if None in row.values() or None in row]
+    if short:
+        raise CorruptFileError(f"{str(path)!r} has rows with a wrong number of fields (lines {short[:5]})")
+    return rows
 
 
 def run_key(row: Mapping[str, object]) -> tuple[str, ...]:

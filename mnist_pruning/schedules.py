@@ -174,7 +174,7 @@ def prune_to(model: nn.Module, method: str, target: float) -> float:
 
 @dataclass
 class PruneResult:
-    """A pruned, trained model and what it cost. The masks stay attached (``pruning.bake_in`` removes them)."""
+    """A pruned, trained model and what it cost. The masks stay attached (``sparsity.bake_in`` removes them)."""
 
     model: nn.Module  # the pruned model (the one passed in, modified in place)
     history: list[dict[str, float]]  # fine_tune's per-epoch rows: epoch, train_loss, test_loss, test_accuracy, ...

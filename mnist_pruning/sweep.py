@@ -67,7 +67,8 @@ METHODS = ("l1", "global", "nm", "structured")
 
 RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
 # oneshot: prune once, then fine-tune. gradual: Zhu & Gupta's cubic schedule while training. lottery: iterative
-# magnitude pruning with rewinding to the initialisation (Frankle & Carbin 2019). See mnist_pruning.frontier.
+# magnitude pruning with rewinding to the initialisation (Frankle & Carbin 2019). See mnist_pruning.schedules
+# and mnist_pruning.lottery.
 SCHEDULES = ("oneshot", "gradual", "lottery")
 
 

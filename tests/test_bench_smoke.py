@@ -62,3 +62,24 @@ def test_structured_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     rows = re.findall(rf"^\s*0\.50 \(.*\)\s.*\s{NUMBER}\s+(PASS|FAIL)$", out, re.M)
     assert len(rows) == 2 and all(float(r[0]) > 0 for r in rows), out
     assert re.search(r"^\d+/2 rows meet the goal$", out, re.M), out
+
+
+def test_compact_size_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = load_bench("compact_size")
+    rc = bench.main([])
+    out = capsys.readouterr().out
+    assert rc == 0, out  # random init: every compact file is bitwise lossless and within 1.15x of the limit
+    assert out.count("sparsity    dense B") == 2, out  # one table per model
+    rows = re.findall(rf"^\s+(0\.\d\d)\s+[\d,]+\s+[\d,]+\s+[\d,]+\s+{NUMBER}\s+{NUMBER}\s+yes\s", out, re.M)
+    assert [r[0] for r in rows] == ["0.30", "0.50", "0.70", "0.90", "0.99"] * 2, out
+    assert "all within the limit" in out
+
+
+def test_nm_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = load_bench("nm_speed")
+    bench.main(["--threads", "1", "--batch", "4", "--min-run-time", "0.01", "--rounds", "1", "--gpu-size", "256"])
+    out = capsys.readouterr().out
+    rows = re.findall(rf"^(mlp\.fc1|cnn\.fc1|square) .*\s{NUMBER}\s+{NUMBER}\s+{NUMBER}$", out, re.M)
+    assert [r[0] for r in rows] == ["mlp.fc1", "cnn.fc1", "square"], out
+    assert "No CPU N:M kernel" in out
+    assert "GPU semi-structured 2:4 matmul: skipped" in out or "2:4 semi-structured" in out

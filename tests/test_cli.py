@@ -22,7 +22,7 @@ def blocker(tmp_path):
         (["sweep", "--patterns", "4:4"], "4:4"),
         (["sweep", "--patterns", "2-4"], "2-4"),
         (["sweep", "--finetune-epochs", "0"], "epochs must be a positive integer, got 0"),
-        (["sweep", "--baseline-epochs", "-3"], "epochs must be a positive integer, got -3"),
+        (["sweep", "--baseline-epochs", "-3"], "baseline epochs of 'mlp' must be a positive integer, got -3"),
         (["sweep", "--schedules", "slow"], "unknown schedule 'slow'"),
         (["run", "--frontier-ratios", "1.0"], "ratio must be in [0, 1)"),
         (["baseline", "--models", "vgg"], "unknown model 'vgg'"),

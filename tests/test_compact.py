@@ -1,10 +1,13 @@
-"""Compact export: lossless round trip, each position encoding, real size savings, and safe loading."""
+"""Compact files (mnist_pruning.sparsity.compact): lossless round trip, each position encoding, real size savings,
+and safe, checksummed loading."""
 
 from __future__ import annotations
 
 import math
 import os
 import pickle
+import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +15,17 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from mnist_pruning.export import (
+from mnist_pruning.files import CorruptFileError, UnsafeFileError
+from mnist_pruning.models import build_model
+from mnist_pruning.sparsity.compact import (
     ENCODINGS,
+    FORMAT,
     compact_bytes,
     compact_ratio,
     compact_summary,
     decode_positions,
     dense_bytes,
-    effective_state_dict,
+    encode_compact,
     encode_positions,
     information_limit_bits,
     load_compact,
@@ -27,8 +33,7 @@ from mnist_pruning.export import (
     save_compact,
     save_dense,
 )
-from mnist_pruning.files import UnsafeFileError
-from mnist_pruning.models import build_model, prunable_layers
+from mnist_pruning.sparsity.measure import effective_state_dict, prunable_layers
 
 ARCHS = ("mlp", "cnn")
 
@@ -221,26 +226,86 @@ def test_loading_truncated_compact_file_raises_clearly(tmp_path: Path, cut: int)
     save_compact(pruned("mlp", 0.9), tmp_path / "ok.safetensors")
     raw = (tmp_path / "ok.safetensors").read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(raw[:cut] if cut >= 0 else raw[:-1])
-    with pytest.raises(ValueError, match="not a valid mnist-pruning-compact"):
+    with pytest.raises(CorruptFileError, match="not a valid mnist-pruning-compact/2") as info:
         load_compact(tmp_path / "cut.safetensors")
+    assert str(tmp_path / "cut.safetensors") in str(info.value)
 
 
 def test_loading_foreign_safetensors_file_raises(tmp_path: Path) -> None:
     import safetensors.torch
 
     safetensors.torch.save_file({"w": torch.ones(3)}, str(tmp_path / "foreign.safetensors"))
-    with pytest.raises(ValueError, match="format tag"):
+    with pytest.raises(CorruptFileError, match="format tag"):
         load_compact(tmp_path / "foreign.safetensors")
 
 
-def test_loading_file_whose_layout_disagrees_with_data_raises(tmp_path: Path) -> None:
-    import safetensors.torch
+def _parts(path: Path) -> tuple[dict[str, str], torch.Tensor]:
     from safetensors import safe_open
 
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata(), f.get_tensor("data")
+
+
+def _rewrite(path: Path, meta: dict[str, str], blob: torch.Tensor) -> None:
+    import safetensors.torch
+
+    safetensors.torch.save_file({"data": blob}, str(path), metadata=meta)
+
+
+def _documented_crc(layout: str, blob: torch.Tensor) -> str:
+    """The module docstring's definition: CRC-32 of the layout's UTF-8 bytes followed by the blob, 8 hex digits."""
+    return f"{zlib.crc32(layout.encode() + blob.numpy().tobytes()):08x}"
+
+
+def test_the_checksum_is_the_documented_crc32_of_layout_and_blob(tmp_path: Path) -> None:
+    save_compact(pruned("mlp", 0.9), tmp_path / "m.safetensors")
+    meta, blob = _parts(tmp_path / "m.safetensors")
+    assert meta["format"] == FORMAT == "mnist-pruning-compact/2"
+    assert re.fullmatch(r"[0-9a-f]{8}", meta["crc32"])
+    assert meta["crc32"] == _documented_crc(meta["layout"], blob)
+
+
+def test_an_altered_value_or_layout_fails_the_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_compact({"w": torch.tensor([0.0, 1.0, 0.0, 2.0])}, path)
+    meta, blob = _parts(path)
+    altered = blob.clone()
+    altered[0] ^= 1  # one bit of the first stored value
+    _rewrite(path, meta, altered)
+    with pytest.raises(CorruptFileError, match="CRC-32 does not match"):
+        load_compact(path)
+    _rewrite(path, {**meta, "layout": meta["layout"].replace("w F32", "v F32")}, blob)  # a renamed tensor
+    with pytest.raises(CorruptFileError, match="CRC-32 does not match"):
+        load_compact(path)
+    _rewrite(path, {k: v for k, v in meta.items() if k != "crc32"}, blob)
+    with pytest.raises(CorruptFileError, match="CRC-32 does not match"):
+        load_compact(path)
+
+
+def test_layout_that_disagrees_with_data_is_refused_even_with_a_valid_checksum(tmp_path: Path) -> None:
     save_compact({"w": torch.tensor([0.0, 1.0, 0.0, 2.0])}, tmp_path / "ok.safetensors")
-    with safe_open(str(tmp_path / "ok.safetensors"), framework="pt") as f:
-        meta, blob = f.metadata(), f.get_tensor("data")
-    meta["layout"] = meta["layout"].replace(" 2", " 3")  # claim one more non-zero than stored
-    safetensors.torch.save_file({"data": blob}, str(tmp_path / "bad.safetensors"), metadata=meta)
-    with pytest.raises(ValueError, match="not a valid mnist-pruning-compact"):
+    meta, blob = _parts(tmp_path / "ok.safetensors")
+    layout = meta["layout"].replace(" 2", " 3")  # claim one more non-zero than stored
+    assert layout != meta["layout"]
+    forged = {**meta, "layout": layout, "crc32": _documented_crc(layout, blob)}
+    _rewrite(tmp_path / "bad.safetensors", forged, blob)
+    with pytest.raises(CorruptFileError, match="not a valid mnist-pruning-compact"):
         load_compact(tmp_path / "bad.safetensors")
+
+
+def test_version_1_files_are_refused_with_a_hint_to_export_again(tmp_path: Path) -> None:
+    save_compact(pruned("mlp", 0.9), tmp_path / "m.safetensors")
+    meta, blob = _parts(tmp_path / "m.safetensors")
+    _rewrite(tmp_path / "v1.safetensors", {"format": "mnist-pruning-compact/1", "layout": meta["layout"]}, blob)
+    with pytest.raises(CorruptFileError, match="export the model again"):
+        load_compact(tmp_path / "v1.safetensors")
+
+
+def test_encode_compact_is_the_file_save_compact_writes(tmp_path: Path) -> None:
+    # Not byte for byte: safetensors writes the metadata keys in hash-map (random) order. Same size and content.
+    model = pruned("cnn", 0.9)
+    n = save_compact(model, tmp_path / "m.safetensors")
+    (tmp_path / "e.safetensors").write_bytes(encode_compact(model))
+    assert n == (tmp_path / "m.safetensors").stat().st_size == (tmp_path / "e.safetensors").stat().st_size
+    assert n == compact_bytes(model)
+    assert_bitwise_equal(load_compact(tmp_path / "e.safetensors"), load_compact(tmp_path / "m.safetensors"))

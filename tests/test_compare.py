@@ -1,4 +1,5 @@
-"""mnist_pruning.compare on the fixture CSVs (tests/fixtures/, written by tests/fixtures/make_fixtures.py).
+"""mnist_pruning.compare (tables), mnist_pruning.plots (figures) and mnist_pruning.results (loading) on the fixture
+CSVs (tests/fixtures/, written by tests/fixtures/make_fixtures.py).
 
 Expected values are either hand-checked against the fixture rows (see the comments) or recomputed here from the
 raw CSV text with the csv module, independently of the pandas code under test.
@@ -19,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mnist_pruning import compare
-from mnist_pruning.sweep import COLUMNS
+from mnist_pruning import compare, plots, results
+from mnist_pruning.results import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -29,7 +30,7 @@ NOTEBOOK = ROOT / "notebooks" / "05_compare.ipynb"
 
 @pytest.fixture(scope="module")
 def df() -> pd.DataFrame:
-    return compare.load_results(FIXTURES)
+    return results.load_results(FIXTURES)
 
 
 @pytest.fixture(autouse=True)
@@ -71,15 +72,15 @@ def test_load_results_types_and_labels(df):
 
 def test_load_results_missing_and_bad_columns(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results CSV"):
-        compare.load_results(tmp_path)
+        results.load_results(tmp_path)
     (tmp_path / "mlp_pruning_results.csv").write_text("model,accuracy\nmlp,0.9\n")
     with pytest.raises(ValueError, match="unexpected columns"):
-        compare.load_results(tmp_path)
+        results.load_results(tmp_path)
 
 
 def test_load_results_one_model_only(tmp_path):
     shutil.copy(FIXTURES / "cnn_pruning_results.csv", tmp_path)
-    df = compare.load_results(tmp_path)
+    df = results.load_results(tmp_path)
     assert compare.models(df) == ["cnn"]
     assert len(compare.smallest_within(df)) == 4 * 3  # 4 series x 3 tolerances
 
@@ -91,43 +92,43 @@ def test_rerun_rows_last_one_wins(tmp_path, fixture_results):
     rerun = dict(rows[0], acc_finetuned="0.9000", config_hash="rerun")  # l1 0.5 again, changed settings
     with open(path, "a", newline="") as f:
         csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n").writerow(rerun)
-    df = compare.load_results(folder)
+    df = results.load_results(folder)
     l1_half = df[(df["model"] == "mlp") & (df["method"] == "l1") & (df["ratio"] == 0.5)]
     assert len(l1_half) == 1 and l1_half["acc_finetuned"].item() == pytest.approx(0.9)
-    assert len(compare.load_results(folder, dedupe=False)) == 28
+    assert len(results.load_results(folder, dedupe=False)) == 28
 
 
 def test_resolve_results_dir(monkeypatch, tmp_path):
-    monkeypatch.delenv(compare.RESULTS_ENV, raising=False)
+    monkeypatch.delenv(results.RESULTS_ENV, raising=False)
     monkeypatch.delenv("MNIST_PRUNING_SMOKE", raising=False)
     monkeypatch.chdir(ROOT)
-    assert compare.resolve_results_dir("") == ROOT / "results"
+    assert results.resolve_results_dir("") == ROOT / "results"
     monkeypatch.setenv("MNIST_PRUNING_SMOKE", "1")
-    assert compare.resolve_results_dir("") == ROOT / "runs" / "smoke" / "results"
-    monkeypatch.setenv(compare.RESULTS_ENV, str(tmp_path))
-    assert compare.resolve_results_dir("") == tmp_path
-    assert compare.resolve_results_dir(FIXTURES) == FIXTURES  # an argument wins over the variable
+    assert results.resolve_results_dir("") == ROOT / "runs" / "smoke" / "results"
+    monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path))
+    assert results.resolve_results_dir("") == tmp_path
+    assert results.resolve_results_dir(FIXTURES) == FIXTURES  # an argument wins over the variable
     # nbval runs notebooks from notebooks/: a relative path falls back to the project root
     monkeypatch.chdir(ROOT / "notebooks")
-    assert compare.resolve_results_dir("tests/fixtures") == ROOT / "tests" / "fixtures"
+    assert results.resolve_results_dir("tests/fixtures") == ROOT / "tests" / "fixtures"
     # figures: next to the CSVs, but in smoke mode under runs/smoke/results (never into tests/fixtures)
-    assert compare.resolve_figures_dir("", FIXTURES) == ROOT / "runs" / "smoke" / "results"
-    assert compare.resolve_figures_dir(tmp_path, FIXTURES) == tmp_path
+    assert results.resolve_figures_dir("", FIXTURES) == ROOT / "runs" / "smoke" / "results"
+    assert results.resolve_figures_dir(tmp_path, FIXTURES) == tmp_path
     monkeypatch.delenv("MNIST_PRUNING_SMOKE")
-    assert compare.resolve_figures_dir("", FIXTURES) == FIXTURES
+    assert results.resolve_figures_dir("", FIXTURES) == FIXTURES
 
 
 def test_dense_bytes_with_only_structured_rows(tmp_path):
     """Structured rows are smaller models, so their dense files cannot stand for the baseline's."""
-    from mnist_pruning.export import dense_bytes
     from mnist_pruning.models import build_model
+    from mnist_pruning.sparsity.compact import dense_bytes
 
     rows = [r for r in raw_rows("cnn") if r["method"] == "structured"]
     with open(tmp_path / "cnn_pruning_results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    df = compare.load_results(tmp_path)
+    df = results.load_results(tmp_path)
     dense = compare.dense_bytes(df, "cnn")
     assert dense == dense_bytes(build_model("cnn"))
     assert dense > max(int(r["size_dense_bytes"]) for r in rows)
@@ -144,7 +145,7 @@ def lines_by_label(ax) -> dict:
 
 
 def test_accuracy_vs_sparsity(df):
-    fig = compare.accuracy_vs_sparsity(df, "mlp")
+    fig = plots.accuracy_vs_sparsity(df, "mlp")
     assert len(fig.axes) == 2
     for ax in fig.axes:
         lines = lines_by_label(ax)
@@ -164,14 +165,14 @@ def test_accuracy_vs_sparsity(df):
 
 
 def test_cnn_accuracy_anchor(df):
-    fig = compare.accuracy_vs_sparsity(df, "cnn")
+    fig = plots.accuracy_vs_sparsity(df, "cnn")
     anchor = lines_by_label(fig.axes[0])["Han et al. 2015 (8 % kept)"]
     assert list(anchor.get_ydata()) == pytest.approx([99.23])
     assert "global (gradual)" not in lines_by_label(fig.axes[0])  # only the mlp fixture has a gradual row
 
 
 def test_bytes_vs_sparsity(df):
-    fig = compare.bytes_vs_sparsity(df, "cnn")
+    fig = plots.bytes_vs_sparsity(df, "cnn")
     (ax,) = fig.axes
     assert ax.get_yscale() == "log"
     lines = lines_by_label(ax)
@@ -186,7 +187,7 @@ def test_bytes_vs_sparsity(df):
 
 
 def test_latency_vs_sparsity(df):
-    fig = compare.latency_vs_sparsity(df, "mlp")
+    fig = plots.latency_vs_sparsity(df, "mlp")
     assert [ax.get_title() for ax in fig.axes] == ["batch 1", "batch 256"]
     lines = lines_by_label(fig.axes[1])
     assert list(lines["dense baseline"].get_ydata()) == pytest.approx([1.21, 1.21])
@@ -205,8 +206,8 @@ def test_latency_not_measured(tmp_path, fixture_results):
         writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    df = compare.load_results(folder)
-    fig = compare.latency_vs_sparsity(df, "mlp")
+    df = results.load_results(folder)
+    fig = plots.latency_vs_sparsity(df, "mlp")
     assert any(t.get_text() == "latency not measured" for t in fig.axes[0].texts)
     findings = compare.key_findings(df)
     assert findings.loc[findings["model"] == "mlp", "speedup_b256"].isna().all()
@@ -214,7 +215,7 @@ def test_latency_not_measured(tmp_path, fixture_results):
 
 
 def test_accuracy_vs_bytes_and_frontier(df):
-    fig = compare.accuracy_vs_bytes(df, "mlp")
+    fig = plots.accuracy_vs_bytes(df, "mlp")
     (ax,) = fig.axes
     assert ax.get_xscale() == "log"
     frontier = lines_by_label(ax)["frontier (all methods)"]
@@ -228,13 +229,13 @@ def test_accuracy_vs_bytes_and_frontier(df):
 
 
 def test_save_figure_writes_png_and_svg(df, tmp_path):
-    fig = compare.accuracy_vs_bytes(df, "cnn")
-    png, svg = compare.save_figure(fig, tmp_path / "figs", "cnn_accuracy_vs_bytes")
+    fig = plots.accuracy_vs_bytes(df, "cnn")
+    png, svg = plots.save_figure(fig, tmp_path / "figs", "cnn_accuracy_vs_bytes")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in svg.read_bytes()[:2000]
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [png.name, svg.name]  # no temporary files
     with pytest.raises(ValueError, match="plain file stem"):
-        compare.save_figure(fig, tmp_path, "../escape")
+        plots.save_figure(fig, tmp_path, "../escape")
 
 
 # ----------------------------------------------------------------------------------------------------- tables
@@ -357,6 +358,58 @@ def test_key_findings_markdown(df):
     assert text.count("| method | most sparse within 0.5 pp |") == 2
     assert "| structured | 52.8 % | 97.90 % | 503.7 kB | 2.1x | 1.95x |" in text
     assert "nan" not in text.lower()
+
+
+def markdown_rows(text: str) -> list[list[str]]:
+    """The data rows of every Markdown table in ``text`` as lists of cell texts (no header or rule lines)."""
+    rows = []
+    for line in text.splitlines():
+        if not line.startswith("|") or set(line) <= set("|-"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] != "method":
+            rows.append(cells)
+    return rows
+
+
+def test_key_findings_markdown_has_no_blank_rows_and_names_series_without_a_result(df):
+    # Within 0.1 pp, mlp structured has no row (its best, 98.00 % at 0.3, is 0.12 pp below 98.12 %); the cnn has
+    # a row for every series.
+    text = compare.key_findings_markdown(df, tolerance=0.001)
+    mlp, cnn = text.split("**LeNet-5-Caffe (cnn)**")
+    assert "Not within 0.1 pp at any sparsity tried: structured." in mlp
+    assert "Not within" not in cnn
+    rows = markdown_rows(mlp)
+    assert [r[0] for r in rows] == ["l1", "global", "global (gradual)", "nm 2:4"]  # structured: no row at all
+    assert [r[0] for r in markdown_rows(cnn)] == ["l1", "global", "structured", "nm 2:4"]
+    for row in rows + markdown_rows(cnn):
+        assert len(row) == 6 and all(cell and cell != "none" for cell in row), row
+    assert "nan" not in text.lower()
+
+
+def test_key_findings_markdown_when_no_series_stays_within_the_tolerance(df):
+    sub = df[df["model"] == "mlp"].copy()
+    sub["acc_finetuned"] = sub["acc_baseline"] - 0.05  # every pruned model 5 pp below its baseline
+    text = compare.key_findings_markdown(sub)
+    assert "No pruned model stays within 0.5 pp of the baseline." in text
+    assert "Not within 0.5 pp at any sparsity tried: l1, global, global (gradual), structured, nm." in text
+    assert markdown_rows(text) == []
+    assert "nan" not in text.lower() and "none" not in text
+
+
+def test_key_findings_markdown_prints_no_empty_table(df):
+    sub = df[df["model"] == "mlp"].copy()
+    sub["acc_finetuned"] = sub["acc_baseline"] - 0.05
+    assert "| method |" not in compare.key_findings_markdown(sub)
+
+
+def test_summary_table_has_one_row_per_experiment(df):
+    table = compare.summary_table(df)
+    assert len(table) == len(df) == 27
+    assert table.index.names == ["model", "method", "ratio"]
+    row = table.loc[("mlp", "global", "0.99")]  # 17,027 compact bytes against the 1,067,900-byte dense file
+    assert (row["accuracy"], row["baseline"], row["compact file"]) == ("97.20 %", "98.12 %", "17.0 kB")
+    assert row["smaller than dense"] == f"{1067900 / 17027:.1f}x"
 
 
 def test_overview(df):

@@ -1,4 +1,7 @@
 import json
+import os
+
+import pytest
 
 from mnist_pruning.fullrun import CHAPTER_PARAMETERS, execute_chapters
 
@@ -11,6 +14,7 @@ def test_every_chapter_has_full_run_parameters():
 
 def test_execute_chapters_writes_an_executed_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_PRUNING_SMOKE", "1")
+    monkeypatch.setenv("TQDM_DISABLE", "0")  # the user's own setting
     seconds = execute_chapters(tmp_path, "tests/fixtures", {"05_compare": {}}, progress=False)
     assert set(seconds) == {"05_compare"}
     nb = json.loads((tmp_path / "05_compare.ipynb").read_text())
@@ -18,3 +22,11 @@ def test_execute_chapters_writes_an_executed_notebook(tmp_path, monkeypatch):
     assert all(c["execution_count"] for c in code)
     assert any(o.get("output_type") == "display_data" for c in code for o in c["outputs"])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert os.environ["TQDM_DISABLE"] == "0"  # bars were off for the chapters only
+
+
+def test_execute_chapters_restores_an_unset_tqdm_disable_even_when_a_chapter_fails(tmp_path, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    with pytest.raises(Exception, match="no_such_chapter"):
+        execute_chapters(tmp_path, "tests/fixtures", {"no_such_chapter": {}}, progress=False)
+    assert "TQDM_DISABLE" not in os.environ

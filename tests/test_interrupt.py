@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_pruning.export import load_compact
-from mnist_pruning.sweep import COLUMNS, read_results
+from mnist_pruning.results import COLUMNS, read_results
+from mnist_pruning.sparsity import load_compact
 from mnist_pruning.train import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

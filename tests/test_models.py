@@ -1,13 +1,9 @@
 import pytest
 import torch
 
-from mnist_pruning.models import (
-    ModelConfig,
-    build_model,
-    count_nonzero_parameters,
-    count_parameters,
-    prunable_layers,
-)
+from mnist_pruning.models import MLP, SAMPLE_SHAPE, LeNet5, ModelConfig, build_model
+from mnist_pruning.sparsity.measure import count_nonzero_parameters, count_parameters, prunable_layers
+from mnist_pruning.sparsity.structured import resolve_links
 
 
 @pytest.mark.parametrize(("name", "expected"), [("mlp", 266_610), ("cnn", 431_080)])
@@ -17,7 +13,8 @@ def test_parameter_count_matches_the_published_architecture(name, expected):
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_forward_maps_a_batch_of_images_to_ten_logits(name):
-    assert build_model(name)(torch.randn(7, 1, 28, 28)).shape == (7, 10)
+    assert SAMPLE_SHAPE == (1, 28, 28)
+    assert build_model(name)(torch.randn(7, *SAMPLE_SHAPE)).shape == (7, 10)
 
 
 def test_prunable_layers_are_every_linear_and_conv_in_forward_order():
@@ -45,15 +42,54 @@ def test_config_round_trips_through_a_plain_dict():
     assert ModelConfig.from_dict(c.to_dict()) == c
 
 
+@pytest.mark.parametrize(("cls", "arch"), [(MLP, "mlp"), (LeNet5, "cnn")])
+def test_model_stores_the_config_it_was_built_from(cls, arch):
+    assert cls().config == ModelConfig(arch)  # no config: the published widths
+    assert build_model(arch).config == ModelConfig(arch)
+    small = ModelConfig(arch, (3,) * len(cls.STRUCTURED))
+    assert cls(small).config == small and build_model(small).config == small
+    assert isinstance(build_model(small), cls)
+
+
+def test_a_config_of_the_other_family_is_refused():
+    with pytest.raises(ValueError, match="arch 'mlp'.*got 'cnn'"):
+        MLP(ModelConfig("cnn"))
+
+
+@pytest.mark.parametrize(("arch", "structured"), [("mlp", ("fc1", "fc2")), ("cnn", ("conv1", "conv2", "fc1"))])
+def test_structured_links_join_every_structured_layer_to_the_next(arch, structured):
+    model = build_model(arch)
+    assert type(model).STRUCTURED == structured
+    links = resolve_links(model)  # checked: names exist, the consumer's inputs fit the producer's units
+    assert [link.producer for link in links] == list(structured)
+    layers = [n for n, _ in prunable_layers(model)]
+    assert [link.consumer for link in links] == [layers[layers.index(p) + 1] for p in structured]
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_with_widths_is_a_fresh_model_of_the_same_family(arch):
+    model = build_model(arch)
+    first = type(model).STRUCTURED[0]
+    small = model.with_widths({first: 7})
+    assert type(small) is type(model) and small is not model
+    assert small.config.widths == (7, *model.config.widths[1:])
+    assert getattr(small, first).weight.shape[0] == 7
+    assert model.config == ModelConfig(arch)  # the original is untouched
+    assert small(torch.randn(2, *SAMPLE_SHAPE)).shape == (2, 10)
+
+
 @pytest.mark.parametrize("bad", ["resnet", "", "MLP"])
 def test_unknown_model_name_raises_naming_the_allowed_ones(bad):
     with pytest.raises(ValueError, match=r"unknown model .*allowed: 'mlp', 'cnn'"):
         build_model(bad)
 
 
-@pytest.mark.parametrize("widths", [(300,), (0, 10), (3.5, 2)])
-def test_bad_widths_raise(widths):
-    with pytest.raises(ValueError, match="widths for 'mlp'"):
+@pytest.mark.parametrize(
+    ("widths", "message"),
+    [((300,), "widths for 'mlp'"), ((0, 10), r"width.*got 0"), ((3.5, 2), r"width.*got 3\.5")],
+)
+def test_bad_widths_raise_naming_them(widths, message):
+    with pytest.raises(ValueError, match=message):
         ModelConfig("mlp", widths)
 
 

@@ -1,4 +1,7 @@
-"""Invariants of N:M pruning (mnist_pruning.nm). Tiny random layers only: no MNIST, no training on real data."""
+"""Invariants of N:M pruning (mnist_pruning.sparsity.nm).
+
+Tiny random layers only: no MNIST, no training on real data.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from mnist_pruning.nm import (
+from mnist_pruning.sparsity.nm import (
     NM_PATTERNS,
     NMPruning,
     check_nm,

@@ -1,33 +1,26 @@
-"""Invariants of mnist_pruning.frontier: the cubic schedule, gradual pruning, sensitivity, lottery rewinding.
+"""Invariants of mnist_pruning.schedules: the cubic schedule, absolute-sparsity masks, one-shot and gradual runs.
 
 Everything trains a narrow LeNet-300-100 (16-8 hidden units) for 1-2 epochs on the small MNIST subset, in seconds.
+Sensitivity scans: tests/test_sensitivity.py; lottery tickets: tests/test_lottery.py.
 """
 
-import copy
 import re
 
-import pandas as pd
 import pytest
 import torch
-from matplotlib.figure import Figure
 
-from mnist_pruning.frontier import (
+from mnist_pruning.models import ModelConfig, build_model
+from mnist_pruning.schedules import (
     CubicSchedule,
+    budget_table,
     cubic_schedule,
     gradual_prune,
-    lottery_targets,
-    lottery_ticket,
     masks,
     one_shot,
-    plot_sensitivity,
-    prune_per_layer,
     prune_to,
-    ratios_from_sensitivity,
-    sensitivity_scan,
 )
-from mnist_pruning.metrics import effective_weight, sparsity
-from mnist_pruning.models import ModelConfig, build_model, prunable_layers
-from mnist_pruning.pruning import bake_in
+from mnist_pruning.sparsity.measure import effective_weight, prunable_layers
+from mnist_pruning.sparsity.unstructured import bake_in
 from mnist_pruning.train import TrainConfig
 
 TINY = ModelConfig("mlp", (16, 8))
@@ -123,103 +116,16 @@ def test_one_shot_prunes_to_the_absolute_target(mnist_small):
     assert result.epochs == 1
 
 
-def test_rewinding_restores_the_recorded_weights_at_unpruned_positions(mnist_small):
-    checks = []
-
-    def on_reset(index, model, state):
-        for name, module in prunable_layers(model):
-            kept = module.weight_mask.bool()
-            checks.append(torch.equal(module.weight_orig[kept], state[f"{name}.weight"][kept]))
-            checks.append(torch.equal(module.bias, state[f"{name}.bias"]))
-
+def test_same_budget_compares_one_shot_and_gradual_on_equal_epochs(mnist_small):
     cfg = TrainConfig(epochs=1, batch_size=256)
-    result = lottery_ticket(
-        TINY, mnist_small, 0.7, cfg, rounds=2, rewind_iteration=3, progress=False, on_reset=on_reset
-    )
-    assert len(checks) == 2 * 3 * 2 and all(checks)
-    init = tiny_model(cfg.seed)  # the rewind point after 3 steps is not the initialisation
-    assert not torch.equal(result.rewind_state["fc1.weight"], init.fc1.weight)
-
-
-def test_rewind_iteration_zero_is_the_initialisation(mnist_small):
-    init = tiny_model(7)
-    result = lottery_ticket(
-        init, mnist_small, 0.5, TrainConfig(epochs=1, batch_size=256), rounds=1, progress=False
-    )
-    for key, value in init.state_dict().items():
-        assert torch.equal(result.rewind_state[key], value)
-    assert torch.equal(init.fc1.weight, result.rewind_state["fc1.weight"])  # the caller's model is untouched
-
-
-def test_lottery_final_sparsity_hits_target_and_rounds_increase_it(mnist_small):
-    cfg = TrainConfig(epochs=1, batch_size=256)
-    result = lottery_ticket(TINY, mnist_small, 0.8, cfg, per_round=0.5, progress=False)
-    assert [r["target"] for r in result.rounds] == [0.0, 0.5, 0.75, 0.8]
-    measured = [r["sparsity"] for r in result.rounds]
-    assert all(a < b for a, b in zip(measured, measured[1:], strict=False))
-    assert n_zeros(result.model) == round(0.8 * n_weights(result.model))
-    assert result.epochs == 4 * cfg.epochs == result.rounds[-1]["total_epochs"]
-
-
-def test_lottery_masks_only_gain_zeros_across_rounds(mnist_small):
-    # Rewinding gives pruned positions of weight_orig large values again: a mask scored on |weight_orig| alone
-    # would let them back in; scored on |weight_orig * mask| (pruned first) it cannot.
-    trace = []
-    cfg = TrainConfig(epochs=1, batch_size=256)
-    lottery_ticket(
-        TINY, mnist_small, 0.9, cfg, rounds=4, progress=False, on_reset=lambda i, m, s: trace.append(masks(m))
-    )
-    assert len(trace) == 4
-    for before, after in zip(trace, trace[1:], strict=False):
-        for name in before:
-            assert not (after[name] & ~before[name]).any(), f"{name}: a pruned weight came back"
-
-
-def test_lottery_targets_prune_a_fixed_fraction_of_what_remains_and_end_exactly():
-    targets = lottery_targets(0.99, per_round=0.2)
-    assert len(targets) == 21 and targets[-1] == 0.99
-    assert targets[:-1] == pytest.approx([1 - 0.8**r for r in range(1, 21)])
-    assert lottery_targets(0.488, per_round=0.2) == pytest.approx([0.2, 0.36, 0.488])
-    assert lottery_targets(0.9, rounds=2) == pytest.approx([1 - 0.1**0.5, 0.9])
-
-
-def test_sensitivity_scan_has_a_row_per_layer_and_ratio_and_ratio_zero_drops_nothing(mnist_small):
-    ratios = (0.0, 0.5, 0.9)
-    df = sensitivity_scan(tiny_model(), mnist_small, ratios, max_samples=500)
-    assert len(df) == 3 * len(ratios)
-    assert list(df.columns) == ["layer", "params", "ratio", "accuracy", "accuracy_drop"]
-    assert list(df["layer"].unique()) == ["fc1", "fc2", "fc3"]
-    assert (df.loc[df["ratio"] == 0, "accuracy_drop"] == 0).all()
-    assert df.attrs["epochs"] == 0 and df.attrs["samples"] == 500
-    fig = plot_sensitivity(df)
-    assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 3 + 1  # one per layer + the unpruned line
-
-
-def test_ratios_from_sensitivity_reach_the_target_overall_sparsity(mnist_small):
-    model = tiny_model()
-    df = sensitivity_scan(model, mnist_small, (0.0, 0.5, 0.8, 0.95), max_samples=500)
-    ratios = ratios_from_sensitivity(df, model, 0.9)
-    overall = sum(r * m.weight.numel() for (_, m), r in zip(prunable_layers(model), ratios.values(), strict=True))
-    assert overall / n_weights(model) == pytest.approx(0.9, abs=1e-6)
-    pruned = prune_per_layer(copy.deepcopy(model), ratios)
-    assert abs(sparsity(pruned) - 0.9) <= len(ratios) / n_weights(model)
-
-
-def test_less_sensitive_layers_are_pruned_harder():
-    drop = {"a": [0.0, 0.0, 0.01, 0.05], "b": [0.0, 0.02, 0.2, 0.5], "c": [0.0, 0.02, 0.2, 0.5]}
-    rows = [
-        {"layer": layer, "ratio": r, "accuracy": 0.9 - d, "accuracy_drop": d}
-        for layer, drops in drop.items()
-        for r, d in zip((0.0, 0.5, 0.8, 0.95), drops, strict=True)
-    ]
-    model = torch.nn.Sequential()
-    for name in drop:
-        model.add_module(name, torch.nn.Linear(100, 100))
-    ratios = ratios_from_sensitivity(pd.DataFrame(rows), model, 0.8)
-    assert ratios["a"] > ratios["b"] == pytest.approx(ratios["c"])
-    assert sum(ratios.values()) / 3 == pytest.approx(0.8, abs=1e-6)
-    with pytest.raises(ValueError, match="max_drop=0.001"):
-        ratios_from_sensitivity(pd.DataFrame(rows), model, 0.8, max_drop=0.001)
+    a = one_shot(tiny_model(), mnist_small, "global", 0.8, cfg, progress=False)
+    b = gradual_prune(tiny_model(), mnist_small, "global", 0.8, cfg, progress=False)
+    table = budget_table({"one-shot": a, "gradual": b}, baseline_epochs=20)
+    assert list(table.index) == ["one-shot", "gradual"]
+    assert table["epochs"].tolist() == [1, 1]
+    assert table["epochs incl. dense training"].tolist() == [21, 21]  # both start from the 20-epoch baseline
+    assert table["sparsity"].tolist() == pytest.approx([0.8, 0.8], abs=3 / n_weights(a.model))
+    assert table["test accuracy %"].tolist() == pytest.approx([100 * a.accuracy, 100 * b.accuracy])
 
 
 @pytest.mark.parametrize(
@@ -227,16 +133,16 @@ def test_less_sensitive_layers_are_pruned_harder():
     [
         (lambda d: gradual_prune(tiny_model(), d, "global", 1.0, CFG, progress=False), "1.0"),
         (lambda d: gradual_prune(tiny_model(), d, "random", 0.9, CFG, progress=False), "'random'"),
+        (lambda d: gradual_prune(tiny_model(), d, "nm", 0.9, CFG, progress=False), "'nm'"),
+        (lambda d: gradual_prune(tiny_model(), d, "global", 0.9, CFG, prune_every=0, progress=False), "got 0"),
+        (lambda d: gradual_prune(tiny_model(), d, "global", 0.9, CFG, prune_every=99, progress=False), "99"),
+        (lambda d: gradual_prune(tiny_model(), d, "global", 0.9, CFG, end_fraction=0.0, progress=False), "0.0"),
         (lambda d: one_shot(tiny_model(), d, "global", 1.0, CFG, progress=False), "1.0"),
-        (lambda d: lottery_ticket(TINY, d, 0.9, CFG, per_round=0, progress=False), "got 0"),
-        (lambda d: lottery_ticket(TINY, d, 0.9, CFG, per_round=1, progress=False), "got 1"),
-        (lambda d: lottery_ticket(TINY, d, 1.0, CFG, progress=False), "1.0"),
-        (lambda d: lottery_ticket(TINY, d, 0.9, CFG, method="nm", progress=False), "'nm'"),
+        (lambda d: prune_to(tiny_model(), "structured", 0.5), "'structured'"),
+        (lambda d: prune_to(tiny_model(), "global", -0.5), "-0.5"),
         (lambda d: cubic_schedule(5, 0.9, steps=0), "got 0"),
         (lambda d: cubic_schedule(5, 0.9, every=0), "got 0"),
         (lambda d: cubic_schedule(5, 0.5, initial=0.6), "0.6"),
-        (lambda d: sensitivity_scan(tiny_model(), d, (0.5, 1.0)), "1.0"),
-        (lambda d: prune_per_layer(tiny_model(), {"fc9": 0.5}), "fc9"),
     ],
 )
 def test_bad_inputs_raise_value_error_naming_the_value(mnist_small, call, value):

@@ -1,4 +1,5 @@
-"""Structured pruning + surgery: exactness, shapes, unit choice, checkpoints, training, validation.
+"""Structured pruning + surgery (mnist_pruning.sparsity.structured) on the project's two models: exactness,
+shapes, unit choice, checkpoints, training, validation. Models of other shapes: tests/test_sparsity_reuse.py.
 
 Tiny and fast: random-initialised models (mostly narrow widths), random MNIST-shaped inputs, never MNIST itself.
 """
@@ -13,18 +14,17 @@ from torch import nn
 from torch.nn.utils import prune
 
 from mnist_pruning.files import load_torch
-from mnist_pruning.models import MLP, ModelConfig, build_model, count_parameters
-from mnist_pruning.structured import (
-    STRUCTURED_LAYERS,
+from mnist_pruning.models import ModelConfig, build_model
+from mnist_pruning.sparsity.measure import count_parameters
+from mnist_pruning.sparsity.structured import (
     apply_structured_masks,
-    expected_widths,
+    apply_surgery,
     kept_units,
-    load_structured_checkpoint,
-    save_structured_checkpoint,
     shrink,
     surgery,
     units_removed,
 )
+from mnist_pruning.train import load_checkpoint, save_checkpoint
 
 RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
 # Narrow but non-trivial widths keep every test in milliseconds; the CNN still has the real 4x4 flatten.
@@ -49,10 +49,23 @@ def _inputs(batch: int = 8, seed: int = 1) -> torch.Tensor:
 
 
 def _surgered(masked: nn.Module) -> nn.Module:
-    config, state_dict = surgery(masked)
-    small = build_model(config)
+    """The surgered model built from surgery's data: the model's own with_widths + a strict state_dict load."""
+    widths, state_dict = surgery(masked)
+    small = masked.with_widths(widths)
     small.load_state_dict(state_dict, strict=True)
     return small.eval()
+
+
+def _expected(config: ModelConfig, ratio: float, layers: tuple[str, ...] | None = None) -> ModelConfig:
+    """The config after removing units_removed(w, ratio) of every structured layer (or of ``layers``)."""
+    names = build_model(config).STRUCTURED
+    return ModelConfig(
+        config.arch,
+        tuple(
+            w - units_removed(w, ratio) if layers is None or n in layers else w
+            for n, w in zip(names, config.widths, strict=True)
+        ),
+    )
 
 
 def _param_formula(config: ModelConfig) -> int:
@@ -84,7 +97,7 @@ def test_outputs_differ_without_bias_folding(arch: str) -> None:
     masked = _model(SMALL[arch])
     apply_structured_masks(masked, 0.5)
     keep = kept_units(masked)
-    config, folded = surgery(masked)
+    widths, folded = surgery(masked)
     naive = dict(folded)
     modules = dict(masked.named_modules())
     chain = ("fc1", "fc2", "fc3") if arch == "mlp" else ("conv1", "conv2", "fc1", "fc2")
@@ -98,7 +111,7 @@ def test_outputs_differ_without_bias_folding(arch: str) -> None:
             cols = (prev[:, None] * 16 + torch.arange(16)).flatten() if name == "fc1" and arch == "cnn" else prev
             rows = keep.get(name, torch.arange(w.shape[0]))
             assert torch.equal(folded[f"{name}.weight"], w[rows][:, cols])
-    unfolded = build_model(config)
+    unfolded = masked.with_widths(widths)
     unfolded.load_state_dict(naive)
     x = _inputs()
     with torch.no_grad():
@@ -113,10 +126,11 @@ def test_surgery_after_prune_remove_detects_zero_rows(arch: str) -> None:
     masked = _model(SMALL[arch])
     kept = apply_structured_masks(masked, 0.5)
     with_masks = surgery(masked)[0]
-    for name in STRUCTURED_LAYERS[arch]:
+    assert set(with_masks) == set(type(masked).STRUCTURED)
+    for name in type(masked).STRUCTURED:
         prune.remove(dict(masked.named_modules())[name], "weight")
-    config, _ = surgery(masked)
-    assert config == with_masks
+    widths, _ = surgery(masked)
+    assert widths == with_masks
     assert {k: v.tolist() for k, v in kept_units(masked).items()} == {k: v.tolist() for k, v in kept.items()}
     x = _inputs()
     with torch.no_grad():
@@ -129,7 +143,8 @@ def test_shapes_shrink_to_units_minus_removed(arch: str, ratio: float) -> None:
     config = SMALL[arch]
     small = shrink(_model(config), ratio)
     widths = tuple(w - units_removed(w, ratio) for w in config.widths)
-    assert small.config == ModelConfig(arch, widths) == expected_widths(config, ratio)
+    assert small.config == ModelConfig(arch, widths) == _expected(config, ratio)
+    assert type(small) is type(build_model(config))
     if arch == "mlp":
         h1, h2 = widths
         expected = {"fc1": ((h1, 784), (h1,)), "fc2": ((h2, h1), (h2,)), "fc3": ((10, h2), (10,))}
@@ -150,12 +165,12 @@ def test_shapes_shrink_to_units_minus_removed(arch: str, ratio: float) -> None:
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
-def test_published_widths_shrink_as_documented(arch: str) -> None:
-    # The module docstring quotes these counts for ratio 0.5 on the published architectures.
+def test_published_widths_shrink_as_expected(arch: str) -> None:
+    # Ratio 0.5 on the published architectures: half the units, about a quarter of the weights between them.
     expected = {"mlp": ((150, 50), 125_810), "cnn": ((10, 25, 250), 109_295)}[arch]
-    config = expected_widths(ModelConfig(arch), 0.5)
-    assert config.widths == expected[0]
-    assert _param_formula(config) == expected[1] == count_parameters(build_model(config))
+    small = shrink(build_model(arch), 0.5)
+    assert small.config.widths == expected[0] == _expected(ModelConfig(arch), 0.5).widths
+    assert _param_formula(small.config) == expected[1] == count_parameters(small)
 
 
 @pytest.mark.parametrize(("arch", "widths"), [("mlp", (3, 2)), ("cnn", (2, 3, 2))])
@@ -165,13 +180,14 @@ def test_at_least_one_unit_kept_at_ratio_099(arch: str, widths: tuple[int, ...])
     assert all(k.numel() == 1 for k in kept.values())
     assert units_removed(3, 0.99) == 2 and units_removed(1, 0.99) == 0
     assert _surgered(model).config.widths == (1,) * len(widths)
+    assert apply_surgery(model).config.widths == (1,) * len(widths)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_kept_units_have_largest_l2_norms(arch: str) -> None:
     model = _model(SMALL[arch])
     # Oracle from the dense weights, read before the masks exist.
-    dense = {n: getattr(model, n).weight.detach().clone() for n in STRUCTURED_LAYERS[arch]}
+    dense = {n: getattr(model, n).weight.detach().clone() for n in type(model).STRUCTURED}
     kept = apply_structured_masks(model, 0.5)
     for name, w in dense.items():
         norms = w.reshape(w.shape[0], -1).pow(2).sum(1).sqrt()
@@ -185,16 +201,36 @@ def test_kept_units_have_largest_l2_norms(arch: str) -> None:
 def test_checkpoint_round_trip_gives_identical_outputs(arch: str, tmp_path) -> None:
     masked = _model(SMALL[arch])
     apply_structured_masks(masked, 0.7)
-    config, state_dict = surgery(masked)
-    path = save_structured_checkpoint(tmp_path / "small.pt", config, state_dict, extra={"ratio": 0.7})
+    small = apply_surgery(masked)
+    path = tmp_path / "small.pt"
+    save_checkpoint(path, small, ratio=0.7)
     raw = torch.load(path, weights_only=True)  # loadable without unpickling any module
-    assert raw["model_config"] == config.to_dict() and raw["ratio"] == 0.7
-    assert load_torch(path)["state_dict"].keys() == state_dict.keys()
-    reloaded = load_structured_checkpoint(path).eval()
-    assert reloaded.config == config
+    assert raw["model_config"] == small.config.to_dict() and raw["ratio"] == 0.7
+    assert load_torch(path)["state_dict"].keys() == small.state_dict().keys()
+    reloaded, payload = load_checkpoint(path, device=torch.device("cpu"))
+    assert reloaded.config == small.config == _expected(SMALL[arch], 0.7) and payload["ratio"] == 0.7
     x = _inputs()
     with torch.no_grad():
-        assert torch.equal(reloaded(x), _surgered(masked)(x))
+        assert torch.equal(reloaded.eval()(x), small.eval()(x))
+        torch.testing.assert_close(reloaded(x), masked(x), atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+@pytest.mark.parametrize("training", [True, False])
+def test_apply_surgery_equals_the_data_path_and_leaves_the_masked_model_alone(arch: str, training: bool) -> None:
+    masked = _model(SMALL[arch])
+    apply_structured_masks(masked, 0.5)
+    masked.train(training)
+    before = {k: v.clone() for k, v in masked.state_dict().items()}
+    small = apply_surgery(masked)
+    assert small.training is training and small.config == _expected(SMALL[arch], 0.5)
+    assert not any(prune.is_pruned(m) for m in small.modules())
+    assert all(torch.equal(masked.state_dict()[k], v) for k, v in before.items())
+    assert all(prune.is_pruned(getattr(masked, n)) for n in type(masked).STRUCTURED)
+    reference = _surgered(masked)
+    x = _inputs()
+    with torch.no_grad():
+        assert torch.equal(small.eval()(x), reference(x))
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
@@ -242,7 +278,7 @@ def test_bad_ratio_raises_naming_value(bad: object) -> None:
 
 def test_unknown_layer_raises_before_any_pruning() -> None:
     model = _model(SMALL["cnn"])
-    with pytest.raises(ValueError, match=r"'fc9'.*allowed: 'conv1', 'conv2', 'fc1'"):
+    with pytest.raises(ValueError, match=r"\['fc9'\].*allowed: \['conv1', 'conv2', 'fc1'\]"):
         apply_structured_masks(model, 0.5, layers=["conv1", "fc9"])
     # conv1 was valid but listed with a bad name: validation happens first, so nothing is masked.
     assert not any(prune.is_pruned(m) for m in model.modules())
@@ -250,13 +286,29 @@ def test_unknown_layer_raises_before_any_pruning() -> None:
         apply_structured_masks(model, 0.5, layers="fc2")
 
 
-def test_model_not_built_by_build_model_raises() -> None:
+class _NoLinks(nn.Module):
+    """Not a Sequential and no structured_links(): nothing says which layer feeds which."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(784, 8), nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x.flatten(1))))
+
+
+def test_a_model_whose_links_cannot_be_known_raises_before_any_masking() -> None:
     torch.manual_seed(0)
-    for model in (MLP((4, 3)), nn.Sequential(nn.Flatten(), nn.Linear(784, 10))):
-        with pytest.raises(ValueError, match="build_model"):
-            apply_structured_masks(model, 0.5)
-        with pytest.raises(ValueError, match="build_model"):
-            surgery(model)
+    model = _NoLinks()
+    for call in (apply_structured_masks, shrink):
+        with pytest.raises(ValueError, match=r"links=\[Link\(producer, consumer, activation\)"):
+            call(model, 0.5)
+    with pytest.raises(ValueError, match="structured_links"):
+        surgery(model)
+    assert not any(prune.is_pruned(m) for m in model.modules())
+    single = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with pytest.raises(ValueError, match="no structured links"):
+        apply_structured_masks(single, 0.5)
 
 
 def test_selected_layers_only_shrink_those() -> None:
@@ -264,7 +316,7 @@ def test_selected_layers_only_shrink_those() -> None:
     kept = apply_structured_masks(model, 0.5, layers=["conv2"])
     assert set(kept) == {"conv2"}
     small = _surgered(model)
-    assert small.config.widths == (6, 5, 30) == expected_widths(SMALL["cnn"], 0.5, ["conv2"]).widths
+    assert small.config.widths == (6, 5, 30) == _expected(SMALL["cnn"], 0.5, ("conv2",)).widths
     x = _inputs()
     with torch.no_grad():
         torch.testing.assert_close(small(x), model(x), atol=ATOL, rtol=1e-5)

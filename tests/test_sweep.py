@@ -2,13 +2,11 @@ import csv
 
 import pytest
 
+from mnist_pruning.results import COLUMNS, read_results, results_csv
 from mnist_pruning.sweep import (
-    COLUMNS,
     Experiment,
     SweepConfig,
     experiments,
-    read_results,
-    results_csv,
     run_sweep,
 )
 
@@ -136,7 +134,13 @@ def test_gradual_row_reaches_its_sparsity(tmp_path, mnist_small):
         ({"patterns": ("4:4",)}, "4:4"),
         ({"finetune_epochs": 0}, "epochs must be a positive integer, got 0"),
         ({"schedules": ("slow",)}, "unknown schedule 'slow'"),
-        ({"subset": 5}, "subset must be None or an integer >= 10"),
+        ({"subset": 5}, "subset must be an integer >= 10, got 5"),
+        ({"test_subset": 2.5}, "test_subset must be an integer >= 10, got 2.5"),
+        ({"lottery_rounds": 0}, "lottery_rounds must be a positive integer, got 0"),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+        ({"baseline_epochs": {"mlp": 0}}, "baseline epochs of 'mlp' must be a positive integer, got 0"),
+        ({"baseline_epochs": {"vgg": 3}}, "unknown model 'vgg'"),
+        ({"finetune_lr": -1.0}, "lr must be a number"),
     ],
 )
 def test_bad_sweep_config_raises_naming_the_value(overrides, message):
@@ -172,3 +176,55 @@ def test_a_notebook_recording_a_swept_experiment_adds_no_row(tmp_path, mnist_sma
     notebook_config = tiny(tmp_path, methods=("global",))  # what chapter 02 builds: one-shot only
     record(rows[0], notebook_config)
     assert len(read_results(path)) == len(rows)
+
+
+@pytest.mark.parametrize(
+    ("method", "pattern", "ratio"), [("global", "", 0.9), ("nm", "2:4", 0.5), ("structured", "", 0.5)]
+)
+def test_run_experiment_returns_the_model_and_the_files_its_row_measured(
+    tmp_path, mnist_small, method, pattern, ratio
+):
+    import torch
+
+    from mnist_pruning.models import SAMPLE_SHAPE
+    from mnist_pruning.sparsity import count_parameters, load_compact, sparsity
+    from mnist_pruning.sweep import ExperimentResult, baseline, run_experiment
+    from mnist_pruning.train import evaluate
+
+    config = tiny(tmp_path, methods=(method,))
+    base, _ = baseline("mlp", mnist_small, config.baseline_config("mlp"), tmp_path / "runs", progress=False)
+    acc = evaluate(base, mnist_small.test_x, mnist_small.test_y)["accuracy"]
+    exp = Experiment("mlp", method, ratio, pattern)
+    result = run_experiment(exp, base, mnist_small, config, acc, tmp_path / "files", progress=False)
+    assert isinstance(result, ExperimentResult)
+    row, model = result.row, result.model
+    assert result.dense_path.is_file() and result.compact_path.is_file()
+    assert int(row["size_dense_bytes"]) == result.dense_path.stat().st_size
+    assert int(row["size_compact_bytes"]) == result.compact_path.stat().st_size
+    # The compact file is the returned model: a fresh model of its config computes the same outputs from it.
+    fresh = model.with_widths(dict(zip(type(model).STRUCTURED, model.config.widths, strict=True)))
+    fresh.load_state_dict(load_compact(result.compact_path))
+    x = mnist_small.test_x[:16].cpu()
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x), model.eval()(x))
+    assert int(row["params_total"]) == count_parameters(model)
+    if method == "structured":
+        assert count_parameters(model) < count_parameters(base)
+        assert float(row["sparsity"]) == pytest.approx(1 - count_parameters(model) / count_parameters(base))
+    else:
+        assert float(row["sparsity"]) == pytest.approx(sparsity(model)) == pytest.approx(ratio, abs=1e-3)
+    assert row["flops_dense"] > row["flops_effective"] or method == "structured"
+    assert float(row["acc_finetuned"]) == evaluate(model, mnist_small.test_x, mnist_small.test_y)["accuracy"]
+    assert tuple(x.shape[1:]) == SAMPLE_SHAPE
+
+
+def test_record_appends_once_through_results_append_row(tmp_path, mnist_small):
+    from mnist_pruning.sweep import record
+
+    config = tiny(tmp_path, methods=("l1",))
+    path = run_sweep(config, progress=False, data=mnist_small)["mlp"]
+    (row,) = read_results(path)
+    assert record(row, config) == path
+    assert read_results(path) == [row]  # the same run again: skipped
+    record({**row, "seed": "1"}, config)  # another seed is another run
+    assert [r["seed"] for r in read_results(path)] == ["0", "1"]

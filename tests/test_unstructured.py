@@ -1,20 +1,30 @@
+"""sparsify_ / bake_in (mnist_pruning.sparsity.unstructured) on the project's two models: exact counts, torch's
+own masks, biases untouched, fine-tuning through the masks, and arguments checked before any layer is touched."""
+
 import copy
+import re
 
 import pytest
 import torch
 from torch.nn.utils import prune
 
-from mnist_pruning.metrics import sparsity
-from mnist_pruning.models import build_model, prunable_layers
-from mnist_pruning.pruning import bake_in, check_ratio, prune_unstructured
+from mnist_pruning.checks import check_ratio
+from mnist_pruning.models import build_model
+from mnist_pruning.sparsity.measure import effective_weight, prunable_layers, sparsity
+from mnist_pruning.sparsity.nm import check_nm
+from mnist_pruning.sparsity.unstructured import METHODS, bake_in, sparsify_
 from mnist_pruning.train import TrainConfig, fine_tune
+
+
+def masked(model: torch.nn.Module) -> bool:
+    return any(prune.is_pruned(m) for m in model.modules())
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 @pytest.mark.parametrize("ratio", [0.3, 0.5, 0.9, 0.99])
 def test_l1_removes_exactly_the_ratio_in_every_layer(arch, ratio):
     torch.manual_seed(0)
-    model = prune_unstructured(build_model(arch), "l1", ratio)
+    model = sparsify_(build_model(arch), "l1", ratio)
     for _, module in prunable_layers(model):
         n = module.weight.numel()
         assert int((module.weight == 0).sum()) == round(ratio * n)
@@ -24,7 +34,7 @@ def test_l1_removes_exactly_the_ratio_in_every_layer(arch, ratio):
 @pytest.mark.parametrize("ratio", [0.3, 0.9, 0.99])
 def test_global_removes_exactly_the_ratio_of_all_weights(arch, ratio):
     torch.manual_seed(0)
-    model = prune_unstructured(build_model(arch), "global", ratio)
+    model = sparsify_(build_model(arch), "global", ratio)
     total = sum(m.weight.numel() for _, m in prunable_layers(model))
     zeros = sum(int((m.weight == 0).sum()) for _, m in prunable_layers(model))
     assert zeros == round(ratio * total)
@@ -37,7 +47,7 @@ def test_global_keeps_the_largest_magnitudes_across_layers():
     flat = torch.cat([m.weight.detach().abs().flatten() for _, m in prunable_layers(model)])
     keep = flat.numel() - round(0.8 * flat.numel())
     threshold = flat.topk(keep).values.min()
-    prune_unstructured(model, "global", 0.8)
+    sparsify_(model, "global", 0.8)
     for _, m in prunable_layers(model):
         expected = m.weight_orig.detach().abs() >= threshold
         assert torch.equal(m.weight_mask.bool(), expected)
@@ -47,57 +57,141 @@ def test_masks_equal_torch_prune_run_directly():
     torch.manual_seed(2)
     ours = build_model("cnn")
     theirs = copy.deepcopy(ours)
-    prune_unstructured(ours, "l1", 0.7)
+    sparsify_(ours, "l1", 0.7)
     for _, m in prunable_layers(theirs):
         prune.l1_unstructured(m, "weight", amount=0.7)
     for (_, a), (_, b) in zip(prunable_layers(ours), prunable_layers(theirs), strict=True):
         assert torch.equal(a.weight_mask, b.weight_mask)
 
 
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_nm_holds_the_pattern_in_every_layer(arch):
+    torch.manual_seed(3)
+    model = sparsify_(build_model(arch), "nm", pattern="2:4")
+    for name, module in prunable_layers(model):
+        assert check_nm(effective_weight(module), 2, 4), name
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_filter_fn_leaves_the_rejected_layers_alone(method):
+    torch.manual_seed(4)
+    model = build_model("cnn")
+    before = copy.deepcopy(model)
+    kwargs = {"pattern": "1:4"} if method == "nm" else {"ratio": 0.9}
+    sparsify_(model, method, filter_fn=lambda module, fqn: fqn != "fc1", **kwargs)
+    assert not prune.is_pruned(model.fc1)
+    assert torch.equal(model.fc1.weight, before.fc1.weight)
+    for name in ("conv1", "conv2", "fc2"):
+        assert prune.is_pruned(getattr(model, name)) and bool((effective_weight(getattr(model, name)) == 0).any())
+
+
+def test_filter_fn_sees_only_linear_and_conv_layers_with_their_names():
+    seen = []
+
+    def accept_all(module, fqn):
+        seen.append((fqn, type(module).__name__))
+        return True
+
+    sparsify_(build_model("cnn"), "l1", 0.5, filter_fn=accept_all)
+    assert seen == [("conv1", "Conv2d"), ("conv2", "Conv2d"), ("fc1", "Linear"), ("fc2", "Linear")]
+
+
 def test_biases_are_never_pruned():
     torch.manual_seed(0)
-    model = prune_unstructured(build_model("mlp"), "global", 0.99)
+    model = sparsify_(build_model("mlp"), "global", 0.99)
     assert all(int((m.bias == 0).sum()) == 0 for _, m in prunable_layers(model))
+    assert not any(hasattr(m, "bias_mask") for m in model.modules())
 
 
-def test_pruned_weights_stay_zero_through_momentum_fine_tuning(mnist_small):
+def test_fine_tuning_keeps_pruned_weights_zero_and_changes_the_kept_ones(mnist_small):
     torch.manual_seed(0)
-    model = prune_unstructured(build_model("mlp"), "global", 0.9)
-    pruned = {n: (m.weight_mask == 0).clone() for n, m in prunable_layers(model)}
-    orig_before = {n: m.weight_orig.detach().clone() for n, m in prunable_layers(model)}
+    model = sparsify_(build_model("mlp"), "global", 0.9)
+    layers = prunable_layers(model)
+    pruned = {n: (m.weight_mask == 0).clone() for n, m in layers}
+    before = {n: effective_weight(m).clone() for n, m in layers}
+    orig_before = {n: m.weight_orig.detach().clone() for n, m in layers}
+    # Momentum and weight decay act on every entry of weight_orig, pruned ones included: only the mask keeps
+    # the zeros.
     cfg = TrainConfig(epochs=1, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4)
     fine_tune(model, mnist_small, cfg, progress=False)
+    for name, module in layers:
+        kept = ~pruned[name]
+        assert torch.equal(module.weight_mask == 0, pruned[name]), f"{name}: the mask changed"
+        after = effective_weight(module)
+        assert bool((after[pruned[name]] == 0).all()), f"{name}: a pruned weight is no longer zero"
+        # Training really happened: nearly every kept weight moved (not just some bookkeeping copy).
+        moved = (after[kept] != before[name][kept]).float().mean().item()
+        assert moved > 0.9, f"{name}: only {moved:.1%} of the kept weights changed"
+        assert not torch.equal(module.weight_orig[pruned[name]], orig_before[name][pruned[name]])
     bake_in(model)
-    for name, module in prunable_layers(model):
-        assert bool((module.weight[pruned[name]] == 0).all())
-        # the optimizer really moved the underlying weights, pruned positions included (momentum, decay)
-        assert not torch.equal(orig_before[name], module.weight.detach())
+    for name, module in layers:
+        assert not prune.is_pruned(module)
+        assert bool((module.weight[pruned[name]] == 0).all()), name
+        assert int((module.weight != 0).sum()) == int((~pruned[name]).sum()), name  # no kept weight hit 0
 
 
 def test_bake_in_leaves_plain_parameters_with_the_zeros():
     torch.manual_seed(0)
-    model = prune_unstructured(build_model("cnn"), "l1", 0.5)
-    masked = {n: m.weight.detach().clone() for n, m in prunable_layers(model)}
+    model = sparsify_(build_model("cnn"), "l1", 0.5)
+    weights = {n: m.weight.detach().clone() for n, m in prunable_layers(model)}
     bake_in(model)
     for name, module in prunable_layers(model):
         assert "weight_orig" not in dict(module.named_parameters())
-        assert torch.equal(module.weight, masked[name])
+        assert torch.equal(module.weight, weights[name])
     assert not any(k.endswith("_mask") for k in model.state_dict())
+    assert not masked(model)
+
+
+def test_bake_in_removes_stacked_masks_too():
+    torch.manual_seed(0)
+    model = sparsify_(sparsify_(build_model("mlp"), "l1", 0.5), "nm", pattern="1:4")
+    expected = {n: effective_weight(m).clone() for n, m in prunable_layers(model)}
+    bake_in(model)
+    assert not masked(model)
+    assert all(torch.equal(m.weight, expected[n]) for n, m in prunable_layers(model))
+
+
+def test_pruning_again_prunes_further_relative_to_the_survivors():
+    torch.manual_seed(0)
+    model = sparsify_(sparsify_(build_model("mlp"), "l1", 0.5), "l1", 0.5)
+    for _, module in prunable_layers(model):
+        n = module.weight.numel()
+        assert int((effective_weight(module) == 0).sum()) == round(0.5 * n) + round(0.5 * (n - round(0.5 * n)))
 
 
 @pytest.mark.parametrize("bad", [1.0, 1.5, -0.1, float("nan"), True, "0.5", None])
 def test_bad_ratio_raises_naming_the_value(bad):
-    with pytest.raises(ValueError, match=r"ratio must be"):
+    with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\).*got " + re.escape(repr(bad))):
         check_ratio(bad)
-    with pytest.raises(ValueError, match=r"ratio must be"):
-        prune_unstructured(build_model("mlp"), "l1", bad)
+    model = build_model("mlp")
+    with pytest.raises(ValueError, match=r"ratio must be .*got " + re.escape(repr(bad))):
+        sparsify_(model, "l1", bad)
+    assert not masked(model)
 
 
 def test_unknown_method_raises_naming_the_allowed_ones():
-    with pytest.raises(ValueError, match=r"unknown method 'magnitude'; allowed: 'l1', 'global'"):
-        prune_unstructured(build_model("mlp"), "magnitude", 0.5)
+    with pytest.raises(ValueError, match=r"unknown method 'magnitude'; allowed: 'l1', 'global', 'nm'"):
+        sparsify_(build_model("mlp"), "magnitude", 0.5)
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "message"),
+    [
+        ("nm", {"ratio": 0.5}, "ratio=0.5"),
+        ("nm", {}, "pattern="),
+        ("nm", {"pattern": "4:4"}, "'4:4'"),
+        ("nm", {"pattern": "2-4"}, "'2-4'"),
+        ("global", {"ratio": 0.5, "pattern": "2:4"}, "pattern='2:4'"),
+        ("l1", {"ratio": 0.5, "filter_fn": lambda module, fqn: False}, "filter_fn accepted no"),
+    ],
+)
+def test_bad_argument_combinations_raise_before_any_layer_is_touched(method, kwargs, message):
+    model = build_model("cnn")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sparsify_(model, method, **kwargs)
+    assert not masked(model)
 
 
 def test_ratio_zero_prunes_nothing():
-    model = prune_unstructured(build_model("mlp"), "global", 0.0)
+    model = sparsify_(build_model("mlp"), "global", 0.0)
     assert sparsity(model) == 0.0

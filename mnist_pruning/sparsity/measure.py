@@ -167,6 +167,8 @@ def sparsity(model: nn.Module, filter_fn: FilterFn | None = None) -> float:
 
 
 def _check_shape(sample_shape: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(sample_shape, (str, bytes)) or not isinstance(sample_shape, Sequence):
+        raise ValueError(f"sample_shape must be a sequence of positive integers, got {sample_shape!r}")
     shape = tuple(sample_shape)
     for dim in shape:
         check_int(dim, f"every dimension of sample_shape {shape!r}")
@@ -182,8 +184,13 @@ def _count_flops(model: nn.Module, sample_shape: Sequence[int]) -> FlopCounterMo
     """One forward of a single zero sample under FlopCounterMode (values do not change the count)."""
     x = torch.zeros((1, *_check_shape(sample_shape)), **_param_like(model))
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x)
+    was_training = model.training
+    model.eval()  # a train-mode forward would update BatchNorm's running statistics; the count is the same
+    try:
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        model.train(was_training)
     return counter
 
 

@@ -1,0 +1,74 @@
+"""mnist_pruning.results: the one way rows are appended (once per run, whole files) and what makes a run."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from mnist_pruning.results import COLUMNS, NUMERIC, POINT_KEY, append_row, read_results, results_csv, run_key
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def rows() -> list[dict[str, str]]:
+    with open(FIXTURES / "mlp_pruning_results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_results_csv_is_one_file_per_model(tmp_path):
+    assert results_csv(tmp_path, "cnn") == tmp_path / "cnn_pruning_results.csv"
+    assert read_results(tmp_path / "absent.csv") == []
+
+
+def test_append_row_writes_the_schema_and_skips_a_run_already_there(tmp_path, rows):
+    path = tmp_path / "r.csv"
+    assert append_row(path, rows[0]) is True
+    assert append_row(path, rows[1]) is True
+    assert append_row(path, dict(rows[0])) is False  # same run: nothing written
+    assert read_results(path) == rows[:2]
+    with open(path, newline="") as f:
+        lines = list(csv.reader(f))
+    assert tuple(lines[0]) == COLUMNS and all(len(line) == len(COLUMNS) for line in lines)
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]  # no temporary files left behind
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("finetune_epochs", "3"),
+        ("seed", "1"),
+        ("config_hash", "other"),
+        ("ratio", "0.55"),
+        ("schedule", "gradual"),
+    ],
+)
+def test_a_row_differing_in_what_defines_a_run_is_appended(tmp_path, rows, column, value):
+    path = tmp_path / "r.csv"
+    append_row(path, rows[0])
+    assert append_row(path, {**rows[0], column: value}) is True
+    assert len(read_results(path)) == 2
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("acc_finetuned", "0.5"), ("latency_b1_ms", "9.9"), ("device", "cuda")]
+)
+def test_measured_values_do_not_make_another_run(tmp_path, rows, column, value):
+    path = tmp_path / "r.csv"
+    append_row(path, rows[0])
+    assert append_row(path, {**rows[0], column: value}) is False
+    assert read_results(path) == rows[:1]
+
+
+def test_run_key_normalises_how_numbers_are_written(rows):
+    row = rows[0]
+    same = {**row, "ratio": f"{float(row['ratio']):.10f}", "pattern": None}
+    assert run_key(same) == run_key({**row, "pattern": ""})
+
+
+def test_schema_constants_are_consistent():
+    assert len(set(COLUMNS)) == len(COLUMNS)
+    assert set(NUMERIC) < set(COLUMNS) and set(POINT_KEY) < set(COLUMNS)
+    assert "sparsity" in NUMERIC and "model" not in NUMERIC
