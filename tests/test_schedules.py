@@ -8,8 +8,8 @@ import re
 
 import pytest
 import torch
+from tiny import CFG, n_weights, n_zeros, tiny_model
 
-from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.schedules import (
     CubicSchedule,
     budget_table,
@@ -22,22 +22,6 @@ from mnist_pruning.schedules import (
 from mnist_pruning.sparsity.measure import effective_weight, prunable_layers
 from mnist_pruning.sparsity.unstructured import bake_in
 from mnist_pruning.train import TrainConfig
-
-TINY = ModelConfig("mlp", (16, 8))
-CFG = TrainConfig(epochs=2, batch_size=256, lr=0.05)  # 12 steps per epoch on the 3,000-image subset
-
-
-def tiny_model(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_model(TINY)
-
-
-def n_weights(model: torch.nn.Module) -> int:
-    return sum(m.weight.numel() for _, m in prunable_layers(model))
-
-
-def n_zeros(model: torch.nn.Module) -> int:
-    return sum(int((effective_weight(m) == 0).sum()) for _, m in prunable_layers(model))
 
 
 @pytest.mark.parametrize("step", [0, 9, 10, 11, 13, 14, 20, 27, 29, 30, 31, 1000])

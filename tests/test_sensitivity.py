@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 from matplotlib.figure import Figure
+from tiny import n_weights, tiny_model
 
-from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.plots import plot_sensitivity
 from mnist_pruning.sensitivity import (
     SENSITIVITY_RATIOS,
@@ -22,22 +22,6 @@ from mnist_pruning.sensitivity import (
 )
 from mnist_pruning.sparsity.measure import effective_weight, prunable_layers, sparsity
 from mnist_pruning.train import TrainConfig
-
-TINY = ModelConfig("mlp", (16, 8))
-CFG = TrainConfig(epochs=2, batch_size=256, lr=0.05)  # 12 steps per epoch on the 3,000-image subset
-
-
-def tiny_model(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_model(TINY)
-
-
-def n_weights(model: torch.nn.Module) -> int:
-    return sum(m.weight.numel() for _, m in prunable_layers(model))
-
-
-def n_zeros(model: torch.nn.Module) -> int:
-    return sum(int((effective_weight(m) == 0).sum()) for _, m in prunable_layers(model))
 
 
 def test_sensitivity_scan_has_a_row_per_layer_and_ratio_and_ratio_zero_drops_nothing(mnist_small):
