@@ -183,13 +183,14 @@ def setup(
 
 
 def format_number(value: float) -> str:
-    """How the chapters' tables show a float: whole numbers with thousands separators (``532,400``, never
-    ``532400.000000`` or ``5.324e+05``), others with four significant digits (``98.36``, ``0.1235``)."""
+    """How the chapters' tables show a float: whole numbers and anything from 1,000 up with thousands separators
+    and no decimals (``532,400``, never ``532400.000000`` or ``5.324e+05``), others with four significant digits
+    (``98.36``, ``0.1235``)."""
     if value != value:  # NaN: an empty cell
         return ""
-    if float(value).is_integer() and abs(value) < 1e15:
+    if abs(value) >= 1000 or float(value).is_integer():
         return f"{value:,.0f}"
-    return f"{value:,.4g}" if abs(value) >= 1e-3 else f"{value:.3g}"
+    return f"{value:.4g}" if abs(value) >= 1e-3 else f"{value:.3g}"
 
 
 def baseline_summary(arch: str, model: nn.Module, payload: dict) -> dict:
@@ -197,7 +198,7 @@ def baseline_summary(arch: str, model: nn.Module, payload: dict) -> dict:
     history = payload.get("history") or [{}]
     return {
         "model": {"mlp": "LeNet-300-100", "cnn": "LeNet-5 (Caffe)"}[arch],
-        "parameters": measure.count_parameters(model),
+        "parameters": f"{measure.count_parameters(model):,}",
         "test accuracy %": round(100 * payload["accuracy"], 2),
         "epochs": len(payload.get("history") or []),
         "train time s": round(history[-1].get("seconds", float("nan")), 1),

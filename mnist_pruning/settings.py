@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SMOKE_ENV", "Paths", "project_root", "paths", "smoke_mode", "SMOKE", "display_path"]
+__all__ = ["SMOKE_ENV", "Paths", "project_root", "paths", "smoke_mode", "SMOKE", "display_path", "show_progress"]
 
 SMOKE_ENV = "MNIST_PRUNING_SMOKE"
 
@@ -93,6 +93,13 @@ def paths(
     return Paths(
         root=root, data=Path(data_dir) if data_dir not in (None, "") else None, runs=runs, results=results
     )
+
+
+def show_progress(progress: bool) -> bool:
+    """Whether to draw a progress bar: ``progress``, unless ``$TQDM_DISABLE`` is set. tqdm reads that variable
+    only for arguments left at their defaults, and this package always passes ``disable=``, so the published
+    chapters (executed with ``TQDM_DISABLE=1``) would otherwise still show bars."""
+    return progress and os.environ.get("TQDM_DISABLE", "").strip().lower() in ("", "0", "false", "no")
 
 
 def display_path(path: str | os.PathLike) -> str:

@@ -37,7 +37,7 @@ from .data import MNISTData, load_mnist
 from .files import CorruptFileError, check_writable_dir
 from .models import MODEL_NAMES, SAMPLE_SHAPE
 from .results import append_row, read_results, results_csv, run_key
-from .settings import paths
+from .settings import paths, show_progress
 from .sparsity import measure
 from .sparsity.compact import save_compact, save_dense
 from .sparsity.nm import NM_PATTERNS, nm_compact_bytes, parse_pattern, pattern_for_ratio
@@ -450,7 +450,7 @@ def run_sweep(config: SweepConfig, progress: bool = True, data: MNISTData | None
         data = load_mnist(p.data, subset=config.subset, test_subset=config.test_subset, seed=config.seed)
     device = get_device()
     data = data.to(device)
-    bar = tqdm(pending, desc="sweep", disable=not progress)
+    bar = tqdm(pending, desc="sweep", disable=not show_progress(progress))
     bases: dict[str, tuple[nn.Module, float, tuple[float, float] | None]] = {}
     for exp in bar:
         bar.set_postfix_str(exp.label)

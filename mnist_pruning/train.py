@@ -31,6 +31,7 @@ from .checks import check_fraction, check_int
 from .data import MNISTData, batches
 from .files import CorruptFileError, load_torch, save_torch
 from .models import ModelConfig, build_model
+from .settings import show_progress
 
 __all__ = [
     "TrainConfig",
@@ -164,7 +165,7 @@ def fine_tune(
     generator = torch.Generator().manual_seed(config.seed)
     history = []
     start = time.perf_counter()
-    bar = tqdm(range(1, config.epochs + 1), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(range(1, config.epochs + 1), desc=desc, disable=not show_progress(progress), leave=False)
     for epoch in bar:
         train_loss = train_one_epoch(
             model, x, y, optimizer, config.batch_size, generator, scheduler, after_step=after_step

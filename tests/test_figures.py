@@ -38,7 +38,13 @@ def test_neighbouring_nm_labels_alternate_above_and_below(results_df):
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [(532400.0, "532,400"), (431080.0, "431,080"), (98.3567, "98.36"), (0.123456, "0.1235"), (float("nan"), "")],
+    [
+        (532400.0, "532,400"),
+        (632912.7, "632,913"),
+        (98.3567, "98.36"),
+        (0.123456, "0.1235"),
+        (float("nan"), ""),
+    ],
 )
 def test_tables_show_whole_numbers_with_separators_and_others_with_four_digits(value, shown):
     assert format_number(value) == shown

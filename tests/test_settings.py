@@ -3,6 +3,8 @@
 import shutil
 from pathlib import Path
 
+import pytest
+
 from mnist_pruning import settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,3 +28,15 @@ def test_project_root_with_start_searches_from_start(tmp_path):
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     (tmp_path / "notebooks").mkdir()
     assert settings.project_root(tmp_path / "notebooks") == tmp_path
+
+
+@pytest.mark.parametrize(("env", "shown"), [(None, True), ("1", False), ("0", True), ("true", False)])
+def test_progress_bars_follow_tqdm_disable(monkeypatch, env, shown):
+    from mnist_pruning.settings import show_progress
+
+    if env is None:
+        monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    else:
+        monkeypatch.setenv("TQDM_DISABLE", env)
+    assert show_progress(True) is shown
+    assert show_progress(False) is False
