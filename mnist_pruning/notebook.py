@@ -85,8 +85,8 @@ class Run:
 
     def experiment(self, exp, base: nn.Module, acc_baseline: float, data: MNISTData, **overrides):
         """Run ``exp`` (a :class:`~mnist_pruning.sweep.Experiment`) on ``base`` with this run's budgets, record its
-        row in the results CSV (once), and return the :class:`~mnist_pruning.sweep.ExperimentResult` with the
-        ``csv`` path added. ``overrides`` go to :meth:`sweep_config` (e.g. ``frontier_epochs``)."""
+        row in the results CSV (once), and return the :class:`~mnist_pruning.sweep.ExperimentResult` with its
+        ``csv`` set. ``overrides`` go to :meth:`sweep_config` (e.g. ``frontier_epochs``)."""
         from .sweep import record, run_experiment
 
         config = self.sweep_config(
