@@ -1,53 +1,52 @@
-"""Sparse CPU inference: run a pruned model's Linear / Conv2d layers as sparse (CSR) matrix products where that
-is measured to be faster, dense where it is not.
+"""Sparse CPU inference: a pruned model whose Linear / Conv2d layers run as sparse (CSR) matrix products where,
+per layer and batch size, that measured faster than dense, and dense where it did not.
 
 Usage::
 
     from mnist_pruning import sparsity as sp
 
     sp.sparsify_(model, "global", 0.99)
-    sp.bake_in(model)                                        # masks off: dense weights with the zeros in them
-    fast = sp.to_sparse_inference(model, (1, 28, 28))        # a new model; times each layer at batch 1 and 256
+    sp.bake_in(model)                                       # masks off: dense weights with the zeros in them
+    fast = sp.to_sparse_inference(model, (1, 28, 28))       # a new model; each layer timed at batch 1 and 256
     with torch.inference_mode():
-        fast(x)                                              # allclose to model(x)
+        fast(x)                                             # allclose to model(x)
 
     plan = sp.plan_sparse_inference(model, (1, 28, 28), batch_sizes=(1, 256))   # the decisions, as data
     for row in plan:
-        print(row.layer, row.density, row.ms, row.sparse, row.reason)
+        print(row.layer, row.density, row.ms, row.sparse, row.reason)      # ms: {batch: (dense, sparse)}
     fast = sp.apply_sparse_plan(model, plan)
-    sp.plan_sparse_inference(model, (1, 28, 28), force="sparse")   # no timing: every layer with zeros sparse
+    fast = sp.to_sparse_inference(model, (1, 28, 28), force="sparse")     # no timing: every layer with zeros
 
-The converted model is for inference only (``torch.inference_mode()``): its sparse weights are buffers, not
-parameters, so nothing trains them. It is float32 on the CPU, the one configuration measured.
+The converted model is for inference (``torch.inference_mode()``): its weights are buffers, not parameters, so
+nothing trains them. Float32 on the CPU, the configuration measured; ``model`` itself is never changed.
 
-How a layer runs sparse (torch.sparse CSR; MKL's sparse BLAS underneath):
+The kernels (torch.sparse, int32 CSR indices):
 
-- ``nn.Linear`` -> :class:`SparseLinear`: ``y^T = W x^T + b`` with ``W`` a CSR matrix, ``torch.addmm`` for a
-  batch and ``torch.addmv`` for a single row. The output is returned as the transpose view of ``y^T``, so the
-  next sparse Linear finds its ``x^T`` already contiguous and no copy is made between sparse layers. Such an
-  output is not contiguous: code that calls ``.view`` on it needs ``.contiguous()`` first.
+- ``nn.Linear`` -> :class:`SparseLinear`: ``y^T = W x^T + b``, ``torch.sparse.mm(W, x^T, "sum")`` for a
+  batch (torch's own CSR kernel) and ``torch.addmv`` (MKL) for one row. For a batch the output is returned as
+  the transposed view of ``y^T``, so the next Linear finds ``x^T`` contiguous and no copy is made between
+  layers. Such an output is not contiguous: code that calls ``.view`` on it needs ``.contiguous()`` first.
 - ``nn.Conv2d`` -> :class:`SparseConv2d`: the convolution as one CSR matrix from the flattened input to the
-  flattened output (each non-zero weight appears once per output position it touches: ``nnz(W) * H_out *
-  W_out`` entries, no im2col copy of the input), so its work is proportional to the surviving weights. The
-  matrix is built for the input size seen in planning; another input size raises. The output comes back in
-  the memory format the dense convolution gave (channels_last or contiguous): pooling after a convolution is
-  several times faster in channels_last on CPU, so a format change would decide the timing, not the sparsity.
-  Any stride, zero padding, dilation and groups; other padding modes are refused.
+  flattened output (each non-zero weight once per output position it touches, ``nnz(W) * H_out * W_out``
+  entries; no im2col copy), so its work is proportional to the surviving weights. The matrix is built for the
+  input size seen in planning; another size raises. The output has the memory format the dense convolution
+  gave (channels_last or contiguous): max-pooling is several times faster in channels_last on this CPU, so a
+  format change would decide the timing, not the sparsity. Stride, zero padding, dilation and groups are
+  supported; other padding modes are refused.
 
-When sparse wins depends on the layer's density *and* on the batch size (at batch 1 a sparse product has a
-fixed cost that a small dense one does not), so :func:`plan_sparse_inference` times each layer, dense against
-sparse, on the input it sees in a forward of the model at each of ``batch_sizes`` (best of alternating
-``torch.utils.benchmark`` medians) and keeps the faster one. If the choice differs between batch sizes both
-kernels are kept and an input of ``n`` rows uses the choice made for the measured batch size nearest to ``n``
-on a log scale (with 1 and 256: dense or sparse as at batch 1 below 16 rows, as at 256 from 16 on). A layer
-with no zeros, or denser than ``max_density`` (0.5 by default: in ``bench/sparse_speed.py`` no layer denser
-than 0.3 ever ran faster sparse on this CPU) stays the plain dense module without being timed.
+When sparse wins depends on the density *and* the batch size (a sparse product has a fixed cost a small dense
+one does not), so :func:`plan_sparse_inference` measures: layer by layer in the order they run, dense against
+sparse on the input the layer sees at each of ``batch_sizes`` in the model converted so far (best of
+alternating ``torch.utils.benchmark`` medians), then the whole converted model against the dense one. If the
+choice differs between batch sizes both kernels are kept, and an input of ``n`` rows uses the choice made for
+the measured batch size nearest to ``n`` on a log scale (with 1 and 256: as at batch 1 below 16 rows, as at 256
+from 16 on). A layer with no zeros stays dense untimed.
 
-Refused with a ValueError naming the layer: a model with pruning masks still attached (call
+Refused with a ValueError naming the layer: pruning masks still attached (call
 :func:`~mnist_pruning.sparsity.unstructured.bake_in`), a layer to convert that is not float32 or not on the
-CPU, a Conv2d with a non-zero padding mode, and a weighted layer of another type whose weights have zeros
-(an ``nn.LSTM``, ``nn.Conv1d`` ...: it looks pruned, but it would run dense, so the speed-up asked for would
-silently not happen). Modules without such weights (activations, pooling, normalisation) stay as they are.
+CPU, a Conv2d padding mode other than zeros, and a weighted layer of another type whose weight matrices have
+zeros (an ``nn.LSTM``, ``nn.Conv1d`` ...: it looks pruned, but it would run dense, so the speed-up asked for
+would silently not happen). Other modules (activations, pooling, normalisation) stay as they are.
 """
 
 from __future__ import annotations
@@ -74,6 +73,7 @@ __all__ = [
     "SparseConv2d",
     "linear_csr",
     "conv_csr",
+    "csr_mm",
     "plan_sparse_inference",
     "apply_sparse_plan",
     "to_sparse_inference",
@@ -82,7 +82,7 @@ __all__ = [
 
 KERNELS = ("dense", "sparse")
 DEFAULT_BATCH_SIZES = (1, 256)
-MAX_DENSITY = 0.5
+MAX_DENSITY = 1.0  # time every layer that has zeros
 # A convolution's CSR matrix has nnz(W) * H_out * W_out entries (8 bytes each, plus int64 temporaries while it
 # is built); beyond this it would cost more memory than it can save time, so the layer stays dense.
 MAX_CONV_ENTRIES = 1 << 24
@@ -262,6 +262,16 @@ def conv_csr(conv: nn.Conv2d, weight: torch.Tensor, in_shape: Sequence[int], cha
     return _csr(rows[inside], cols[inside], entries[inside], shape)
 
 
+def csr_mm(csr: torch.Tensor, dense: torch.Tensor, bias_column: torch.Tensor | None = None) -> torch.Tensor:
+    """``csr @ dense (+ bias_column)`` for a contiguous ``dense``.
+
+    ``reduce="sum"`` makes ``torch.sparse.mm`` use torch's own vectorised, multi-threaded CSR kernel instead of
+    MKL's sparse BLAS (which ``torch.mm`` / ``torch.addmm`` call): 1.3-1.6x faster for every LeNet layer here.
+    """
+    out = torch.sparse.mm(csr, dense, "sum")
+    return out if bias_column is None else out.add_(bias_column)
+
+
 # ------------------------------------------------------------------------------------------------ modules
 
 
@@ -328,24 +338,19 @@ class SparseLinear(nn.Module):
                 return y.unsqueeze(0)
             xt = x.t()
             if not xt.is_contiguous():
-                # MKL's row-major CSR x dense product is ~4x faster than its column-major one, so transpose;
-                # gathering only the columns some weight reads does that in the same pass.
+                # The CSR product wants a row-major [in, n] operand, so transpose; gathering only the columns
+                # some weight reads does that in the same pass.
                 used = tensors["used_columns"]
                 if used is None:
                     xt = xt.contiguous()
                 else:
                     xt, csr = xt.index_select(0, used), tensors["weight_csr_used"]
-            return self._transposed(csr, xt)
+            return csr_mm(csr, xt, tensors["bias_column"]).t()
         if n > 1 and x.t().is_contiguous():  # the transposed output of a SparseLinear before this one
-            return self._transposed(weight, x.t())
+            bias_column = tensors["bias_column"]
+            xt = x.t()
+            return (torch.mm(weight, xt) if bias_column is None else torch.addmm(bias_column, weight, xt)).t()
         return F.linear(x, weight, tensors["bias"])
-
-    def _transposed(self, weight: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
-        """``(weight @ xt + bias)^T`` for a contiguous ``[in, n]`` ``xt``, as a view (feature-major memory)."""
-        bias_column = self._buffers["bias_column"]
-        if bias_column is None:
-            return torch.mm(weight, xt).t()
-        return torch.addmm(bias_column, weight, xt).t()
 
     def extra_repr(self) -> str:
         nnz = "dense only" if self.weight_csr is None else f"nnz={self.weight_csr.values().numel()}"
@@ -408,7 +413,7 @@ class SparseConv2d(nn.Module):
         else:
             xt = x2.t().contiguous()  # MKL's row-major CSR product is the fast one; torch transposes in blocks
             bias = tensors["bias_column"]
-            yt = torch.mm(csr, xt) if bias is None else torch.addmm(bias, csr, xt)
+            yt = csr_mm(csr, xt, bias)
             y = yt.t().contiguous()  # batch-major again, as F.conv2d returns it
         if self.channels_last:
             return y.view(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)
@@ -518,8 +523,9 @@ def plan_sparse_inference(
     ``"dense"`` or ``{batch: "sparse" | "dense"}`` decides without timing. When measuring, the converted model
     is then timed whole against the dense one at each batch size, and where it is not faster every layer runs
     dense at that size (what happens between layers is in neither layer's timing). Either way a layer with no
-    zeros, one denser than ``max_density`` (when measuring) or one that no forward calls stays dense untimed.
-    Returns one :class:`LayerPlan` per layer, in the order they run; ``model`` is not changed.
+    zeros or one that no forward calls stays dense untimed, and so, when measuring, does one denser than
+    ``max_density`` (default 1: none; a lower bound saves planning time). Returns one :class:`LayerPlan` per
+    layer, in the order they run; ``model`` is not changed.
     """
     shape = tuple(check_int(d, f"every dimension of sample_shape {tuple(sample_shape)!r}") for d in sample_shape)
     sizes = _check_batch_sizes(batch_sizes)
