@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
+import math
 import sys
 import tempfile
 import zlib
@@ -234,8 +235,7 @@ def judge(df: pd.DataFrame, plans: dict, big: int) -> bool:
         ok &= passed
         print(f"  {label:<50} {ratio:>6.2f}x  goal >= {goal.target:g}x  {'PASS' if passed else 'FAIL'}")
         if not passed:
-            print("    why, per layer (the plan to_sparse_inference measured):")
-            print_plan(plans[(goal.model, goal.density)], big)
+            explain(df, plans[(goal.model, goal.density)], goal.model, goal.density, batch, big)
     converted = df[(df.variant == "converted") & (df.density < 1)]
     if not converted.empty:
         worst = converted.loc[converted.speedup.idxmin()]
@@ -247,8 +247,37 @@ def judge(df: pd.DataFrame, plans: dict, big: int) -> bool:
             f"  {label:<50} {worst.speedup:>6.2f}x  goal >= {NOISE:g}x  {'PASS' if passed else 'FAIL'} ({where})"
         )
         if not passed:
-            print_plan(plans[(worst.model, worst.density)], big)
+            explain(df, plans[(worst.model, worst.density)], worst.model, worst.density, int(worst.batch), big)
     return ok
+
+
+def explain(df: pd.DataFrame, plan: list[sp.LayerPlan], model: str, density: float, batch: int, big: int) -> None:
+    """Why a goal failed: the plan (each layer's dense and sparse ms, choice, reason), then how much of the
+    converted forward is spent outside the layers, which no kernel choice can shorten."""
+    print("    why, per layer (the plan to_sparse_inference measured; ms per call of the layer alone):")
+    print_plan(plan, big)
+    sub = df[(df.model == model) & (df.density == density) & (df.batch == batch)].set_index("variant")
+    timed = [row for row in plan if batch in row.ms]
+    if len(timed) < len(plan):
+        return  # untimed layers: their share is unknown
+    layers = sum(row.ms[batch][1] if row.sparse[batch] else row.ms[batch][0] for row in timed)
+    dense_layers = sum(row.ms[batch][0] for row in timed)
+    whole, dense = float(sub.loc["converted", "ms"]), float(sub.loc["dense", "ms"])
+    outside = max(dense - dense_layers, 0.0)
+    print(
+        f"    at b{batch}: the layers take {dense_layers:.3f} ms dense and {layers:.3f} ms as chosen; the dense "
+        f"forward {dense:.3f} ms spends ~{outside:.3f} ms outside them\n    (activations, pooling, flatten, "
+        f"Python), the converted one {whole:.3f} ms in all: even free sparse layers would give at most "
+        f"{dense / max(outside + sum(row.ms[batch][0] for row in timed if not row.sparse[batch]), 1e-9):.2f}x"
+    )
+
+
+def _mantissa(v: float) -> int:
+    return round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
+
+
+def _plain(v: float, _pos: int | None = None) -> str:
+    return f"{v:g}"
 
 
 def crossover_figure(df: pd.DataFrame) -> Figure:
@@ -273,8 +302,10 @@ def crossover_figure(df: pd.DataFrame) -> Figure:
                 ax.plot(line.density, line.ms, label=variant, lw=1.5, ms=5, **style)
             ax.set(xscale="log", yscale="log", xlabel="fraction of weights kept", ylabel="ms per forward (median)")
             for axis in (ax.xaxis, ax.yaxis):  # plain numbers (0.05, 2), not powers of ten
-                axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-                axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "125" else ""))
+                axis.set_major_formatter(FuncFormatter(_plain))
+                axis.set_minor_formatter(
+                    FuncFormatter(lambda v, pos: _plain(v, pos) if _mantissa(v) in (2, 3, 5) else "")
+                )
             ax.set_title(f"{TITLES.get(model, model)}, batch {batch}", fontsize=10)
             ax.invert_xaxis()  # more pruning to the right
             ax.grid(alpha=0.3, which="both")

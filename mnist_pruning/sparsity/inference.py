@@ -139,10 +139,8 @@ def check_convertible(model: nn.Module, filter_fn: FilterFn | None = None) -> li
                 f"layer {name!r} ({type(module).__name__}) still carries pruning masks {masked}; "
                 "call mnist_pruning.sparsity.bake_in(model) first"
             )
-    layers = prunable_layers(model, filter_fn)
-    chosen = {id(m) for _, m in layers}
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d)) or isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding, nn.EmbeddingBag)):
             continue  # Linear / Conv2d are checked below; a lookup table's zeros cost no time anyway
         zeros = _pruned_looking_weights(module)
         if zeros:
@@ -150,6 +148,7 @@ def check_convertible(model: nn.Module, filter_fn: FilterFn | None = None) -> li
                 f"layer {name!r} is a {type(module).__name__} whose {zeros} have zeros (pruned?); only nn.Linear "
                 "and nn.Conv2d run sparse here, so its zeros would save no time"
             )
+    layers = prunable_layers(model, filter_fn)
     for name, module in layers:
         weight = module.weight
         if weight.dtype != torch.float32:
@@ -160,7 +159,7 @@ def check_convertible(model: nn.Module, filter_fn: FilterFn | None = None) -> li
             raise ValueError(
                 f"layer {name!r} (Conv2d) pads with {module.padding_mode!r}; only zero padding converts"
             )
-    return [(name, m) for name, m in layers if id(m) in chosen]
+    return layers
 
 
 def _check_batch_sizes(batch_sizes: Sequence[int]) -> tuple[int, ...]:
