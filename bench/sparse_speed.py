@@ -163,8 +163,11 @@ def bench_model(arch: str, densities: tuple[float, ...], timing: Timing, runs: P
     header = f"{'kept':>6} {'nonzero':>8} {'struct r':>8} {'s params':>8}"
     for b in timing.batches:
         header += "".join(f" {f'{v[:6]} b{b}':>12}" for v in VARIANTS) + f" {f'x b{b}':>7}"
-    print(f"  ms per forward (best of {timing.rounds} alternating medians); x = dense / converted")
-    print(f"  {header}")
+    print(
+        f"  ms per forward (best of {timing.rounds} alternating medians); x = dense / converted; last: the layers "
+        "the converted model runs sparse"
+    )
+    print(f"  {header}  sparse layers")
     for density in densities:
         pruned = globally_pruned(base, density, fmt)
         nonzero = sp.count_nonzero_parameters(pruned)
@@ -181,6 +184,8 @@ def bench_model(arch: str, densities: tuple[float, ...], timing: Timing, runs: P
         }
         ms = best_latencies(models, timing)
         line = f"{density:>6g} {nonzero:>8,} {ratio:>8.3f} {sp.count_parameters(small):>8,}"
+        sparse_layers = {b: " ".join(row.layer for row in plan if row.sparse[b]) or "-" for b in timing.batches}
+        computes_with = {"dense": sp.count_parameters(dense), "structured": sp.count_parameters(small)}
         for b in timing.batches:
             line += (
                 "".join(f" {ms[v][b]:>12.3f}" for v in VARIANTS) + f" {ms['dense'][b] / ms['converted'][b]:>7.2f}"
@@ -198,12 +203,13 @@ def bench_model(arch: str, densities: tuple[float, ...], timing: Timing, runs: P
                         "ms": ms[variant][b],
                         "speedup": ms["dense"][b] / ms[variant][b],
                         "structured_ratio": ratio if variant == "structured" else None,
-                        "params": sp.count_parameters(models[variant]) if variant != "sparse" else None,
+                        "params": computes_with.get(variant, nonzero),  # the weights + biases it computes with
+                        "sparse_layers": sparse_layers[b] if variant == "converted" else None,
                         "threads": torch.get_num_threads(),
                     }
                 )
-        print(f"  {line}")
-    return rows, plans
+        print(f"  {line}  " + " | ".join(f"b{b}: {sparse_layers[b]}" for b in timing.batches))
+    return rows, plans, fmt
 
 
 def print_plan(plan: list[sp.LayerPlan], big: int) -> None:
@@ -367,9 +373,12 @@ def ort_ms(session, batch: int, min_run_time: float) -> float:
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
-def bench_onnx(archs: list[str], timing: Timing, runs: Path, seed: int, smoke: bool) -> bool | None:
-    """Export, check and time the dense / unstructured 0.9 / structured 0.5 models; return whether chapter 03's
-    structured goal is met by either runtime (None when not judged)."""
+def bench_onnx(
+    archs: list[str], formats: dict[str, torch.memory_format], timing: Timing, runs: Path, seed: int, smoke: bool
+) -> bool | None:
+    """Export, check and time the dense / unstructured 0.9 / structured 0.5 models (eager in ``formats[arch]``,
+    the memory format the crossover chose); return whether chapter 03's structured goal is met, for every model,
+    by at least one runtime (None when not judged)."""
     missing = onnx_available()
     if missing:
         print(f"\nONNX: skipped: {missing} not installed (pip install -e '.[onnx]')")
@@ -388,6 +397,7 @@ def bench_onnx(archs: list[str], timing: Timing, runs: Path, seed: int, smoke: b
                 variants["unstructured 0.9"] = globally_pruned(base, 0.1, torch.contiguous_format)
                 variants["structured 0.5"] = sp.shrink(base, 0.5).eval()
             ms: dict[str, dict[str, dict[int, float]]] = {}
+            met = []
             for name, model in variants.items():
                 path = export_onnx(model, Path(tmp), f"{arch}_{name.replace(' ', '_')}")
                 data = path.read_bytes()
@@ -402,9 +412,10 @@ def bench_onnx(archs: list[str], timing: Timing, runs: Path, seed: int, smoke: b
                 floats, zeros = zero_fraction(path)
                 eager = {b: [] for b in timing.batches}
                 ort = {b: [] for b in timing.batches}
+                eager_model = copy.deepcopy(model).to(memory_format=formats.get(arch, torch.contiguous_format))
                 for _ in range(timing.rounds):
                     for b in timing.batches:
-                        eager[b].append(latency_ms(model, b, SAMPLE_SHAPE, min_run_time=timing.min_run_time))
+                        eager[b].append(latency_ms(eager_model, b, SAMPLE_SHAPE, min_run_time=timing.min_run_time))
                         ort[b].append(ort_ms(session, b, timing.min_run_time))
                 ms[name] = {
                     "eager": {b: min(v) for b, v in eager.items()},
@@ -419,17 +430,18 @@ def bench_onnx(archs: list[str], timing: Timing, runs: Path, seed: int, smoke: b
                 reduction = sp.flops(base, SAMPLE_SHAPE) / sp.flops(variants["structured 0.5"], SAMPLE_SHAPE)
                 for runtime in ("eager", "ort"):
                     speedup = ms["dense"][runtime][timing.big] / ms["structured 0.5"][runtime][timing.big]
-                    verdicts.append(speedup / reduction >= 0.7)
+                    met.append(speedup / reduction >= 0.7)
                     print(
                         f"  {arch} structured 0.5, {runtime:<5}: speedup b{timing.big} {speedup:.2f}x / FLOP "
                         f"reduction {reduction:.2f}x = {speedup / reduction:.2f} (chapter 03 goal >= 0.7)"
                     )
+                verdicts.append(any(met))  # met if either runtime reaches it
     print(
         "  An unstructured model's ONNX file stores every weight tensor dense, its zeros included (the zero % "
         "column):\n  as large as the dense file, smaller only once compressed. A structured model's graph has "
         "smaller tensors: a smaller file, and less work in either runtime."
     )
-    return None if not verdicts else any(verdicts)
+    return None if not verdicts else all(verdicts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -476,9 +488,11 @@ def main(argv: list[str] | None = None) -> int:
             f"torch {torch.__version__}; {torch.get_num_threads()} torch thread(s); float32 CPU; latency = best "
             f"of {timing.rounds} alternating torch.utils.benchmark medians ({timing.min_run_time:g} s each)"
         )
-        rows, plans = [], {}
+        rows, plans, formats = [], {}, {}
         for arch in args.models:
-            model_rows, model_plans = bench_model(arch, densities, timing, Path(args.runs), args.seed)
+            model_rows, model_plans, formats[arch] = bench_model(
+                arch, densities, timing, Path(args.runs), args.seed
+            )
             rows += model_rows
             plans.update({(arch, d): plan for d, plan in model_plans.items()})
         df = pd.DataFrame(rows)
@@ -494,9 +508,10 @@ def main(argv: list[str] | None = None) -> int:
         plt.close(fig)
         print(f"\nwrote {csv} and {png}")
         if not args.no_onnx:
-            structured_ok = bench_onnx(args.models, timing, Path(args.runs), args.seed, args.smoke)
+            structured_ok = bench_onnx(args.models, formats, timing, Path(args.runs), args.seed, args.smoke)
             if structured_ok is not None:
-                print(f"  chapter 03 structured goal met by either runtime: {'PASS' if structured_ok else 'FAIL'}")
+                verdict = "PASS" if structured_ok else "FAIL"
+                print(f"  chapter 03 structured goal, each model by either runtime: {verdict}")
                 ok &= structured_ok
     finally:
         torch.set_num_threads(previous_threads)

@@ -84,7 +84,9 @@ def test_sparse_speed_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     assert "1 torch thread(s)" in out
     assert out.count("random init (no ") == 2  # no baseline in --runs: both models say so
     assert "memory format for every variant: " in out  # the CNN's format check ran and named its choice
-    rows = re.findall(rf"^\s+0\.1\s+[\d,]+\s+{NUMBER}\s+[\d,]+(?:\s+{NUMBER}){{10}}$", out, re.M)
+    rows = re.findall(
+        rf"^\s+0\.1\s+[\d,]+\s+{NUMBER}\s+[\d,]+(?:\s+{NUMBER}){{10}}\s+b1: .* \| b16: .*$", out, re.M
+    )
     assert len(rows) == 2, out  # one row per model at the one smoke density
     assert re.search(
         rf"^  mlp global 0\.9, b16: converted vs dense\s+{NUMBER}x\s+goal >= 1\.8x\s+(PASS|FAIL)", out, re.M
