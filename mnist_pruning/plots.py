@@ -17,6 +17,7 @@ is one line (the method, plus the schedule when not one-shot), N:M rows are poin
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ __all__ = [
     "bytes_vs_sparsity",
     "latency_vs_sparsity",
     "accuracy_vs_bytes",
+    "crossover_figure",
     "save_figure",
 ]
 
@@ -335,6 +337,50 @@ def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
     ax.set(xlabel="compact file size (bytes, log scale)", ylabel="test accuracy after fine-tuning (%)")
     ax.legend(fontsize=8, loc="lower right")
     return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: accuracy vs file size")
+
+
+def _log_mantissa(v: float) -> int:
+    return round(v / 10 ** math.floor(math.log10(v))) if v > 0 else 0
+
+
+def _plain(v: float, _pos: int | None = None) -> str:
+    return f"{v:g}"
+
+
+def crossover_figure(df: pd.DataFrame) -> Figure:
+    """Latency against the fraction of weights kept, per model (rows) and batch size (columns): dense, the
+    converted model (mnist_pruning.sparsity.inference), every layer on the sparse kernel, and the structured
+    model of as many parameters. ``df`` is ``bench/sparse_speed.py``'s crossover table (columns model, batch,
+    variant, density, ms)."""
+    models = [m for m in MODEL_TITLES if m in set(df.model)]
+    batches = sorted(set(df.batch))
+    fig, axes = plt.subplots(
+        len(models), len(batches), figsize=(5.2 * len(batches), 3.6 * len(models)), squeeze=False
+    )
+    styles = {
+        "dense": {"color": "k", "ls": ":", "marker": "."},
+        "converted": {"color": "C0", "ls": "-", "marker": "o"},
+        "sparse": {"color": "C1", "ls": "--", "marker": "x"},
+        "structured": {"color": "C2", "ls": "-.", "marker": "s"},
+    }
+    for row_axes, model in zip(axes, models, strict=True):
+        for ax, batch in zip(row_axes, batches, strict=True):
+            sub = df[(df.model == model) & (df.batch == batch)].sort_values("density")
+            for variant, style in styles.items():
+                line = sub[sub.variant == variant]
+                ax.plot(line.density, line.ms, label=variant, lw=1.5, ms=5, **style)
+            ax.set(xscale="log", yscale="log", xlabel="fraction of weights kept", ylabel="ms per forward (median)")
+            for axis in (ax.xaxis, ax.yaxis):  # plain numbers (0.05, 2), not powers of ten
+                axis.set_major_formatter(FuncFormatter(_plain))
+                axis.set_minor_formatter(
+                    FuncFormatter(lambda v, pos: _plain(v, pos) if _log_mantissa(v) in (2, 3, 5) else "")
+                )
+            ax.set_title(f"{MODEL_TITLES.get(model, model)}, batch {batch}", fontsize=10)
+            ax.invert_xaxis()  # more pruning to the right
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 # ------------------------------------------------------------------------------------------------- saving

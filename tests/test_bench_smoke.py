@@ -83,3 +83,51 @@ def test_nm_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     assert [r[0] for r in rows] == ["mlp.fc1", "cnn.fc1", "square"], out
     assert "No CPU N:M kernel" in out
     assert "GPU semi-structured 2:4 matmul: skipped" in out or "2:4 semi-structured" in out
+
+
+def test_sparse_speed_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bench = load_bench("sparse_speed")
+    argv = [
+        "--smoke",
+        "--no-onnx",
+        "--threads",
+        "1",
+        "--batch",
+        "16",
+        "--runs",
+        str(tmp_path),
+        "--out",
+        str(tmp_path),
+    ]
+    rc = bench.main(argv)
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "1 torch thread(s)" in out
+    assert out.count("random init (no ") == 2  # no baseline in --runs: both models say so
+    assert "memory format for every variant: " in out  # the CNN's format check ran and named its choice
+    rows = re.findall(
+        rf"^\s+0\.1\s+[\d,]+\s+{NUMBER}\s+[\d,]+(?:\s+{NUMBER}){{10}}\s+b1: .* \| b16: .*$", out, re.M
+    )
+    assert len(rows) == 2, out  # one row per model at the one smoke density
+    assert re.search(
+        rf"^  mlp global 0\.9, b16: converted vs dense\s+{NUMBER}x\s+goal >= 1\.8x\s+(PASS|FAIL)", out, re.M
+    )
+    assert re.search(r"^  cnn global 0\.99, b16: .* n/a: not run", out, re.M), out
+    slower = r"no converted model with sparse layers slower\s+[\d.]+x\s+goal >= 0\.95x\s+(PASS|FAIL)"
+    assert re.search(rf"^  (dense fallbacks \(same computation as dense\)\s+\d+ rows|{slower})", out, re.M), out
+    csv = (tmp_path / "sparse_crossover.csv").read_text().splitlines()
+    assert len(csv) == 1 + 2 * 2 * 4  # header + model x batch x variant
+    assert (tmp_path / "sparse_crossover.png").stat().st_size > 0
+
+
+def test_sparse_speed_onnx_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        pytest.importorskip(name)
+    bench = load_bench("sparse_speed")
+    argv = ["--smoke", "--models", "mlp", "--threads", "1", "--batch", "16", "--runs", str(tmp_path)]
+    rc = bench.main([*argv, "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    # The exported graph ran in onnxruntime and matched PyTorch (the bench raises otherwise); bytes were counted.
+    row = re.search(r"^  mlp dense\s+([\d,]+)\s+([\d,]+)\s+0\.0%", out, re.M)
+    assert row and int(row.group(1).replace(",", "")) > 4 * 266_610, out  # float32 weights, stored dense

@@ -19,6 +19,7 @@ Usage::
 
     small = sp.shrink(dense_net, 0.5)                   # structured: half the hidden units cut out, a new model
     sp.flops(small, (1, 28, 28)), sp.latency_ms(small, 256, (1, 28, 28))
+    fast = sp.to_sparse_inference(net, (1, 28, 28))     # CSR kernels where they measure faster (CPU inference)
 
 What is here (each module's docstring has the details):
 
@@ -30,12 +31,22 @@ What is here (each module's docstring has the details):
 - :mod:`.compact` - the compact sparse file format and the information limit it is measured against.
 - :mod:`.measure` - the one definition of the weights a model computes with, and sparsity, parameters, FLOPs,
   latency.
+- :mod:`.inference` - :func:`to_sparse_inference`: a baked-in pruned model whose Linear / Conv2d layers run as
+  torch.sparse CSR products where, per layer and batch size, that measured faster than dense.
 
 This sub-package depends on torch, numpy and safetensors only, never on the MNIST experiment code around it
 (models, data, training, sweep, settings, pandas); ``tests/test_sparsity_reuse.py`` holds it to that.
 """
 
 from .compact import compact_bytes, compact_ratio, load_compact, save_compact, save_dense
+from .inference import (
+    LayerPlan,
+    SparseConv2d,
+    SparseLinear,
+    apply_sparse_plan,
+    plan_sparse_inference,
+    to_sparse_inference,
+)
 from .measure import (
     count_nonzero_parameters,
     count_parameters,
@@ -79,4 +90,10 @@ __all__ = [
     "flops",
     "effective_flops",
     "latency_ms",
+    "to_sparse_inference",
+    "plan_sparse_inference",
+    "apply_sparse_plan",
+    "LayerPlan",
+    "SparseLinear",
+    "SparseConv2d",
 ]

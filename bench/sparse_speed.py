@@ -1,0 +1,488 @@
+"""Do pruned models run faster on this CPU? Sparse kernels vs dense vs structured: the crossover map, the goals of
+issue 13, and ONNX export.
+
+Run from the repository root (a few minutes on a 2-core CPU; keep the machine otherwise idle)::
+
+    python bench/sparse_speed.py --threads 2                      # both models, trained baselines if in runs/
+    python bench/sparse_speed.py --models mlp --densities 0.1 0.01 --rounds 5
+    python bench/sparse_speed.py --smoke                          # seconds: one density, tiny repeat counts
+
+Models: ``runs/<model>_baseline.pt`` (``--runs``) when it exists, else a freshly initialised model (the output
+says which). For every kept fraction in ``--densities`` a copy is pruned by global magnitude and baked in, then
+timed at batch 1 and ``--batch`` (median ms per forward, ``mnist_pruning.sparsity.measure.latency_ms``, best of
+``--rounds`` rounds that alternate the variants so drift from other jobs hits all alike) as:
+
+- ``dense`` - the unpruned model (the baseline every ratio is taken against, in this same run);
+- ``converted`` - ``sparsity.to_sparse_inference``: each layer sparse or dense as measured faster;
+- ``sparse`` - every layer with zeros forced onto the CSR kernel (the sparse curve of the map);
+- ``structured`` - ``sparsity.shrink`` at the ratio whose surgered model has about as many parameters as the
+  pruned one has non-zeros.
+
+LeNet-5 is timed in the memory format that is faster for the *dense* model (channels_last or contiguous; the
+script prints which), the same for every variant. The numbers go to ``<out>/sparse_crossover.csv`` and the map to
+``<out>/sparse_crossover.png`` (and ``.svg``).
+
+GOALS (converted / dense, median latency, same run): LeNet-300-100 at global 0.9 >= 1.8x at the large batch, at
+0.99 >= 8x there and >= 1.5x at batch 1; LeNet-5-Caffe at 0.99 >= 1.5x at the large batch; no converted model
+slower than dense at either batch (within a 5 % noise band; where no layer runs sparse the converted model is
+the dense computation, so those rows only show the run's timing noise). A goal that fails prints the plan of that
+model: each layer's density, dense and sparse ms, choice and reason, and the time spent outside the layers.
+
+ONNX (needs the ``onnx`` extra: onnx, onnxruntime, onnxscript; skipped with a message otherwise): the dense,
+unstructured 0.9 (baked) and structured 0.5 models of each LeNet exported with ``torch.onnx.export``; the
+onnxruntime output is checked ``allclose`` to PyTorch's, and the file bytes (raw and zlib -9) and onnxruntime
+latency are printed next to eager. Chapter 03's structured goal, (speedup at the large batch) / (FLOP
+reduction) >= 0.7 at ratio 0.5, is judged for both runtimes.
+
+The exit status is 0 unless ``--strict`` (then 1 if a goal fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import sys
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch
+from torch import nn
+
+# Running as `python bench/sparse_speed.py` puts bench/ on sys.path, not the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mnist_pruning import sparsity as sp  # noqa: E402
+from mnist_pruning.models import MODEL_NAMES, SAMPLE_SHAPE, build_model  # noqa: E402
+from mnist_pruning.plots import crossover_figure  # noqa: E402
+from mnist_pruning.references import MODEL_TITLES  # noqa: E402
+from mnist_pruning.sparsity.measure import latency_ms, torch_benchmark  # noqa: E402
+
+DENSITIES = (1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01)  # fraction of weights kept
+BIG_BATCH = 256
+VARIANTS = ("dense", "converted", "sparse", "structured")
+NOISE = 0.95  # "not slower than dense" allows 5 % of timing noise
+FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+@dataclass(frozen=True)
+class Goal:
+    model: str
+    density: float
+    batch: str  # "big" or "1"
+    target: float
+
+    def label(self, big: int) -> str:
+        batch = big if self.batch == "big" else 1
+        return f"{self.model} global {1 - self.density:g}, b{batch}: converted vs dense"
+
+
+GOALS = (Goal("mlp", 0.1, "big", 1.8), Goal("mlp", 0.01, "big", 8.0), Goal("mlp", 0.01, "1", 1.5))
+GOALS += (Goal("cnn", 0.01, "big", 1.5),)
+
+
+@dataclass(frozen=True)
+class Timing:
+    rounds: int
+    min_run_time: float
+    plan_min_run_time: float
+    big: int
+
+    @property
+    def batches(self) -> tuple[int, int]:
+        return (1, self.big)
+
+
+def best_latencies(models: dict[str, nn.Module], timing: Timing) -> dict[str, dict[int, float]]:
+    """Best (over ``timing.rounds``) median ms per forward of each model at each batch, timed alternately."""
+    runs: dict[str, dict[int, list[float]]] = {k: {b: [] for b in timing.batches} for k in models}
+    for _ in range(timing.rounds):
+        for b in timing.batches:
+            for key, model in models.items():
+                runs[key][b].append(latency_ms(model, b, SAMPLE_SHAPE, min_run_time=timing.min_run_time))
+    return {k: {b: min(v) for b, v in per_b.items()} for k, per_b in runs.items()}  # noise only adds time
+
+
+def load_baseline(arch: str, runs: Path, seed: int) -> tuple[nn.Module, str]:
+    path = runs / f"{arch}_baseline.pt"
+    if path.is_file():
+        from mnist_pruning.train import load_checkpoint  # only when there is one: it pulls in the data code
+
+        model, _ = load_checkpoint(path, device=torch.device("cpu"))
+        return model.eval(), f"trained ({path})"
+    torch.manual_seed(seed)
+    return build_model(arch).eval(), f"random init (no {path})"
+
+
+def pick_format(dense: nn.Module, timing: Timing) -> torch.memory_format:
+    """The memory format in which the dense model is faster at the large batch."""
+    if not any(isinstance(m, nn.Conv2d) for m in dense.modules()):
+        return torch.contiguous_format
+    models = {name: copy.deepcopy(dense).to(memory_format=fmt) for name, fmt in FORMATS.items()}
+    ms = best_latencies(models, Timing(timing.rounds, timing.min_run_time / 2, 0, timing.big))
+    chosen = min(FORMATS, key=lambda name: ms[name][timing.big])
+    cells = ", ".join(f"{name} {ms[name][timing.big]:.3f} ms" for name in FORMATS)
+    print(f"  memory format for every variant: {chosen} (dense at b{timing.big}: {cells})")
+    return FORMATS[chosen]
+
+
+def globally_pruned(dense: nn.Module, density: float, fmt: torch.memory_format) -> nn.Module:
+    model = copy.deepcopy(dense).to(memory_format=torch.contiguous_format)  # prune flattens the weights
+    if density < 1:
+        sp.sparsify_(model, "global", 1 - density)
+        sp.bake_in(model)
+    return model.eval().to(memory_format=fmt)
+
+
+def structured_like(dense: nn.Module, target: int) -> tuple[float, nn.Module]:
+    """``(ratio, shrink(dense, ratio))`` whose parameter count is nearest ``target`` (parameters fall as the
+    ratio grows, so a bisection over [0, 0.99] finds it)."""
+    low, high = 0.0, 0.99
+    best = (0.0, dense)
+    for _ in range(12):
+        mid = (low + high) / 2
+        small = sp.shrink(dense, mid)
+        if abs(sp.count_parameters(small) - target) < abs(sp.count_parameters(best[1]) - target):
+            best = (mid, small)
+        low, high = (mid, high) if sp.count_parameters(small) > target else (low, mid)
+    return best[0], best[1].eval()
+
+
+def bench_model(arch: str, densities: tuple[float, ...], timing: Timing, runs: Path, seed: int):
+    """Time every variant at every density; return the long-format rows and the plans, by density."""
+    base, source = load_baseline(arch, runs, seed)
+    print(f"\n{MODEL_TITLES[arch]}: {source}, {sp.count_parameters(base):,} parameters")
+    fmt = pick_format(base, timing)
+    dense = copy.deepcopy(base).to(memory_format=fmt).eval()
+    rows, plans = [], {}
+    header = f"{'kept':>6} {'nonzero':>8} {'struct r':>8} {'s params':>8}"
+    for b in timing.batches:
+        header += "".join(f" {f'{v[:6]} b{b}':>12}" for v in VARIANTS) + f" {f'x b{b}':>7}"
+    print(
+        f"  ms per forward (best of {timing.rounds} alternating medians); x = dense / converted; last: the layers "
+        "the converted model runs sparse"
+    )
+    print(f"  {header}  sparse layers")
+    for density in densities:
+        pruned = globally_pruned(base, density, fmt)
+        nonzero = sp.count_nonzero_parameters(pruned)
+        plan = sp.plan_sparse_inference(
+            pruned, SAMPLE_SHAPE, timing.batches, min_run_time=timing.plan_min_run_time, rounds=timing.rounds
+        )
+        plans[density] = plan
+        ratio, small = structured_like(base, nonzero)
+        models = {
+            "dense": dense,
+            "converted": sp.apply_sparse_plan(pruned, plan),
+            "sparse": sp.to_sparse_inference(pruned, SAMPLE_SHAPE, timing.batches, force="sparse"),
+            "structured": small.to(memory_format=fmt),
+        }
+        ms = best_latencies(models, timing)
+        line = f"{density:>6g} {nonzero:>8,} {ratio:>8.3f} {sp.count_parameters(small):>8,}"
+        sparse_layers = {b: " ".join(row.layer for row in plan if row.sparse[b]) or "-" for b in timing.batches}
+        computes_with = {"dense": sp.count_parameters(dense), "structured": sp.count_parameters(small)}
+        for b in timing.batches:
+            line += (
+                "".join(f" {ms[v][b]:>12.3f}" for v in VARIANTS) + f" {ms['dense'][b] / ms['converted'][b]:>7.2f}"
+            )
+            for variant in VARIANTS:
+                rows.append(
+                    {
+                        "model": arch,
+                        "source": source,
+                        "memory_format": "channels_last" if fmt is torch.channels_last else "contiguous",
+                        "density": density,
+                        "nonzero": nonzero,
+                        "batch": b,
+                        "variant": variant,
+                        "ms": ms[variant][b],
+                        "speedup": ms["dense"][b] / ms[variant][b],
+                        "structured_ratio": ratio if variant == "structured" else None,
+                        "params": computes_with.get(variant, nonzero),  # the weights + biases it computes with
+                        "sparse_layers": sparse_layers[b] if variant == "converted" else None,
+                        "threads": torch.get_num_threads(),
+                    }
+                )
+        print(f"  {line}  " + " | ".join(f"b{b}: {sparse_layers[b]}" for b in timing.batches))
+    return rows, plans, fmt
+
+
+def print_plan(plan: list[sp.LayerPlan], big: int) -> None:
+    timed = "".join(f" {f'b{b} dense/sparse ms':>22}" for b in (1, big))
+    print(f"    {'layer':<8} {'kind':<7} {'density':>8}{timed}  choice: reason")
+    for row in plan:
+        cells = ""
+        for b in (1, big):
+            d_s = row.ms.get(b)
+            cells += f" {f'{d_s[0]:.3f} / {d_s[1]:.3f}' if d_s else 'not timed':>22}"
+        choice = ", ".join(f"b{b} {'sparse' if s else 'dense'}" for b, s in row.sparse.items())
+        print(f"    {row.layer:<8} {row.kind:<7} {row.density:>8.4f}{cells}  {choice}: {row.reason}")
+
+
+def judge(df: pd.DataFrame, plans: dict, big: int) -> bool:
+    """Print every goal with its ratio and PASS/FAIL (and the plan when one fails); True if all pass."""
+    print(f"\nGOALS (median latency, best of alternating rounds, this run, {torch.get_num_threads()} thread(s))")
+    ok = True
+    for goal in GOALS:
+        batch = big if goal.batch == "big" else 1
+        row = df[(df.model == goal.model) & (df.density == goal.density) & (df.batch == batch)]
+        row = row[row.variant == "converted"]
+        label = goal.label(big)
+        if row.empty:
+            print(f"  {label:<50} n/a: not run (needs --models {goal.model} and density {goal.density:g})")
+            continue
+        ratio = float(row.speedup.iloc[0])
+        passed = ratio >= goal.target
+        ok &= passed
+        print(f"  {label:<50} {ratio:>6.2f}x  goal >= {goal.target:g}x  {'PASS' if passed else 'FAIL'}")
+        if not passed:
+            explain(df, plans[(goal.model, goal.density)], goal.model, goal.density, batch, big)
+    converted = df[(df.variant == "converted") & (df.density < 1)]
+    # Where no layer runs sparse the converted model computes exactly what the dense one does (the fallback): it
+    # cannot be slower, and its measured ratio shows the timing noise of this run instead.
+    fallback = converted[converted.sparse_layers == "-"]
+    if not fallback.empty:
+        print(
+            f"  {'dense fallbacks (same computation as dense)':<50} {len(fallback)} rows, measured "
+            f"{fallback.speedup.min():.2f}x..{fallback.speedup.max():.2f}x: the timing noise of this run"
+        )
+    running = converted[converted.sparse_layers != "-"]
+    if not running.empty:
+        worst = running.loc[running.speedup.idxmin()]
+        passed = bool(worst.speedup >= NOISE)
+        ok &= passed
+        where = f"worst: {worst.model} kept {worst.density:g} b{worst.batch}"
+        label = "no converted model with sparse layers slower"
+        print(
+            f"  {label:<50} {worst.speedup:>6.2f}x  goal >= {NOISE:g}x  {'PASS' if passed else 'FAIL'} ({where})"
+        )
+        if not passed:
+            explain(df, plans[(worst.model, worst.density)], worst.model, worst.density, int(worst.batch), big)
+    return ok
+
+
+def explain(df: pd.DataFrame, plan: list[sp.LayerPlan], model: str, density: float, batch: int, big: int) -> None:
+    """Why a goal failed: the plan (each layer's dense and sparse ms, choice, reason), then how much of the
+    converted forward is spent outside the layers, which no kernel choice can shorten."""
+    print("    why, per layer (the plan to_sparse_inference measured; ms per call of the layer alone):")
+    print_plan(plan, big)
+    sub = df[(df.model == model) & (df.density == density) & (df.batch == batch)].set_index("variant")
+    timed = [row for row in plan if batch in row.ms]
+    if len(timed) < len(plan):
+        return  # untimed layers: their share is unknown
+    layers = sum(row.ms[batch][1] if row.sparse[batch] else row.ms[batch][0] for row in timed)
+    dense_layers = sum(row.ms[batch][0] for row in timed)
+    whole, dense = float(sub.loc["converted", "ms"]), float(sub.loc["dense", "ms"])
+    outside = max(dense - dense_layers, 0.0)
+    print(
+        f"    at b{batch}: the layers take {dense_layers:.3f} ms dense and {layers:.3f} ms as chosen; the dense "
+        f"forward {dense:.3f} ms spends ~{outside:.3f} ms outside them\n    (activations, pooling, flatten, "
+        f"Python), the converted one {whole:.3f} ms in all: even free sparse layers would give at most "
+        f"{dense / max(outside + sum(row.ms[batch][0] for row in timed if not row.sparse[batch]), 1e-9):.2f}x"
+    )
+
+
+# ------------------------------------------------------------------------------------------------- ONNX
+
+
+def onnx_available() -> str | None:
+    """None if the onnx extra is installed, else what is missing."""
+    missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
+    return None if not missing else ", ".join(missing)
+
+
+def export_onnx(model: nn.Module, folder: Path, name: str) -> Path:
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        model,
+        (torch.randn(2, *SAMPLE_SHAPE),),
+        dynamo=True,
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_shapes={"x": {0: batch}},
+        verbose=False,
+    )
+    path = folder / f"{name}.onnx"
+    program.save(str(path))
+    return path
+
+
+def zero_fraction(path: Path) -> tuple[int, float]:
+    """Floats stored in the file's initializers, and the fraction of them exactly zero."""
+    import onnx
+    from onnx import numpy_helper
+
+    arrays = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+    floats = sum(a.size for a in arrays if a.dtype.kind == "f")
+    zeros = sum(int((a == 0).sum()) for a in arrays if a.dtype.kind == "f")
+    return floats, zeros / floats if floats else 0.0
+
+
+def ort_session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the same budget as eager
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_ms(session, batch: int, min_run_time: float) -> float:
+    feed = {"x": torch.randn(batch, *SAMPLE_SHAPE).numpy()}
+    for _ in range(3):
+        session.run(None, feed)
+    timer = torch_benchmark().Timer(stmt="s.run(None, feed)", globals={"s": session, "feed": feed})
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def bench_onnx(
+    archs: list[str], formats: dict[str, torch.memory_format], timing: Timing, runs: Path, seed: int, smoke: bool
+) -> bool | None:
+    """Export, check and time the dense / unstructured 0.9 / structured 0.5 models (eager in ``formats[arch]``,
+    the memory format the crossover chose); return whether chapter 03's structured goal is met, for every model,
+    by at least one runtime (None when not judged)."""
+    missing = onnx_available()
+    if missing:
+        print(f"\nONNX: skipped: {missing} not installed (pip install -e '.[onnx]')")
+        return None
+    print(f"\nONNX: torch.onnx.export (dynamo), onnxruntime CPU, {torch.get_num_threads()} thread(s)")
+    head = f"  {'model':<18} {'bytes':>9} {'zlib -9':>9} {'zero %':>7} {'max |diff|':>10}"
+    for b in timing.batches:
+        head += f" {f'eager b{b}':>10} {f'ort b{b}':>10}"
+    print(head)
+    verdicts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in archs[:1] if smoke else archs:
+            base, _ = load_baseline(arch, runs, seed)
+            variants = {"dense": base}
+            if not smoke:
+                variants["unstructured 0.9"] = globally_pruned(base, 0.1, torch.contiguous_format)
+                variants["structured 0.5"] = sp.shrink(base, 0.5).eval()
+            ms: dict[str, dict[str, dict[int, float]]] = {}
+            met = []
+            for name, model in variants.items():
+                path = export_onnx(model, Path(tmp), f"{arch}_{name.replace(' ', '_')}")
+                data = path.read_bytes()
+                session = ort_session(path)
+                x = torch.randn(7, *SAMPLE_SHAPE)
+                with torch.inference_mode():
+                    expected = model(x).numpy()
+                got = session.run(None, {"x": x.numpy()})[0]
+                diff = float(abs(got - expected).max())
+                if not torch.allclose(torch.from_numpy(got), torch.from_numpy(expected), rtol=1e-4, atol=1e-5):
+                    raise AssertionError(f"{arch} {name}: onnxruntime differs from PyTorch by {diff:g}")
+                floats, zeros = zero_fraction(path)
+                eager = {b: [] for b in timing.batches}
+                ort = {b: [] for b in timing.batches}
+                eager_model = copy.deepcopy(model).to(memory_format=formats.get(arch, torch.contiguous_format))
+                for _ in range(timing.rounds):
+                    for b in timing.batches:
+                        eager[b].append(latency_ms(eager_model, b, SAMPLE_SHAPE, min_run_time=timing.min_run_time))
+                        ort[b].append(ort_ms(session, b, timing.min_run_time))
+                ms[name] = {
+                    "eager": {b: min(v) for b, v in eager.items()},
+                    "ort": {b: min(v) for b, v in ort.items()},
+                }
+                line = f"  {f'{arch} {name}':<18} {len(data):>9,} {len(zlib.compress(data, 9)):>9,}"
+                line += f" {100 * zeros:>6.1f}% {diff:>10.2g}"
+                for b in timing.batches:
+                    line += f" {ms[name]['eager'][b]:>10.3f} {ms[name]['ort'][b]:>10.3f}"
+                print(line + f"   ({floats:,} floats stored)")
+            if "structured 0.5" in variants:
+                reduction = sp.flops(base, SAMPLE_SHAPE) / sp.flops(variants["structured 0.5"], SAMPLE_SHAPE)
+                for runtime in ("eager", "ort"):
+                    speedup = ms["dense"][runtime][timing.big] / ms["structured 0.5"][runtime][timing.big]
+                    met.append(speedup / reduction >= 0.7)
+                    print(
+                        f"  {arch} structured 0.5, {runtime:<5}: speedup b{timing.big} {speedup:.2f}x / FLOP "
+                        f"reduction {reduction:.2f}x = {speedup / reduction:.2f} (chapter 03 goal >= 0.7)"
+                    )
+                verdicts.append(any(met))  # met if either runtime reaches it
+    print(
+        "  An unstructured model's ONNX file stores every weight tensor dense, its zeros included (the zero % "
+        "column):\n  as large as the dense file, smaller only once compressed. A structured model's graph has "
+        "smaller tensors: a smaller file, and less work in either runtime."
+    )
+    return None if not verdicts else all(verdicts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
+    parser.add_argument(
+        "--densities", nargs="+", type=float, default=None, help=f"kept fractions (default {DENSITIES})"
+    )
+    parser.add_argument("--runs", default="runs", help="folder with <model>_baseline.pt (default runs)")
+    parser.add_argument(
+        "--out", default="runs/bench", help="folder for the CSV and the figure (default runs/bench)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds per Timer median (default 0.2)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default torch.get_num_threads())"
+    )
+    parser.add_argument("--batch", type=int, default=BIG_BATCH, help=f"the large batch (default {BIG_BATCH})")
+    parser.add_argument("--seed", type=int, default=0, help="seed for random init (default 0)")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX part")
+    parser.add_argument("--smoke", action="store_true", help="seconds: one density, one round, tiny timings")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if a goal fails (default: report)")
+    args = parser.parse_args(argv)
+    densities = tuple(args.densities) if args.densities else ((0.1,) if args.smoke else DENSITIES)
+    for d in densities:
+        if not 0 < d <= 1:
+            parser.error(f"every density must be in (0, 1] (the fraction of weights kept), got {d}")
+    for flag in ("rounds", "batch"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.min_run_time <= 0:
+        parser.error(f"--min-run-time must be > 0, got {args.min_run_time}")
+    if args.smoke:
+        timing = Timing(1, 0.01, 0.002, args.batch)
+    else:
+        timing = Timing(args.rounds, args.min_run_time, args.min_run_time / 4, args.batch)
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or previous_threads)  # latency_ms and the plans time with this many
+    try:
+        print(
+            f"torch {torch.__version__}; {torch.get_num_threads()} torch thread(s); float32 CPU; latency = best "
+            f"of {timing.rounds} alternating torch.utils.benchmark medians ({timing.min_run_time:g} s each)"
+        )
+        rows, plans, formats = [], {}, {}
+        for arch in args.models:
+            model_rows, model_plans, formats[arch] = bench_model(
+                arch, densities, timing, Path(args.runs), args.seed
+            )
+            rows += model_rows
+            plans.update({(arch, d): plan for d, plan in model_plans.items()})
+        df = pd.DataFrame(rows)
+        ok = judge(df, plans, timing.big)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        csv = out / "sparse_crossover.csv"
+        df.to_csv(csv, index=False)
+        fig = crossover_figure(df)
+        from mnist_pruning.plots import save_figure  # the project's byte-reproducible PNG + SVG writer
+
+        png, _ = save_figure(fig, out, "sparse_crossover")
+        plt.close(fig)
+        print(f"\nwrote {csv} and {png}")
+        if not args.no_onnx:
+            structured_ok = bench_onnx(args.models, formats, timing, Path(args.runs), args.seed, args.smoke)
+            if structured_ok is not None:
+                verdict = "PASS" if structured_ok else "FAIL"
+                print(f"  chapter 03 structured goal, each model by either runtime: {verdict}")
+                ok &= structured_ok
+    finally:
+        torch.set_num_threads(previous_threads)
+    return 1 if args.strict and not ok else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
