@@ -56,6 +56,7 @@ from torch import nn
 # Running as `python bench/sparse_speed.py` puts bench/ on sys.path, not the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import check_timing_args  # noqa: E402
 from mnist_pruning import sparsity as sp  # noqa: E402
 from mnist_pruning.models import MODEL_NAMES, SAMPLE_SHAPE, build_model  # noqa: E402
 from mnist_pruning.plots import crossover_figure  # noqa: E402
@@ -435,13 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     for d in densities:
         if not 0 < d <= 1:
             parser.error(f"every density must be in (0, 1] (the fraction of weights kept), got {d}")
-    for flag in ("rounds", "batch"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    if args.min_run_time <= 0:
-        parser.error(f"--min-run-time must be > 0, got {args.min_run_time}")
+    check_timing_args(parser, args, ("rounds", "batch"))
     if args.smoke:
         timing = Timing(1, 0.01, 0.002, args.batch)
     else:

@@ -40,6 +40,7 @@ from torch import nn
 # Running as `python bench/structured_speed.py` puts bench/ on sys.path, not the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import check_timing_args  # noqa: E402
 from mnist_pruning.checks import check_ratio  # noqa: E402
 from mnist_pruning.models import MODEL_NAMES, SAMPLE_SHAPE, build_model  # noqa: E402
 from mnist_pruning.sparsity.measure import (  # noqa: E402
@@ -277,13 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios = tuple(check_ratio(r) for r in args.ratios)
     except ValueError as e:
         parser.error(str(e))
-    for flag in ("rounds", "batch"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    if args.min_run_time <= 0:
-        parser.error(f"--min-run-time must be > 0, got {args.min_run_time}")
+    check_timing_args(parser, args, ("rounds", "batch"))
 
     timing = Timing(args.rounds, args.min_run_time, args.batch)
     previous_threads = torch.get_num_threads()

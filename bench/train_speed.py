@@ -40,6 +40,7 @@ from torchvision import datasets, transforms
 # Running as `python bench/train_speed.py` puts bench/ on sys.path, not the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import check_timing_args  # noqa: E402
 from mnist_pruning.data import MEAN, STD, data_root, load_mnist  # noqa: E402
 from mnist_pruning.models import build_model  # noqa: E402
 from mnist_pruning.sparsity.measure import torch_benchmark  # noqa: E402
@@ -220,13 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batches < 0:
         parser.error(f"--batches must be >= 0, got {args.batches}")
-    for flag in ("rounds", "mm_size"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
-    if args.min_run_time <= 0:
-        parser.error(f"--min-run-time must be > 0, got {args.min_run_time}")
+    check_timing_args(parser, args, ("rounds", "mm_size"))
 
     previous_threads = torch.get_num_threads()
     threads = args.threads or previous_threads
