@@ -213,6 +213,25 @@ def bench_model(arch: str, densities: tuple[float, ...], timing: Timing, runs: P
     return rows, plans, fmt
 
 
+def where_each_wins(df: pd.DataFrame) -> list[str]:
+    """The crossover map in words: per model and batch, at which kept fractions the converted model runs sparse
+    layers and beats dense by >= 10 %, and where the structured model of as many parameters is the fastest."""
+    lines = []
+    for (model, batch), sub in df[df.density < 1].groupby(["model", "batch"], sort=False):
+        ms = sub.pivot(index="density", columns="variant", values="ms").sort_index(ascending=False)
+        runs_sparse = set(sub[(sub.variant == "converted") & (sub.sparse_layers != "-")].density)  # not a fallback
+        sparse_wins = [
+            d for d in ms.index if d in runs_sparse and ms.loc[d, "dense"] / ms.loc[d, "converted"] >= 1.1
+        ]
+        structured_best = [d for d in ms.index if ms.loc[d, "structured"] <= ms.loc[d].min()]
+        kept = ", ".join(f"{d:g}" for d in sparse_wins) or "none"
+        best = ", ".join(f"{d:g}" for d in structured_best) or "none"
+        lines.append(
+            f"  {model} b{batch}: converted >= 1.1x dense at kept {kept}; structured fastest at kept {best}"
+        )
+    return lines
+
+
 def print_plan(plan: list[sp.LayerPlan], big: int) -> None:
     timed = "".join(f" {f'b{b} dense/sparse ms':>22}" for b in (1, big))
     print(f"    {'layer':<8} {'kind':<7} {'density':>8}{timed}  choice: reason")
@@ -506,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += model_rows
             plans.update({(arch, d): plan for d, plan in model_plans.items()})
         df = pd.DataFrame(rows)
+        print("\nWHERE EACH WINS (this run; kept = fraction of weights kept)")
+        print("\n".join(where_each_wins(df)))
         ok = judge(df, plans, timing.big)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
