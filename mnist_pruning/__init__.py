@@ -15,7 +15,7 @@ Where each concept lives:
 - the pruning core, torch-only (:mod:`mnist_pruning.sparsity`): ``unstructured`` (``sparsify_``: l1, global,
   N:M, with a layer filter), ``nm`` (``NMPruning``), ``structured`` (generic surgery on chains of Linear /
   Conv2d), ``compact`` (the compact sparse file format), ``measure`` (the weights a model computes with,
-  sparsity, parameters, FLOPs, latency);
+  sparsity, parameters, FLOPs, latency), ``inference`` (CPU inference on CSR kernels where they measure faster);
 - argument checks: ``checks``; file writes and integrity-checked loads: ``files``;
 - the experiments: ``models`` (the two LeNets), ``data`` (verified MNIST in memory), ``train`` (train /
   fine-tune / evaluate / checkpoints), ``schedules`` (one-shot, gradual), ``sensitivity`` (per-layer ratios),

@@ -109,6 +109,8 @@ def test_sparse_speed_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
         rf"^\s+0\.1\s+[\d,]+\s+{NUMBER}\s+[\d,]+(?:\s+{NUMBER}){{10}}\s+b1: .* \| b16: .*$", out, re.M
     )
     assert len(rows) == 2, out  # one row per model at the one smoke density
+    wins = r"^  cnn b16: converted >= 1\.1x dense at kept .*; structured fastest at kept .*$"
+    assert re.search(wins, out, re.M), out  # the crossover map in words
     assert re.search(
         rf"^  mlp global 0\.9, b16: converted vs dense\s+{NUMBER}x\s+goal >= 1\.8x\s+(PASS|FAIL)", out, re.M
     )

@@ -246,3 +246,12 @@ def test_a_plan_for_other_weights_is_refused() -> None:
     other = pruned("mlp", "l1")
     with pytest.raises(ValueError, match=r"layer 'fc1' has changed since the plan was made"):
         apply_sparse_plan(other, plan)
+
+
+def test_planning_leaves_the_callers_random_state_alone() -> None:
+    model = pruned("mlp", "global")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    plan_sparse_inference(model, SAMPLE_SHAPE, force="sparse")
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
