@@ -19,7 +19,15 @@ import math
 import numbers
 from collections.abc import Iterable
 
-__all__ = ["check_ratio", "check_fraction", "check_int", "check_choice", "check_choices", "check_n_of_m"]
+__all__ = [
+    "check_ratio",
+    "check_fraction",
+    "check_int",
+    "check_choice",
+    "check_choices",
+    "check_n_of_m",
+    "check_seeds",
+]
 
 
 def check_ratio(ratio: object, name: str = "ratio", what: str = "weights") -> float:
@@ -80,3 +88,20 @@ def check_n_of_m(n: object, m: object) -> tuple[int, int]:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n < m:
         raise ValueError(f"n must be an integer with 1 <= n < m, got n={n!r} ({type(n).__name__}), m={m!r}")
     return int(n), int(m)
+
+
+def check_seeds(seeds: object) -> tuple[int, ...]:
+    """``seeds`` as a tuple of distinct integers >= 0, in the given order; else a ValueError naming the value.
+
+    Empty is refused (a sweep over no seed would silently do nothing), and so is a repeated seed (it would train
+    the same baseline twice and its rows would be skipped as already recorded)."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise ValueError(f"seeds must be a sequence of integers >= 0, got {seeds!r}")
+    values = tuple(seeds)
+    if not values:
+        raise ValueError("seeds must hold at least one seed, got none")
+    out = tuple(check_int(s, "seed", minimum=0) for s in values)
+    repeated = sorted({s for s in out if out.count(s) > 1})
+    if repeated:
+        raise ValueError(f"seeds must be distinct, got {list(out)} (repeated: {repeated})")
+    return out

@@ -5,8 +5,10 @@ Usage::
     mnist-pruning fetch-data                      # verified MNIST into ./data/MNIST/raw
     mnist-pruning baseline --models mlp cnn       # train (or reuse) the dense baselines in runs/
     mnist-pruning sweep --models mlp --methods global --ratios 0.5 0.9 --finetune-epochs 2
+    mnist-pruning sweep --seeds 0 1 2 --workers 2 # three seeds, two local worker processes
+    mnist-pruning sweep --scheduler tcp://host:8786   # the experiments on a Dask cluster (pip install '.[dask]')
     mnist-pruning run                             # quick but real pipeline run (~3 min) -> runs/quick/
-    mnist-pruning run --full                      # full sweep, executed chapters, book -> results/
+    mnist-pruning run --full                      # full sweep (seeds 0 1 2), executed chapters, book -> results/
 
 Every argument is validated before any data is loaded or any model trained.
 """
@@ -23,8 +25,11 @@ import torch
 
 from .checks import check_choices
 from .models import MODEL_NAMES
+from .parallel import check_workers, default_workers, sweep_executor
 from .sparsity.nm import NM_PATTERNS
 from .sweep import METHODS, RATIOS, SCHEDULES, SweepConfig, run_sweep
+
+FULL_SEEDS = (0, 1, 2)  # run --full: three seeds, so every point is a mean with a spread
 
 # The README's quick main job: the whole pipeline, every method, on a budget that fits ~3 minutes on 2 cores.
 # These are defaults: whatever the user passes (--ratios, --patterns, ...) wins.
@@ -36,6 +41,18 @@ QUICK = {
     "subset": 10000,
     "out_dir": "runs/quick",
 }
+
+
+def _seeds(args: argparse.Namespace, full: bool = False) -> tuple[int, ...]:
+    """``--seeds``, else ``--seed``, else the full run's :data:`FULL_SEEDS` or seed 0."""
+    seed, seeds = getattr(args, "seed", None), getattr(args, "seeds", None)
+    if seed is not None and seeds is not None:
+        raise ValueError(f"give --seed ({seed}) or --seeds ({' '.join(map(str, seeds))}), not both")
+    if seeds is not None:
+        return tuple(seeds)
+    if seed is not None:
+        return (seed,)
+    return FULL_SEEDS if full else (0,)
 
 
 def _sweep_config(args: argparse.Namespace, quick: bool = False) -> SweepConfig:
@@ -58,7 +75,7 @@ def _sweep_config(args: argparse.Namespace, quick: bool = False) -> SweepConfig:
     return SweepConfig(
         models=tuple(args.models),
         methods=tuple(args.methods),
-        seed=args.seed,
+        seeds=_seeds(args, full=getattr(args, "full", False)),
         data_dir=args.data_dir,
         results_dir=kwargs.pop("results_dir", args.results_dir),
         latency=not args.no_latency,
@@ -71,7 +88,9 @@ def _sweep_config(args: argparse.Namespace, quick: bool = False) -> SweepConfig:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), help="model families (default: both)")
-    p.add_argument("--seed", type=int, default=0, help="seed for init, batch order and pruning ties")
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed for init, batch order and pruning ties (default: 0)"
+    )
     p.add_argument("--data-dir", default=None, help="MNIST root (default: $MNIST_PRUNING_DATA or ./data)")
     p.add_argument("--out-dir", default=None, help="checkpoints and compact files (default: runs/)")
     p.add_argument("--subset", type=int, default=None, help="class-balanced training subset (smoke runs)")
@@ -106,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--results-dir", default=None, help="where the CSVs go (default: results/)")
         p.add_argument("--no-latency", action="store_true", help="skip latency measurement")
+        p.add_argument(
+            "--seeds",
+            nargs="+",
+            type=int,
+            default=None,
+            help="distinct seeds >= 0, each with its own baselines and rows (default: 0; run --full: 0 1 2)",
+        )
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help=f"local worker processes, 1 torch thread each (default: one per core, here {default_workers()}; "
+            "1: in this process)",
+        )
+        p.add_argument(
+            "--scheduler",
+            default=None,
+            help="run the experiments on the Dask cluster at this address, e.g. tcp://host:8786 (needs the dask "
+            "extra, a shared output folder and workers started with --nthreads 1; see the README)",
+        )
         p.add_argument(
             "--schedules",
             nargs="+",
@@ -143,39 +182,46 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "baseline":
         from .data import load_mnist
         from .settings import display_path, paths
-        from .sweep import baseline
+        from .sweep import baseline, baseline_path
         from .train import TrainConfig
 
         check_choices(args.models, MODEL_NAMES, "model")
+        seed = 0 if args.seed is None else args.seed
         configs = {
-            m: TrainConfig.for_model(
-                m, seed=args.seed, **({"epochs": args.epochs} if args.epochs is not None else {})
-            )
+            m: TrainConfig.for_model(m, seed=seed, **({"epochs": args.epochs} if args.epochs is not None else {}))
             for m in args.models
         }
         p = paths(args.data_dir, args.out_dir)
-        data = load_mnist(p.data, subset=args.subset, seed=args.seed)
+        data = load_mnist(p.data, subset=args.subset, seed=seed)
         for m, cfg in configs.items():
             _, payload = baseline(m, data, cfg, p.runs)
-            where = display_path(Path(p.runs) / f"{m}_baseline.pt")
+            where = display_path(baseline_path(p.runs, m, seed))
             print(f"{m}: test accuracy {payload['metrics']['accuracy']:.4f} -> {where}")
         return 0
     if args.schedules is None:
         args.schedules = list(SCHEDULES) if getattr(args, "full", False) else ["oneshot"]
     quick = args.command == "run" and not args.full
     config = _sweep_config(args, quick=quick)
+    if args.workers is not None:
+        check_workers(args.workers)
+        if args.scheduler is not None:
+            raise ValueError(
+                f"--workers {args.workers} counts local processes; with --scheduler the cluster's workers run "
+                "the experiments: give one of them"
+            )
     start = time.perf_counter()
     if args.command == "run" and args.full:
         from .fullrun import full_run
 
-        record = full_run(config, book=not args.no_book)
+        record = full_run(config, book=not args.no_book, workers=args.workers, scheduler=args.scheduler)
         print(json.dumps(record["seconds"], indent=2))
         from .settings import paths
 
         results = paths(config.data_dir, config.out_dir, config.results_dir).results
         print(f"done in {time.perf_counter() - start:.0f} s; results in {results}")
         return 0
-    csvs = run_sweep(config)
+    with sweep_executor(args.workers, args.scheduler) as executor:  # connects (or fails) before any training
+        csvs = run_sweep(config, executor=executor)
     from .compare import summary_table
     from .results import load_results
     from .settings import display_path

@@ -2,16 +2,18 @@
 
 Usage::
 
-    mnist-pruning run --full            # or: bash scripts/main.sh --full
+    mnist-pruning run --full            # or: bash scripts/main.sh --full; seeds 0 1 2 unless --seeds
     from mnist_pruning.fullrun import full_run
-    record = full_run(SweepConfig(schedules=SCHEDULES))
+    record = full_run(SweepConfig(schedules=SCHEDULES, seeds=(0, 1, 2)), workers=2)
 
 Stages (each one resumes: finished experiments stay in the CSVs, baselines are reused from ``runs/``):
 
-1. the sweep: both models x every method x every ratio / N:M pattern / schedule -> ``results/*.csv``;
+1. the sweep: both models x every method x every ratio / N:M pattern / schedule x every seed -> ``results/*.csv``,
+   on ``workers`` local processes or the Dask cluster at ``scheduler`` (see :mod:`mnist_pruning.parallel`);
 2. the chapters, executed by papermill with the parameters below -> ``results/notebooks/*.ipynb``;
 3. the book, built offline from those notebooks and CSVs -> ``book/_build/html``;
-4. ``results/run.json``: settings, library versions, machine, and the wall time of every stage.
+4. ``results/run.json``: settings (seeds included), where the sweep ran (workers or scheduler), library versions,
+   machine, and the wall time of every stage.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 
 from . import __version__
 from .files import atomic_write, check_writable_dir
+from .parallel import WORKER_THREADS, check_workers, default_workers, sweep_executor
 from .settings import paths
 from .sweep import SweepConfig, run_sweep, settings_json
 
@@ -87,10 +90,21 @@ def execute_chapters(
     return seconds
 
 
-def full_run(config: SweepConfig, progress: bool = True, book: bool = True) -> dict:
-    """Run the stages of the module docstring; return (and write to ``results/run.json``) the record."""
+def full_run(
+    config: SweepConfig,
+    progress: bool = True,
+    book: bool = True,
+    workers: int | None = None,
+    scheduler: str | None = None,
+) -> dict:
+    """Run the stages of the module docstring; return (and write to ``results/run.json``) the record.
+
+    ``workers``: local worker processes for the sweep (None: one per core; 1: in this process); ``scheduler``: a
+    Dask scheduler's address instead (see :mod:`mnist_pruning.parallel`)."""
     p = paths(config.data_dir, config.out_dir, config.results_dir)
     check_writable_dir(p.results)
+    if scheduler is None:
+        workers = default_workers() if workers is None else check_workers(workers)
     record: dict = {
         "settings": json.loads(settings_json(config)),
         "versions": {
@@ -104,10 +118,18 @@ def full_run(config: SweepConfig, progress: bool = True, book: bool = True) -> d
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "platform": platform.platform(),
         },
+        "sweep": {
+            "seeds": list(config.seeds),
+            "workers": workers,  # local processes (None with a scheduler)
+            # torch threads per worker; in this process (workers=1) whatever it was given
+            "worker_threads": torch.get_num_threads() if workers == 1 and scheduler is None else WORKER_THREADS,
+            "scheduler": scheduler,
+        },
         "seconds": {},
     }
     start = time.perf_counter()
-    run_sweep(config, progress=progress)
+    with sweep_executor(workers, scheduler) as executor:
+        run_sweep(config, progress=progress, executor=executor)
     record["seconds"]["sweep"] = round(time.perf_counter() - start, 1)
 
     executed = p.results / "notebooks"

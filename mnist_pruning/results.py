@@ -119,9 +119,33 @@ def run_key(row: Mapping[str, object]) -> tuple[str, ...]:
     )
 
 
-def append_row(path: str | os.PathLike, row: Mapping[str, object]) -> bool:
+LOCK_TIMEOUT_S = 120.0  # how long append_row waits for another writer of the same CSV
+
+
+def append_row(path: str | os.PathLike, row: Mapping[str, object], timeout: float = LOCK_TIMEOUT_S) -> bool:
     """Append ``row`` to the CSV at ``path`` unless a row with the same :func:`run_key` is there; return whether
-    it was appended. The CSV is rewritten to a temporary file and renamed, so it is always whole."""
+    it was appended. The CSV is rewritten to a temporary file and renamed, so it is always whole.
+
+    The read-modify-write holds an exclusive lock on ``<csv>.lock`` beside the CSV (:mod:`filelock`; released
+    by the OS if the process dies), so writers in other processes - two sweeps, a sweep and a notebook, two
+    papermill runs - wait for each other instead of each renaming its own copy over the other's rows. A
+    TimeoutError names the lock file when it stays held for ``timeout`` seconds."""
+    from filelock import FileLock, Timeout
+
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(lock, timeout=timeout):
+            return _append_row_unlocked(path, row)
+    except Timeout as e:
+        raise TimeoutError(
+            f"could not lock {str(lock)!r} within {timeout:g} s: another process (a sweep or a notebook) is "
+            f"writing {str(path)!r}; wait for it and run again"
+        ) from e
+
+
+def _append_row_unlocked(path: str | os.PathLike, row: Mapping[str, object]) -> bool:
+    """:func:`append_row`'s read-modify-write, without the lock (other writers can lose rows)."""
     rows = read_results(path)
     if run_key(row) in {run_key(r) for r in rows}:
         return False

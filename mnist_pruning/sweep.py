@@ -17,7 +17,10 @@ a new row (its ``config_hash`` differs) instead of overwriting an old one.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checks import check_choice, check_choices, check_int, check_ratio
+from .checks import check_choice, check_choices, check_int, check_ratio, check_seeds
 from .data import MNISTData, load_mnist
 from .files import CorruptFileError, check_writable_dir
 from .models import MODEL_NAMES, SAMPLE_SHAPE
@@ -60,6 +63,8 @@ __all__ = [
     "run_sweep",
     "record",
     "experiment_files",
+    "baseline_path",
+    "SweepError",
 ]
 
 # The project's pruning methods: the unstructured ones of mnist_pruning.sparsity, and structured surgery.
@@ -117,7 +122,8 @@ class SweepConfig:
     finetune_epochs: int | None = None  # fine-tuning epochs after pruning; None = the model's BUDGETS entry
     finetune_lr: float | None = None  # peak learning rate of fine-tuning (cosine-decayed); None = BUDGETS
     baseline_epochs: dict[str, int] = field(default_factory=dict)  # per model; empty -> TrainConfig.for_model
-    seed: int = 0  # seeds the baseline, batch order and everything random
+    seed: int | None = None  # one seed (baseline, batch order, everything random); shorthand for seeds=(seed,)
+    seeds: tuple[int, ...] | None = None  # each trains its own baselines and adds its own rows; None: (seed or 0,)
     subset: int | None = None  # class-balanced training subset (smoke runs); None = all 60,000
     test_subset: int | None = None  # class-balanced test subset; None = all 10,000
     data_dir: str | None = None  # MNIST root; None = $MNIST_PRUNING_DATA or ./data
@@ -140,7 +146,14 @@ class SweepConfig:
         for p in self.patterns:
             parse_pattern(p)
         check_int(self.lottery_rounds, "lottery_rounds")
-        check_int(self.seed, "seed", minimum=0)
+        if self.seed is not None:
+            check_int(self.seed, "seed", minimum=0)
+        seeds = check_seeds((0 if self.seed is None else self.seed,) if self.seeds is None else self.seeds)
+        if self.seed is not None and seeds != (self.seed,):
+            raise ValueError(f"seed={self.seed!r} and seeds={list(seeds)} disagree; give one of them")
+        self.seeds = seeds
+        # After construction ``seed`` is the one seed of a single-seed config (what a task runs), else None.
+        self.seed = seeds[0] if len(seeds) == 1 else None
         for arch in self.models:
             self.budget(arch)  # validates every override
         for arch, epochs in self.baseline_epochs.items():
@@ -150,8 +163,21 @@ class SweepConfig:
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, minimum=10)
 
+    def for_seed(self, seed: int) -> SweepConfig:
+        """This configuration with ``seed`` as its only seed: what one task of a multi-seed sweep runs."""
+        if seed not in self.seeds:
+            raise ValueError(f"seed {seed!r} is not one of this sweep's seeds {list(self.seeds)}")
+        return dataclasses.replace(self, seed=seed, seeds=(seed,))
+
+    def _one_seed(self) -> int:
+        if self.seed is None:
+            raise ValueError(
+                f"this sweep has seeds {list(self.seeds)}; take one with config.for_seed(seed) for a single run"
+            )
+        return self.seed
+
     def baseline_config(self, arch: str) -> TrainConfig:
-        overrides = {"seed": self.seed}
+        overrides = {"seed": self._one_seed()}
         if arch in self.baseline_epochs:
             overrides["epochs"] = self.baseline_epochs[arch]
         return TrainConfig.for_model(arch, **overrides)
@@ -165,7 +191,7 @@ class SweepConfig:
             frontier_epochs=base.frontier_epochs if self.frontier_epochs is None else self.frontier_epochs,
             lottery_epochs=base.lottery_epochs if self.lottery_epochs is None else self.lottery_epochs,
         )
-        TrainConfig(epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.seed)
+        TrainConfig(epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.seeds[0])
         check_int(budget.frontier_epochs, "frontier_epochs")
         check_int(budget.lottery_epochs, "lottery_epochs")
         return budget
@@ -181,7 +207,7 @@ class SweepConfig:
 
     def finetune_config(self, arch: str) -> TrainConfig:
         budget = self.budget(arch)
-        return TrainConfig(epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.seed)
+        return TrainConfig(epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self._one_seed())
 
 
 def experiments(config: SweepConfig) -> list[Experiment]:
@@ -232,16 +258,23 @@ def experiment_of(row: dict) -> Experiment:
     return Experiment(row["model"], row["method"], float(row["ratio"]), row["pattern"] or "", row["schedule"])
 
 
+def baseline_path(out_dir: str | os.PathLike, arch: str, seed: int) -> Path:
+    """Where the baseline of ``arch`` trained with ``seed`` is cached: ``<arch>_baseline_seed<seed>.pt``, except
+    seed 0's ``<arch>_baseline.pt``, the name the chapters, benchmarks and earlier versions use."""
+    return Path(out_dir) / (f"{arch}_baseline.pt" if seed == 0 else f"{arch}_baseline_seed{seed}.pt")
+
+
 def baseline(
     arch: str, data: MNISTData, config: TrainConfig, out_dir: str | os.PathLike, progress: bool = True
 ) -> tuple[nn.Module, dict]:
-    """The dense baseline: loaded from ``out_dir/<arch>_baseline.pt`` when it was trained with ``config`` on the
-    same data, else trained now and saved there. Returns the model and its checkpoint payload.
+    """The dense baseline: loaded from :func:`baseline_path` (per ``config.seed``) in ``out_dir`` when it was
+    trained with ``config`` on the same data, else trained now and saved there. Returns the model and its
+    checkpoint payload.
 
     The file is a cache: a damaged one (a full disk or an interrupted copy truncates it) is reported with a
     warning naming it and retrained, never half-read.
     """
-    path = Path(out_dir) / f"{arch}_baseline.pt"
+    path = baseline_path(out_dir, arch, config.seed)
     data_key = [int(data.train_y.numel()), int(data.test_y.numel())]
     if path.exists():
         try:
@@ -333,11 +366,13 @@ def _run_oneshot(
     return model, acc_pruned, finetune.epochs, time.perf_counter() - start
 
 
-def experiment_files(exp: Experiment, files_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Where an experiment's dense ``state_dict`` and its compact file go, e.g. ``mlp_nm_2of4.safetensors``."""
+def experiment_files(exp: Experiment, files_dir: str | os.PathLike, config: SweepConfig) -> tuple[Path, Path]:
+    """Where an experiment's dense ``state_dict`` and its compact file go, e.g.
+    ``mlp_nm_2of4_seed0_<config_hash>.safetensors``: the seed and the :func:`config_hash` (budget, baseline
+    recipe, data) make the names unique per run, so a later run never replaces the files of an earlier row."""
     detail = (exp.pattern or f"{exp.ratio:g}").replace(":", "of")
     suffix = "" if exp.schedule == "oneshot" else f"_{exp.schedule}"
-    stem = f"{exp.model}_{exp.method}_{detail}{suffix}"
+    stem = f"{exp.model}_{exp.method}_{detail}{suffix}_seed{config._one_seed()}_{config_hash(config, exp)}"
     return Path(files_dir) / f"{stem}.dense.pt", Path(files_dir) / f"{stem}.safetensors"
 
 
@@ -377,7 +412,7 @@ def _measure(
     """Bake the masks in, save the model both ways and measure everything a CSV row holds on what was saved."""
     bake_in(model)
     model = model.to(memory_format=torch.contiguous_format).cpu()
-    dense_path, compact_path = experiment_files(exp, files_dir)
+    dense_path, compact_path = experiment_files(exp, files_dir, config)
     size_dense = save_dense(model, dense_path)
     size_compact = save_compact(model, compact_path)
     layers = measure.prunable_layers(model)
@@ -429,17 +464,117 @@ def record(row: dict, config: SweepConfig) -> Path:
     return path
 
 
-def _pending(config: SweepConfig, results_dir: Path) -> Iterator[Experiment]:
-    """The experiments of ``config`` whose run is not in its CSV yet (reading every CSV checks its columns)."""
+def _pending(config: SweepConfig, results_dir: Path) -> Iterator[tuple[int, Experiment]]:
+    """``(seed, experiment)`` for every run of ``config`` not in its CSV yet (reading every CSV checks its
+    columns), seed by seed."""
     done = {arch: {run_key(r) for r in read_results(results_csv(results_dir, arch))} for arch in config.models}
-    for exp in experiments(config):
-        key = {**asdict(exp), "finetune_epochs": config.epochs(exp), "seed": config.seed}
-        if run_key({**key, "config_hash": config_hash(config, exp)}) not in done[exp.model]:
-            yield exp
+    for seed in config.seeds:
+        one = config.for_seed(seed)
+        for exp in experiments(one):
+            key = {**asdict(exp), "finetune_epochs": one.epochs(exp), "seed": seed}
+            if run_key({**key, "config_hash": config_hash(one, exp)}) not in done[exp.model]:
+                yield seed, exp
 
 
-def run_sweep(config: SweepConfig, progress: bool = True, data: MNISTData | None = None) -> dict[str, Path]:
-    """Run every experiment of ``config`` not yet in its CSV; return ``{model: csv_path}``."""
+class SweepError(RuntimeError):
+    """Some experiments of a sweep failed; the others' rows were recorded. ``failures`` maps each failed
+    experiment's label to its exception (the first one is also this error's ``__cause__``)."""
+
+    def __init__(self, failures: dict[str, BaseException]):
+        self.failures = failures
+        names = "; ".join(f"{label}: {type(e).__name__}: {e}" for label, e in failures.items())
+        super().__init__(f"{len(failures)} experiment(s) failed, the other rows were recorded: {names}")
+
+
+# Per worker process: MNIST as a task's config asks for it, loaded once (a worker runs many tasks).
+_DATA_CACHE: dict[tuple, MNISTData] = {}
+
+
+def _task_data(config: SweepConfig, data: MNISTData | None) -> MNISTData:
+    """``data`` (in-process runs), else MNIST as ``config`` (one seed) asks, from its already verified folder."""
+    if data is None:
+        p = paths(config.data_dir, config.out_dir, config.results_dir)
+        key = (str(p.data), config.subset, config.test_subset, config.seed)
+        if key not in _DATA_CACHE:
+            _DATA_CACHE.clear()  # one data set at a time: tasks of one seed run together
+            _DATA_CACHE[key] = load_mnist(
+                p.data, subset=config.subset, test_subset=config.test_subset, fetch=False, seed=config.seed
+            )
+        data = _DATA_CACHE[key]
+    return data.to(get_device())
+
+
+def _baseline_task(
+    config: SweepConfig, arch: str, data: MNISTData | None = None, progress: bool = False
+) -> tuple[float, tuple[float, float] | None]:
+    """Train (or load) the baseline of ``arch`` for ``config``'s one seed into its out_dir; return its test
+    accuracy and, with ``config.latency``, its latency at batch 1 and 256. Runs in a worker."""
+    torch.manual_seed(config.seed)  # nothing may depend on what the worker ran before
+    data = _task_data(config, data)
+    p = paths(config.data_dir, config.out_dir, config.results_dir)
+    model, _ = baseline(arch, data, config.baseline_config(arch), p.runs, progress)
+    model = model.to(data.test_x.device)
+    acc = evaluate(model, data.test_x, data.test_y)["accuracy"]
+    return acc, _latencies(model) if config.latency else None
+
+
+def _experiment_task(
+    config: SweepConfig,
+    exp: Experiment,
+    acc_baseline: float,
+    baseline_latency: tuple[float, float] | None,
+    data: MNISTData | None = None,
+    progress: bool = False,
+) -> dict:
+    """Run ``exp`` for ``config``'s one seed on the baseline :func:`_baseline_task` saved; return its row
+    (the parent records it). Runs in a worker."""
+    torch.manual_seed(config.seed)
+    data = _task_data(config, data)
+    p = paths(config.data_dir, config.out_dir, config.results_dir)
+    base, _ = baseline(exp.model, data, config.baseline_config(exp.model), p.runs, progress)
+    base = base.to(data.test_x.device)
+    result = run_experiment(
+        exp, base, data, config, acc_baseline, p.runs / "experiments", baseline_latency, progress
+    )
+    return result.row
+
+
+def _absolute(config: SweepConfig) -> SweepConfig:
+    """``config`` with its folders resolved to absolute paths, as workers (other processes, other machines with
+    a shared filesystem) must see them."""
+    from .data import data_root
+
+    p = paths(config.data_dir, config.out_dir, config.results_dir)
+    return dataclasses.replace(
+        config,
+        data_dir=str(data_root(p.data).resolve()),
+        out_dir=str(p.runs.resolve()),
+        results_dir=str(p.results.resolve()),
+    )
+
+
+def run_sweep(
+    config: SweepConfig,
+    progress: bool = True,
+    data: MNISTData | None = None,
+    executor: cf.Executor | None = None,
+    workers: int | None = None,
+) -> dict[str, Path]:
+    """Run every experiment of ``config`` (every seed) not yet in its CSV; return ``{model: csv_path}``.
+
+    Tasks: the baselines (one per model and seed), then each experiment as soon as its seed's baseline is saved.
+    They run on ``executor`` (any :class:`concurrent.futures.Executor`; see :mod:`mnist_pruning.parallel`), else
+    on ``workers`` local processes (None: one per core; 1: in this process). Workers return rows; only this
+    process writes the CSVs, as each task finishes. A failed task does not stop the others: their rows are
+    recorded, then :class:`SweepError` names what failed. ``data`` (tensors already loaded) runs every task in
+    this process, all seeds on that data.
+    """
+    from .parallel import InlineExecutor, check_workers, sweep_executor
+
+    if workers is not None:
+        check_workers(workers)
+    if data is not None and (executor is not None or (workers or 1) > 1):
+        raise ValueError("data= runs the sweep in this process; leave executor and workers out with it")
     p = paths(config.data_dir, config.out_dir, config.results_dir)
     check_writable_dir(p.runs)
     check_writable_dir(p.results)
@@ -447,23 +582,73 @@ def run_sweep(config: SweepConfig, progress: bool = True, data: MNISTData | None
     csvs = {arch: results_csv(p.results, arch) for arch in config.models}
     if not pending:
         return csvs
+    inline = data is not None or (executor is None and workers == 1)
     if data is None:
-        data = load_mnist(p.data, subset=config.subset, test_subset=config.test_subset, seed=config.seed)
-    device = get_device()
-    data = data.to(device)
-    bar = tqdm(pending, desc="sweep", disable=not show_progress(progress))
-    bases: dict[str, tuple[nn.Module, float, tuple[float, float] | None]] = {}
-    for exp in bar:
-        bar.set_postfix_str(exp.label)
-        if exp.model not in bases:
-            model, _ = baseline(exp.model, data, config.baseline_config(exp.model), p.runs, progress)
-            model = model.to(device)
-            acc = evaluate(model, data.test_x, data.test_y)["accuracy"]
-            bases[exp.model] = (model, acc, _latencies(model) if config.latency else None)
-        model, acc, lat = bases[exp.model]
-        result = run_experiment(exp, model, data, config, acc, p.runs / "experiments", lat, progress)
-        record(result.row, config)
+        from .data import fetch_mnist
+
+        fetch_mnist(p.data, verbose=False)  # once here, so workers only read verified files
+    if executor is None:
+        with contextlib.ExitStack() as stack:
+            pool = InlineExecutor() if inline else stack.enter_context(sweep_executor(workers))
+            stack.callback(_DATA_CACHE.clear)  # in this process, the data must not outlive the sweep
+            _run_tasks(config, pending, pool, data, progress and isinstance(pool, InlineExecutor), progress)
+    else:
+        _run_tasks(config, pending, executor, None, False, progress)
     return csvs
+
+
+def _run_tasks(
+    config: SweepConfig,
+    pending: list[tuple[int, Experiment]],
+    executor: cf.Executor,
+    data: MNISTData | None,
+    task_progress: bool,
+    progress: bool,
+) -> None:
+    """Submit the baselines, then each seed's experiments once its baselines are done; record rows as they come."""
+    shipped = _absolute(config)
+    by_base: dict[tuple[str, int], list[Experiment]] = {}
+    for seed, exp in pending:
+        by_base.setdefault((exp.model, seed), []).append(exp)
+    futures: dict[cf.Future, tuple] = {}
+    failures: dict[str, BaseException] = {}
+    bar = tqdm(total=len(by_base) + len(pending), desc="sweep", disable=not show_progress(progress))
+    try:
+        for arch, seed in by_base:
+            one = shipped.for_seed(seed)
+            futures[executor.submit(_baseline_task, one, arch, data, task_progress)] = ("baseline", arch, seed)
+        while futures:
+            done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+            for future in [f for f in futures if f in done]:  # in submission order: in-process rows keep it
+                kind, what, seed = futures.pop(future)
+                label = f"{what} baseline" if kind == "baseline" else what.label
+                label += f" (seed {seed})"
+                bar.update(1)
+                bar.set_postfix_str(label)
+                error = cf.CancelledError(label) if future.cancelled() else future.exception()
+                if error is not None:
+                    failures[label] = error
+                    if kind == "baseline":  # its experiments cannot run
+                        for exp in by_base[(what, seed)]:
+                            failures[f"{exp.label} (seed {seed})"] = error
+                            bar.update(1)
+                    continue
+                if kind == "baseline":
+                    acc, latency = future.result()
+                    one = shipped.for_seed(seed)
+                    for exp in by_base[(what, seed)]:
+                        sub = executor.submit(_experiment_task, one, exp, acc, latency, data, task_progress)
+                        futures[sub] = ("experiment", exp, seed)
+                else:
+                    record(future.result(), config.for_seed(seed))
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    finally:
+        bar.close()
+    if failures:
+        raise SweepError(failures) from next(iter(failures.values()))
 
 
 def settings_json(config: SweepConfig) -> str:

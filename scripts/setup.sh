@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh machine: a virtual environment in .venv holding mnist_pruning (editable) with its
-# test and book extras, and verified MNIST in data/MNIST/raw. Safe to rerun: it only installs what is missing.
+# test, book and dask extras, and verified MNIST in data/MNIST/raw. Safe to rerun: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -12,9 +12,9 @@ fi
 stamp=.venv/.mnist-pruning-installed
 want=$(sha256sum pyproject.toml | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import mnist_pruning, torch" 2>/dev/null; then
-  echo "[setup] installing mnist_pruning[test,book] and its dependencies (torch: ~2 min on first install)"
+  echo "[setup] installing mnist_pruning[test,book,dask] and its dependencies (torch: ~2 min on first install)"
   # (this machine's pip configuration names local package folders that may be absent; drop those warnings)
-  .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test,book]" \
+  .venv/bin/python -m pip install --disable-pip-version-check -q -e ".[test,book,dask]" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$want" > "$stamp"
 fi

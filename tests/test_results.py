@@ -32,7 +32,8 @@ def test_append_row_writes_the_schema_and_skips_a_run_already_there(tmp_path, ro
     with open(path, newline="") as f:
         lines = list(csv.reader(f))
     assert tuple(lines[0]) == COLUMNS and all(len(line) == len(COLUMNS) for line in lines)
-    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]  # no temporary files left behind
+    # no temporary files left behind; the lock file stays (deleting it would race with a waiting writer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "r.csv.lock"]
 
 
 @pytest.mark.parametrize(
