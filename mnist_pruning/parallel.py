@@ -105,10 +105,11 @@ def local_pool(workers: int) -> cf.ProcessPoolExecutor:
     )
 
 
-def connect(address: str, timeout: float = CONNECT_TIMEOUT_S):
+def connect(address: str, timeout: float | None = None):
     """A ``distributed.Client`` for the scheduler at ``address`` with at least one worker, every worker running
-    one thread; a ValueError naming the address when it cannot be reached within ``timeout`` seconds or its
-    workers do not fit (see the module docstring)."""
+    one thread; a ValueError naming the address when it cannot be reached within ``timeout`` seconds (None:
+    :data:`CONNECT_TIMEOUT_S`) or its workers do not fit (see the module docstring)."""
+    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
     if not isinstance(address, str) or not address.strip():
         raise ValueError(f"scheduler must be an address such as 'tcp://host:8786', got {address!r}")
     try:

@@ -629,8 +629,9 @@ def _run_tasks(
                 if error is not None:
                     failures[label] = error
                     if kind == "baseline":  # its experiments cannot run
+                        skipped = RuntimeError(f"not run: the {label} failed")
                         for exp in by_base[(what, seed)]:
-                            failures[f"{exp.label} (seed {seed})"] = error
+                            failures[f"{exp.label} (seed {seed})"] = skipped
                             bar.update(1)
                     continue
                 if kind == "baseline":

@@ -141,6 +141,11 @@ def test_gradual_row_reaches_its_sparsity(tmp_path, mnist_small):
         ({"baseline_epochs": {"mlp": 0}}, "baseline epochs of 'mlp' must be a positive integer, got 0"),
         ({"baseline_epochs": {"vgg": 3}}, "unknown model 'vgg'"),
         ({"finetune_lr": -1.0}, "lr must be a number"),
+        ({"seeds": ()}, "seeds must hold at least one seed, got none"),
+        ({"seeds": (0, -2)}, "seed must be an integer >= 0, got -2"),
+        ({"seeds": (1, 2, 1)}, r"seeds must be distinct, got \[1, 2, 1\] \(repeated: \[1\]\)"),
+        ({"seeds": (1.5,)}, "seed must be an integer >= 0, got 1.5"),
+        ({"seed": 1, "seeds": (0, 1)}, r"seed=1 and seeds=\[0, 1\] disagree"),
     ],
 )
 def test_bad_sweep_config_raises_naming_the_value(overrides, message):
@@ -228,3 +233,139 @@ def test_record_appends_once_through_results_append_row(tmp_path, mnist_small):
     assert read_results(path) == [row]  # the same run again: skipped
     record({**row, "seed": "1"}, config)  # another seed is another run
     assert [r["seed"] for r in read_results(path)] == ["0", "1"]
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+
+
+def test_a_config_without_seeds_runs_seed_0_and_a_single_seed_is_its_seed():
+    assert SweepConfig().seeds == (0,) and SweepConfig().seed == 0
+    assert SweepConfig(seed=3).seeds == (3,)
+    assert SweepConfig(seeds=(4,)).seed == 4
+
+
+def test_a_multi_seed_config_gives_each_seed_its_own_single_seed_config():
+    config = SweepConfig(seeds=(2, 0, 1))
+    assert config.seed is None
+    assert [config.for_seed(s).seed for s in config.seeds] == [2, 0, 1]
+    assert config.for_seed(1).baseline_config("mlp").seed == 1
+
+
+def test_a_multi_seed_config_refuses_single_run_questions():
+    with pytest.raises(ValueError, match=r"this sweep has seeds \[0, 1\]; take one with config.for_seed"):
+        SweepConfig(seeds=(0, 1)).baseline_config("mlp")
+    with pytest.raises(ValueError, match=r"seed 5 is not one of this sweep's seeds \[0, 1\]"):
+        SweepConfig(seeds=(0, 1)).for_seed(5)
+
+
+def strip_timings(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def test_each_seed_trains_its_own_baseline_and_adds_its_own_rows(tmp_path, mnist_small):
+    config = tiny(tmp_path, methods=("global",), seeds=(0, 1))
+    rows = read_results(run_sweep(config, progress=False, data=mnist_small)["mlp"])
+    assert [r["seed"] for r in rows] == ["0", "1"]
+    assert rows[0]["acc_baseline"] != rows[1]["acc_baseline"]
+    assert (tmp_path / "runs" / "mlp_baseline.pt").is_file()
+    assert (tmp_path / "runs" / "mlp_baseline_seed1.pt").is_file()
+
+
+def test_a_seeds_rows_do_not_depend_on_the_other_seeds_of_the_sweep(tmp_path, mnist_small):
+    both = read_results(
+        run_sweep(tiny(tmp_path / "a", methods=("global",), seeds=(0, 1)), progress=False, data=mnist_small)["mlp"]
+    )
+    alone = read_results(
+        run_sweep(tiny(tmp_path / "b", methods=("global",), seed=1), progress=False, data=mnist_small)["mlp"]
+    )
+    assert strip_timings([r for r in both if r["seed"] == "1"]) == strip_timings(alone)
+
+
+def test_a_cached_baseline_of_another_seed_is_never_reused(tmp_path, mnist_small):
+    from mnist_pruning.sweep import baseline, baseline_path
+    from mnist_pruning.train import TrainConfig
+
+    seed0 = TrainConfig(epochs=1, batch_size=256, seed=0)
+    baseline("mlp", mnist_small, seed0, tmp_path, progress=False)
+    # seed 1 written under seed 0's name: its recipe differs, so it is retrained and its own file written
+    (tmp_path / "mlp_baseline.pt").rename(baseline_path(tmp_path, "mlp", 1))
+    _, payload = baseline("mlp", mnist_small, TrainConfig(epochs=1, batch_size=256, seed=1), tmp_path, False)
+    assert payload["train_config"]["seed"] == 1
+    assert load_seed(baseline_path(tmp_path, "mlp", 1)) == 1
+
+
+def load_seed(path):
+    from mnist_pruning.train import load_checkpoint
+
+    return load_checkpoint(path)[1]["train_config"]["seed"]
+
+
+def test_experiment_files_are_unique_per_seed_and_budget(tmp_path):
+    from mnist_pruning.sweep import experiment_files
+
+    exp = Experiment("mlp", "nm", 0.5, "2:4")
+    names = {
+        experiment_files(exp, tmp_path, config)[1].name
+        for config in (SweepConfig(seed=0), SweepConfig(seed=1), SweepConfig(seed=0, finetune_epochs=3))
+    }
+    assert len(names) == 3
+    assert all(name.startswith("mlp_nm_2of4_seed") and name.endswith(".safetensors") for name in names)
+
+
+def test_a_later_run_with_another_budget_keeps_the_earlier_rows_files(tmp_path, mnist_small):
+    run_sweep(tiny(tmp_path, methods=("global",)), progress=False, data=mnist_small)
+    (first,) = (tmp_path / "runs" / "experiments").glob("*.safetensors")
+    before = first.read_bytes()
+    run_sweep(tiny(tmp_path, methods=("global",), finetune_epochs=2), progress=False, data=mnist_small)
+    assert len(list((tmp_path / "runs" / "experiments").glob("*.safetensors"))) == 2
+    assert first.read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------- tasks and executors
+
+
+def test_a_failed_experiment_keeps_the_others_rows_and_is_named(tmp_path, mnist_small, monkeypatch):
+    from mnist_pruning import sweep
+
+    real = sweep._prune
+
+    def prune(model, exp):
+        if exp.method == "nm":
+            raise RuntimeError("boom")
+        return real(model, exp)
+
+    monkeypatch.setattr(sweep, "_prune", prune)
+    config = tiny(tmp_path)
+    with pytest.raises(
+        sweep.SweepError, match=r"1 experiment\(s\) failed.*mlp nm 2:4 \(seed 0\): RuntimeError: boom"
+    ):
+        run_sweep(config, progress=False, data=mnist_small)
+    rows = read_results(results_csv(tmp_path / "results", "mlp"))
+    assert [r["method"] for r in rows] == ["l1", "global", "structured"]
+
+
+def test_preloaded_data_refuses_worker_processes(tmp_path, mnist_small):
+    with pytest.raises(ValueError, match="data= runs the sweep in this process"):
+        run_sweep(tiny(tmp_path), progress=False, data=mnist_small, workers=2)
+
+
+def test_zero_workers_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
+        run_sweep(tiny(tmp_path), progress=False, workers=0)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_in_process_rows(tmp_path, mnist_small):
+    """Two spawned workers (1 torch thread each, MNIST loaded by each worker) against this process (1 thread,
+    conftest): every measured value is bitwise equal, timings aside; rows arrive in completion order."""
+    config = tiny(tmp_path / "pool", methods=("global", "nm"), seeds=(0, 1))
+    pool = read_results(run_sweep(config, progress=False, workers=2)["mlp"])
+    inline = read_results(
+        run_sweep(tiny(tmp_path / "inline", methods=("global", "nm"), seeds=(0, 1)), progress=False, workers=1)[
+            "mlp"
+        ]
+    )
+    key = lambda r: (r["seed"], r["method"], r["pattern"])  # noqa: E731
+    assert sorted(strip_timings(pool), key=key) == sorted(strip_timings(inline), key=key)
+    assert len(pool) == 4  # global 0.5 and nm 2:4, two seeds
