@@ -490,8 +490,13 @@ class SweepError(RuntimeError):
 _DATA_CACHE: dict[tuple, MNISTData] = {}
 
 
-def _task_data(config: SweepConfig, data: MNISTData | None) -> MNISTData:
-    """``data`` (in-process runs), else MNIST as ``config`` (one seed) asks, from its already verified folder."""
+def _task_start(config: SweepConfig, data: MNISTData | None, threads: int | None) -> MNISTData:
+    """What every task does first: seed torch (nothing may depend on what the worker ran before), take
+    ``threads`` torch threads (None: keep this process's), and return ``data`` (in-process runs), else MNIST as
+    ``config`` (one seed) asks, from its folder the parent already verified."""
+    torch.manual_seed(config.seed)
+    if threads is not None:
+        torch.set_num_threads(threads)
     if data is None:
         p = paths(config.data_dir, config.out_dir, config.results_dir)
         key = (str(p.data), config.subset, config.test_subset, config.seed)
@@ -505,12 +510,15 @@ def _task_data(config: SweepConfig, data: MNISTData | None) -> MNISTData:
 
 
 def _baseline_task(
-    config: SweepConfig, arch: str, data: MNISTData | None = None, progress: bool = False
+    config: SweepConfig,
+    arch: str,
+    data: MNISTData | None = None,
+    progress: bool = False,
+    threads: int | None = None,
 ) -> tuple[float, tuple[float, float] | None]:
     """Train (or load) the baseline of ``arch`` for ``config``'s one seed into its out_dir; return its test
     accuracy and, with ``config.latency``, its latency at batch 1 and 256. Runs in a worker."""
-    torch.manual_seed(config.seed)  # nothing may depend on what the worker ran before
-    data = _task_data(config, data)
+    data = _task_start(config, data, threads)
     p = paths(config.data_dir, config.out_dir, config.results_dir)
     model, _ = baseline(arch, data, config.baseline_config(arch), p.runs, progress)
     model = model.to(data.test_x.device)
@@ -525,11 +533,11 @@ def _experiment_task(
     baseline_latency: tuple[float, float] | None,
     data: MNISTData | None = None,
     progress: bool = False,
+    threads: int | None = None,
 ) -> dict:
     """Run ``exp`` for ``config``'s one seed on the baseline :func:`_baseline_task` saved; return its row
     (the parent records it). Runs in a worker."""
-    torch.manual_seed(config.seed)
-    data = _task_data(config, data)
+    data = _task_start(config, data, threads)
     p = paths(config.data_dir, config.out_dir, config.results_dir)
     base, _ = baseline(exp.model, data, config.baseline_config(exp.model), p.runs, progress)
     base = base.to(data.test_x.device)
@@ -569,11 +577,11 @@ def run_sweep(
     recorded, then :class:`SweepError` names what failed. ``data`` (tensors already loaded) runs every task in
     this process, all seeds on that data.
     """
-    from .parallel import InlineExecutor, check_workers, sweep_executor
+    from .parallel import WORKER_THREADS, InlineExecutor, check_workers, sweep_executor
 
     if workers is not None:
         check_workers(workers)
-    if data is not None and (executor is not None or (workers or 1) > 1):
+    if data is not None and (not isinstance(executor, (InlineExecutor, type(None))) or (workers or 1) > 1):
         raise ValueError("data= runs the sweep in this process; leave executor and workers out with it")
     p = paths(config.data_dir, config.out_dir, config.results_dir)
     check_writable_dir(p.runs)
@@ -582,18 +590,20 @@ def run_sweep(
     csvs = {arch: results_csv(p.results, arch) for arch in config.models}
     if not pending:
         return csvs
-    inline = data is not None or (executor is None and workers == 1)
     if data is None:
         from .data import fetch_mnist
 
         fetch_mnist(p.data, verbose=False)  # once here, so workers only read verified files
-    if executor is None:
-        with contextlib.ExitStack() as stack:
-            pool = InlineExecutor() if inline else stack.enter_context(sweep_executor(workers))
+    with contextlib.ExitStack() as stack:
+        if executor is None:
+            in_process = data is not None or workers == 1
+            executor = InlineExecutor() if in_process else stack.enter_context(sweep_executor(workers))
+        inline = isinstance(executor, InlineExecutor)
+        if inline:
             stack.callback(_DATA_CACHE.clear)  # in this process, the data must not outlive the sweep
-            _run_tasks(config, pending, pool, data, progress and isinstance(pool, InlineExecutor), progress)
-    else:
-        _run_tasks(config, pending, executor, None, False, progress)
+        # In this process tasks keep its torch threads and may draw their own bars; workers get their threads.
+        threads = None if inline else WORKER_THREADS
+        _run_tasks(config, pending, executor, data, progress and inline, progress, threads)
     return csvs
 
 
@@ -604,6 +614,7 @@ def _run_tasks(
     data: MNISTData | None,
     task_progress: bool,
     progress: bool,
+    threads: int | None,
 ) -> None:
     """Submit the baselines, then each seed's experiments once its baselines are done; record rows as they come."""
     shipped = _absolute(config)
@@ -616,7 +627,8 @@ def _run_tasks(
     try:
         for arch, seed in by_base:
             one = shipped.for_seed(seed)
-            futures[executor.submit(_baseline_task, one, arch, data, task_progress)] = ("baseline", arch, seed)
+            sub = executor.submit(_baseline_task, one, arch, data, task_progress, threads)
+            futures[sub] = ("baseline", arch, seed)
         while futures:
             done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
             for future in [f for f in futures if f in done]:  # in submission order: in-process rows keep it
@@ -638,7 +650,9 @@ def _run_tasks(
                     acc, latency = future.result()
                     one = shipped.for_seed(seed)
                     for exp in by_base[(what, seed)]:
-                        sub = executor.submit(_experiment_task, one, exp, acc, latency, data, task_progress)
+                        sub = executor.submit(
+                            _experiment_task, one, exp, acc, latency, data, task_progress, threads
+                        )
                         futures[sub] = ("experiment", exp, seed)
                 else:
                     record(future.result(), config.for_seed(seed))
