@@ -34,6 +34,17 @@ def test_quick_run_keeps_what_the_user_passed(argv, field, expected):
     assert getattr(config_for(*argv), field) == expected
 
 
+def test_the_quick_run_is_one_seed_and_the_full_run_three_unless_told_otherwise():
+    assert config_for().seeds == (0,)
+    assert config_for("--seeds", "3", "4").seeds == (3, 4)
+    full = build_parser().parse_args(["run", "--full"])
+    full.schedules = ["oneshot"]
+    assert _sweep_config(full).seeds == (0, 1, 2)
+    one = build_parser().parse_args(["run", "--full", "--seed", "5"])
+    one.schedules = ["oneshot"]
+    assert _sweep_config(one).seeds == (5,)
+
+
 def test_quick_run_writes_under_its_own_folder_unless_told_otherwise(tmp_path):
     assert config_for().results_dir == "runs/quick/results"
     assert config_for("--out-dir", str(tmp_path)).results_dir == str(tmp_path / "results")

@@ -30,3 +30,18 @@ def test_execute_chapters_restores_an_unset_tqdm_disable_even_when_a_chapter_fai
     with pytest.raises(Exception, match="no_such_chapter"):
         execute_chapters(tmp_path, "tests/fixtures", {"no_such_chapter": {}}, progress=False)
     assert "TQDM_DISABLE" not in os.environ
+
+
+def test_run_json_records_the_seeds_and_where_the_sweep_ran(tmp_path, monkeypatch):
+    from mnist_pruning import fullrun
+    from mnist_pruning.sweep import SweepConfig
+
+    ran = {}
+    monkeypatch.setattr(fullrun, "run_sweep", lambda config, progress, executor: ran.update(executor=executor))
+    monkeypatch.setattr(fullrun, "execute_chapters", lambda *args, **kwargs: {})
+    config = SweepConfig(seeds=(0, 1, 2), results_dir=str(tmp_path), out_dir=str(tmp_path / "runs"))
+    record = fullrun.full_run(config, progress=False, book=False, workers=1)
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["sweep"]["seeds"] == [0, 1, 2] and saved["sweep"]["workers"] == 1
+    assert saved["settings"]["sweep"]["seeds"] == [0, 1, 2]
+    assert saved == json.loads(json.dumps(record))
