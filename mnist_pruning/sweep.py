@@ -5,8 +5,13 @@ Usage::
     from mnist_pruning.sweep import SweepConfig, run_sweep
     run_sweep(SweepConfig(models=("mlp",), methods=("global",), ratios=(0.9,)))
     # -> results/mlp_pruning_results.csv, one row per experiment (see COLUMNS)
+    run_sweep(SweepConfig(seeds=(0, 1, 2)), workers=2)     # every experiment per seed, on 2 worker processes
 
-or from the shell: ``mnist-pruning sweep --models mlp cnn --methods l1 global nm structured``.
+or from the shell: ``mnist-pruning sweep --models mlp cnn --methods l1 global nm structured --seeds 0 1 2``.
+
+Each seed trains its own baselines; tasks (baselines, then experiments) run on a ``concurrent.futures`` executor
+(in this process, local worker processes, or a Dask cluster: :mod:`mnist_pruning.parallel`), seed torch
+themselves and return rows, which only the calling process writes.
 
 Every number in a row is measured on the pruned model, never derived from the request: sparsity is counted in
 the weights, sizes are the bytes of files written, FLOPs come from ``torch.utils.flop_counter`` and latency from
