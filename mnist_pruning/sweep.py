@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .checks import check_choice, check_choices, check_int, check_ratio, check_seeds
-from .data import MNISTData, load_mnist
+from .data import SPLIT_SEED, VAL_SIZE, MNISTData, load_mnist
 from .files import CorruptFileError, check_writable_dir
 from .models import MODEL_NAMES, SAMPLE_SHAPE
 from .results import append_row, read_results, results_csv, run_key
@@ -51,7 +51,16 @@ from .sparsity.compact import save_compact, save_dense
 from .sparsity.nm import NM_PATTERNS, nm_compact_bytes, parse_pattern, pattern_for_ratio
 from .sparsity.structured import apply_structured_masks, apply_surgery
 from .sparsity.unstructured import bake_in, sparsify_
-from .train import TrainConfig, evaluate, fine_tune, get_device, load_checkpoint, save_checkpoint, train
+from .train import (
+    PRECISIONS,
+    TrainConfig,
+    evaluate,
+    fine_tune,
+    get_device,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
 
 __all__ = [
     "BUDGETS",
@@ -70,6 +79,7 @@ __all__ = [
     "experiment_files",
     "baseline_path",
     "SweepError",
+    "accuracies",
 ]
 
 # The project's pruning methods: the unstructured ones of mnist_pruning.sparsity, and structured surgery.
@@ -131,6 +141,8 @@ class SweepConfig:
     seeds: tuple[int, ...] | None = None  # each trains its own baselines and adds its own rows; None: (seed or 0,)
     subset: int | None = None  # class-balanced training subset (smoke runs); None = all 60,000
     test_subset: int | None = None  # class-balanced test subset; None = all 10,000
+    val_subset: int | None = None  # class-balanced part of the validation hold-out; None = all 5,000
+    precision: str = "auto"  # training arithmetic: "bf16" autocast | "fp32"; "auto" = bf16 where supported
     data_dir: str | None = None  # MNIST root; None = $MNIST_PRUNING_DATA or ./data
     out_dir: str | None = None  # checkpoints and compact files; None = runs/
     results_dir: str | None = None  # CSVs; None = results/
@@ -164,7 +176,10 @@ class SweepConfig:
         for arch, epochs in self.baseline_epochs.items():
             check_choice(arch, MODEL_NAMES, "model")
             check_int(epochs, f"baseline epochs of {arch!r}")
-        for name in ("subset", "test_subset"):
+        check_choice(self.precision, PRECISIONS, "precision")
+        if self.precision == "auto":
+            self.precision = TrainConfig().precision  # resolved once, so hashes and rows hold what ran
+        for name in ("subset", "test_subset", "val_subset"):
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, minimum=10)
 
@@ -182,7 +197,7 @@ class SweepConfig:
         return self.seed
 
     def baseline_config(self, arch: str) -> TrainConfig:
-        overrides = {"seed": self._one_seed()}
+        overrides = {"seed": self._one_seed(), "precision": self.precision}
         if arch in self.baseline_epochs:
             overrides["epochs"] = self.baseline_epochs[arch]
         return TrainConfig.for_model(arch, **overrides)
@@ -196,7 +211,9 @@ class SweepConfig:
             frontier_epochs=base.frontier_epochs if self.frontier_epochs is None else self.frontier_epochs,
             lottery_epochs=base.lottery_epochs if self.lottery_epochs is None else self.lottery_epochs,
         )
-        TrainConfig(epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.seeds[0])
+        TrainConfig(
+            epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.seeds[0], precision=self.precision
+        )
         check_int(budget.frontier_epochs, "frontier_epochs")
         check_int(budget.lottery_epochs, "lottery_epochs")
         return budget
@@ -212,7 +229,20 @@ class SweepConfig:
 
     def finetune_config(self, arch: str) -> TrainConfig:
         budget = self.budget(arch)
-        return TrainConfig(epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self._one_seed())
+        return TrainConfig(
+            epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self._one_seed(), precision=self.precision
+        )
+
+    def load_data(self) -> MNISTData:
+        """MNIST as this config splits it (subsets for smoke runs), on the CPU."""
+        p = paths(self.data_dir, self.out_dir, self.results_dir)
+        return load_mnist(
+            p.data,
+            subset=self.subset,
+            test_subset=self.test_subset,
+            seed=self._one_seed(),
+            val_size=VAL_SIZE if self.val_subset is None else self.val_subset,
+        )
 
 
 def experiments(config: SweepConfig) -> list[Experiment]:
@@ -248,6 +278,8 @@ def config_hash(config: SweepConfig, exp: Experiment) -> str:
         "baseline": config.baseline_config(exp.model).to_dict(),
         "subset": config.subset,
         "test_subset": config.test_subset,
+        "val_subset": config.val_subset,
+        "split": [VAL_SIZE, SPLIT_SEED],
     }
     if exp.schedule == "oneshot":
         key["finetune"] = config.finetune_config(exp.model).to_dict()
@@ -280,7 +312,7 @@ def baseline(
     warning naming it and retrained, never half-read.
     """
     path = baseline_path(out_dir, arch, config.seed)
-    data_key = [int(data.train_y.numel()), int(data.test_y.numel())]
+    data_key = data.sizes()
     if path.exists():
         try:
             model, payload = load_checkpoint(path)
@@ -290,7 +322,7 @@ def baseline(
             if payload.get("train_config") == config.to_dict() and payload.get("data") == data_key:
                 return model, payload
     model, history = train(arch, data, config, progress=progress)
-    metrics = evaluate(model, data.test_x, data.test_y)
+    metrics = {"test": evaluate(model, data.test_x, data.test_y), "val": evaluate(model, data.val_x, data.val_y)}
     save_checkpoint(path, model, config, history, metrics=metrics, data=data_key)
     return model, {"train_config": config.to_dict(), "history": history, "metrics": metrics, "data": data_key}
 
@@ -322,14 +354,15 @@ def run_experiment(
     base_model: nn.Module,
     data: MNISTData,
     config: SweepConfig,
-    acc_baseline: float,
+    acc_baseline: Accuracy,
     files_dir: str | os.PathLike,
     baseline_latency: tuple[float, float] | None = None,
     progress: bool = True,
 ) -> ExperimentResult:
     """Run one experiment on a copy of ``base_model``: prune, fine-tune, save, measure.
 
-    ``baseline_latency`` (batch 1, batch 256) is measured now when ``config.latency`` and it is not given.
+    ``acc_baseline`` is the baseline's (test, validation) accuracy (:func:`accuracies`). ``baseline_latency``
+    (batch 1, batch 256) is measured now when ``config.latency`` and it is not given.
     """
     run = _run_oneshot if exp.schedule == "oneshot" else _run_frontier
     model, acc_pruned, epochs, seconds = run(exp, base_model, data, config, progress)
@@ -350,6 +383,17 @@ def run_experiment(
     )
 
 
+Accuracy = tuple[float, float]  # (test, validation) accuracy of one model
+
+
+def accuracies(model: nn.Module, data: MNISTData) -> Accuracy:
+    """(test, validation) accuracy of ``model``: the test number is reported, the validation one is what any
+    choice may look at."""
+    return evaluate(model, data.test_x, data.test_y)["accuracy"], evaluate(model, data.val_x, data.val_y)[
+        "accuracy"
+    ]
+
+
 def _latencies(model: nn.Module) -> tuple[float, float]:
     """CPU latency at batch 1 and 256 of a contiguous CPU copy of ``model``."""
     cpu = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format)
@@ -358,10 +402,10 @@ def _latencies(model: nn.Module) -> tuple[float, float]:
 
 def _run_oneshot(
     exp: Experiment, base_model: nn.Module, data: MNISTData, config: SweepConfig, progress: bool
-) -> tuple[nn.Module, float, int, float]:
+) -> tuple[nn.Module, Accuracy | None, int, float]:
     """Prune a copy of the baseline once, then fine-tune it (structured: the surgered, smaller model)."""
     model = _prune(copy.deepcopy(base_model), exp)
-    acc_pruned = evaluate(model, data.test_x, data.test_y)["accuracy"]
+    acc_pruned = accuracies(model, data)
     if exp.method == "structured":
         # Surgery makes the tensors physically smaller; the small model needs no masks while fine-tuning.
         model = apply_surgery(model)
@@ -383,7 +427,7 @@ def experiment_files(exp: Experiment, files_dir: str | os.PathLike, config: Swee
 
 def _run_frontier(
     exp: Experiment, base_model: nn.Module, data: MNISTData, config: SweepConfig, progress: bool
-) -> tuple[nn.Module, str, int, float]:
+) -> tuple[nn.Module, None, int, float]:
     """Gradual pruning from the baseline, or a lottery ticket trained from scratch (it needs its own early
     iterate to rewind to); both at the model's baseline learning rate, since they train as much as they prune."""
     from .lottery import lottery_ticket
@@ -391,14 +435,21 @@ def _run_frontier(
 
     recipe = config.baseline_config(exp.model)
     if exp.schedule == "gradual":
-        train_cfg = TrainConfig(epochs=config.budget(exp.model).frontier_epochs, lr=recipe.lr, seed=config.seed)
+        train_cfg = TrainConfig(
+            epochs=config.budget(exp.model).frontier_epochs,
+            lr=recipe.lr,
+            seed=config.seed,
+            precision=config.precision,
+        )
         result = gradual_prune(
             copy.deepcopy(base_model), data, exp.method, exp.ratio, train_cfg, progress=progress
         )
-        return result.model, "", result.epochs, result.seconds
-    train_cfg = TrainConfig(epochs=config.budget(exp.model).lottery_epochs, lr=recipe.lr, seed=config.seed)
+        return result.model, None, result.epochs, result.seconds
+    train_cfg = TrainConfig(
+        epochs=config.budget(exp.model).lottery_epochs, lr=recipe.lr, seed=config.seed, precision=config.precision
+    )
     ticket = lottery_ticket(exp.model, data, exp.ratio, train_cfg, rounds=config.lottery_rounds, progress=progress)
-    return ticket.model.to(next(base_model.parameters()).device), "", ticket.epochs, ticket.seconds
+    return ticket.model.to(next(base_model.parameters()).device), None, ticket.epochs, ticket.seconds
 
 
 def _measure(
@@ -407,8 +458,8 @@ def _measure(
     base_model: nn.Module,
     data: MNISTData,
     config: SweepConfig,
-    acc_baseline: float,
-    acc_pruned: float | str,
+    acc_baseline: Accuracy,
+    acc_pruned: Accuracy | None,
     epochs: int,
     seconds: float,
     files_dir: str | os.PathLike,
@@ -421,6 +472,7 @@ def _measure(
     size_dense = save_dense(model, dense_path)
     size_compact = save_compact(model, compact_path)
     layers = measure.prunable_layers(model)
+    acc_finetuned = accuracies(model, data)
     row = {
         "model": exp.model,
         "method": exp.method,
@@ -430,9 +482,12 @@ def _measure(
         "sparsity": measure.sparsity(model),
         "params_total": measure.count_parameters(model),
         "params_nonzero": measure.count_nonzero_parameters(model),
-        "acc_baseline": acc_baseline,
-        "acc_pruned": acc_pruned,
-        "acc_finetuned": evaluate(model, data.test_x, data.test_y)["accuracy"],
+        "acc_baseline": acc_baseline[0],
+        "acc_pruned": "" if acc_pruned is None else acc_pruned[0],
+        "acc_finetuned": acc_finetuned[0],
+        "acc_val_baseline": acc_baseline[1],
+        "acc_val_pruned": "" if acc_pruned is None else acc_pruned[1],
+        "acc_val_finetuned": acc_finetuned[1],
         "finetune_epochs": epochs,
         "size_dense_bytes": size_dense,
         "size_compact_bytes": size_compact,
@@ -440,6 +495,7 @@ def _measure(
         "flops_dense": measure.flops(model, SAMPLE_SHAPE),
         "flops_effective": measure.effective_flops(model, SAMPLE_SHAPE),
         "seed": config.seed,
+        "precision": config.precision,
         "threads": torch.get_num_threads(),
         "device": str(next(base_model.parameters()).device.type),
         "finetune_seconds": round(seconds, 3),
@@ -491,8 +547,10 @@ class SweepError(RuntimeError):
         super().__init__(f"{len(failures)} experiment(s) failed, the other rows were recorded: {names}")
 
 
-# Per worker process: MNIST as a task's config asks for it, loaded once (a worker runs many tasks).
+# Per worker process: MNIST as tasks' configs ask for it, each loaded once (a worker runs many tasks, seeds
+# interleaved). Full data is ~220 MB and shared by all seeds; smoke subsets are small.
 _DATA_CACHE: dict[tuple, MNISTData] = {}
+_DATA_CACHE_SIZE = 4
 
 
 def _task_start(config: SweepConfig, data: MNISTData | None, threads: int | None) -> MNISTData:
@@ -503,13 +561,14 @@ def _task_start(config: SweepConfig, data: MNISTData | None, threads: int | None
     if threads is not None:
         torch.set_num_threads(threads)
     if data is None:
-        p = paths(config.data_dir, config.out_dir, config.results_dir)
-        key = (str(p.data), config.subset, config.test_subset, config.seed)
+        # load_mnist uses the seed only to draw the smoke subsets: full data is one set for every seed.
+        drawn = config.subset is not None or config.test_subset is not None
+        seed = config.seed if drawn else None
+        key = (config.data_dir, config.subset, config.test_subset, config.val_subset, seed)
         if key not in _DATA_CACHE:
-            _DATA_CACHE.clear()  # one data set per process (~220 MB in full): a reload costs ~1 s, a task tens
-            _DATA_CACHE[key] = load_mnist(
-                p.data, subset=config.subset, test_subset=config.test_subset, fetch=False, seed=config.seed
-            )
+            if len(_DATA_CACHE) >= _DATA_CACHE_SIZE:
+                del _DATA_CACHE[next(iter(_DATA_CACHE))]  # the oldest
+            _DATA_CACHE[key] = config.load_data()
         data = _DATA_CACHE[key]
     return data.to(get_device())
 
@@ -520,21 +579,20 @@ def _baseline_task(
     data: MNISTData | None = None,
     progress: bool = False,
     threads: int | None = None,
-) -> tuple[float, tuple[float, float] | None]:
-    """Train (or load) the baseline of ``arch`` for ``config``'s one seed into its out_dir; return its test
-    accuracy and, with ``config.latency``, its latency at batch 1 and 256. Runs in a worker."""
+) -> tuple[Accuracy, tuple[float, float] | None]:
+    """Train (or load) the baseline of ``arch`` for ``config``'s one seed into its out_dir; return its (test,
+    validation) accuracy and, with ``config.latency``, its latency at batch 1 and 256. Runs in a worker."""
     data = _task_start(config, data, threads)
     p = paths(config.data_dir, config.out_dir, config.results_dir)
     model, _ = baseline(arch, data, config.baseline_config(arch), p.runs, progress)
     model = model.to(data.test_x.device)
-    acc = evaluate(model, data.test_x, data.test_y)["accuracy"]
-    return acc, _latencies(model) if config.latency else None
+    return accuracies(model, data), _latencies(model) if config.latency else None
 
 
 def _experiment_task(
     config: SweepConfig,
     exp: Experiment,
-    acc_baseline: float,
+    acc_baseline: Accuracy,
     baseline_latency: tuple[float, float] | None,
     data: MNISTData | None = None,
     progress: bool = False,
