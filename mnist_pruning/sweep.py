@@ -22,6 +22,7 @@ a new row (its ``config_hash`` differs) instead of overwriting an old one.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import contextlib
 import copy
@@ -679,22 +680,34 @@ def _run_tasks(
     progress: bool,
     threads: int | None,
 ) -> None:
-    """Submit the baselines, then each seed's experiments once its baselines are done; record rows as they come."""
+    """Submit the baselines, then each seed's experiments once its baselines are done; record rows as they come.
+
+    An in-process executor runs a task inside ``submit``, so it gets one task at a time: each row is recorded
+    before the next experiment starts, and a killed sweep loses at most the experiment it was running."""
+    from .parallel import InlineExecutor
+
     shipped = _absolute(config)
     by_base: dict[tuple[str, int], list[Experiment]] = {}
     for seed, exp in pending:
         by_base.setdefault((exp.model, seed), []).append(exp)
+    # Tasks ready to run, in order: (kind, baseline arch or experiment, seed, baseline accuracy and latency).
+    ready: collections.deque[tuple] = collections.deque(("baseline", arch, seed, None) for arch, seed in by_base)
+    in_flight = 1 if isinstance(executor, InlineExecutor) else len(by_base) + len(pending)
     futures: dict[cf.Future, tuple] = {}
     failures: dict[str, BaseException] = {}
     bar = tqdm(total=len(by_base) + len(pending), desc="sweep", disable=not show_progress(progress))
     try:
-        for arch, seed in by_base:
-            one = shipped.for_seed(seed)
-            sub = executor.submit(_baseline_task, one, arch, data, task_progress, threads)
-            futures[sub] = ("baseline", arch, seed)
-        while futures:
+        while ready or futures:
+            while ready and len(futures) < in_flight:
+                kind, what, seed, base = ready.popleft()
+                one = shipped.for_seed(seed)
+                if kind == "baseline":
+                    sub = executor.submit(_baseline_task, one, what, data, task_progress, threads)
+                else:
+                    sub = executor.submit(_experiment_task, one, what, *base, data, task_progress, threads)
+                futures[sub] = (kind, what, seed)
             done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-            for future in [f for f in futures if f in done]:  # in submission order: in-process rows keep it
+            for future in [f for f in futures if f in done]:  # in submission order
                 kind, what, seed = futures.pop(future)
                 label = f"{what} baseline" if kind == "baseline" else what.label
                 label += f" (seed {seed})"
@@ -708,15 +721,8 @@ def _run_tasks(
                         for exp in by_base[(what, seed)]:
                             failures[f"{exp.label} (seed {seed})"] = skipped
                             bar.update(1)
-                    continue
-                if kind == "baseline":
-                    acc, latency = future.result()
-                    one = shipped.for_seed(seed)
-                    for exp in by_base[(what, seed)]:
-                        sub = executor.submit(
-                            _experiment_task, one, exp, acc, latency, data, task_progress, threads
-                        )
-                        futures[sub] = ("experiment", exp, seed)
+                elif kind == "baseline":
+                    ready.extend(("experiment", exp, seed, future.result()) for exp in by_base[(what, seed)])
                 else:
                     record(future.result(), config.for_seed(seed))
     except BaseException:

@@ -346,6 +346,20 @@ def test_a_failed_experiment_keeps_the_others_rows_and_is_named(tmp_path, mnist_
     assert [r["method"] for r in rows] == ["l1", "global", "structured"]
 
 
+def test_in_process_each_row_is_recorded_before_the_next_experiment_starts(tmp_path, mnist_small, monkeypatch):
+    from mnist_pruning import sweep
+
+    real, rows_at_start = sweep._prune, []
+
+    def prune(model, exp):
+        rows_at_start.append(len(read_results(results_csv(tmp_path / "results", "mlp"))))
+        return real(model, exp)
+
+    monkeypatch.setattr(sweep, "_prune", prune)
+    run_sweep(tiny(tmp_path), progress=False, data=mnist_small)
+    assert rows_at_start == [0, 1, 2, 3]  # a killed sweep loses at most the experiment it was running
+
+
 def test_preloaded_data_refuses_worker_processes(tmp_path, mnist_small):
     with pytest.raises(ValueError, match="data= runs the sweep in this process"):
         run_sweep(tiny(tmp_path), progress=False, data=mnist_small, workers=2)
