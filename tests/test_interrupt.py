@@ -1,4 +1,5 @@
-"""A sweep killed with SIGKILL mid-run and started again finishes with every experiment exactly once."""
+"""A sweep killed with SIGKILL mid-run and started again finishes with every experiment exactly once, whether it
+ran in one process or on worker processes (which exit with their killed parent)."""
 
 import csv
 import os
@@ -8,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from mnist_pruning.results import COLUMNS, read_results
 from mnist_pruning.sparsity import load_compact
 from mnist_pruning.train import load_checkpoint
@@ -15,20 +18,21 @@ from mnist_pruning.train import load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def sweep_cmd(tmp_path: Path) -> list[str]:
+def sweep_cmd(tmp_path: Path, workers: str) -> list[str]:
     return [
         sys.executable, "-m", "mnist_pruning.cli", "sweep", "--models", "mlp",
         "--methods", "l1", "global", "nm", "structured", "--ratios", "0.5", "0.9", "--patterns", "2:4",
         "--finetune-epochs", "1", "--baseline-epochs", "1", "--subset", "2000", "--no-latency",
-        "--out-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+        "--out-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), "--workers", workers,
     ]  # fmt: skip
 
 
-def test_sweep_killed_mid_run_resumes_without_duplicates_or_half_files(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sweep_killed_mid_run_resumes_without_duplicates_or_half_files(tmp_path, workers):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     csv_path = tmp_path / "results" / "mlp_pruning_results.csv"
     proc = subprocess.Popen(
-        sweep_cmd(tmp_path), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        sweep_cmd(tmp_path, workers), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -41,7 +45,7 @@ def test_sweep_killed_mid_run_resumes_without_duplicates_or_half_files(tmp_path)
     done_before = len(read_results(csv_path))
     assert 2 <= done_before < 8
 
-    subprocess.run(sweep_cmd(tmp_path), cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(sweep_cmd(tmp_path, workers), cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
 
     rows = read_results(csv_path)
     keys = [(r["method"], r["pattern"], r["ratio"]) for r in rows]
