@@ -215,20 +215,22 @@ def baseline_summary(arch: str, model: nn.Module, payload: dict) -> dict:
 
 
 def accuracy_table(row: dict) -> pd.DataFrame:
-    """Test accuracy (%) of a sweep row: dense baseline, right after pruning, after (or, for the gradual and
-    lottery schedules, while and after) training."""
+    """Validation and test accuracy (%) of a sweep row: dense baseline, right after pruning, after (or, for the
+    gradual and lottery schedules, while and after) training. Choices look at the validation column only."""
     schedule = row.get("schedule", "oneshot")
     epochs = row["finetune_epochs"]
     after = f"after {epochs} fine-tune epoch(s)" if schedule == "oneshot" else f"{schedule}, {epochs} epoch(s)"
-    pruned = row["acc_pruned"]
+
+    def column(prefix: str) -> list[float | None]:
+        values = [
+            row.get(f"{prefix}_baseline", ""),
+            row.get(f"{prefix}_pruned", ""),
+            row.get(f"{prefix}_finetuned", ""),
+        ]
+        return [None if v in ("", None) else 100 * float(v) for v in values]
+
     return pd.DataFrame(
-        {
-            "test accuracy %": [
-                100 * row["acc_baseline"],
-                100 * pruned if pruned != "" else None,
-                100 * row["acc_finetuned"],
-            ]
-        },
+        {"validation accuracy %": column("acc_val"), "test accuracy %": column("acc")},
         index=["dense baseline", "pruned, before fine-tuning", after],
     )
 
