@@ -263,7 +263,7 @@ def cost_table(row: dict, base: nn.Module) -> pd.DataFrame:
             layers = row.get(f"sparse_layers_b{batch}") or "none"
             dense.append(row.get(f"baseline_latency_b{batch}_ms"))
             pruned.append(row[f"latency_sparse_b{batch}_ms"])
-            index.append(f"latency batch {batch}, sparse kernels (ms; sparse layers: {layers})")
+            index.append(f"latency batch {batch} (ms), sparse: {layers}")  # <= 50 characters: pandas cuts longer
     table = pd.DataFrame({"dense baseline": dense, "pruned": pruned}, index=index).apply(
         pd.to_numeric, errors="coerce"
     )
