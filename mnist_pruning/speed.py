@@ -222,30 +222,35 @@ def crossover(
 
 
 def _wins(df: pd.DataFrame):
-    """Per model and batch (in the table's order): the kept fractions where the converted model runs sparse
-    layers and is >= WIN x faster than dense with its best speed-up, and those where the structured model is
-    the fastest variant."""
+    """Per model and batch (in the table's order): which variant stands for the sparse kernels (``converted``
+    when timed, else ``sparse``), the kept fractions where it runs sparse layers and is >= WIN x faster than
+    dense with its best speed-up, and those where the structured model is the fastest variant (None when the
+    structured model was not timed)."""
     for (model, batch), sub in df[df.density < 1].groupby(["model", "batch"], sort=False):
         ms = sub.pivot(index="density", columns="variant", values="ms").sort_index(ascending=False)
-        converted = sub[sub.variant == "converted"]
-        runs_sparse = set(converted[converted.sparse_layers != "-"].density)  # not a dense fallback
-        speedup = converted.set_index("density").speedup
+        kind = "converted" if "converted" in ms else "sparse"
+        timed = sub[sub.variant == kind]
+        # The converted model runs sparse only where that measured faster; where no layer did it is the dense
+        # model again (a fallback), and its ratio to dense only shows the timing noise.
+        runs_sparse = set(timed[timed.sparse_layers != "-"].density) if kind == "converted" else set(ms.index)
+        speedup = timed.set_index("density").speedup
         sparse_wins = [d for d in ms.index if d in runs_sparse and speedup[d] >= WIN]
         best = max(sparse_wins, key=speedup.__getitem__) if sparse_wins else None
         structured_best = (
             [d for d in ms.index if ms.loc[d, "structured"] <= ms.loc[d].min()] if "structured" in ms else None
         )
-        yield model, batch, sparse_wins, (best, speedup[best] if best is not None else None), structured_best
+        best_speedup = (best, speedup[best] if best is not None else None)
+        yield model, batch, kind, sparse_wins, best_speedup, structured_best
 
 
 def where_each_wins(df: pd.DataFrame) -> list[str]:
-    """The crossover map in one line per model and batch: the kept fractions where the converted model runs
-    sparse layers and beats dense by >= 1.1x, and where the structured model of as many parameters is the
-    fastest (when it was timed)."""
+    """The crossover map in one line per model and batch: the kept fractions where the sparse kernels (the
+    converted model running sparse layers, or the forced ``sparse`` variant when no converted one was timed)
+    beat dense by >= 1.1x, and where the structured model of as many parameters is the fastest (when timed)."""
     lines = []
-    for model, batch, sparse_wins, _, structured_best in _wins(df):
+    for model, batch, kind, sparse_wins, _, structured_best in _wins(df):
         kept = ", ".join(f"{d:g}" for d in sparse_wins) or "none"
-        line = f"  {model} b{batch}: converted >= {WIN:g}x dense at kept {kept}"
+        line = f"  {model} b{batch}: {kind} >= {WIN:g}x dense at kept {kept}"
         if structured_best is not None:
             line += "; structured fastest at kept " + (", ".join(f"{d:g}" for d in structured_best) or "none")
         lines.append(line)
@@ -261,22 +266,21 @@ def crossover_text(df: pd.DataFrame) -> str:
     """:func:`where_each_wins` as sentences (Markdown, one paragraph per model), computed from the measured table
     so that a chapter's text says what this run measured."""
     paragraphs: dict[str, list[str]] = {}
-    for model, batch, sparse_wins, (best, speedup), structured_best in _wins(df):
+    for model, batch, kind, sparse_wins, (best, speedup), structured_best in _wins(df):
         if sparse_wins:
             text = (
-                f"at batch {batch} the sparse kernels beat dense by at least {WIN:g}x with "
+                f"At batch {batch} the sparse kernels beat dense by at least {WIN:g}x with "
                 f"{_kept_list(sparse_wins)} of the weights kept (best {speedup:.1f}x, at {100 * best:g} %)"
             )
         else:
-            text = (
-                f"at batch {batch} the sparse kernels never beat dense by {WIN:g}x at the densities measured "
-                "(the converted model falls back to dense kernels where they lose)"
-            )
+            text = f"At batch {batch} the sparse kernels never beat dense by {WIN:g}x at the densities measured"
+            if kind == "converted":
+                text += " (the converted model falls back to dense kernels where they lose)"
         if structured_best:
             text += f"; the structured model of as many parameters is the fastest at {_kept_list(structured_best)}"
         elif structured_best is not None:
             text += "; the structured model of as many parameters is never the fastest"
-        paragraphs.setdefault(model, []).append(text)
+        paragraphs.setdefault(model, []).append(text + ".")
     return "\n\n".join(
-        f"**{MODEL_TITLES.get(model, model)}**: " + "; ".join(parts) + "." for model, parts in paragraphs.items()
+        f"**{MODEL_TITLES.get(model, model)}**. " + " ".join(parts) for model, parts in paragraphs.items()
     )
