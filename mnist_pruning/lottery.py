@@ -38,11 +38,11 @@ class LotteryResult:
     """The winning ticket after the last round, and every round's numbers and cost."""
 
     model: nn.Module  # pruned, retrained model (masks attached)
-    rounds: list[dict[str, float]]  # round, target, sparsity, accuracy, epochs, total_epochs, seconds
+    rounds: list[dict[str, float]]  # round, target, sparsity, accuracy (validation), epochs, total_epochs, seconds
     rewind_state: dict[str, torch.Tensor]  # dense state_dict at the rewind point (the weights rounds restart from)
     rewind_iteration: int  # optimizer steps of dense training before the rewind point (0 = initialisation)
     sparsity: float  # measured zero fraction of the prunable weights at the end
-    accuracy: float  # test accuracy at the end
+    accuracy: float  # validation accuracy after the last round's last epoch
     epochs: int  # all passes over the training set: dense training + every round's retraining
     seconds: float  # wall time of everything
     includes_dense_training: bool = True  # `epochs` counts the ticket's own dense training (see budget_table)
@@ -159,7 +159,7 @@ def lottery_ticket(
             "round": 0,
             "target": 0.0,
             "sparsity": sparsity(model),
-            "accuracy": history[-1]["test_accuracy"],
+            "accuracy": history[-1]["val_accuracy"],
             "epochs": config.epochs,
             "total_epochs": config.epochs,
             "seconds": time.perf_counter() - start,
@@ -177,7 +177,7 @@ def lottery_ticket(
                 "round": index,
                 "target": target,
                 "sparsity": sparsity(model),
-                "accuracy": history[-1]["test_accuracy"],
+                "accuracy": history[-1]["val_accuracy"],
                 "epochs": config.epochs,
                 "total_epochs": config.epochs * (index + 1),
                 "seconds": time.perf_counter() - round_start,

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .checks import check_choice, check_int, check_n_of_m, check_ratio
-from .data import MNISTData, data_root, load_mnist
+from .data import MNISTData, data_root
 from .files import check_writable_dir
 from .models import MODEL_NAMES, SAMPLE_SHAPE
 from .references import PUBLISHED_BASELINE
@@ -35,7 +35,7 @@ from .settings import SMOKE, Paths, paths, smoke_mode
 from .sparsity import measure
 from .sparsity.compact import dense_bytes
 from .sparsity.nm import parse_pattern
-from .train import TrainConfig, evaluate
+from .train import TrainConfig
 
 __all__ = [
     "Run",
@@ -60,6 +60,7 @@ class Run:
     finetune_epochs: int | None = None  # None: the model's budget (mnist_pruning.sweep.BUDGETS)
     subset: int | None = None  # training subset (smoke)
     test_subset: int | None = None  # test subset (smoke)
+    val_subset: int | None = None  # part of the validation hold-out (smoke)
     params: dict = field(default_factory=dict)  # every other validated parameter, by name
 
     def __getattr__(self, name: str):
@@ -69,7 +70,7 @@ class Run:
         raise AttributeError(name)
 
     def load_data(self) -> MNISTData:
-        return load_mnist(self.paths.data, subset=self.subset, test_subset=self.test_subset, seed=self.seed)
+        return self.sweep_config().load_data()
 
     def train_config(self, arch: str) -> TrainConfig:
         """The baseline recipe with this run's seed and epochs (the same one the sweep uses)."""
@@ -77,16 +78,19 @@ class Run:
 
     def baseline(self, arch: str, data: MNISTData, progress: bool = True) -> tuple[nn.Module, dict]:
         """The dense baseline (reused from ``runs/`` when trained with this config, else trained now) and its
-        checkpoint payload (``history``, ``train_config``) with ``accuracy`` added, measured on ``data``."""
-        from .sweep import baseline
+        checkpoint payload (``history``, ``train_config``) with ``accuracy`` (test) and ``val_accuracy`` added,
+        measured on ``data``."""
+        from .sweep import accuracies, baseline
 
         model, payload = baseline(arch, data, self.train_config(arch), self.paths.runs, progress=progress)
-        return model, {**payload, "accuracy": evaluate(model, data.test_x, data.test_y)["accuracy"]}
+        test, val = accuracies(model, data)
+        return model, {**payload, "accuracy": test, "val_accuracy": val}
 
-    def experiment(self, exp, base: nn.Module, acc_baseline: float, data: MNISTData, **overrides):
-        """Run ``exp`` (a :class:`~mnist_pruning.sweep.Experiment`) on ``base`` with this run's budgets, record its
-        row in the results CSV (once), and return the :class:`~mnist_pruning.sweep.ExperimentResult` with its
-        ``csv`` set. ``overrides`` go to :meth:`sweep_config` (e.g. ``frontier_epochs``)."""
+    def experiment(self, exp, base: nn.Module, payload: dict, data: MNISTData, **overrides):
+        """Run ``exp`` (a :class:`~mnist_pruning.sweep.Experiment`) on ``base`` (whose :meth:`baseline` payload
+        gives its test and validation accuracy) with this run's budgets, record its row in the results CSV
+        (once), and return the :class:`~mnist_pruning.sweep.ExperimentResult` with its ``csv`` set.
+        ``overrides`` go to :meth:`sweep_config` (e.g. ``frontier_epochs``)."""
         from .sweep import record, run_experiment
 
         config = self.sweep_config(
@@ -97,6 +101,7 @@ class Run:
             frontier_ratios=(exp.ratio,),
             **overrides,
         )
+        acc_baseline = (payload["accuracy"], payload["val_accuracy"])
         result = run_experiment(exp, base, data, config, acc_baseline, self.paths.runs / "experiments")
         result.csv = record(result.row, config)
         return result
@@ -111,6 +116,7 @@ class Run:
             seed=self.seed,
             subset=self.subset,
             test_subset=self.test_subset,
+            val_subset=self.val_subset,
             data_dir=str(self.paths.data) if self.paths.data else None,
             out_dir=str(self.paths.runs),
             results_dir=str(self.paths.results),
@@ -175,6 +181,7 @@ def setup(
         finetune_epochs=SMOKE.finetune_epochs if smoke else finetune_epochs,
         subset=SMOKE.subset if smoke else None,
         test_subset=SMOKE.test_subset if smoke else None,
+        val_subset=SMOKE.val_subset if smoke else None,
         params=checked,
     )
     torch.manual_seed(seed)
@@ -199,6 +206,7 @@ def baseline_summary(arch: str, model: nn.Module, payload: dict) -> dict:
     return {
         "model": {"mlp": "LeNet-300-100", "cnn": "LeNet-5 (Caffe)"}[arch],
         "parameters": f"{measure.count_parameters(model):,}",
+        "validation accuracy %": round(100 * payload["val_accuracy"], 2),
         "test accuracy %": round(100 * payload["accuracy"], 2),
         "epochs": len(payload.get("history") or []),
         "train time s": round(history[-1].get("seconds", float("nan")), 1),

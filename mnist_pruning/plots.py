@@ -51,15 +51,16 @@ __all__ = [
 
 
 def learning_curves(histories: dict[str, list[dict]]) -> Figure:
-    """Training loss and test accuracy per epoch, one line per model."""
+    """Training loss and validation accuracy per epoch, one line per model (histories log the validation
+    split; the test set is evaluated once, on the final model)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history]
         ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label=f"{name} train")
-        ax_loss.plot(epochs, [h["test_loss"] for h in history], marker="x", ls="--", label=f"{name} test")
-        ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="o", label=name)
+        ax_loss.plot(epochs, [h["val_loss"] for h in history], marker="x", ls="--", label=f"{name} validation")
+        ax_acc.plot(epochs, [100 * h["val_accuracy"] for h in history], marker="o", label=name)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -149,8 +150,9 @@ def plot_sensitivity(df: pd.DataFrame) -> Figure:
 
 
 def plot_frontier(results: dict, baseline_accuracy: float, title: str = "") -> Figure:
-    """Accuracy vs sparsity: every lottery round as a curve, the other methods as points, the dense baseline as a
-    reference line. The x axis shows the fraction of weights kept on a log scale, where the frontier is."""
+    """Validation accuracy vs sparsity: every lottery round as a curve, the other methods as points, the dense
+    baseline (its validation accuracy) as a reference line. The x axis shows the fraction of weights kept on a
+    log scale, where the frontier is."""
     fig, ax = plt.subplots(figsize=(7, 4))
     markers = iter("osD^v<>")
     for name, r in results.items():
@@ -160,7 +162,7 @@ def plot_frontier(results: dict, baseline_accuracy: float, title: str = "") -> F
         else:
             ax.plot([1 - r.sparsity], [100 * r.accuracy], marker=next(markers), ls="", ms=9, label=name)
     ax.axhline(100 * baseline_accuracy, color="k", ls="--", lw=1, label="dense baseline")
-    ax.set(xscale="log", xlabel="fraction of weights kept (log)", ylabel="test accuracy (%)", title=title)
+    ax.set(xscale="log", xlabel="fraction of weights kept (log)", ylabel="validation accuracy (%)", title=title)
     ax.invert_xaxis()
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

@@ -47,9 +47,12 @@ COLUMNS = (
     "sparsity",  # measured: zero fraction of prunable weights (structured: removed fraction of parameters)
     "params_total",  # parameters of the architecture (structured: of the smaller model)
     "params_nonzero",  # non-zero parameters, biases included
-    "acc_baseline",  # test accuracy of the dense baseline
+    "acc_baseline",  # test accuracy of the dense baseline (reported only; never used to choose anything)
     "acc_pruned",  # test accuracy right after pruning (empty for gradual / lottery: no such moment)
-    "acc_finetuned",  # test accuracy after fine-tuning
+    "acc_finetuned",  # test accuracy after fine-tuning (the final epoch's model, as saved)
+    "acc_val_baseline",  # the same three on the validation split (5,000 held-out training images): what
+    "acc_val_pruned",  # budgets and every other choice are judged on
+    "acc_val_finetuned",
     "finetune_epochs",  # epochs trained after (or, gradual / lottery: while) pruning, all rounds included
     "size_dense_bytes",  # file bytes of the ordinary dense state_dict (zeros stored)
     "size_compact_bytes",  # file bytes of the compact sparse format (mnist_pruning.sparsity.compact)
@@ -70,13 +73,14 @@ COLUMNS = (
     "sparse_layers_b256",  # ... at batch 256
     "finetune_seconds",  # wall time of fine-tuning
     "seed",
+    "precision",  # training arithmetic: bf16 (autocast, fp32 master weights) | fp32
     "threads",  # torch threads used for training and latency
     "device",  # cpu | cuda
     "config_hash",  # hash of everything that defines the experiment (not timings)
     "version",  # mnist_pruning version that produced the row
     "torch_version",
 )
-TEXT = ("model", "method", "pattern", "schedule", "device", "config_hash", "version", "torch_version")
+TEXT = ("model", "method", "pattern", "schedule", "precision", "device", "config_hash", "version", "torch_version")
 TEXT += ("sparse_layers_b1", "sparse_layers_b256")
 NUMERIC = tuple(c for c in COLUMNS if c not in TEXT)
 # One point of a figure: a later row with the same values replaces an earlier one when reading for display.

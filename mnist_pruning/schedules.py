@@ -37,7 +37,7 @@ from torch.nn.utils import prune
 from .checks import check_choice, check_fraction, check_int, check_ratio
 from .data import MNISTData
 from .sparsity.measure import effective_weight, prunable_layers, sparsity
-from .train import TrainConfig, fine_tune
+from .train import TrainConfig, evaluate, fine_tune
 
 __all__ = [
     "UNSTRUCTURED_METHODS",
@@ -177,9 +177,9 @@ class PruneResult:
     """A pruned, trained model and what it cost. The masks stay attached (``sparsity.bake_in`` removes them)."""
 
     model: nn.Module  # the pruned model (the one passed in, modified in place)
-    history: list[dict[str, float]]  # fine_tune's per-epoch rows: epoch, train_loss, test_loss, test_accuracy, ...
+    history: list[dict[str, float]]  # fine_tune's per-epoch rows: epoch, train_loss, val_loss, val_accuracy, ...
     sparsity: float  # measured zero fraction of the prunable weights at the end
-    accuracy: float  # test accuracy at the end
+    accuracy: float  # validation accuracy after the last epoch (the test set is for final reports only)
     epochs: int  # passes over the training set spent (all of them)
     seconds: float  # wall time, pruning and training included
     pruning_steps: list[dict[str, float]] = field(default_factory=list)  # step, epoch, target, sparsity
@@ -194,7 +194,7 @@ def result_of(
         model=model,
         history=history,
         sparsity=sparsity(model),
-        accuracy=history[-1]["test_accuracy"],
+        accuracy=history[-1]["val_accuracy"],
         epochs=config.epochs,
         seconds=time.perf_counter() - start,
         pruning_steps=steps or [],
@@ -296,16 +296,25 @@ def gradual_prune(
     return result_of(model, history, config, start, log)
 
 
-def budget_table(results: dict[str, PruneResult], baseline_epochs: int) -> pd.DataFrame:
-    """One row per method: accuracy, measured sparsity, epochs of its own and in all (the dense baseline's
+def budget_table(
+    results: dict[str, PruneResult], baseline_epochs: int, data: MNISTData | None = None
+) -> pd.DataFrame:
+    """One row per method: validation accuracy (and, given ``data``, the test accuracy of the final model,
+    measured once, for the report), measured sparsity, epochs of its own and in all (the dense baseline's
     training included for methods that start from it; a lottery ticket trains its own dense model), wall time."""
     rows = []
     for name, r in results.items():
         own_dense = r.includes_dense_training
+        test = (
+            {}
+            if data is None
+            else {"test accuracy %": 100 * evaluate(r.model, data.test_x, data.test_y)["accuracy"]}
+        )
         rows.append(
             {
                 "method": name,
-                "test accuracy %": 100 * r.accuracy,
+                "validation accuracy %": 100 * r.accuracy,
+                **test,
                 "sparsity": r.sparsity,
                 "epochs": r.epochs,
                 "epochs incl. dense training": r.epochs if own_dense else r.epochs + baseline_epochs,

@@ -22,7 +22,7 @@ import pandas as pd
 from torch import nn
 from torch.nn.utils import prune
 
-from .checks import check_int, check_ratio
+from .checks import check_choice, check_int, check_ratio
 from .data import MNISTData
 from .schedules import PruneResult, result_of
 from .sparsity.measure import prunable_layers
@@ -44,7 +44,7 @@ def sensitivity_scan(
     model: nn.Module,
     data: MNISTData,
     ratios: Sequence[float] = SENSITIVITY_RATIOS,
-    split: str = "train",
+    split: str = "val",
     max_samples: int | None = 10_000,
 ) -> pd.DataFrame:
     """Accuracy when ONE layer alone is pruned (l1 magnitude, no fine-tuning), for every layer and ratio.
@@ -53,18 +53,22 @@ def sensitivity_scan(
     are zero (a model that already has masks is baked first, so its zeros count). Rows: ``layer``, ``params``,
     ``ratio``, ``accuracy``, ``accuracy_drop`` (unpruned accuracy minus accuracy; positive = worse).
 
-    ``split`` is ``"train"`` (default) or ``"test"``: per-layer ratios picked from test accuracy would be tuned on
-    the test set, so the default measures on (the first ``max_samples``) training images. ``df.attrs`` holds the
+    ``split`` is ``"val"`` (default: the validation hold-out, what every choice is made on), ``"train"`` or
+    ``"test"`` (per-layer ratios picked from test accuracy would be tuned on the test set: only for reports).
+    The first ``max_samples`` images of the split are used. ``df.attrs`` holds the
     budget: ``seconds`` (wall time), ``epochs`` (0: nothing is trained), ``evaluations``, ``split``, ``samples``.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"unknown split {split!r}; allowed: 'train', 'test'")
+    check_choice(split, ("val", "train", "test"), "split")
     ratios = [check_ratio(r) for r in ratios]
     if not ratios:
         raise ValueError("ratios must not be empty")
     if max_samples is not None:
         check_int(max_samples, "max_samples", 1)
-    x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+    x, y = {
+        "val": (data.val_x, data.val_y),
+        "train": (data.train_x, data.train_y),
+        "test": (data.test_x, data.test_y),
+    }[split]
     if max_samples is not None:
         x, y = x[:max_samples], y[:max_samples]
     start = time.perf_counter()

@@ -32,6 +32,7 @@ class SmokeBudget:
 
     subset: int = 2000  # class-balanced training images
     test_subset: int = 1000  # class-balanced test images
+    val_subset: int = 1000  # class-balanced part of the validation hold-out
     epochs: int = 1  # baseline epochs
     finetune_epochs: int = 1  # fine-tuning epochs
 

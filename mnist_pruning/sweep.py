@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .checks import check_choice, check_choices, check_int, check_ratio
-from .data import MNISTData, load_mnist
+from .data import SPLIT_SEED, VAL_SIZE, MNISTData, load_mnist
 from .files import CorruptFileError, check_writable_dir
 from .models import MODEL_NAMES, SAMPLE_SHAPE
 from .results import append_row, read_results, results_csv, run_key
@@ -44,7 +44,16 @@ from .sparsity.inference import apply_sparse_plan, plan_sparse_inference
 from .sparsity.nm import NM_PATTERNS, nm_compact_bytes, parse_pattern, pattern_for_ratio
 from .sparsity.structured import apply_structured_masks, apply_surgery
 from .sparsity.unstructured import bake_in, sparsify_
-from .train import TrainConfig, evaluate, fine_tune, get_device, load_checkpoint, save_checkpoint, train
+from .train import (
+    PRECISIONS,
+    TrainConfig,
+    evaluate,
+    fine_tune,
+    get_device,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
 
 __all__ = [
     "BUDGETS",
@@ -61,6 +70,7 @@ __all__ = [
     "run_sweep",
     "record",
     "experiment_files",
+    "accuracies",
 ]
 
 # The project's pruning methods: the unstructured ones of mnist_pruning.sparsity, and structured surgery.
@@ -121,6 +131,8 @@ class SweepConfig:
     seed: int = 0  # seeds the baseline, batch order and everything random
     subset: int | None = None  # class-balanced training subset (smoke runs); None = all 60,000
     test_subset: int | None = None  # class-balanced test subset; None = all 10,000
+    val_subset: int | None = None  # class-balanced part of the validation hold-out; None = all 5,000
+    precision: str = "auto"  # training arithmetic: "bf16" autocast | "fp32"; "auto" = bf16 where supported
     data_dir: str | None = None  # MNIST root; None = $MNIST_PRUNING_DATA or ./data
     out_dir: str | None = None  # checkpoints and compact files; None = runs/
     results_dir: str | None = None  # CSVs; None = results/
@@ -147,12 +159,15 @@ class SweepConfig:
         for arch, epochs in self.baseline_epochs.items():
             check_choice(arch, MODEL_NAMES, "model")
             check_int(epochs, f"baseline epochs of {arch!r}")
-        for name in ("subset", "test_subset"):
+        check_choice(self.precision, PRECISIONS, "precision")
+        if self.precision == "auto":
+            self.precision = TrainConfig().precision  # resolved once, so hashes and rows hold what ran
+        for name in ("subset", "test_subset", "val_subset"):
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, minimum=10)
 
     def baseline_config(self, arch: str) -> TrainConfig:
-        overrides = {"seed": self.seed}
+        overrides = {"seed": self.seed, "precision": self.precision}
         if arch in self.baseline_epochs:
             overrides["epochs"] = self.baseline_epochs[arch]
         return TrainConfig.for_model(arch, **overrides)
@@ -166,7 +181,7 @@ class SweepConfig:
             frontier_epochs=base.frontier_epochs if self.frontier_epochs is None else self.frontier_epochs,
             lottery_epochs=base.lottery_epochs if self.lottery_epochs is None else self.lottery_epochs,
         )
-        TrainConfig(epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.seed)
+        TrainConfig(epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.seed, precision=self.precision)
         check_int(budget.frontier_epochs, "frontier_epochs")
         check_int(budget.lottery_epochs, "lottery_epochs")
         return budget
@@ -182,7 +197,20 @@ class SweepConfig:
 
     def finetune_config(self, arch: str) -> TrainConfig:
         budget = self.budget(arch)
-        return TrainConfig(epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.seed)
+        return TrainConfig(
+            epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.seed, precision=self.precision
+        )
+
+    def load_data(self) -> MNISTData:
+        """MNIST as this config splits it (subsets for smoke runs), on the CPU."""
+        p = paths(self.data_dir, self.out_dir, self.results_dir)
+        return load_mnist(
+            p.data,
+            subset=self.subset,
+            test_subset=self.test_subset,
+            seed=self.seed,
+            val_size=VAL_SIZE if self.val_subset is None else self.val_subset,
+        )
 
 
 def experiments(config: SweepConfig) -> list[Experiment]:
@@ -218,6 +246,8 @@ def config_hash(config: SweepConfig, exp: Experiment) -> str:
         "baseline": config.baseline_config(exp.model).to_dict(),
         "subset": config.subset,
         "test_subset": config.test_subset,
+        "val_subset": config.val_subset,
+        "split": [VAL_SIZE, SPLIT_SEED],
     }
     if exp.schedule == "oneshot":
         key["finetune"] = config.finetune_config(exp.model).to_dict()
@@ -243,7 +273,7 @@ def baseline(
     warning naming it and retrained, never half-read.
     """
     path = Path(out_dir) / f"{arch}_baseline.pt"
-    data_key = [int(data.train_y.numel()), int(data.test_y.numel())]
+    data_key = data.sizes()
     if path.exists():
         try:
             model, payload = load_checkpoint(path)
@@ -253,7 +283,7 @@ def baseline(
             if payload.get("train_config") == config.to_dict() and payload.get("data") == data_key:
                 return model, payload
     model, history = train(arch, data, config, progress=progress)
-    metrics = evaluate(model, data.test_x, data.test_y)
+    metrics = {"test": evaluate(model, data.test_x, data.test_y), "val": evaluate(model, data.val_x, data.val_y)}
     save_checkpoint(path, model, config, history, metrics=metrics, data=data_key)
     return model, {"train_config": config.to_dict(), "history": history, "metrics": metrics, "data": data_key}
 
@@ -285,14 +315,15 @@ def run_experiment(
     base_model: nn.Module,
     data: MNISTData,
     config: SweepConfig,
-    acc_baseline: float,
+    acc_baseline: Accuracy,
     files_dir: str | os.PathLike,
     baseline_latency: tuple[float, float] | None = None,
     progress: bool = True,
 ) -> ExperimentResult:
     """Run one experiment on a copy of ``base_model``: prune, fine-tune, save, measure.
 
-    ``baseline_latency`` (batch 1, batch 256) is measured now when ``config.latency`` and it is not given.
+    ``acc_baseline`` is the baseline's (test, validation) accuracy (:func:`accuracies`). ``baseline_latency``
+    (batch 1, batch 256) is measured now when ``config.latency`` and it is not given.
     """
     run = _run_oneshot if exp.schedule == "oneshot" else _run_frontier
     model, acc_pruned, epochs, seconds = run(exp, base_model, data, config, progress)
@@ -311,6 +342,17 @@ def run_experiment(
         files_dir,
         baseline_latency,
     )
+
+
+Accuracy = tuple[float, float]  # (test, validation) accuracy of one model
+
+
+def accuracies(model: nn.Module, data: MNISTData) -> Accuracy:
+    """(test, validation) accuracy of ``model``: the test number is reported, the validation one is what any
+    choice may look at."""
+    return evaluate(model, data.test_x, data.test_y)["accuracy"], evaluate(model, data.val_x, data.val_y)[
+        "accuracy"
+    ]
 
 
 LATENCY_BATCHES = (1, 256)
@@ -348,10 +390,10 @@ def _sparse_inference(model: nn.Module) -> tuple[nn.Module | None, dict[int, str
 
 def _run_oneshot(
     exp: Experiment, base_model: nn.Module, data: MNISTData, config: SweepConfig, progress: bool
-) -> tuple[nn.Module, float, int, float]:
+) -> tuple[nn.Module, Accuracy | None, int, float]:
     """Prune a copy of the baseline once, then fine-tune it (structured: the surgered, smaller model)."""
     model = _prune(copy.deepcopy(base_model), exp)
-    acc_pruned = evaluate(model, data.test_x, data.test_y)["accuracy"]
+    acc_pruned = accuracies(model, data)
     if exp.method == "structured":
         # Surgery makes the tensors physically smaller; the small model needs no masks while fine-tuning.
         model = apply_surgery(model)
@@ -371,7 +413,7 @@ def experiment_files(exp: Experiment, files_dir: str | os.PathLike) -> tuple[Pat
 
 def _run_frontier(
     exp: Experiment, base_model: nn.Module, data: MNISTData, config: SweepConfig, progress: bool
-) -> tuple[nn.Module, str, int, float]:
+) -> tuple[nn.Module, None, int, float]:
     """Gradual pruning from the baseline, or a lottery ticket trained from scratch (it needs its own early
     iterate to rewind to); both at the model's baseline learning rate, since they train as much as they prune."""
     from .lottery import lottery_ticket
@@ -379,14 +421,21 @@ def _run_frontier(
 
     recipe = config.baseline_config(exp.model)
     if exp.schedule == "gradual":
-        train_cfg = TrainConfig(epochs=config.budget(exp.model).frontier_epochs, lr=recipe.lr, seed=config.seed)
+        train_cfg = TrainConfig(
+            epochs=config.budget(exp.model).frontier_epochs,
+            lr=recipe.lr,
+            seed=config.seed,
+            precision=config.precision,
+        )
         result = gradual_prune(
             copy.deepcopy(base_model), data, exp.method, exp.ratio, train_cfg, progress=progress
         )
-        return result.model, "", result.epochs, result.seconds
-    train_cfg = TrainConfig(epochs=config.budget(exp.model).lottery_epochs, lr=recipe.lr, seed=config.seed)
+        return result.model, None, result.epochs, result.seconds
+    train_cfg = TrainConfig(
+        epochs=config.budget(exp.model).lottery_epochs, lr=recipe.lr, seed=config.seed, precision=config.precision
+    )
     ticket = lottery_ticket(exp.model, data, exp.ratio, train_cfg, rounds=config.lottery_rounds, progress=progress)
-    return ticket.model.to(next(base_model.parameters()).device), "", ticket.epochs, ticket.seconds
+    return ticket.model.to(next(base_model.parameters()).device), None, ticket.epochs, ticket.seconds
 
 
 def _measure(
@@ -395,8 +444,8 @@ def _measure(
     base_model: nn.Module,
     data: MNISTData,
     config: SweepConfig,
-    acc_baseline: float,
-    acc_pruned: float | str,
+    acc_baseline: Accuracy,
+    acc_pruned: Accuracy | None,
     epochs: int,
     seconds: float,
     files_dir: str | os.PathLike,
@@ -409,6 +458,7 @@ def _measure(
     size_dense = save_dense(model, dense_path)
     size_compact = save_compact(model, compact_path)
     layers = measure.prunable_layers(model)
+    acc_finetuned = accuracies(model, data)
     row = {
         "model": exp.model,
         "method": exp.method,
@@ -418,9 +468,12 @@ def _measure(
         "sparsity": measure.sparsity(model),
         "params_total": measure.count_parameters(model),
         "params_nonzero": measure.count_nonzero_parameters(model),
-        "acc_baseline": acc_baseline,
-        "acc_pruned": acc_pruned,
-        "acc_finetuned": evaluate(model, data.test_x, data.test_y)["accuracy"],
+        "acc_baseline": acc_baseline[0],
+        "acc_pruned": "" if acc_pruned is None else acc_pruned[0],
+        "acc_finetuned": acc_finetuned[0],
+        "acc_val_baseline": acc_baseline[1],
+        "acc_val_pruned": "" if acc_pruned is None else acc_pruned[1],
+        "acc_val_finetuned": acc_finetuned[1],
         "finetune_epochs": epochs,
         "size_dense_bytes": size_dense,
         "size_compact_bytes": size_compact,
@@ -428,6 +481,7 @@ def _measure(
         "flops_dense": measure.flops(model, SAMPLE_SHAPE),
         "flops_effective": measure.effective_flops(model, SAMPLE_SHAPE),
         "seed": config.seed,
+        "precision": config.precision,
         "threads": torch.get_num_threads(),
         "device": str(next(base_model.parameters()).device.type),
         "finetune_seconds": round(seconds, 3),
@@ -486,17 +540,17 @@ def run_sweep(config: SweepConfig, progress: bool = True, data: MNISTData | None
     if not pending:
         return csvs
     if data is None:
-        data = load_mnist(p.data, subset=config.subset, test_subset=config.test_subset, seed=config.seed)
+        data = config.load_data()
     device = get_device()
     data = data.to(device)
     bar = tqdm(pending, desc="sweep", disable=not show_progress(progress))
-    bases: dict[str, tuple[nn.Module, float, tuple[float, float] | None]] = {}
+    bases: dict[str, tuple[nn.Module, Accuracy, tuple[float, float] | None]] = {}
     for exp in bar:
         bar.set_postfix_str(exp.label)
         if exp.model not in bases:
             model, _ = baseline(exp.model, data, config.baseline_config(exp.model), p.runs, progress)
             model = model.to(device)
-            acc = evaluate(model, data.test_x, data.test_y)["accuracy"]
+            acc = accuracies(model, data)
             bases[exp.model] = (model, acc, _latencies(model) if config.latency else None)
         model, acc, lat = bases[exp.model]
         result = run_experiment(exp, model, data, config, acc, p.runs / "experiments", lat, progress)

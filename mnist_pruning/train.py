@@ -6,14 +6,20 @@ Usage::
     from mnist_pruning.train import TrainConfig, train, evaluate, save_checkpoint
     mnist = load_mnist()
     model, history = train("mlp", mnist, TrainConfig.for_model("mlp"))
-    print(evaluate(model, mnist.test_x, mnist.test_y))      # {'loss': ..., 'accuracy': 0.98...}
+    print(evaluate(model, mnist.val_x, mnist.val_y))        # {'loss': ..., 'accuracy': 0.98...}
     save_checkpoint("runs/mlp_baseline.pt", model, TrainConfig.for_model("mlp"), history)
 
 ``fine_tune`` is ``train`` on an existing (possibly pruned) model: while ``torch.nn.utils.prune`` masks are
 attached, the forward pass uses ``weight_orig * weight_mask``, so pruned weights stay exactly zero whatever the
 optimizer does to ``weight_orig`` (momentum and weight decay included).
 
-The device is picked once, by :func:`get_device`: CUDA when present, else CPU.
+The device is picked once, by :func:`get_device`: CUDA when present, else CPU. Histories log the validation
+split (``mnist_pruning.data``): the test set is evaluated once per final model, by the caller, and only reported.
+
+Precision: ``TrainConfig.precision="auto"`` (the default) trains in bfloat16 autocast where the device supports
+it (CPUs with AVX-512 BF16 or AMX, CUDA GPUs from Ampere on) and in float32 elsewhere; the weights, the optimizer
+state, pruning decisions and every saved or evaluated model stay float32, only the forward/backward arithmetic
+runs in bfloat16. ``precision="fp32"`` keeps the plain float32 path. The resolved value is what the config holds.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checks import check_fraction, check_int
+from .checks import check_choice, check_fraction, check_int
 from .data import MNISTData, batches
 from .files import CorruptFileError, load_torch, save_torch
 from .models import ModelConfig, build_model
@@ -36,6 +42,8 @@ from .settings import show_progress
 __all__ = [
     "TrainConfig",
     "get_device",
+    "PRECISIONS",
+    "bf16_supported",
     "train_one_epoch",
     "evaluate",
     "train",
@@ -43,6 +51,21 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
 ]
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def bf16_supported(device: torch.device | None = None) -> bool:
+    """Whether bfloat16 autocast runs natively on ``device`` (default: :func:`get_device`)."""
+    device = device or get_device()
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return (
+        device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 @dataclass
@@ -56,8 +79,12 @@ class TrainConfig:
     weight_decay: float = 5e-4  # L2 penalty, as Han et al. 2015 train with; also helps magnitude pruning
     warmup: float = 0.03  # fraction of steps with a linear learning-rate warm-up (keeps early steps stable)
     seed: int = 0  # seeds init (when training from scratch) and the batch order
+    precision: str = "auto"  # "bf16" autocast (fp32 master weights) | "fp32"; "auto" = bf16 where supported
 
     def __post_init__(self) -> None:
+        check_choice(self.precision, PRECISIONS, "precision")
+        if self.precision == "auto":
+            self.precision = "bf16" if bf16_supported() else "fp32"
         check_int(self.epochs, "epochs")
         check_int(self.batch_size, "batch_size")
         check_int(self.seed, "seed", minimum=0)
@@ -91,25 +118,30 @@ def train_one_epoch(
     generator: torch.Generator,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     after_step=None,
+    precision: str = "fp32",
 ) -> float:
     """One pass over ``(x, y)`` in seeded random order; returns the mean training loss.
 
-    ``after_step(step)`` is called after every optimizer step (gradual pruning hooks in there).
+    ``after_step()`` is called after every optimizer step, outside autocast (gradual pruning hooks in there and
+    ranks float32 weights). ``precision="bf16"`` runs forward and loss in bfloat16 autocast.
     """
     model.train()
-    total, count = 0.0, 0
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    total = torch.zeros((), device=x.device)
+    count = 0
     for xb, yb in batches(x, y, batch_size, shuffle=True, generator=generator):
         optimizer.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(xb), yb)
+        with autocast:
+            loss = nn.functional.cross_entropy(model(xb), yb)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         if after_step is not None:
             after_step()
-        total += loss.item() * yb.shape[0]
+        total += loss.detach().float() * yb.shape[0]  # no .item() per step: a sync each step on a GPU
         count += yb.shape[0]
-    return total / max(count, 1)
+    return total.item() / max(count, 1)
 
 
 @torch.inference_mode()
@@ -153,7 +185,8 @@ def fine_tune(
 ) -> list[dict[str, float]]:
     """Train an existing model in place for ``config.epochs``; returns per-epoch history.
 
-    History rows: ``epoch``, ``train_loss``, ``test_loss``, ``test_accuracy``, ``seconds`` (cumulative).
+    History rows: ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy`` (the validation split, float32),
+    ``seconds`` (cumulative, evaluation included).
     """
     device = next(model.parameters()).device
     if device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
@@ -168,15 +201,15 @@ def fine_tune(
     bar = tqdm(range(1, config.epochs + 1), desc=desc, disable=not show_progress(progress), leave=False)
     for epoch in bar:
         train_loss = train_one_epoch(
-            model, x, y, optimizer, config.batch_size, generator, scheduler, after_step=after_step
+            model, x, y, optimizer, config.batch_size, generator, scheduler, after_step, config.precision
         )
-        metrics = evaluate(model, data.test_x, data.test_y)
+        metrics = evaluate(model, data.val_x, data.val_y)
         history.append(
             {
                 "epoch": epoch,
                 "train_loss": train_loss,
-                "test_loss": metrics["loss"],
-                "test_accuracy": metrics["accuracy"],
+                "val_loss": metrics["loss"],
+                "val_accuracy": metrics["accuracy"],
                 "seconds": time.perf_counter() - start,
             }
         )

@@ -15,7 +15,7 @@ torch.set_num_threads(int(os.environ.get("MNIST_PRUNING_TEST_THREADS", "1")))
 def mnist_small():
     from mnist_pruning.data import load_mnist
 
-    return load_mnist(subset=3000, test_subset=1000)
+    return load_mnist(subset=3000, test_subset=1000, val_size=1000)
 
 
 @pytest.fixture

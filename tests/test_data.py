@@ -6,24 +6,64 @@ import torch
 from mnist_pruning import data as D
 
 
-def test_train_and_test_tensors_have_mnist_shapes_and_dtypes(mnist_small):
+def test_train_val_and_test_tensors_have_mnist_shapes_and_dtypes(mnist_small):
     full = D.load_mnist()
-    assert full.train_x.shape == (60000, 1, 28, 28) and full.train_x.dtype == torch.float32
+    assert full.train_x.shape == (55000, 1, 28, 28) and full.train_x.dtype == torch.float32
+    assert full.val_x.shape == (5000, 1, 28, 28) and full.val_x.dtype == torch.float32
     assert full.test_x.shape == (10000, 1, 28, 28)
-    assert full.train_y.shape == (60000,) and full.train_y.dtype == torch.int64
-    assert full.test_y.shape == (10000,)
+    assert full.train_y.shape == (55000,) and full.train_y.dtype == torch.int64
+    assert full.val_y.shape == (5000,) and full.test_y.shape == (10000,)
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {bytes(r.numpy().tobytes()) for r in x.flatten(1)}
+
+
+def test_validation_images_are_held_out_of_training():
+    full = D.load_mnist()
+    images = D._read_idx(D.raw_dir() / "train-images-idx3-ubyte")
+    held = D.validation_indices(D._read_idx(D.raw_dir() / "train-labels-idx1-ubyte").long())
+    keep = torch.ones(60000, dtype=torch.bool)
+    keep[held] = False
+    assert held.unique().numel() == 5000 and int(keep.sum()) == 55000
+
+    def normalise(im):
+        return im.float().div(255.0).sub(D.MEAN).div(D.STD).unsqueeze(1)
+
+    assert torch.equal(full.val_x, normalise(images[held]))
+    assert torch.equal(full.train_x, normalise(images[keep]))
+
+
+def test_validation_split_is_class_balanced_and_independent_of_the_seed():
+    a, b = D.load_mnist(seed=0), D.load_mnist(seed=3, subset=1000)
+    assert a.val_y.bincount(minlength=10).tolist() == [500] * 10
+    assert torch.equal(a.val_x, b.val_x) and torch.equal(a.val_y, b.val_y)
+
+
+def test_smaller_val_size_takes_a_balanced_part_of_the_same_hold_out():
+    full, small = D.load_mnist(), D.load_mnist(val_size=1000)
+    assert small.val_y.bincount(minlength=10).tolist() == [100] * 10
+    assert _rows(small.val_x) <= _rows(full.val_x)
+
+
+@pytest.mark.parametrize("bad", [0, 9, 5001, 2.5, True])
+def test_bad_val_size_raises_naming_it(bad):
+    with pytest.raises(ValueError, match="val_size"):
+        D.load_mnist(val_size=bad)
 
 
 def test_labels_cover_exactly_the_ten_digits():
     full = D.load_mnist()
     assert set(full.train_y.unique().tolist()) == set(range(10))
+    assert set(full.val_y.unique().tolist()) == set(range(10))
     assert set(full.test_y.unique().tolist()) == set(range(10))
 
 
 def test_training_images_are_normalised_to_zero_mean_unit_std():
     full = D.load_mnist()
-    assert abs(full.train_x.mean().item()) < 1e-3
-    assert abs(full.train_x.std().item() - 1.0) < 1e-3
+    all_training = torch.cat([full.train_x, full.val_x])  # MEAN/STD are the 60,000 training images' statistics
+    assert abs(all_training.mean().item()) < 1e-3
+    assert abs(all_training.std().item() - 1.0) < 1e-3
     # background pixels (0 before normalisation) map to -mean/std
     assert torch.isclose(full.train_x.min(), torch.tensor(-D.MEAN / D.STD))
 

@@ -27,8 +27,9 @@ def sweep_cmd(tmp_path: Path) -> list[str]:
 def test_sweep_killed_mid_run_resumes_without_duplicates_or_half_files(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     csv_path = tmp_path / "results" / "mlp_pruning_results.csv"
-    proc = subprocess.Popen(sweep_cmd(tmp_path), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        sweep_cmd(tmp_path), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if csv_path.exists() and len(read_results(csv_path)) >= 2:

@@ -109,7 +109,7 @@ def test_same_budget_compares_one_shot_and_gradual_on_equal_epochs(mnist_small):
     assert table["epochs"].tolist() == [1, 1]
     assert table["epochs incl. dense training"].tolist() == [21, 21]  # both start from the 20-epoch baseline
     assert table["sparsity"].tolist() == pytest.approx([0.8, 0.8], abs=3 / n_weights(a.model))
-    assert table["test accuracy %"].tolist() == pytest.approx([100 * a.accuracy, 100 * b.accuracy])
+    assert table["validation accuracy %"].tolist() == pytest.approx([100 * a.accuracy, 100 * b.accuracy])
 
 
 @pytest.mark.parametrize(

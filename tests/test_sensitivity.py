@@ -81,7 +81,7 @@ def test_default_scan_ratios_start_dense_and_reach_the_frontier():
     "call, value",
     [
         (lambda d: sensitivity_scan(tiny_model(), d, (0.5, 1.0)), "1.0"),
-        (lambda d: sensitivity_scan(tiny_model(), d, (0.5,), split="val"), "'val'"),
+        (lambda d: sensitivity_scan(tiny_model(), d, (0.5,), split="validation"), "'validation'"),
         (lambda d: sensitivity_scan(tiny_model(), d, ()), "ratios must not be empty"),
         (lambda d: prune_per_layer(tiny_model(), {"fc9": 0.5}), "fc9"),
         (lambda d: prune_per_layer(tiny_model(), {"fc1": 1.5}), "1.5"),
@@ -90,3 +90,8 @@ def test_default_scan_ratios_start_dense_and_reach_the_frontier():
 def test_bad_inputs_raise_value_error_naming_the_value(mnist_small, call, value):
     with pytest.raises(ValueError, match=re.escape(value)):
         call(mnist_small)
+
+
+def test_scan_measures_on_the_validation_split_by_default(mnist_small):
+    scan = sensitivity_scan(tiny_model(), mnist_small, (0.5,))
+    assert scan.attrs["split"] == "val" and scan.attrs["samples"] == mnist_small.val_y.numel()

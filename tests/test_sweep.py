@@ -192,12 +192,12 @@ def test_run_experiment_returns_the_model_and_the_files_its_row_measured(
 
     from mnist_pruning.models import SAMPLE_SHAPE
     from mnist_pruning.sparsity import count_parameters, load_compact, sparsity
-    from mnist_pruning.sweep import ExperimentResult, baseline, run_experiment
+    from mnist_pruning.sweep import ExperimentResult, accuracies, baseline, run_experiment
     from mnist_pruning.train import evaluate
 
     config = tiny(tmp_path, methods=(method,))
     base, _ = baseline("mlp", mnist_small, config.baseline_config("mlp"), tmp_path / "runs", progress=False)
-    acc = evaluate(base, mnist_small.test_x, mnist_small.test_y)["accuracy"]
+    acc = accuracies(base, mnist_small)
     exp = Experiment("mlp", method, ratio, pattern)
     result = run_experiment(exp, base, mnist_small, config, acc, tmp_path / "files", progress=False)
     assert isinstance(result, ExperimentResult)
@@ -219,6 +219,8 @@ def test_run_experiment_returns_the_model_and_the_files_its_row_measured(
         assert float(row["sparsity"]) == pytest.approx(sparsity(model)) == pytest.approx(ratio, abs=1e-3)
     assert row["flops_dense"] > row["flops_effective"] or method == "structured"
     assert float(row["acc_finetuned"]) == evaluate(model, mnist_small.test_x, mnist_small.test_y)["accuracy"]
+    assert float(row["acc_val_finetuned"]) == evaluate(model, mnist_small.val_x, mnist_small.val_y)["accuracy"]
+    assert float(row["acc_val_baseline"]) == evaluate(base, mnist_small.val_x, mnist_small.val_y)["accuracy"]
     assert tuple(x.shape[1:]) == SAMPLE_SHAPE
 
 
