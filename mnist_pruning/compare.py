@@ -413,8 +413,9 @@ def _std(df: pd.DataFrame, column: str) -> pd.Series:
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every experiment in one short display table, for the end of a run: per model, method and ratio the
-    accuracy after fine-tuning (and the baseline's), the measured sparsity and the compact file against the
-    dense baseline's file (for structured rows too: what the smaller model saves over the original)."""
+    accuracy after fine-tuning (and the baseline's), the measured sparsity, the compact file against the
+    dense baseline's file (for structured rows too: what the smaller model saves over the original) and the
+    batch-256 speed-up with the faster kernel (:func:`_best_speedup_b256`)."""
     out = pd.DataFrame(
         {
             "model": df["model"],
@@ -430,6 +431,16 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             "smaller than dense": [
                 _times(dense_bytes(df, m) / c) for m, c in zip(df["model"], df["size_compact_bytes"], strict=True)
             ],
+            "faster at b256": [_times(v) for v in _best_speedup_b256(df)],
         }
     )
     return out.set_index(["model", "method", "ratio"])
+
+
+def _best_speedup_b256(df: pd.DataFrame) -> pd.Series:
+    """Batch-256 speed-up over the dense baseline with the faster of the row's kernels: dense, or sparse where
+    the row has a sparse latency (unstructured, N:M); NaN where latency was not measured."""
+    fastest = df["latency_b256_ms"].where(
+        df["latency_sparse_b256_ms"].isna(), df[["latency_b256_ms", "latency_sparse_b256_ms"]].min(axis=1)
+    )
+    return df["baseline_latency_b256_ms"] / fastest

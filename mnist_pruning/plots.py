@@ -362,7 +362,7 @@ def _plain(v: float, _pos: int | None = None) -> str:
 def crossover_figure(df: pd.DataFrame) -> Figure:
     """Latency against the fraction of weights kept, per model (rows) and batch size (columns): dense, the
     converted model (mnist_pruning.sparsity.inference), every layer on the sparse kernel, and the structured
-    model of as many parameters. ``df`` is ``bench/sparse_speed.py``'s crossover table (columns model, batch,
+    model of as many parameters. ``df`` is :func:`mnist_pruning.speed.crossover`'s table (columns model, batch,
     variant, density, ms)."""
     models = [m for m in MODEL_TITLES if m in set(df.model)]
     batches = sorted(set(df.batch))
@@ -380,7 +380,8 @@ def crossover_figure(df: pd.DataFrame) -> Figure:
             sub = df[(df.model == model) & (df.batch == batch)].sort_values("density")
             for variant, style in styles.items():
                 line = sub[sub.variant == variant]
-                ax.plot(line.density, line.ms, label=variant, lw=1.5, ms=5, **style)
+                if not line.empty:  # a map may time only some variants (chapter 04: no structured model)
+                    ax.plot(line.density, line.ms, label=variant, lw=1.5, ms=5, **style)
             ax.set(xscale="log", yscale="log", xlabel="fraction of weights kept", ylabel="ms per forward (median)")
             for axis in (ax.xaxis, ax.yaxis):  # plain numbers (0.05, 2), not powers of ten
                 axis.set_major_formatter(FuncFormatter(_plain))

@@ -66,6 +66,14 @@ COLUMNS = (
     "latency_b256_ms",  # CPU forward latency, batch 256
     "baseline_latency_b1_ms",  # the dense baseline, measured in the same run
     "baseline_latency_b256_ms",
+    # Unstructured and N:M rows (empty for structured and when latency is not measured): the pruned model as
+    # sparsity.to_sparse_inference converts it, CSR kernels where they measured faster per layer and batch size,
+    # timed in the same run and the same way as latency_b*_ms. Where no layer runs sparse at a batch size the
+    # converted model is the dense one, and the row repeats latency_b*_ms when no layer runs sparse at all.
+    "latency_sparse_b1_ms",
+    "latency_sparse_b256_ms",
+    "sparse_layers_b1",  # layers the converted model runs sparse at batch 1, comma-joined ("fc1,fc2"); "none"
+    "sparse_layers_b256",  # ... at batch 256
     "finetune_seconds",  # wall time of fine-tuning
     "seed",
     "precision",  # training arithmetic: bf16 (autocast, fp32 master weights) | fp32
@@ -76,6 +84,7 @@ COLUMNS = (
     "torch_version",
 )
 TEXT = ("model", "method", "pattern", "schedule", "precision", "device", "config_hash", "version", "torch_version")
+TEXT += ("sparse_layers_b1", "sparse_layers_b256")
 NUMERIC = tuple(c for c in COLUMNS if c not in TEXT)
 # One point of a figure: its seeds are averaged (see aggregate) when reading for display.
 POINT_KEY = ("model", "method", "pattern", "schedule", "ratio")
