@@ -8,9 +8,10 @@ Run from the repository root (a few minutes on a 2-core CPU; keep the machine ot
     python bench/sparse_speed.py --smoke                          # seconds: one density, tiny repeat counts
 
 Models: ``runs/<model>_baseline.pt`` (``--runs``) when it exists, else a freshly initialised model (the output
-says which). For every kept fraction in ``--densities`` a copy is pruned by global magnitude and baked in, then
-timed at batch 1 and ``--batch`` (median ms per forward, ``mnist_pruning.sparsity.measure.latency_ms``, best of
-``--rounds`` rounds that alternate the variants so drift from other jobs hits all alike) as:
+says which). The measuring is ``mnist_pruning.speed.crossover``, the same definition chapters 02 and 04 use: for
+every kept fraction in ``--densities`` a copy is pruned by global magnitude and baked in, then timed at batch 1
+and ``--batch`` (median ms per forward, ``mnist_pruning.sparsity.measure.latency_ms``, best of ``--rounds``
+rounds that alternate the variants so drift from other jobs hits all alike) as:
 
 - ``dense`` - the unpruned model (the baseline every ratio is taken against, in this same run);
 - ``converted`` - ``sparsity.to_sparse_inference``: each layer sparse or dense as measured faster;
@@ -62,12 +63,11 @@ from mnist_pruning.models import MODEL_NAMES, SAMPLE_SHAPE, build_model  # noqa:
 from mnist_pruning.plots import crossover_figure  # noqa: E402
 from mnist_pruning.references import MODEL_TITLES  # noqa: E402
 from mnist_pruning.sparsity.measure import latency_ms, torch_benchmark  # noqa: E402
+from mnist_pruning.speed import VARIANTS, Timing, crossover, pick_format, pruned_copy, where_each_wins  # noqa: E402
 
 DENSITIES = (1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01)  # fraction of weights kept
 BIG_BATCH = 256
-VARIANTS = ("dense", "converted", "sparse", "structured")
 NOISE = 0.95  # "not slower than dense" allows 5 % of timing noise
-FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 @dataclass(frozen=True)
@@ -86,28 +86,6 @@ GOALS = (Goal("mlp", 0.1, "big", 1.8), Goal("mlp", 0.01, "big", 8.0), Goal("mlp"
 GOALS += (Goal("cnn", 0.01, "big", 1.5),)
 
 
-@dataclass(frozen=True)
-class Timing:
-    rounds: int
-    min_run_time: float
-    plan_min_run_time: float
-    big: int
-
-    @property
-    def batches(self) -> tuple[int, int]:
-        return (1, self.big)
-
-
-def best_latencies(models: dict[str, nn.Module], timing: Timing) -> dict[str, dict[int, float]]:
-    """Best (over ``timing.rounds``) median ms per forward of each model at each batch, timed alternately."""
-    runs: dict[str, dict[int, list[float]]] = {k: {b: [] for b in timing.batches} for k in models}
-    for _ in range(timing.rounds):
-        for b in timing.batches:
-            for key, model in models.items():
-                runs[key][b].append(latency_ms(model, b, SAMPLE_SHAPE, min_run_time=timing.min_run_time))
-    return {k: {b: min(v) for b, v in per_b.items()} for k, per_b in runs.items()}  # noise only adds time
-
-
 def load_baseline(arch: str, runs: Path, seed: int) -> tuple[nn.Module, str]:
     path = runs / f"{arch}_baseline.pt"
     if path.is_file():
@@ -119,47 +97,18 @@ def load_baseline(arch: str, runs: Path, seed: int) -> tuple[nn.Module, str]:
     return build_model(arch).eval(), f"random init (no {path})"
 
 
-def pick_format(dense: nn.Module, timing: Timing) -> torch.memory_format:
-    """The memory format in which the dense model is faster at the large batch."""
-    if not any(isinstance(m, nn.Conv2d) for m in dense.modules()):
-        return torch.contiguous_format
-    models = {name: copy.deepcopy(dense).to(memory_format=fmt) for name, fmt in FORMATS.items()}
-    ms = best_latencies(models, Timing(timing.rounds, timing.min_run_time / 2, 0, timing.big))
-    chosen = min(FORMATS, key=lambda name: ms[name][timing.big])
-    cells = ", ".join(f"{name} {ms[name][timing.big]:.3f} ms" for name in FORMATS)
-    print(f"  memory format for every variant: {chosen} (dense at b{timing.big}: {cells})")
-    return FORMATS[chosen]
-
-
-def globally_pruned(dense: nn.Module, density: float, fmt: torch.memory_format) -> nn.Module:
-    model = copy.deepcopy(dense).to(memory_format=torch.contiguous_format)  # prune flattens the weights
-    if density < 1:
-        sp.sparsify_(model, "global", 1 - density)
-        sp.bake_in(model)
-    return model.eval().to(memory_format=fmt)
-
-
-def structured_like(dense: nn.Module, target: int) -> tuple[float, nn.Module]:
-    """``(ratio, shrink(dense, ratio))`` whose parameter count is nearest ``target`` (parameters fall as the
-    ratio grows, so a bisection over [0, 0.99] finds it)."""
-    low, high = 0.0, 0.99
-    best = (0.0, dense)
-    for _ in range(12):
-        mid = (low + high) / 2
-        small = sp.shrink(dense, mid)
-        if abs(sp.count_parameters(small) - target) < abs(sp.count_parameters(best[1]) - target):
-            best = (mid, small)
-        low, high = (mid, high) if sp.count_parameters(small) > target else (low, mid)
-    return best[0], best[1].eval()
-
-
 def bench_model(arch: str, densities: tuple[float, ...], timing: Timing, runs: Path, seed: int):
-    """Time every variant at every density; return the long-format rows and the plans, by density."""
+    """Time every variant at every density (``mnist_pruning.speed.crossover``, the definition the chapters use
+    too) and print the table; return the long-format table, the plans by density, and the memory format."""
     base, source = load_baseline(arch, runs, seed)
     print(f"\n{MODEL_TITLES[arch]}: {source}, {sp.count_parameters(base):,} parameters")
-    fmt = pick_format(base, timing)
-    dense = copy.deepcopy(base).to(memory_format=fmt).eval()
-    rows, plans = [], {}
+    fmt, format_ms = pick_format(base, timing)
+    if format_ms:
+        cells = ", ".join(f"{name} {ms:.3f} ms" for name, ms in format_ms.items())
+        name = "channels_last" if fmt is torch.channels_last else "contiguous"
+        print(f"  memory format for every variant: {name} (dense at b{max(timing.batches)}: {cells})")
+    df, plans = crossover(base, arch, densities, timing, memory_format=fmt)
+    df.insert(1, "source", source)
     header = f"{'kept':>6} {'nonzero':>8} {'struct r':>8} {'s params':>8}"
     for b in timing.batches:
         header += "".join(f" {f'{v[:6]} b{b}':>12}" for v in VARIANTS) + f" {f'x b{b}':>7}"
@@ -169,66 +118,18 @@ def bench_model(arch: str, densities: tuple[float, ...], timing: Timing, runs: P
     )
     print(f"  {header}  sparse layers")
     for density in densities:
-        pruned = globally_pruned(base, density, fmt)
-        nonzero = sp.count_nonzero_parameters(pruned)
-        plan = sp.plan_sparse_inference(
-            pruned, SAMPLE_SHAPE, timing.batches, min_run_time=timing.plan_min_run_time, rounds=timing.rounds
-        )
-        plans[density] = plan
-        ratio, small = structured_like(base, nonzero)
-        models = {
-            "dense": dense,
-            "converted": sp.apply_sparse_plan(pruned, plan),
-            "sparse": sp.to_sparse_inference(pruned, SAMPLE_SHAPE, timing.batches, force="sparse"),
-            "structured": small.to(memory_format=fmt),
-        }
-        ms = best_latencies(models, timing)
-        line = f"{density:>6g} {nonzero:>8,} {ratio:>8.3f} {sp.count_parameters(small):>8,}"
-        sparse_layers = {b: " ".join(row.layer for row in plan if row.sparse[b]) or "-" for b in timing.batches}
-        computes_with = {"dense": sp.count_parameters(dense), "structured": sp.count_parameters(small)}
+        sub = df[df.density == density]
+        ms = sub.pivot(index="variant", columns="batch", values="ms")
+        structured = sub[sub.variant == "structured"].iloc[0]
+        converted = sub[sub.variant == "converted"].set_index("batch")
+        line = f"{density:>6g} {int(structured.nonzero):>8,} {structured.structured_ratio:>8.3f}"
+        line += f" {int(structured.params):>8,}"
         for b in timing.batches:
-            line += (
-                "".join(f" {ms[v][b]:>12.3f}" for v in VARIANTS) + f" {ms['dense'][b] / ms['converted'][b]:>7.2f}"
-            )
-            for variant in VARIANTS:
-                rows.append(
-                    {
-                        "model": arch,
-                        "source": source,
-                        "memory_format": "channels_last" if fmt is torch.channels_last else "contiguous",
-                        "density": density,
-                        "nonzero": nonzero,
-                        "batch": b,
-                        "variant": variant,
-                        "ms": ms[variant][b],
-                        "speedup": ms["dense"][b] / ms[variant][b],
-                        "structured_ratio": ratio if variant == "structured" else None,
-                        "params": computes_with.get(variant, nonzero),  # the weights + biases it computes with
-                        "sparse_layers": sparse_layers[b] if variant == "converted" else None,
-                        "threads": torch.get_num_threads(),
-                    }
-                )
-        print(f"  {line}  " + " | ".join(f"b{b}: {sparse_layers[b]}" for b in timing.batches))
-    return rows, plans, fmt
-
-
-def where_each_wins(df: pd.DataFrame) -> list[str]:
-    """The crossover map in words: per model and batch, at which kept fractions the converted model runs sparse
-    layers and beats dense by >= 10 %, and where the structured model of as many parameters is the fastest."""
-    lines = []
-    for (model, batch), sub in df[df.density < 1].groupby(["model", "batch"], sort=False):
-        ms = sub.pivot(index="density", columns="variant", values="ms").sort_index(ascending=False)
-        runs_sparse = set(sub[(sub.variant == "converted") & (sub.sparse_layers != "-")].density)  # not a fallback
-        sparse_wins = [
-            d for d in ms.index if d in runs_sparse and ms.loc[d, "dense"] / ms.loc[d, "converted"] >= 1.1
-        ]
-        structured_best = [d for d in ms.index if ms.loc[d, "structured"] <= ms.loc[d].min()]
-        kept = ", ".join(f"{d:g}" for d in sparse_wins) or "none"
-        best = ", ".join(f"{d:g}" for d in structured_best) or "none"
-        lines.append(
-            f"  {model} b{batch}: converted >= 1.1x dense at kept {kept}; structured fastest at kept {best}"
-        )
-    return lines
+            line += "".join(f" {ms.loc[v, b]:>12.3f}" for v in VARIANTS)
+            line += f" {ms.loc['dense', b] / ms.loc['converted', b]:>7.2f}"
+        layers = " | ".join(f"b{b}: {converted.loc[b, 'sparse_layers']}" for b in timing.batches)
+        print(f"  {line}  {layers}")
+    return df, plans, fmt
 
 
 def print_plan(plan: list[sp.LayerPlan], big: int) -> None:
@@ -388,7 +289,7 @@ def bench_onnx(
             base, _ = load_baseline(arch, runs, seed)
             variants = {"dense": base}
             if not smoke:
-                variants["unstructured 0.9"] = globally_pruned(base, 0.1, torch.contiguous_format)
+                variants["unstructured 0.9"] = pruned_copy(base, 0.1, torch.contiguous_format)
                 variants["structured 0.5"] = sp.shrink(base, 0.5).eval()
             ms: dict[str, dict[str, dict[int, float]]] = {}
             met = []
@@ -422,11 +323,12 @@ def bench_onnx(
                 print(line + f"   ({floats:,} floats stored)")
             if "structured 0.5" in variants:
                 reduction = sp.flops(base, SAMPLE_SHAPE) / sp.flops(variants["structured 0.5"], SAMPLE_SHAPE)
+                big = max(timing.batches)
                 for runtime in ("eager", "ort"):
-                    speedup = ms["dense"][runtime][timing.big] / ms["structured 0.5"][runtime][timing.big]
+                    speedup = ms["dense"][runtime][big] / ms["structured 0.5"][runtime][big]
                     met.append(speedup / reduction >= 0.7)
                     print(
-                        f"  {arch} structured 0.5, {runtime:<5}: speedup b{timing.big} {speedup:.2f}x / FLOP "
+                        f"  {arch} structured 0.5, {runtime:<5}: speedup b{big} {speedup:.2f}x / FLOP "
                         f"reduction {reduction:.2f}x = {speedup / reduction:.2f} (chapter 03 goal >= 0.7)"
                     )
                 verdicts.append(any(met))  # met if either runtime reaches it
@@ -465,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"every density must be in (0, 1] (the fraction of weights kept), got {d}")
     check_timing_args(parser, args, ("rounds", "batch"))
     if args.smoke:
-        timing = Timing(1, 0.01, 0.002, args.batch)
+        timing = Timing(1, 0.01, 0.002, (1, args.batch))
     else:
-        timing = Timing(args.rounds, args.min_run_time, args.min_run_time / 4, args.batch)
+        timing = Timing(args.rounds, args.min_run_time, args.min_run_time / 4, (1, args.batch))
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or previous_threads)  # latency_ms and the plans time with this many
@@ -476,17 +378,15 @@ def main(argv: list[str] | None = None) -> int:
             f"torch {torch.__version__}; {torch.get_num_threads()} torch thread(s); float32 CPU; latency = best "
             f"of {timing.rounds} alternating torch.utils.benchmark medians ({timing.min_run_time:g} s each)"
         )
-        rows, plans, formats = [], {}, {}
+        tables, plans, formats = [], {}, {}
         for arch in args.models:
-            model_rows, model_plans, formats[arch] = bench_model(
-                arch, densities, timing, Path(args.runs), args.seed
-            )
-            rows += model_rows
+            table, model_plans, formats[arch] = bench_model(arch, densities, timing, Path(args.runs), args.seed)
+            tables.append(table)
             plans.update({(arch, d): plan for d, plan in model_plans.items()})
-        df = pd.DataFrame(rows)
+        df = pd.concat(tables, ignore_index=True)
         print("\nWHERE EACH WINS (this run; kept = fraction of weights kept)")
         print("\n".join(where_each_wins(df)))
-        ok = judge(df, plans, timing.big)
+        ok = judge(df, plans, max(timing.batches))
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         csv = out / "sparse_crossover.csv"

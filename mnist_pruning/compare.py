@@ -10,6 +10,11 @@ Usage::
     print(compare.key_findings_markdown(df))    # the table of the book's introduction
     fig = plots.accuracy_vs_sparsity(df, "mlp") # the figures are in mnist_pruning.plots
 
+Every table reads :func:`~mnist_pruning.results.load_results`' default frame: one row per point with the mean
+over seeds, ``<column>_std`` and ``n_seeds`` (:func:`~mnist_pruning.results.aggregate`), so every comparison is
+made on means. A difference smaller than :data:`NOISE_SIGMAS` standard deviations of the dense baseline over
+seeds (:func:`noise_floor`) is reported as no measurable difference.
+
 Everything here reads the CSVs only (nothing is trained or measured again), so the comparison notebook and the
 book build run in seconds. Tables come as DataFrames of numbers (``smallest_within``, ``key_findings``) and as
 display versions of strings (``format_*``): integers with thousands separators, percentages with two decimals.
@@ -31,6 +36,11 @@ __all__ = [
     "series_order",
     "overview",
     "baseline_accuracy",
+    "baseline_spread",
+    "noise_floor",
+    "NOISE_SIGMAS",
+    "difference_text",
+    "noise_table",
     "dense_bytes",
     "pareto_front",
     "smallest_within",
@@ -44,6 +54,7 @@ __all__ = [
 METHOD_ORDER = ("l1", "global", "structured", "nm")
 # Compared accuracies are float fractions read from text; this absorbs rounding without moving a real boundary.
 _EPS = 1e-9
+NOISE_SIGMAS = 2.0  # differences below this many baseline standard deviations are "no measurable difference"
 
 
 def models(df: pd.DataFrame) -> list[str]:
@@ -81,8 +92,55 @@ def overview(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def baseline_accuracy(df: pd.DataFrame, model: str) -> float:
-    """The dense baseline's test accuracy for ``model`` (median over rows: they share one baseline per run)."""
+    """The dense baseline's test accuracy for ``model`` (median over rows: they share one baseline per seed, so
+    on aggregated rows this is the mean over seeds)."""
     return float(df.loc[df["model"] == model, "acc_baseline"].median())
+
+
+def baseline_spread(df: pd.DataFrame, model: str) -> tuple[float, int]:
+    """(standard deviation, number of seeds) of ``model``'s dense baseline test accuracy over seeds, from the
+    aggregated rows (NaN and 1 with a single seed)."""
+    rows = df[df["model"] == model]
+    if "acc_baseline_std" not in rows or rows.empty:
+        return math.nan, 1
+    return float(rows["acc_baseline_std"].median()), int(rows["n_seeds"].max())
+
+
+def noise_floor(df: pd.DataFrame, model: str) -> float:
+    """:data:`NOISE_SIGMAS` times the baseline's seed-to-seed standard deviation (a fraction; NaN for one seed):
+    an accuracy difference below it is no measurable difference."""
+    return NOISE_SIGMAS * baseline_spread(df, model)[0]
+
+
+def noise_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model, for display: the dense baseline's test (and validation) accuracy as mean ± std over seeds,
+    the number of seeds, and the noise floor below which a difference is no measurable difference."""
+    out = []
+    for model in models(df):
+        rows = df[df["model"] == model]
+        std, n = baseline_spread(df, model)
+        val_std = float(rows["acc_val_baseline_std"].median()) if "acc_val_baseline_std" in rows else math.nan
+        floor = noise_floor(df, model)
+        out.append(
+            {
+                "model": MODEL_TITLES.get(model, model),
+                "baseline test accuracy": _pct_pm(baseline_accuracy(df, model), std),
+                "baseline validation accuracy": _pct_pm(float(rows["acc_val_baseline"].median()), val_std),
+                "seeds": n,
+                f"noise floor ({NOISE_SIGMAS:g} std)": "n/a (one seed)"
+                if pd.isna(floor)
+                else f"{100 * floor:.2f} pp",
+            }
+        )
+    return pd.DataFrame(out).set_index("model")
+
+
+def difference_text(difference: float, floor: float) -> str:
+    """A signed difference in percentage points, marked when it is within the noise floor (both fractions)."""
+    if pd.isna(difference):
+        return ""
+    text = f"{100 * difference:+.2f} pp"
+    return text + " (no measurable difference)" if not pd.isna(floor) and abs(difference) < floor else text
 
 
 def dense_bytes(df: pd.DataFrame, model: str) -> float:
@@ -159,6 +217,8 @@ def smallest_within(df: pd.DataFrame, tolerances: Sequence[float] = (0.001, 0.00
         "ratio",
         "sparsity",
         "acc_finetuned",
+        "acc_finetuned_std",
+        "n_seeds",
         "acc_baseline",
         "drop_pp",
         "size_compact_bytes",
@@ -174,6 +234,8 @@ def _summary(row: pd.Series, dense: float) -> dict:
         "ratio": float(row["ratio"]),
         "sparsity": float(row["sparsity"]),
         "acc_finetuned": float(row["acc_finetuned"]),
+        "acc_finetuned_std": float(row.get("acc_finetuned_std", math.nan)),
+        "n_seeds": int(row.get("n_seeds", 1)),
         "acc_baseline": float(row["acc_baseline"]),
         "drop_pp": 100 * float(row["acc_baseline"] - row["acc_finetuned"]),
         "size_compact_bytes": float(row["size_compact_bytes"]),
@@ -184,6 +246,13 @@ def _summary(row: pd.Series, dense: float) -> dict:
 
 def _pct(x: float, digits: int = 2) -> str:
     return "none" if pd.isna(x) else f"{100 * x:.{digits}f} %"
+
+
+def _pct_pm(mean: float, std: float) -> str:
+    """Mean ± standard deviation in percent ("98.40 ± 0.08 %"); the mean alone for a single seed."""
+    if pd.isna(mean):
+        return "none"
+    return f"{100 * mean:.2f} %" if pd.isna(std) else f"{100 * mean:.2f} ± {100 * std:.2f} %"
 
 
 def _kb(x: float) -> str:
@@ -202,7 +271,10 @@ def format_smallest(table: pd.DataFrame) -> pd.DataFrame:
             "method": [label or series for label, series in zip(table["label"], table["series"], strict=True)],
             "within": [f"{t:g} pp" for t in table["tolerance_pp"]],
             "sparsity": [_pct(v, 1) for v in table["sparsity"]],
-            "accuracy": [_pct(v) for v in table["acc_finetuned"]],
+            "accuracy (mean ± std)": [
+                _pct_pm(v, s) for v, s in zip(table["acc_finetuned"], table["acc_finetuned_std"], strict=True)
+            ],
+            "seeds": ["" if pd.isna(v) else f"{v:.0f}" for v in table["n_seeds"]],
             "drop (pp)": ["" if pd.isna(v) else f"{v:.2f}" for v in table["drop_pp"]],
             "compact file": [_kb(v) for v in table["size_compact_bytes"]],
             "non-zero params": ["" if pd.isna(v) else f"{v:,.0f}" for v in table["params_nonzero"]],
@@ -222,6 +294,7 @@ def key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
         record = {
             "model": model,
             "acc_baseline_model": baseline_accuracy(df, model),
+            "noise_floor": noise_floor(df, model),
             "tolerance_pp": round(100 * tolerance, 6),
             "series": series,
             "label": "",
@@ -231,8 +304,18 @@ def key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
             summary = _summary(best, dense)
             record |= {
                 k: summary[k]
-                for k in ("label", "ratio", "sparsity", "acc_finetuned", "size_compact_bytes", "x_smaller")
+                for k in (
+                    "label",
+                    "ratio",
+                    "sparsity",
+                    "acc_finetuned",
+                    "acc_finetuned_std",
+                    "n_seeds",
+                    "size_compact_bytes",
+                    "x_smaller",
+                )
             }
+            record["difference"] = summary["acc_finetuned"] - record["acc_baseline_model"]
             record["speedup_b256"] = float(best["baseline_latency_b256_ms"] / best["latency_b256_ms"])
         out.append(record)
     columns = [
@@ -244,6 +327,10 @@ def key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
         "ratio",
         "sparsity",
         "acc_finetuned",
+        "acc_finetuned_std",
+        "n_seeds",
+        "difference",
+        "noise_floor",
         "size_compact_bytes",
         "x_smaller",
         "speedup_b256",
@@ -261,7 +348,13 @@ def format_findings(findings: pd.DataFrame) -> pd.DataFrame:
                 label or series for label, series in zip(findings["label"], findings["series"], strict=True)
             ],
             f"most sparse within {tol:g} pp": [_pct(v, 1) for v in findings["sparsity"]],
-            "accuracy": [_pct(v) for v in findings["acc_finetuned"]],
+            "accuracy (mean ± std)": [
+                _pct_pm(v, s)
+                for v, s in zip(findings["acc_finetuned"], findings["acc_finetuned_std"], strict=True)
+            ],
+            "vs baseline": [
+                difference_text(d, f) for d, f in zip(findings["difference"], findings["noise_floor"], strict=True)
+            ],
             "compact file": [_kb(v) for v in findings["size_compact_bytes"]],
             "smaller than dense": [_times(v) for v in findings["x_smaller"]],
             "speedup, batch 256": ["" if pd.isna(v) else f"{v:.2f}x" for v in findings["speedup_b256"]],
@@ -280,8 +373,17 @@ def key_findings_markdown(df: pd.DataFrame, tolerance: float = 0.005) -> str:
     for model in models(df):
         mask = (findings["model"] == model).to_numpy()
         f = findings[mask & findings["sparsity"].notna().to_numpy()]
-        base = 100 * baseline_accuracy(df, model)
-        lead = f"**{MODEL_TITLES[model]}**: dense baseline {base:.2f} %, dense file {_kb(dense[model])}."
+        std, n = baseline_spread(df, model)
+        base = _pct_pm(baseline_accuracy(df, model), std)
+        lead = f"**{MODEL_TITLES[model]}**: dense baseline {base}"
+        if n > 1:
+            lead += (
+                f" (mean ± std over {n} seeds; differences below {NOISE_SIGMAS:g} std = "
+                f"{100 * noise_floor(df, model):.2f} pp are no measurable difference)"
+            )
+        else:
+            lead += " (one seed: no spread measured)"
+        lead += f", dense file {_kb(dense[model])}."
         if f.empty:
             lead += f" No pruned model stays within {100 * tolerance:g} pp of the baseline."
         else:
@@ -304,22 +406,41 @@ def key_findings_markdown(df: pd.DataFrame, tolerance: float = 0.005) -> str:
     return "\n".join(lines)
 
 
+def _std(df: pd.DataFrame, column: str) -> pd.Series:
+    """The ``<column>_std`` of aggregated rows, NaN for per-seed rows."""
+    return df[f"{column}_std"] if f"{column}_std" in df else pd.Series(math.nan, index=df.index)
+
+
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every experiment in one short display table, for the end of a run: per model, method and ratio the
-    accuracy after fine-tuning (and the baseline's), the measured sparsity and the compact file against the
-    dense baseline's file (for structured rows too: what the smaller model saves over the original)."""
+    accuracy after fine-tuning (and the baseline's), the measured sparsity, the compact file against the
+    dense baseline's file (for structured rows too: what the smaller model saves over the original) and the
+    batch-256 speed-up with the faster kernel (:func:`_best_speedup_b256`)."""
     out = pd.DataFrame(
         {
             "model": df["model"],
             "method": df["label"],
             "ratio": [f"{v:g}" for v in df["ratio"]],
-            "accuracy": [_pct(v) for v in df["acc_finetuned"]],
-            "baseline": [_pct(v) for v in df["acc_baseline"]],
+            "accuracy": [
+                _pct_pm(v, s) for v, s in zip(df["acc_finetuned"], _std(df, "acc_finetuned"), strict=True)
+            ],
+            "baseline": [_pct_pm(v, s) for v, s in zip(df["acc_baseline"], _std(df, "acc_baseline"), strict=True)],
+            "seeds": [f"{v:.0f}" for v in df["n_seeds"]] if "n_seeds" in df else [1] * len(df),
             "sparsity": [_pct(v, 1) for v in df["sparsity"]],
             "compact file": [_kb(v) for v in df["size_compact_bytes"]],
             "smaller than dense": [
                 _times(dense_bytes(df, m) / c) for m, c in zip(df["model"], df["size_compact_bytes"], strict=True)
             ],
+            "faster at b256": [_times(v) for v in _best_speedup_b256(df)],
         }
     )
     return out.set_index(["model", "method", "ratio"])
+
+
+def _best_speedup_b256(df: pd.DataFrame) -> pd.Series:
+    """Batch-256 speed-up over the dense baseline with the faster of the row's kernels: dense, or sparse where
+    the row has a sparse latency (unstructured, N:M); NaN where latency was not measured."""
+    fastest = df["latency_b256_ms"].where(
+        df["latency_sparse_b256_ms"].isna(), df[["latency_b256_ms", "latency_sparse_b256_ms"]].min(axis=1)
+    )
+    return df["baseline_latency_b256_ms"] / fastest

@@ -215,20 +215,22 @@ def baseline_summary(arch: str, model: nn.Module, payload: dict) -> dict:
 
 
 def accuracy_table(row: dict) -> pd.DataFrame:
-    """Test accuracy (%) of a sweep row: dense baseline, right after pruning, after (or, for the gradual and
-    lottery schedules, while and after) training."""
+    """Validation and test accuracy (%) of a sweep row: dense baseline, right after pruning, after (or, for the
+    gradual and lottery schedules, while and after) training. Choices look at the validation column only."""
     schedule = row.get("schedule", "oneshot")
     epochs = row["finetune_epochs"]
     after = f"after {epochs} fine-tune epoch(s)" if schedule == "oneshot" else f"{schedule}, {epochs} epoch(s)"
-    pruned = row["acc_pruned"]
+
+    def column(prefix: str) -> list[float | None]:
+        values = [
+            row.get(f"{prefix}_baseline", ""),
+            row.get(f"{prefix}_pruned", ""),
+            row.get(f"{prefix}_finetuned", ""),
+        ]
+        return [None if v in ("", None) else 100 * float(v) for v in values]
+
     return pd.DataFrame(
-        {
-            "test accuracy %": [
-                100 * row["acc_baseline"],
-                100 * pruned if pruned != "" else None,
-                100 * row["acc_finetuned"],
-            ]
-        },
+        {"validation accuracy %": column("acc_val"), "test accuracy %": column("acc")},
         index=["dense baseline", "pruned, before fine-tuning", after],
     )
 
@@ -238,7 +240,9 @@ def cost_table(row: dict, base: nn.Module) -> pd.DataFrame:
     parameters, FLOPs, file bytes and latency, with their ratio (dense / pruned; above 1 means pruning helped).
 
     The baseline's counts and file are measured on ``base`` now; its latencies are the row's, measured in the
-    same run as the pruned model's. Rows a method does not fill (latency when not measured) stay empty.
+    same run as the pruned model's. Rows a method does not fill (latency when not measured) stay empty. Where
+    the row has them (unstructured and N:M), two more lines give the pruned model's latency on sparse kernels
+    (``sparsity.to_sparse_inference``) and the layers that ran sparse.
     """
     dense = [
         measure.count_nonzero_parameters(base),
@@ -256,17 +260,23 @@ def cost_table(row: dict, base: nn.Module) -> pd.DataFrame:
         row.get("latency_b1_ms"),
         row.get("latency_b256_ms"),
     ]
-    table = pd.DataFrame(
-        {"dense baseline": dense, "pruned": pruned},
-        index=[
-            "non-zero parameters",
-            "FLOPs per image (dense kernels)",
-            "FLOPs per image (a sparse kernel's share)",
-            "smallest file (bytes)",
-            "latency batch 1 (ms)",
-            "latency batch 256 (ms)",
-        ],
-    ).apply(pd.to_numeric, errors="coerce")
+    index = [
+        "non-zero parameters",
+        "FLOPs per image (dense kernels)",
+        "FLOPs per image (a sparse kernel's share)",
+        "smallest file (bytes)",
+        "latency batch 1 (ms)",
+        "latency batch 256 (ms)",
+    ]
+    for batch in (1, 256):  # unstructured and N:M rows: the same model on sparse kernels where they won
+        if row.get(f"latency_sparse_b{batch}_ms") not in (None, ""):
+            layers = row.get(f"sparse_layers_b{batch}") or "none"
+            dense.append(row.get(f"baseline_latency_b{batch}_ms"))
+            pruned.append(row[f"latency_sparse_b{batch}_ms"])
+            index.append(f"latency batch {batch} (ms), sparse: {layers}")  # <= 50 characters: pandas cuts longer
+    table = pd.DataFrame({"dense baseline": dense, "pruned": pruned}, index=index).apply(
+        pd.to_numeric, errors="coerce"
+    )
     table["dense / pruned"] = table["dense baseline"] / table["pruned"]
     return table
 

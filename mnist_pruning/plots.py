@@ -197,7 +197,8 @@ def _sparsity_axis(ax: Axes, values: Iterable[float]) -> None:
 def _draw_series(
     ax: Axes, sub: pd.DataFrame, order: Sequence[str], x: str, y: str, scale: float = 1.0, suffix: str = ""
 ) -> None:
-    """One line per series (sorted by x); N:M rows as separate points annotated with their pattern."""
+    """One line per series (sorted by x); N:M rows as separate points annotated with their pattern. Where the
+    rows carry ``<y>_std`` (seed means, see ``results.aggregate``), each point gets a ±1 std error bar."""
     for series in order:
         rows = sub[(sub["series"] == series) & sub[x].notna() & sub[y].notna()].sort_values(x)
         if rows.empty:
@@ -205,6 +206,15 @@ def _draw_series(
         method = rows["method"].iloc[0]
         color = _color(series, order)
         label = f"{series}{suffix}"
+        if f"{y}_std" in rows and rows[f"{y}_std"].notna().any():
+            ax.errorbar(
+                rows[x],
+                scale * rows[y],
+                yerr=scale * rows[f"{y}_std"].fillna(0),
+                ls="none",
+                color=color,
+                capsize=3,
+            )
         if method == "nm":
             ax.plot(rows[x], scale * rows[y], ls="none", marker="^", ms=8, color=color, label=label)
             # Neighbouring patterns (3:10 and 2:8, 1:8 and 1:10) sit close: alternate the labels above / below.
@@ -251,7 +261,7 @@ def accuracy_vs_sparsity(df: pd.DataFrame, model: str, zoom_pp: float = 2.0) -> 
                     label=f"{a.source} ({100 * a.kept:g} % kept)",
                 )
         _sparsity_axis(ax, [*sub["sparsity"], *(a.sparsity for a in ANCHORS if a.model == model)])
-        ax.set_ylabel("test accuracy after fine-tuning (%)")
+        ax.set_ylabel("test accuracy after fine-tuning (%, mean ± std)")
     axes[0].set_title("full range")
     anchors = [100 * a.accuracy for a in ANCHORS if a.model == model]
     # Capped at zoom_pp above the baseline: an anchor far above a weak (smoke) baseline must not undo the zoom.
@@ -352,7 +362,7 @@ def _plain(v: float, _pos: int | None = None) -> str:
 def crossover_figure(df: pd.DataFrame) -> Figure:
     """Latency against the fraction of weights kept, per model (rows) and batch size (columns): dense, the
     converted model (mnist_pruning.sparsity.inference), every layer on the sparse kernel, and the structured
-    model of as many parameters. ``df`` is ``bench/sparse_speed.py``'s crossover table (columns model, batch,
+    model of as many parameters. ``df`` is :func:`mnist_pruning.speed.crossover`'s table (columns model, batch,
     variant, density, ms)."""
     models = [m for m in MODEL_TITLES if m in set(df.model)]
     batches = sorted(set(df.batch))
@@ -370,7 +380,8 @@ def crossover_figure(df: pd.DataFrame) -> Figure:
             sub = df[(df.model == model) & (df.batch == batch)].sort_values("density")
             for variant, style in styles.items():
                 line = sub[sub.variant == variant]
-                ax.plot(line.density, line.ms, label=variant, lw=1.5, ms=5, **style)
+                if not line.empty:  # a map may time only some variants (chapter 04: no structured model)
+                    ax.plot(line.density, line.ms, label=variant, lw=1.5, ms=5, **style)
             ax.set(xscale="log", yscale="log", xlabel="fraction of weights kept", ylabel="ms per forward (median)")
             for axis in (ax.xaxis, ax.yaxis):  # plain numbers (0.05, 2), not powers of ten
                 axis.set_major_formatter(FuncFormatter(_plain))

@@ -6,7 +6,8 @@ Usage::
     path = results_csv("results", "mlp")          # results/mlp_pruning_results.csv
     append_row(path, row)                         # atomically, unless the same run is already there
     rows = read_results(path)                     # list of {column: text}; other columns -> ValueError
-    df = load_results("results")                  # both CSVs as one typed DataFrame (the comparison's input)
+    df = load_results("results")                  # both CSVs, one row per point: means over seeds, *_std, n_seeds
+    seeds = load_results("results", per_seed=True)  # one row per point and seed
 
 One CSV per model family, one row per pruned and fine-tuned model; every number in a row is measured on the saved
 model (see ``mnist_pruning.sweep``). Reading needs pandas only, not torch: the comparison notebook and the book
@@ -35,6 +36,8 @@ __all__ = [
     "resolve_results_dir",
     "resolve_figures_dir",
     "load_results",
+    "aggregate",
+    "SPREAD",
 ]
 
 # The schema. Sizes in bytes, latency in milliseconds per batch, accuracies as fractions in [0, 1].
@@ -63,6 +66,14 @@ COLUMNS = (
     "latency_b256_ms",  # CPU forward latency, batch 256
     "baseline_latency_b1_ms",  # the dense baseline, measured in the same run
     "baseline_latency_b256_ms",
+    # Unstructured and N:M rows (empty for structured and when latency is not measured): the pruned model as
+    # sparsity.to_sparse_inference converts it, CSR kernels where they measured faster per layer and batch size,
+    # timed in the same run and the same way as latency_b*_ms. Where no layer runs sparse at a batch size the
+    # converted model is the dense one, and the row repeats latency_b*_ms when no layer runs sparse at all.
+    "latency_sparse_b1_ms",
+    "latency_sparse_b256_ms",
+    "sparse_layers_b1",  # layers the converted model runs sparse at batch 1, comma-joined ("fc1,fc2"); "none"
+    "sparse_layers_b256",  # ... at batch 256
     "finetune_seconds",  # wall time of fine-tuning
     "seed",
     "precision",  # training arithmetic: bf16 (autocast, fp32 master weights) | fp32
@@ -73,9 +84,12 @@ COLUMNS = (
     "torch_version",
 )
 TEXT = ("model", "method", "pattern", "schedule", "precision", "device", "config_hash", "version", "torch_version")
+TEXT += ("sparse_layers_b1", "sparse_layers_b256")
 NUMERIC = tuple(c for c in COLUMNS if c not in TEXT)
-# One point of a figure: a later row with the same values replaces an earlier one when reading for display.
+# One point of a figure: its seeds are averaged (see aggregate) when reading for display.
 POINT_KEY = ("model", "method", "pattern", "schedule", "ratio")
+# Columns whose seed-to-seed standard deviation is reported beside the mean (as <column>_std).
+SPREAD = ("acc_baseline", "acc_pruned", "acc_finetuned", "acc_val_baseline", "acc_val_pruned", "acc_val_finetuned")
 RESULTS_ENV = "MNIST_PRUNING_RESULTS"  # used when results_dir is "": lets nbval (which cannot pass parameters) aim
 
 
@@ -84,14 +98,19 @@ def results_csv(results_dir: str | os.PathLike, arch: str) -> Path:
 
 
 def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a results CSV (empty when absent); a CSV with other columns raises before any work."""
+    """Rows of a results CSV (empty when absent); a CSV with other columns raises before any work.
+
+    A CSV written by an earlier version, whose columns are those of :data:`COLUMNS` in the same order with some
+    missing (columns are only ever added), is read with the missing ones empty; the next :func:`append_row`
+    rewrites it with the whole schema.
+    """
     path = Path(path)
     if not path.exists():
         return []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         found = tuple(reader.fieldnames or ())
-        if found != COLUMNS:
+        if found != COLUMNS and not _earlier_schema(found):
             missing = [c for c in COLUMNS if c not in found]
             extra = [c for c in found if c not in COLUMNS]
             raise ValueError(
@@ -106,7 +125,16 @@ def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
     short = [i + 2 for i, row in enumerate(rows) if None in row.values() or None in row]
     if short:
         raise CorruptFileError(f"{str(path)!r} has rows with a wrong number of fields (lines {short[:5]})")
+    if found != COLUMNS:
+        rows = [{c: row.get(c, "") for c in COLUMNS} for row in rows]
     return rows
+
+
+def _earlier_schema(found: tuple[str, ...]) -> bool:
+    """Whether ``found`` is :data:`COLUMNS` with some columns (not the identifying ones) left out, in order."""
+    rest = iter(COLUMNS)
+    in_order = all(any(c == wanted for wanted in rest) for c in found)
+    return in_order and set(POINT_KEY) | {"seed", "config_hash", "finetune_epochs"} <= set(found)
 
 
 def run_key(row: Mapping[str, object]) -> tuple[str, ...]:
@@ -190,13 +218,22 @@ def resolve_figures_dir(figures_dir: str | os.PathLike | None, results_dir: str 
     return p if p.is_absolute() or p.exists() else project_root() / p
 
 
-def load_results(results_dir: str | os.PathLike | None = "", dedupe: bool = True, models=("mlp", "cnn")):
+def load_results(
+    results_dir: str | os.PathLike | None = "",
+    dedupe: bool = True,
+    models=("mlp", "cnn"),
+    per_seed: bool = False,
+):
     """Both results CSVs as one pandas DataFrame, numeric columns typed, ``series`` / ``label`` columns added.
 
     A *series* is one line of a figure (the method, plus the schedule when not one-shot: "global (gradual)"); a
     *label* names one row's kind ("nm 2:4", "structured"). Each CSV is checked by :func:`read_results`; a
-    missing one is skipped, FileNotFoundError when none exists. With ``dedupe`` only the last row of each
-    :data:`POINT_KEY` is kept (a rerun with a changed configuration appends a new row).
+    missing one is skipped, FileNotFoundError when none exists.
+
+    With ``dedupe`` each :data:`POINT_KEY` keeps one configuration (``config_hash`` and ``finetune_epochs``):
+    the one run with the most seeds, the later one on a tie (a rerun with changed settings appends new rows and
+    wins once it has as many seeds); within it, the last row of each seed. Then, unless ``per_seed``, the seeds
+    are averaged by :func:`aggregate`: one row per point. ``dedupe=False`` returns every row as stored.
     """
     import numpy as np
     import pandas as pd
@@ -223,9 +260,46 @@ def load_results(results_dir: str | os.PathLike | None = "", dedupe: bool = True
         f"{m} {p}" + ("" if s == "oneshot" else f" ({s})") if m == "nm" and p else series_name(m, s)
         for m, p, s in zip(df["method"], df["pattern"], df["schedule"], strict=True)
     ]
-    if dedupe:
-        df = df.drop_duplicates(subset=list(POINT_KEY), keep="last")
-    return df.reset_index(drop=True)
+    if not dedupe:
+        return df.reset_index(drop=True)
+    df = _one_configuration_per_point(df)
+    return df.reset_index(drop=True) if per_seed else aggregate(df)
+
+
+def _one_configuration_per_point(df):
+    """The rows :func:`load_results` keeps with ``dedupe`` (see there), in file order."""
+    df = df.assign(_order=range(len(df)))
+    run = list(POINT_KEY) + ["config_hash", "finetune_epochs"]
+    df = df.drop_duplicates(subset=run + ["seed"], keep="last")
+    runs = df.groupby(run, dropna=False, sort=False).agg(_seeds=("seed", "nunique"), _last=("_order", "max"))
+    runs = runs.reset_index().sort_values(["_seeds", "_last"]).drop_duplicates(list(POINT_KEY), keep="last")
+    kept = df.merge(runs[run], on=run, how="inner").sort_values("_order")
+    return kept.drop(columns="_order")
+
+
+def aggregate(df):
+    """One row per :data:`POINT_KEY` of per-seed rows: numeric columns are the mean over seeds, text columns the
+    first row's, ``n_seeds`` how many seeds, ``seeds`` which (e.g. "0 1 2"), and ``<column>_std`` the sample
+    standard deviation (n - 1 in the denominator; NaN for a single seed) of each :data:`SPREAD` column.
+
+    Averaging first and comparing afterwards is the rule of the book: a method is judged on its mean, and a
+    difference smaller than the seed-to-seed spread is no measurable difference.
+    """
+    import pandas as pd
+
+    if df.empty:
+        return df.assign(n_seeds=pd.Series(dtype=int), seeds=pd.Series(dtype=str)).reset_index(drop=True)
+    keys = list(POINT_KEY)
+    groups = df.groupby(keys, sort=False, dropna=False)
+    text = [c for c in df.columns if c not in NUMERIC and c not in keys]
+    out = groups[[c for c in NUMERIC if c != "seed" and c not in keys]].mean()
+    out = out.join(groups[text].first())
+    out = out.join(groups[list(SPREAD)].std(ddof=1).add_suffix("_std"))
+    out["n_seeds"] = groups["seed"].nunique()
+    out["seeds"] = groups["seed"].agg(lambda s: " ".join(f"{v:g}" for v in sorted(set(s))))
+    out = out.reset_index()
+    columns = [c for c in df.columns if c != "seed"] + ["n_seeds", "seeds"] + [f"{c}_std" for c in SPREAD]
+    return out[columns]
 
 
 def series_name(method: str, schedule: str) -> str:

@@ -49,6 +49,7 @@ from .results import append_row, read_results, results_csv, run_key
 from .settings import paths, show_progress
 from .sparsity import measure
 from .sparsity.compact import save_compact, save_dense
+from .sparsity.inference import apply_sparse_plan, plan_sparse_inference
 from .sparsity.nm import NM_PATTERNS, nm_compact_bytes, parse_pattern, pattern_for_ratio
 from .sparsity.structured import apply_structured_masks, apply_surgery
 from .sparsity.unstructured import bake_in, sparsify_
@@ -395,10 +396,37 @@ def accuracies(model: nn.Module, data: MNISTData) -> Accuracy:
     ]
 
 
+LATENCY_BATCHES = (1, 256)
+# Planning a row's sparse conversion times each layer dense and sparse, then the whole model (sparsity.inference).
+# One round of 3-5 block medians of 20 ms keeps that to about a second per row on 2 cores. Layers denser than 0.4
+# stay dense untimed: their CSR matrix (a float32 value and an int32 column index per non-zero) holds 80 % or more
+# of the dense matrix's bytes, and torch's CSR kernel needed density ~0.1 to beat dense GEMM by 2x at batch 256
+# (bench/sparse_speed.py); this spares the timing on the rows pruned to 30-50 %.
+SPARSE_PLAN_OPTIONS = {"min_run_time": 0.02, "rounds": 1, "max_density": 0.4}
+
+
 def _latencies(model: nn.Module) -> tuple[float, float]:
     """CPU latency at batch 1 and 256 of a contiguous CPU copy of ``model``."""
-    cpu = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format)
-    return measure.latency_ms(cpu, 1, SAMPLE_SHAPE), measure.latency_ms(cpu, 256, SAMPLE_SHAPE)
+    return _latency_pairs(copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format))[0]
+
+
+def _latency_pairs(*models: nn.Module) -> list[tuple[float, float]]:
+    """CPU latency at batch 1 and 256 of each model (on the CPU, timed as given: a sparse model's CSR tensors
+    can be neither deep-copied nor moved), measured alike and interleaved, batch by batch and model after model,
+    so drift from other jobs on the machine hits them all the same."""
+    ms = {b: [measure.latency_ms(m, b, SAMPLE_SHAPE) for m in models] for b in LATENCY_BATCHES}
+    return [(ms[1][i], ms[256][i]) for i in range(len(models))]
+
+
+def _sparse_inference(model: nn.Module) -> tuple[nn.Module | None, dict[int, str]]:
+    """``model`` (baked in, contiguous, on the CPU) converted by ``sparsity.to_sparse_inference`` for batch 1
+    and 256, and per batch size the layers that run sparse, comma-joined ("none": the plan keeps them all dense).
+    The model is None when no layer runs sparse at any batch size: it would be the dense model again."""
+    plan = plan_sparse_inference(model, SAMPLE_SHAPE, LATENCY_BATCHES, **SPARSE_PLAN_OPTIONS)
+    names = {b: ",".join(row.layer for row in plan if row.sparse[b]) or "none" for b in LATENCY_BATCHES}
+    if not any(row.any_sparse for row in plan):
+        return None, names
+    return apply_sparse_plan(model, plan), names
 
 
 def _run_oneshot(
@@ -512,8 +540,18 @@ def _measure(
             for _, module in layers
         )
     if config.latency:
-        row["latency_b1_ms"], row["latency_b256_ms"] = _latencies(model)
         row["baseline_latency_b1_ms"], row["baseline_latency_b256_ms"] = baseline_latency
+        if exp.method == "structured":  # surgery already made it a smaller dense model: nothing to convert
+            row["latency_b1_ms"], row["latency_b256_ms"] = _latencies(model)
+        else:
+            sparse, names = _sparse_inference(model)
+            if sparse is None:  # every layer stays dense: the converted model is this one, timed once
+                dense_ms = sparse_ms = _latencies(model)
+            else:
+                dense_ms, sparse_ms = _latency_pairs(model, sparse)
+            row["latency_b1_ms"], row["latency_b256_ms"] = dense_ms
+            row["latency_sparse_b1_ms"], row["latency_sparse_b256_ms"] = sparse_ms
+            row["sparse_layers_b1"], row["sparse_layers_b256"] = names[1], names[256]
     return ExperimentResult(row, model, dense_path, compact_path)
 
 

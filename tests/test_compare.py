@@ -311,7 +311,8 @@ def test_format_smallest(df):
     none = shown.loc[("mlp", "structured", "0.1 pp")]
     assert none["sparsity"] == "none" and none["compact file"] == ""
     row = shown.loc[("mlp", "global", "1 pp")]  # global 0.99: 17,027 B, 3,072 non-zero, 1,067,900 / 17,027
-    assert (row["sparsity"], row["accuracy"], row["compact file"]) == ("99.0 %", "97.20 %", "17.0 kB")
+    assert (row["sparsity"], row["accuracy (mean ± std)"], row["compact file"]) == ("99.0 %", "97.20 %", "17.0 kB")
+    assert row["seeds"] == "1"
     assert (row["non-zero params"], row["smaller than dense"]) == ("3,072", "62.7x")
 
 
@@ -356,7 +357,8 @@ def test_key_findings_markdown(df):
     # mlp: smallest file within 0.5 pp is the gradual global row at 95 % (76,656 B -> 76.7 kB)
     assert "the smallest file is global (gradual) at 95.0 % sparsity: 76.7 kB" in text
     assert text.count("| method | most sparse within 0.5 pp |") == 2
-    assert "| structured | 52.8 % | 97.90 % | 503.7 kB | 2.1x | 1.95x |" in text
+    assert "| structured | 52.8 % | 97.90 % | -0.22 pp | 503.7 kB | 2.1x | 1.95x |" in text
+    assert "(one seed: no spread measured)" in text
     assert "nan" not in text.lower()
 
 
@@ -383,7 +385,7 @@ def test_key_findings_markdown_has_no_blank_rows_and_names_series_without_a_resu
     assert [r[0] for r in rows] == ["l1", "global", "global (gradual)", "nm 2:4"]  # structured: no row at all
     assert [r[0] for r in markdown_rows(cnn)] == ["l1", "global", "structured", "nm 2:4"]
     for row in rows + markdown_rows(cnn):
-        assert len(row) == 6 and all(cell and cell != "none" for cell in row), row
+        assert len(row) == 7 and all(cell and cell != "none" for cell in row), row
     assert "nan" not in text.lower()
 
 
@@ -440,3 +442,79 @@ def test_notebook_runs_under_nbval_on_the_fixture(tmp_path, fixture_results):
     for model in ("mlp", "cnn"):
         for figure in ("accuracy_vs_sparsity", "bytes_vs_sparsity", "latency_vs_sparsity", "accuracy_vs_bytes"):
             assert f"{model}_{figure}.png" in names and f"{model}_{figure}.svg" in names
+
+
+# ------------------------------------------------------------------------------- seeds: means, spread, noise
+
+
+def seeded(folder, offsets=(-0.0004, 0.0, 0.0004)):
+    """The fixture CSVs rewritten as three seeds per row: accuracies shifted by ``offsets`` (so each point's mean
+    is the fixture's value and its std is known), every other column unchanged."""
+    for model in ("mlp", "cnn"):
+        rows = raw_rows(model)
+        out = []
+        for seed, d in enumerate(offsets):
+            for r in rows:
+                shifted = {c: f"{float(r[c]) + d:.6f}" for c in results.SPREAD if r[c] != ""}
+                out.append({**r, **shifted, "seed": str(seed)})
+        with open(folder / f"{model}_pruning_results.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(out)
+    return folder
+
+
+def test_aggregate_gives_the_mean_std_and_count_over_seeds(tmp_path):
+    per_seed = results.load_results(seeded(tmp_path), per_seed=True)
+    agg = results.load_results(tmp_path)
+    assert len(per_seed) == 3 * len(agg) and set(agg["n_seeds"]) == {3} and set(agg["seeds"]) == {"0 1 2"}
+    point = (per_seed["model"] == "mlp") & (per_seed["method"] == "global") & (per_seed["ratio"] == 0.9)
+    values = per_seed.loc[point & (per_seed["schedule"] == "oneshot"), "acc_finetuned"].to_numpy()
+    row = agg[(agg["model"] == "mlp") & (agg["method"] == "global") & (agg["ratio"] == 0.9)].iloc[0]
+    assert row["acc_finetuned"] == pytest.approx(values.mean())
+    assert row["acc_finetuned_std"] == pytest.approx(values.std(ddof=1))
+
+
+def test_one_seed_has_no_spread(df):
+    assert df["acc_finetuned_std"].isna().all() and set(df["n_seeds"]) == {1}
+
+
+def test_the_configuration_with_more_seeds_wins_over_a_later_single_seed_budget(tmp_path):
+    folder = seeded(tmp_path)
+    path = folder / "mlp_pruning_results.csv"
+    extra = dict(raw_rows("mlp")[0], acc_finetuned="0.5000", finetune_epochs="30", config_hash="longer")
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n").writerow(extra)
+    agg = results.load_results(folder)
+    l1_half = agg[(agg["model"] == "mlp") & (agg["method"] == "l1") & (agg["ratio"] == 0.5)].iloc[0]
+    assert l1_half["n_seeds"] == 3 and l1_half["finetune_epochs"] == 2
+
+
+def test_smallest_within_judges_the_mean_not_the_best_seed(tmp_path):
+    # mlp l1 0.99 is 2.92 pp below its baseline; one seed 5 pp better would pass 1 pp alone, the mean does not
+    folder = seeded(tmp_path, offsets=(0.0, 0.0, 0.0))
+    path = folder / "mlp_pruning_results.csv"
+    rows = results.read_results(path)
+    for r in rows:
+        if r["method"] == "l1" and r["ratio"] == "0.99" and r["seed"] == "2":
+            r["acc_finetuned"] = "0.9800"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    table = compare.smallest_within(results.load_results(folder), tolerances=(0.01,)).set_index(
+        ["model", "series"]
+    )
+    assert table.loc[("mlp", "l1"), "ratio"] == 0.9
+
+
+def test_difference_within_the_noise_floor_is_called_no_measurable_difference():
+    assert compare.difference_text(-0.0005, 0.0016) == "-0.05 pp (no measurable difference)"
+    assert compare.difference_text(-0.0030, 0.0016) == "-0.30 pp"
+    assert compare.difference_text(-0.0005, float("nan")) == "-0.05 pp"
+
+
+def test_key_findings_markdown_states_the_baseline_spread_and_the_noise_floor(tmp_path):
+    text = compare.key_findings_markdown(results.load_results(seeded(tmp_path)))
+    # std of (-0.04, 0, +0.04) pp = 0.04 pp; the floor is twice that
+    assert "dense baseline 98.12 ± 0.04 % (mean ± std over 3 seeds; differences below 2 std = 0.08 pp" in text

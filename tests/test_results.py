@@ -73,3 +73,27 @@ def test_schema_constants_are_consistent():
     assert len(set(COLUMNS)) == len(COLUMNS)
     assert set(NUMERIC) < set(COLUMNS) and set(POINT_KEY) < set(COLUMNS)
     assert "sparsity" in NUMERIC and "model" not in NUMERIC
+
+
+def test_a_csv_of_an_earlier_schema_is_read_with_the_new_columns_empty_and_upgraded_on_append(tmp_path, rows):
+    old = [c for c in COLUMNS if not c.startswith("acc_val_") and c != "precision"]
+    path = tmp_path / "r.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerow(rows[0])
+    (first,) = read_results(path)
+    assert first["acc_val_finetuned"] == "" and first["acc_finetuned"] == rows[0]["acc_finetuned"]
+    append_row(path, rows[1])
+    assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
+    assert [r["acc_finetuned"] for r in read_results(path)] == [rows[0]["acc_finetuned"], rows[1]["acc_finetuned"]]
+
+
+def test_columns_out_of_order_are_refused(tmp_path, rows):
+    path = tmp_path / "r.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(reversed(COLUMNS)), lineterminator="\n")
+        writer.writeheader()
+        writer.writerow(rows[0])
+    with pytest.raises(ValueError, match="unexpected columns"):
+        read_results(path)

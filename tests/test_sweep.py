@@ -11,6 +11,10 @@ from mnist_pruning.sweep import (
 )
 
 TIMING = {
+    "latency_sparse_b1_ms",
+    "latency_sparse_b256_ms",
+    "sparse_layers_b1",
+    "sparse_layers_b256",
     "finetune_seconds",
     "latency_b1_ms",
     "latency_b256_ms",
@@ -235,6 +239,37 @@ def test_record_appends_once_through_results_append_row(tmp_path, mnist_small):
     assert read_results(path) == [row]  # the same run again: skipped
     record({**row, "seed": "1"}, config)  # another seed is another run
     assert [r["seed"] for r in read_results(path)] == ["0", "1"]
+
+
+SPARSE_COLUMNS = ("latency_sparse_b1_ms", "latency_sparse_b256_ms", "sparse_layers_b1", "sparse_layers_b256")
+
+
+@pytest.fixture(scope="module")
+def timed_rows(tmp_path_factory, mnist_small):
+    """One row per method, latency measured (ratio 0.9: sparse enough that planning really times layers)."""
+    config = tiny(tmp_path_factory.mktemp("timed"), ratios=(0.9,), patterns=(), latency=True)
+    return {r["method"]: r for r in read_results(run_sweep(config, progress=False, data=mnist_small)["mlp"])}
+
+
+@pytest.mark.parametrize("method", ["l1", "global", "nm"])
+def test_unstructured_and_nm_rows_hold_sparse_latencies_and_the_layers_that_ran_sparse(timed_rows, method):
+    row = timed_rows[method]
+    assert float(row["latency_sparse_b1_ms"]) > 0 and float(row["latency_sparse_b256_ms"]) > 0
+    for batch in (1, 256):
+        layers = row[f"sparse_layers_b{batch}"]
+        assert layers == "none" or set(layers.split(",")) <= {"fc1", "fc2", "fc3"}
+
+
+def test_structured_rows_leave_the_sparse_columns_empty(timed_rows):
+    row = timed_rows["structured"]
+    assert float(row["latency_b256_ms"]) > 0
+    assert [row[c] for c in SPARSE_COLUMNS] == ["", "", "", ""]
+
+
+def test_sparse_columns_stay_empty_without_latency(tmp_path, mnist_small):
+    config = tiny(tmp_path, methods=("global",), ratios=(0.9,))
+    row = read_results(run_sweep(config, progress=False, data=mnist_small)["mlp"])[0]
+    assert [row[c] for c in SPARSE_COLUMNS] == ["", "", "", ""]
 
 
 # ------------------------------------------------------------------------------------------------ seeds

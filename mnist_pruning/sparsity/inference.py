@@ -37,10 +37,10 @@ The kernels (torch.sparse, int32 CSR indices):
 When sparse wins depends on the density *and* the batch size (a sparse product has a fixed cost a small dense
 one does not), so :func:`plan_sparse_inference` measures: layer by layer in the order they run, dense against
 sparse on the input the layer sees at each of ``batch_sizes`` in the model converted so far (best of
-alternating ``torch.utils.benchmark`` medians; sparse must win by 10 %), then the whole converted model against
-the dense one (where it is not faster, everything runs dense at that batch size). If the choice differs between
-batch sizes both kernels are kept, and an input of ``n`` rows uses the choice made for the measured batch size
-nearest to ``n`` on a log scale (with 1 and 256: as at batch 1 below 16 rows, as at 256 from 16 on). A layer
+alternating medians of ``torch.utils.benchmark`` blocks; sparse must win by 10 %), then the whole converted model
+against the dense one (where it is not faster, everything runs dense at that batch size). If the choice differs
+between batch sizes both kernels are kept, and an input of ``n`` rows uses the choice made for the measured batch
+size nearest to ``n`` on a log scale (with 1 and 256: as at batch 1 below 16 rows, as at 256 from 16 on). A layer
 with no zeros stays dense untimed.
 
 Refused with a ValueError naming the layer: pruning masks still attached (call
@@ -55,6 +55,8 @@ from __future__ import annotations
 import bisect
 import copy
 import math
+import statistics
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -490,13 +492,25 @@ def _input_of(model: nn.Module, name: str, batch: int, sample_shape: tuple[int, 
     return seen[0]
 
 
+# Blocks per median in planning: 5, or 3 for a call slower than min_run_time / 3 (a LeNet-5 forward at batch 256,
+# tens of ms: 5 would take several times what was asked). Not blocked_autorange: it grows its block size in steps
+# of 10x, so a 10 us layer call was timed for ~0.2 s whatever min_run_time asked (an MLP's plan took ~5 s, not ~1).
+PLAN_BLOCKS = (3, 5)
+
+
 def _median_ms(module: nn.Module, x: torch.Tensor, min_run_time: float) -> float:
+    """Median ms per call over 3 to 5 Timer blocks (:data:`PLAN_BLOCKS`) of about ``min_run_time`` s in all."""
     with torch.inference_mode():
         module(x)  # warm-up: oneDNN builds its primitive on the first call
+        start = time.perf_counter()
+        module(x)
+        once = time.perf_counter() - start
+        blocks = min(PLAN_BLOCKS[1], max(PLAN_BLOCKS[0], math.ceil(min_run_time / once)))
+        number = max(1, round(min_run_time / blocks / once))
         timer = torch_benchmark().Timer(
             stmt="m(x)", globals={"m": module, "x": x}, num_threads=torch.get_num_threads()
         )
-        return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+        return statistics.median(timer.timeit(number).mean for _ in range(blocks)) * 1e3
 
 
 def _best_ms(
