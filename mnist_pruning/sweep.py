@@ -104,11 +104,15 @@ class Budget:
     lottery_epochs: int  # the lottery's dense training and each of its rounds
 
 
-# Measured here: with 2 epochs at lr 0.01 LeNet-300-100 recovers to 98.15 % at 90 % global sparsity, with 8 at
-# lr 0.05 to 98.38 % (2:4: 98.27 % -> 98.42 %); LeNet-5 recovers within 2 epochs.
+# The one-shot fine-tuning budgets were chosen on the validation split by bench/budgets.py (global pruning to 0.9
+# and 0.99 from the seed-0 baseline; mean validation accuracy over the two; the cheaper candidate within 0.1 pp):
+# MLP 8 epochs at lr 0.05 (96.57 %; 4 at 0.05: 96.19 %, 2 at 0.01: 94.30 %); CNN 2 epochs at lr 0.02 (97.86 %;
+# 2 at 0.01: 97.51 %, 4 at 0.01: 97.77 %, 1 at 0.01: 97.00 %). The gradual and lottery epochs (MLP 20 / 5 per
+# round, CNN 6 / 3) were set by an earlier version that looked at test accuracy and have not been re-checked on
+# validation yet; they use the baseline recipe's learning rate.
 BUDGETS = {
     "mlp": Budget(finetune_epochs=8, finetune_lr=0.05, frontier_epochs=20, lottery_epochs=5),
-    "cnn": Budget(finetune_epochs=2, finetune_lr=0.01, frontier_epochs=6, lottery_epochs=3),
+    "cnn": Budget(finetune_epochs=2, finetune_lr=0.02, frontier_epochs=6, lottery_epochs=3),
 }
 
 
