@@ -35,6 +35,10 @@ __all__ = [
     "resolve_results_dir",
     "resolve_figures_dir",
     "load_results",
+    "COMPRESSION_COLUMNS",
+    "compression_csv",
+    "compression_key",
+    "load_compression_results",
 ]
 
 # The schema. Sizes in bytes, latency in milliseconds per batch, accuracies as fractions in [0, 1].
@@ -72,6 +76,46 @@ TEXT = ("model", "method", "pattern", "schedule", "device", "config_hash", "vers
 NUMERIC = tuple(c for c in COLUMNS if c not in TEXT)
 # One point of a figure: a later row with the same values replaces an earlier one when reading for display.
 POINT_KEY = ("model", "method", "pattern", "schedule", "ratio")
+# results/compression_results.csv (mnist_pruning.compress): one row per (model, sparsity, bits) point of the
+# Deep Compression pipeline. Every accuracy is measured on the model decoded from the coded file.
+COMPRESSION_COLUMNS = (
+    "model",  # mlp | cnn
+    "sparsity_target",  # requested fraction of weights removed (gradual global magnitude pruning)
+    "sparsity",  # measured on the decoded model: zero fraction of the prunable weights
+    "bits",  # bits per cluster index per layer, e.g. conv1=8;conv2=8;fc1=5;fc2=5 (codebook <= 2**bits)
+    "codebook_entries",  # shared values actually used per layer, same format (<= 2**bits)
+    "position_coding",  # per layer, the position coding written: mask (bitmask) | gap (relative index gaps)
+    "acc_baseline",  # test accuracy of the dense baseline
+    "acc_pruned",  # test accuracy of the pruned model, loaded back from its compact file
+    "acc_shared",  # test accuracy after k-means weight sharing, before centroid fine-tuning (decoded file)
+    "acc_test",  # test accuracy after centroid fine-tuning, of the model decoded from the coded file
+    "acc_val",  # validation accuracy of the decoded model (empty when the data has no validation split)
+    "size_coded_bytes",  # bytes of the coded file (mnist_pruning.compress format)
+    "ratio_vs_dense",  # size_dense_bytes / size_coded_bytes
+    "bytes_values",  # cluster indices: count tables + ANS streams
+    "bytes_positions",  # positions of the kept weights: tables + ANS streams
+    "bytes_codebooks",  # the shared values
+    "bytes_biases",  # biases, raw (fp16 by default)
+    "bytes_header",  # fixed fields, header text and CRC-32
+    "limit_bytes",  # information limit of the same content (mnist_pruning.compress.information_limit)
+    "size_fixed_bytes",  # computed: weight sharing without entropy coding (ceil(log2 k)-bit indices,
+    # Elias-Fano positions, codebooks, biases, header)
+    "size_dense_bytes",  # bytes of the ordinary dense fp32 state_dict file (torch.save) of the pruned model
+    "size_compact_bytes",  # bytes of the compact sparse file (fp32 values) of the pruned model
+    "dense_zstd_bytes",  # zstd (level 19) of the dense file
+    "dense_lzma_bytes",  # lzma (preset 9 | extreme) of the dense file
+    "compact_zstd_bytes",  # zstd (level 19) of the compact file
+    "compact_lzma_bytes",  # lzma (preset 9 | extreme) of the compact file
+    "prune_epochs",  # epochs of gradual pruning (from the dense baseline)
+    "centroid_epochs",  # epochs of centroid fine-tuning
+    "prune_seconds",  # wall time of gradual pruning (0 when the pruned model was reused from runs/)
+    "seconds",  # wall time of this point without pruning: k-means, fine-tuning, coding, decoding, evaluation
+    "seed",
+    "config_hash",  # hash of everything that defines the point (not timings)
+    "version",  # mnist_pruning version that produced the row
+)
+COMPRESSION_TEXT = ("model", "bits", "codebook_entries", "position_coding", "config_hash", "version")
+COMPRESSION_KEY = ("model", "sparsity_target", "bits", "seed", "config_hash")  # what makes two rows one run
 RESULTS_ENV = "MNIST_PRUNING_RESULTS"  # used when results_dir is "": lets nbval (which cannot pass parameters) aim
 
 
@@ -79,17 +123,30 @@ def results_csv(results_dir: str | os.PathLike, arch: str) -> Path:
     return Path(results_dir) / f"{arch}_pruning_results.csv"
 
 
-def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a results CSV (empty when absent); a CSV with other columns raises before any work."""
+def compression_csv(results_dir: str | os.PathLike) -> Path:
+    return Path(results_dir) / "compression_results.csv"
+
+
+def compression_key(row: Mapping[str, object]) -> tuple[str, ...]:
+    """What makes two compression rows the same run (:data:`COMPRESSION_KEY`)."""
+    return tuple(
+        f"{float(row[c]):.6g}" if c == "sparsity_target" else str(int(row[c])) if c == "seed" else str(row[c])
+        for c in COMPRESSION_KEY
+    )
+
+
+def read_results(path: str | os.PathLike, columns: tuple[str, ...] = COLUMNS) -> list[dict[str, str]]:
+    """Rows of a results CSV (empty when absent); a CSV with other columns raises before any work.
+    ``columns``: the schema to expect (:data:`COMPRESSION_COLUMNS` for the compression CSV)."""
     path = Path(path)
     if not path.exists():
         return []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         found = tuple(reader.fieldnames or ())
-        if found != COLUMNS:
-            missing = [c for c in COLUMNS if c not in found]
-            extra = [c for c in found if c not in COLUMNS]
+        if found != columns:
+            missing = [c for c in columns if c not in found]
+            extra = [c for c in found if c not in columns]
             raise ValueError(
                 f"{str(path)!r} has unexpected columns (missing: {missing or 'none'}, "
                 f"unexpected: {extra or 'none'}); move it aside or point results_dir elsewhere - it is left "
@@ -119,16 +176,19 @@ def run_key(row: Mapping[str, object]) -> tuple[str, ...]:
     )
 
 
-def append_row(path: str | os.PathLike, row: Mapping[str, object]) -> bool:
+def append_row(
+    path: str | os.PathLike, row: Mapping[str, object], columns: tuple[str, ...] = COLUMNS, key=run_key
+) -> bool:
     """Append ``row`` to the CSV at ``path`` unless a row with the same :func:`run_key` is there; return whether
-    it was appended. The CSV is rewritten to a temporary file and renamed, so it is always whole."""
-    rows = read_results(path)
-    if run_key(row) in {run_key(r) for r in rows}:
+    it was appended. The CSV is rewritten to a temporary file and renamed, so it is always whole. ``columns`` and
+    ``key``: another schema and its run key (:data:`COMPRESSION_COLUMNS`, :func:`compression_key`)."""
+    rows = read_results(path, columns)
+    if key(row) in {key(r) for r in rows}:
         return False
-    rows.append({c: row.get(c, "") for c in COLUMNS})
+    rows.append({c: row.get(c, "") for c in columns})
     with atomic_write(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+            writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
     return True
@@ -197,6 +257,24 @@ def load_results(results_dir: str | os.PathLike | None = "", dedupe: bool = True
     ]
     if dedupe:
         df = df.drop_duplicates(subset=list(POINT_KEY), keep="last")
+    return df.reset_index(drop=True)
+
+
+def load_compression_results(results_dir: str | os.PathLike | None = "", dedupe: bool = True):
+    """The compression CSV as a typed pandas DataFrame (empty, with the columns, when there is none); with
+    ``dedupe`` the last row of each (model, sparsity_target, bits, seed) is kept."""
+    import numpy as np
+    import pandas as pd
+
+    path = compression_csv(resolve_results_dir(results_dir))
+    df = pd.DataFrame(read_results(path, COMPRESSION_COLUMNS), columns=list(COMPRESSION_COLUMNS))
+    for col in COMPRESSION_COLUMNS:
+        if col in COMPRESSION_TEXT:
+            df[col] = df[col].fillna("").astype(str)
+        else:
+            df[col] = pd.to_numeric(df[col].replace("", np.nan), errors="coerce").astype(float)
+    if dedupe:
+        df = df.drop_duplicates(subset=["model", "sparsity_target", "bits", "seed"], keep="last")
     return df.reset_index(drop=True)
 
 
