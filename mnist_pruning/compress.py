@@ -90,6 +90,7 @@ __all__ = [
     "share_weights",
     "fine_tune_centroids",
     "unshare",
+    "snapshot",
     "encode",
     "decode",
     "save_coded",
@@ -268,7 +269,7 @@ def share_weights(
         module.shared_bits = int(bits[name])
         module.codebook_dtype = codebook_dtype
         module.weight = _shared_weight(module)
-        module._shared_hook = module.register_forward_pre_hook(_refresh)
+        module.register_forward_pre_hook(_refresh)
     return model
 
 
@@ -291,45 +292,56 @@ def fine_tune_centroids(model: nn.Module, data, config, progress: bool = True) -
     return history
 
 
-def unshare(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
-    """Turn a :func:`share_weights` model back into plain parameters (``weight = codebook[index] * keep``, biases
-    rounded to ``bias_dtype`` in the model too, so the in-memory model computes what the file will) and return
-    the :class:`CodedModel` to encode."""
+_SHARED_ENTRIES = ("codebook", "weight_index", "weight_keep")
+
+
+def snapshot(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
+    """The :class:`CodedModel` of a :func:`share_weights` model as it is now (the model is not changed)."""
     check_choice(bias_dtype, tuple(BIAS_DTYPES), "bias dtype")
     layers: dict[str, SharedLayer] = {}
     for name, module in prunable_layers(model):
         if not hasattr(module, "codebook"):
             raise ValueError(f"layer {name!r} does not share its weights; call share_weights first")
         keep = module.weight_keep.detach().cpu().bool().reshape(-1)
-        positions = torch.nonzero(keep).reshape(-1).numpy().astype(np.int64)
         codebook = module.codebook.detach().cpu().to(_DTYPES[module.codebook_dtype])
         indices = module.weight_index.detach().cpu().reshape(-1)[keep].numpy().astype(np.int64)
         k = int(indices.max()) + 1 if len(indices) else 0
         layers[f"{name}.weight"] = SharedLayer(
             shape=tuple(module.weight_keep.shape),
             bits=module.shared_bits,
-            positions=positions,
+            positions=torch.nonzero(keep).reshape(-1).numpy().astype(np.int64),
             indices=indices,
-            codebook=codebook[:k].numpy(),
+            codebook=codebook[:k].numpy().copy(),
         )
-        module._shared_hook.remove()
-        weight = layers[f"{name}.weight"].weight().to(module.weight_keep.device)
-        for attr in ("codebook",):
-            del module._parameters[attr]
+    tensors = {
+        name: t.detach().cpu().to(BIAS_DTYPES[bias_dtype]).clone()
+        for name, t in model.state_dict().items()
+        if name not in layers and name.rsplit(".", 1)[-1] not in _SHARED_ENTRIES
+    }
+    return CodedModel(model.config, layers, tensors)
+
+
+def unshare(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
+    """Turn a :func:`share_weights` model back into plain parameters (``weight = codebook[index] * keep``, biases
+    rounded to ``bias_dtype`` in the model too, so the in-memory model computes what the file will) and return
+    the :class:`CodedModel` to encode."""
+    coded = snapshot(model, bias_dtype)
+    for name, module in prunable_layers(model):
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if hook is _refresh:
+                del module._forward_pre_hooks[key]
+        weight = coded.layers[f"{name}.weight"].weight().to(module.weight_keep.device)
+        del module._parameters["codebook"]
         for attr in ("weight_index", "weight_keep"):
             del module._buffers[attr]
-        for attr in ("weight", "shared_bits", "codebook_dtype", "_shared_hook"):
+        for attr in ("weight", "shared_bits", "codebook_dtype"):
             module.__dict__.pop(attr, None)
         module.weight = nn.Parameter(weight)
-    tensors = {}
-    for name, t in model.state_dict().items():
-        if name in layers:
-            continue
-        stored = t.detach().cpu().to(BIAS_DTYPES[bias_dtype]).clone()
-        tensors[name] = stored
-        with torch.no_grad():
-            t.copy_(stored.to(t.dtype))
-    return CodedModel(model.config, layers, tensors)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name in coded.tensors:
+                t.copy_(coded.tensors[name].to(t.dtype))
+    return coded
 
 
 # ------------------------------------------------------------------------------------------- entropy coding
@@ -912,13 +924,11 @@ def compress_point(
     as_loaded.load_state_dict(_load_compact_bytes(compact))
     acc_pruned = evaluate(as_loaded, data.test_x, data.test_y)["accuracy"]
 
-    device = next(iter(data.train_x.reshape(-1)[:1])).device
+    device = data.train_x.device
     model = copy.deepcopy(pruned.model).to(device)
     share_weights(model, bits, seed=config.seed, codebook_dtype=config.codebook_dtype)
-    before = copy.deepcopy(model)
-    acc_shared = evaluate(
-        decode(encode(unshare(before, config.bias_dtype))).model().to(device), data.test_x, data.test_y
-    )["accuracy"]
+    shared = decode(encode(snapshot(model, config.bias_dtype))).model().to(device)
+    acc_shared = evaluate(shared, data.test_x, data.test_y)["accuracy"]
     fine_tune_centroids(model, data, config.centroid_config(arch), progress=progress)
     coded = unshare(model, config.bias_dtype)
     folder = paths(config.data_dir, config.out_dir).runs / "compress"
