@@ -97,6 +97,8 @@ __all__ = [
     "load_coded",
     "load_model",
     "size_breakdown",
+    "decode_header",
+    "layer_table",
     "information_limit",
     "empirical_entropy_bits",
     "CompressConfig",
@@ -668,6 +670,19 @@ def load_coded(path: str | os.PathLike) -> CodedModel:
 def load_model(path: str | os.PathLike) -> nn.Module:
     """The model of a coded file, rebuilt with :func:`mnist_pruning.models.build_model` from its header."""
     return load_coded(path).model()
+
+
+def decode_header(data: bytes, source: str = "<bytes>") -> list[str]:
+    """The header records of a coded file (after its magic and CRC-32 are checked), for reading and tests."""
+    data = bytes(data)
+    if (
+        len(data) < _PREFIX.size + 4
+        or data[:4] != MAGIC
+        or zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]
+    ):
+        raise _bad(source, "wrong magic, CRC-32 or length")
+    n = _PREFIX.unpack_from(data)[2]
+    return data[_PREFIX.size : _PREFIX.size + n].decode("ascii", errors="replace").split(";")
 
 
 def size_breakdown(data: bytes) -> dict[str, int]:
