@@ -307,16 +307,17 @@ def latency_vs_sparsity(df: pd.DataFrame, model: str) -> Figure:
 
 
 def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
-    """Accuracy after fine-tuning against compact-file bytes (log x): the trade-off. The grey step line is the
-    frontier over all methods; the black cross is the dense baseline and its file."""
-    sub = df[df["model"] == model]
+    """Test error after fine-tuning (%, log y) against compact-file bytes (log x): the trade-off, with the top
+    accuracy points (where the methods differ) spread out. The grey step line is the frontier over all methods;
+    the black cross is the dense baseline and its file."""
+    sub = df[df["model"] == model].assign(error_pct=lambda d: 100 * (1 - d["acc_finetuned"]))
     order = series_order(sub)
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    _draw_series(ax, sub, order, "size_compact_bytes", "acc_finetuned", scale=100)
+    _draw_series(ax, sub, order, "size_compact_bytes", "error_pct")
     front = pareto_front(sub)
     ax.step(
         front["size_compact_bytes"],
-        100 * front["acc_finetuned"],
+        100 * (1 - front["acc_finetuned"]),
         where="post",
         color="grey",
         lw=3,
@@ -326,7 +327,7 @@ def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
     )
     ax.plot(
         dense_bytes(df, model),
-        100 * baseline_accuracy(df, model),
+        100 * (1 - baseline_accuracy(df, model)),
         marker="X",
         ms=10,
         color="k",
@@ -334,9 +335,17 @@ def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
         label="dense baseline",
     )
     ax.set_xscale("log")
-    ax.set(xlabel="compact file size (bytes, log scale)", ylabel="test accuracy after fine-tuning (%)")
-    ax.legend(fontsize=8, loc="lower right")
-    return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: accuracy vs file size")
+    _error_axis(ax)
+    ax.set(xlabel="compact file size (bytes, log scale)", ylabel="test error after fine-tuning (%, log scale)")
+    ax.legend(fontsize=8, loc="upper right")
+    return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: error vs file size")
+
+
+def _error_axis(ax: Axes) -> None:
+    """A log y-axis for test error in %, labelled with plain numbers (0.5, 1, 2, 5, ...)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: _plain(v) if _log_mantissa(v) in (2, 5) else ""))
 
 
 def _log_mantissa(v: float) -> int:
