@@ -104,6 +104,10 @@ __all__ = [
     "CompressConfig",
     "compress_point",
     "run_compression_sweep",
+    "compress_config_of",
+    "steps_table",
+    "record_point",
+    "pruned_model",
 ]
 
 FORMAT = "mnist-pruning-coded/1"
@@ -1047,6 +1051,21 @@ def steps_table(row: Mapping[str, object]):
         index=[name for name, _, _ in steps],
     )
     return table
+
+
+def compress_config_of(sweep_config, **overrides) -> CompressConfig:
+    """The compression grid of a full run: the sweep's models, seed, data, folders and baselines."""
+    kwargs = dict(
+        models=sweep_config.models,
+        seed=getattr(sweep_config, "seed", 0),
+        baseline_epochs=dict(sweep_config.baseline_epochs),
+        subset=sweep_config.subset,
+        test_subset=sweep_config.test_subset,
+        data_dir=sweep_config.data_dir,
+        out_dir=sweep_config.out_dir,
+        results_dir=sweep_config.results_dir,
+    )
+    return CompressConfig(**{**kwargs, **overrides})
 
 
 def run_compression_sweep(config: CompressConfig, progress: bool = True, data=None) -> Path:

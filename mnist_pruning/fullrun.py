@@ -9,6 +9,8 @@ Usage::
 Stages (each one resumes: finished experiments stay in the CSVs, baselines are reused from ``runs/``):
 
 1. the sweep: both models x every method x every ratio / N:M pattern / schedule -> ``results/*.csv``;
+   then the compression grid (:func:`mnist_pruning.compress.run_compression_sweep`: gradual pruning, k-means
+   weight sharing, centroid fine-tuning, entropy coding) -> ``results/compression_results.csv``;
 2. the chapters, executed by papermill with the parameters below -> ``results/notebooks/*.ipynb``;
 3. the book, built offline from those notebooks and CSVs -> ``book/_build/html``;
 4. ``results/run.json``: settings, library versions, machine, and the wall time of every stage.
@@ -25,6 +27,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .compress import compress_config_of, run_compression_sweep
 from .files import atomic_write, check_writable_dir
 from .settings import paths
 from .sweep import SweepConfig, run_sweep, settings_json
@@ -39,6 +42,7 @@ CHAPTER_PARAMETERS: dict[str, dict] = {
     "04_nm": {"model": "cnn", "n": 2, "m": 4},
     "05_compare": {},
     "06_frontier": {"model": "mlp", "ratio": 0.99},
+    "07_compress": {"model": "cnn", "sparsity": 0.99, "bits_conv": 5, "bits_fc": 3},
 }
 
 
@@ -109,6 +113,9 @@ def full_run(config: SweepConfig, progress: bool = True, book: bool = True) -> d
     start = time.perf_counter()
     run_sweep(config, progress=progress)
     record["seconds"]["sweep"] = round(time.perf_counter() - start, 1)
+    t = time.perf_counter()
+    run_compression_sweep(compress_config_of(config), progress=progress)
+    record["seconds"]["compression"] = round(time.perf_counter() - t, 1)
 
     executed = p.results / "notebooks"
     record["seconds"]["chapters"] = execute_chapters(executed, p.results, progress=progress)
