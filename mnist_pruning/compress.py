@@ -108,6 +108,7 @@ __all__ = [
     "steps_table",
     "record_point",
     "pruned_model",
+    "goals_table",
 ]
 
 FORMAT = "mnist-pruning-coded/1"
@@ -1120,3 +1121,43 @@ def run_compression_sweep(config: CompressConfig, progress: bool = True, data=No
         record_point(result.row, config)
         pruned[(arch, s)].seconds = 0.0  # counted once, in the first row of this pruned model
     return csv_path
+
+
+def goals_table(comp):
+    """Chapter 07's goals (:data:`mnist_pruning.references.COMPRESSION_GOALS`) against the compression rows: per
+    goal, the smallest coded file within the error bound, and the lowest error within the byte bound."""
+    import pandas as pd
+
+    from .references import COMPRESSION_GOALS
+
+    out = []
+    for arch, goals in COMPRESSION_GOALS.items():
+        rows = comp[comp["model"] == arch] if len(comp) else comp
+        base = float(rows["acc_baseline"].median()) if len(rows) else math.nan
+        for max_bytes, max_error in goals:
+            # "or, if the dense baseline is above the reference's error, at no loss against it"
+            bound = (
+                max(max_error, 1 - base) if arch == "cnn" and max_bytes == 44_000 and base == base else max_error
+            )
+            err = 1 - rows["acc_test"] if len(rows) else pd.Series(dtype=float)
+            within_error = rows[err <= bound + 1e-12] if len(rows) else rows
+            within_bytes = rows[rows["size_coded_bytes"] <= max_bytes] if len(rows) else rows
+            smallest = within_error.nsmallest(1, "size_coded_bytes") if len(within_error) else None
+            best = within_bytes.loc[[(1 - within_bytes["acc_test"]).idxmin()]] if len(within_bytes) else None
+            out.append(
+                {
+                    "model": arch,
+                    "goal": f"<= {max_bytes / 1000:g} kB at <= {100 * bound:.2f} % error",
+                    "reached": bool(smallest is not None and smallest["size_coded_bytes"].iloc[0] <= max_bytes),
+                    "smallest file within the error (bytes)": None
+                    if smallest is None
+                    else int(smallest["size_coded_bytes"].iloc[0]),
+                    "its sparsity / bits": None
+                    if smallest is None
+                    else f"{smallest['sparsity_target'].iloc[0]:g} / {smallest['bits'].iloc[0]}",
+                    "lowest error within the bytes (%)": None
+                    if best is None
+                    else round(100 * (1 - float(best["acc_test"].iloc[0])), 2),
+                }
+            )
+    return pd.DataFrame(out)
