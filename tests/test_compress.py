@@ -270,3 +270,70 @@ def test_cli_rejects_bad_bits_before_loading_data(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["compress", "--bits-fc", "0", "--out-dir", str(tmp_path), "--data-dir", str(tmp_path / "none")])
     assert e.value.code == 2
+
+
+def _comp_rows():
+    import pandas as pd
+
+    rows = []
+    for model, base in (("mlp", 0.984), ("cnn", 0.992)):
+        for i, (s, bits) in enumerate([(0.95, "fc1=5;fc2=5"), (0.95, "fc1=3;fc2=3"), (0.99, "fc1=3;fc2=3")]):
+            coded = 20_000 - 5_000 * i
+            rows.append(
+                {
+                    "model": model,
+                    "sparsity_target": s,
+                    "sparsity": s,
+                    "bits": bits,
+                    "acc_baseline": base,
+                    "acc_pruned": base - 0.001,
+                    "acc_shared": base - 0.002,
+                    "acc_test": base - 0.003 * i,
+                    "size_coded_bytes": coded,
+                    "limit_bytes": coded * 0.97,
+                    "bytes_values": coded * 0.4,
+                    "bytes_positions": coded * 0.4,
+                    "bytes_codebooks": coded * 0.05,
+                    "bytes_biases": coded * 0.1,
+                    "bytes_header": coded * 0.05,
+                    "compact_lzma_bytes": coded * 4,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_compression_frontier_draws_coded_files_limits_and_the_references(fixture_results):
+    from mnist_pruning import plots
+    from mnist_pruning.references import SIZE_ANCHORS
+    from mnist_pruning.results import load_results
+
+    df = load_results(fixture_results)
+    fig = plots.compression_frontier(df, _comp_rows(), "cnn")
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    labels = [line.get_label() for line in ax.get_lines()]
+    for anchor in (a for a in SIZE_ANCHORS if a.model == "cnn"):
+        assert any(anchor.source in label for label in labels), anchor.source
+    assert "information limit of that file" in labels and "dense baseline" in labels
+    coded = next(line for line in ax.get_lines() if line.get_label().startswith("coded: 95 %"))
+    assert sorted(coded.get_xdata()) == [15_000, 20_000]
+
+
+def test_compression_breakdown_stacks_the_parts_to_the_file_size():
+    from mnist_pruning import plots
+
+    fig = plots.compression_breakdown(_comp_rows(), "mlp")
+    (ax,) = fig.axes
+    tops = {}
+    for patch in ax.patches:
+        x = round(patch.get_x() + patch.get_width() / 2, 3)
+        tops[x] = max(tops.get(x, 0), patch.get_y() + patch.get_height())
+    assert sorted(round(v * 1000) for v in tops.values()) == [10_000, 15_000, 20_000]
+
+
+def test_goals_table_finds_the_smallest_file_within_each_error_bound():
+    table = C.goals_table(_comp_rows())
+    mlp = table[table["model"] == "mlp"].reset_index(drop=True)
+    # mlp errors 1.6 / 1.9 / 2.2 % at 20 / 15 / 10 kB: nothing <= 1.58 %; <= 2.0 % -> the 15 kB file
+    assert not mlp.loc[0, "reached"]
+    assert mlp.loc[1, "reached"] and mlp.loc[1, "smallest file within the error (bytes)"] == 15_000
