@@ -742,9 +742,11 @@ def information_limit(coded: CodedModel) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------- pipeline
 
 # The grid of the full run: per model, the sparsities pruned (each pruned model is trained once and reused for
-# every bits setting) and the (conv, fc) bits per index. The MLP has no convolution: only its fc bits vary.
-SPARSITIES = {"mlp": (0.9, 0.95, 0.98, 0.99), "cnn": (0.95, 0.99)}
-BITS = ((8, 5), (6, 4), (5, 3), (4, 2))
+# every bits setting) and the (conv, fc) bits per index. The MLP has no convolution: only its fc bits vary. Sized
+# for the 2-core machine: a gradual pruning run costs ~20 s (MLP, 20 epochs) / ~95 s (CNN, 6 epochs) there, a
+# bits setting ~5 s / ~30 s (k-means, centroid fine-tuning, coding, decoding, evaluations).
+SPARSITIES = {"mlp": (0.95, 0.98, 0.99), "cnn": (0.95, 0.99)}
+BITS = {"mlp": ((8, 5), (6, 4), (5, 3), (4, 2)), "cnn": ((8, 5), (6, 4), (5, 3))}
 # Centroid fine-tuning: a short run at a low learning rate (the codebook has few, shared degrees of freedom).
 CENTROID_EPOCHS = {"mlp": 2, "cnn": 1}
 CENTROID_LR = 0.01
@@ -758,7 +760,10 @@ class CompressConfig:
 
     models: tuple[str, ...] = MODEL_NAMES
     sparsities: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(SPARSITIES))  # per model
-    bits: tuple[tuple[int, int], ...] = BITS  # (conv bits, fc bits) per index
+    # (conv bits, fc bits) settings per model, or one tuple of settings for every model
+    bits: dict[str, tuple[tuple[int, int], ...]] | tuple[tuple[int, int], ...] = field(
+        default_factory=lambda: dict(BITS)
+    )
     per_layer: dict[str, int] = field(default_factory=dict)  # per-layer bits overriding bits (one model only)
     seed: int = 0
     prune_epochs: dict[str, int] = field(default_factory=dict)  # gradual pruning; default sweep.BUDGETS frontier
@@ -778,7 +783,11 @@ class CompressConfig:
         self.sparsities = {m: tuple(self.sparsities.get(m, SPARSITIES[m])) for m in self.models}
         for m, values in self.sparsities.items():
             self.sparsities[m] = tuple(check_ratio(s, "sparsity") for s in values)
-        self.bits = tuple((_check_bits(c, "bits_conv"), _check_bits(f, "bits_fc")) for c, f in self.bits)
+        given = self.bits if isinstance(self.bits, Mapping) else dict.fromkeys(self.models, self.bits)
+        self.bits = {
+            m: tuple((_check_bits(c, "bits_conv"), _check_bits(f, "bits_fc")) for c, f in given.get(m, BITS[m]))
+            for m in self.models
+        }
         for arch in self.models:
             layer_bits(arch, 8, 5, self.per_layer)
             for name, table in (("prune_epochs", self.prune_epochs), ("centroid_epochs", self.centroid_epochs)):
@@ -828,7 +837,7 @@ class CompressConfig:
         for arch in self.models:
             for s in self.sparsities[arch]:
                 seen = []
-                for conv, fc in self.bits:
+                for conv, fc in self.bits[arch]:
                     bits = layer_bits(arch, conv, fc, self.per_layer)
                     if bits not in seen:
                         seen.append(bits)
@@ -884,7 +893,8 @@ def pruned_model(
     cfg = config.prune_config(arch)
     folder = paths(config.data_dir, config.out_dir).runs / "compress"
     path = folder / f"{arch}_gradual_{sparsity:g}_seed{config.seed}.pt"
-    key = {"hash": config.hash(arch), "sparsity": sparsity, "data": [len(data.train_y), len(data.test_y)]}
+    recipe = {"baseline": config.baseline_config(arch).to_dict(), "prune": cfg.to_dict()}
+    key = {"recipe": recipe, "sparsity": sparsity, "data": [len(data.train_y), len(data.test_y)]}
     if path.exists():
         try:
             model, payload = load_checkpoint(path, torch.device("cpu"))
