@@ -963,6 +963,8 @@ def compress_point(
     coded = unshare(model, config.bias_dtype)
     folder = paths(config.data_dir, config.out_dir).runs / "compress"
     stem = f"{arch}_{pruned.sparsity:g}_{'-'.join(str(b) for b in bits.values())}_seed{config.seed}"
+    if (config.codebook_dtype, config.bias_dtype) != ("F32", "float16"):
+        stem += f"_{config.codebook_dtype}_{config.bias_dtype}"
     path = folder / f"{stem}.mnpz"
     size = save_coded(coded, path)
     data_bytes = path.read_bytes()
