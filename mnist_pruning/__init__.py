@@ -19,7 +19,8 @@ Where each concept lives:
 - argument checks: ``checks``; file writes and integrity-checked loads: ``files``;
 - the experiments: ``models`` (the two LeNets), ``data`` (verified MNIST in memory), ``train`` (train /
   fine-tune / evaluate / checkpoints), ``schedules`` (one-shot, gradual), ``sensitivity`` (per-layer ratios),
-  ``lottery`` (lottery tickets), ``sweep`` (prune -> fine-tune -> measure, one row per experiment);
+  ``lottery`` (lottery tickets), ``sweep`` (prune -> fine-tune -> measure, one row per experiment),
+  ``compress`` (k-means weight sharing, centroid fine-tuning, entropy-coded files, their grid);
 - the results: ``results`` (the CSV schema, appending, reading), ``compare`` (the comparison tables),
   ``plots`` (every figure, and saving them), ``references`` (published numbers);
 - publishing: ``notebook`` (what the chapters call first), ``fullrun`` (the full run), ``book`` (the Jupyter
