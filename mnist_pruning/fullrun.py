@@ -42,7 +42,7 @@ CHAPTER_PARAMETERS: dict[str, dict] = {
     "04_nm": {"model": "cnn", "n": 2, "m": 4},
     "05_compare": {},
     "06_frontier": {"model": "mlp", "ratio": 0.99},
-    "07_compress": {"model": "cnn", "sparsity": 0.99, "bits_conv": 5, "bits_fc": 3},
+    "07_compress": {"model": "cnn", "sparsity": 0.95, "bits_conv": 6, "bits_fc": 4},
 }
 
 
