@@ -281,19 +281,55 @@ def share_weights(
 
 
 def fine_tune_centroids(model: nn.Module, data, config, progress: bool = True) -> list[dict]:
-    """Train the shared values (and biases) of a :func:`share_weights` model with ``train.fine_tune``: each
-    centroid's gradient is the sum of its weights' gradients, the kept/pruned pattern never changes. After
-    every optimizer step the codebooks are rounded to their stored dtype (a no-op for F32)."""
-    from .train import fine_tune
+    """Train the shared values (and biases) of a :func:`share_weights` model for ``config.epochs``: SGD with
+    Nesterov momentum and a cosine decay, seeded batch order (``train.train_one_epoch``).
+
+    Each centroid's gradient is the sum of its weights' gradients (autograd through ``codebook[index]``), as in
+    Deep Compression; its *step size* is ``config.lr * k / kept`` per layer, so a centroid moves like one
+    average weight would. With the plain ``lr`` a sum over thousands of weights overshoots: LeNet-5's fc1 with 4
+    shared values (95 % sparsity, 2 bits) went from 0.7 % to 90 % test error in one epoch. The kept/pruned
+    pattern never changes. After every step the codebooks are rounded to their stored dtype (no-op for F32).
+    Returns per-epoch rows like ``train.fine_tune``'s."""
+    from .train import evaluate, train_one_epoch
 
     shared = [m for _, m in prunable_layers(model) if hasattr(m, "codebook")]
+    codebooks = {id(m.codebook) for m in shared}
+    groups = [
+        {"params": [m.codebook], "lr": config.lr * len(m.codebook) / max(1.0, float(m.weight_keep.sum()))}
+        for m in shared
+    ]
+    groups.append({"params": [p for p in model.parameters() if id(p) not in codebooks], "lr": config.lr})
+    optimizer = torch.optim.SGD(
+        groups,
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+    x, y = data.train_x, data.train_y
+    steps = config.epochs * math.ceil(x.shape[0] / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    generator = torch.Generator().manual_seed(config.seed)
 
     def round_codebooks() -> None:
         with torch.no_grad():
             for m in shared:
                 m.codebook.copy_(m.codebook.to(_DTYPES[m.codebook_dtype]).float())
 
-    history = fine_tune(model, data, config, desc="centroids", progress=progress, after_step=round_codebooks)
+    history = []
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        loss = train_one_epoch(model, x, y, optimizer, config.batch_size, generator, scheduler, round_codebooks)
+        metrics = evaluate(model, data.test_x, data.test_y)
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss,
+                "test_loss": metrics["loss"],
+                "test_accuracy": metrics["accuracy"],
+                "seconds": time.perf_counter() - start,
+            }
+        )
     for m in shared:
         m.weight = _shared_weight(m)
     return history
