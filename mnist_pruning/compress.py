@@ -23,9 +23,11 @@ The steps (Han et al. 2016, "Deep Compression", sections 3-4):
    values than ``2**b`` keeps them all exactly. Unused clusters are dropped and the codebook is sorted.
 2. **Centroid fine-tuning.** The layer's ``weight`` becomes ``codebook[index] * keep`` (a forward pre-hook, as
    ``torch.nn.utils.prune`` does), with ``codebook`` a Parameter and ``index`` / ``keep`` buffers: autograd
-   gives each centroid the sum of the gradients of the weights that share it, and pruned weights stay exactly
-   zero. Biases train too and are stored as ``bias_dtype`` (fp16 by default; the decoded model is what is
-   measured, so the rounding is in every accuracy reported).
+   gives each centroid the sum of the gradients of the weights that share it (its SGD step is scaled by
+   ``k / kept`` per layer, see :func:`fine_tune_centroids`), and pruned weights stay exactly zero. Biases train
+   too and are stored as ``bias_dtype`` (fp16 by default: on LeNet-300-100 at 95 % / 4 bits fp32 biases cost
+   820 more bytes for the same 1.44 % error; the decoded model is what is measured, so the rounding is in every
+   accuracy reported). Codebooks are F32 by default; F16 saved 96 bytes there for +0.01 pp error.
 3. **Entropy coding** with ``constriction``'s ANS coder (``constriction.stream.stack.AnsCoder``), order-0
    models built from counts stored in the file: the cluster indices (``Categorical`` over the empirical
    frequencies), the positions either as a bitmask (``Bernoulli(nnz / n)`` per weight) or as relative index
