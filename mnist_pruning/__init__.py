@@ -21,6 +21,7 @@ Where each concept lives:
   fine-tune / evaluate / checkpoints), ``schedules`` (one-shot, gradual), ``sensitivity`` (per-layer ratios),
   ``lottery`` (lottery tickets), ``sweep`` (prune -> fine-tune -> measure, one row per experiment and seed),
   ``parallel`` (where the sweep's tasks run: in process, local worker processes, a Dask cluster);
+  ``compress`` (k-means weight sharing, centroid fine-tuning, entropy-coded files, their grid);
 - the results: ``results`` (the CSV schema, appending, reading), ``compare`` (the comparison tables),
   ``plots`` (every figure, and saving them), ``references`` (published numbers);
 - publishing: ``notebook`` (what the chapters call first), ``fullrun`` (the full run), ``book`` (the Jupyter

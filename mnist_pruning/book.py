@@ -67,6 +67,7 @@ CHAPTERS: tuple[tuple[str, str], ...] = (
     ("04_nm", "04 · N:M pattern pruning"),
     ("05_compare", "05 · Comparison"),
     ("06_frontier", "06 · Schedules and the frontier"),
+    ("07_compress", "07 · Weight sharing and entropy coding"),
 )
 CHAPTERS_DIR = "_chapters"
 GENERATED_DIR = "_generated"

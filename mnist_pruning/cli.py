@@ -9,6 +9,8 @@ Usage::
     mnist-pruning sweep --scheduler tcp://host:8786   # the experiments on a Dask cluster (pip install '.[dask]')
     mnist-pruning run                             # quick but real pipeline run (~3 min) -> runs/quick/
     mnist-pruning run --full                      # full sweep (seeds 0 1 2), executed chapters, book -> results/
+    mnist-pruning compress --model mlp --sparsity 0.95 --bits-fc 5   # prune, share, fine-tune, entropy-code
+    mnist-pruning compress --sweep                # the compression grid of both models -> compression_results.csv
 
 Every argument is validated before any data is loaded or any model trained.
 """
@@ -165,7 +167,97 @@ def build_parser() -> argparse.ArgumentParser:
                 "--full", action="store_true", help="full sweep + executed chapters + book; writes results/"
             )
             p.add_argument("--no-book", action="store_true", help="with --full: skip building the book")
+    _add_compress(sub)
     return parser
+
+
+def _layer_bits_arg(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected LAYER=BITS, e.g. fc1=4, got {text!r}")
+    try:
+        return name, int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bits of {name!r} must be an integer, got {value!r}") from None
+
+
+def _add_compress(sub) -> None:
+    p = sub.add_parser(
+        "compress", help="Deep Compression: prune, share weights, fine-tune centroids, entropy-code"
+    )
+    p.add_argument("--model", default="mlp", help="mlp | cnn (one point; --sweep: see --models)")
+    p.add_argument("--models", nargs="+", default=list(MODEL_NAMES), help="with --sweep: model families")
+    p.add_argument("--sparsity", type=float, default=0.95, help="fraction of weights removed, in [0, 1)")
+    p.add_argument("--bits-conv", type=int, default=8, help="bits per cluster index of conv layers (1..16)")
+    p.add_argument("--bits-fc", type=int, default=5, help="bits per cluster index of fc layers (1..16)")
+    p.add_argument("--layer-bits", nargs="+", type=_layer_bits_arg, default=[], help="per layer, e.g. fc1=4")
+    p.add_argument("--sweep", action="store_true", help="the grid of mnist_pruning.compress (SPARSITIES x BITS)")
+    p.add_argument("--prune-epochs", type=int, default=None, help="gradual pruning (default: MLP 20, CNN 6)")
+    p.add_argument(
+        "--centroid-epochs", type=int, default=None, help="centroid fine-tuning (default: MLP 2, CNN 1)"
+    )
+    p.add_argument("--baseline-epochs", type=int, default=None, help="default: the full recipe (MLP 20, CNN 10)")
+    p.add_argument("--codebook-dtype", default="F32", help="F32 | F16: how shared values are stored")
+    p.add_argument("--bias-dtype", default="float16", help="float16 | float32: how biases are stored")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="MNIST root (default: $MNIST_PRUNING_DATA or ./data)")
+    p.add_argument("--out-dir", default=None, help="baselines, pruned models, coded files (default: runs/)")
+    p.add_argument("--results-dir", default=None, help="where compression_results.csv goes (default: results/)")
+    p.add_argument("--subset", type=int, default=None, help="class-balanced training subset (smoke runs)")
+    p.add_argument("--test-subset", type=int, default=None, help="class-balanced test subset (smoke runs)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+
+def _compress(args: argparse.Namespace) -> int:
+    """One point (prints the step-by-step table) or, with --sweep, the grid."""
+    import pandas as pd
+
+    from . import compress as C
+
+    models = tuple(args.models) if args.sweep else (args.model,)
+    check_choices(models, MODEL_NAMES, "model")
+    per_model = lambda v: {} if v is None else dict.fromkeys(models, v)  # noqa: E731
+    kwargs = dict(
+        models=models,
+        per_layer=dict(args.layer_bits),
+        seed=args.seed,
+        prune_epochs=per_model(args.prune_epochs),
+        centroid_epochs=per_model(args.centroid_epochs),
+        baseline_epochs=per_model(args.baseline_epochs),
+        codebook_dtype=args.codebook_dtype,
+        bias_dtype=args.bias_dtype,
+        subset=args.subset,
+        test_subset=args.test_subset,
+        data_dir=args.data_dir,
+        out_dir=args.out_dir,
+        results_dir=args.results_dir,
+    )
+    if not args.sweep:
+        kwargs.update(sparsities={args.model: (args.sparsity,)}, bits=((args.bits_conv, args.bits_fc),))
+    config = C.CompressConfig(**kwargs)  # validates everything before any data is loaded
+    start = time.perf_counter()
+    path = C.run_compression_sweep(config, progress=False)
+    from .results import load_compression_results
+    from .settings import display_path
+
+    df = load_compression_results(path.parent)
+    if not args.sweep:
+        arch, s, bits = config.points()[0]
+        hit = df[
+            (df["model"] == arch)
+            & (df["sparsity_target"].round(6) == round(s, 6))
+            & (df["bits"] == C.bits_text(bits))
+            & (df["seed"] == args.seed)
+        ]
+        row = hit.iloc[-1].to_dict()
+        with pd.option_context("display.float_format", "{:,.2f}".format, "display.width", 120):
+            print(f"{arch}, sparsity {s:g}, bits {row['bits']} (accuracies of decoded files)")
+            print(C.steps_table(row).to_string())
+    else:
+        cols = ["model", "sparsity", "bits", "size_coded_bytes", "ratio_vs_dense", "acc_test"]
+        print(df[cols].to_string())
+    print(f"\nrows in {display_path(path)}; done in {time.perf_counter() - start:.0f} s")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +277,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "fetch-data":
         print(fetch_mnist(args.data_dir))
         return 0
+    if args.command == "compress":
+        return _compress(args)
     if args.command == "baseline":
         from .data import load_mnist
         from .settings import display_path, paths

@@ -10,6 +10,8 @@ Stages (each one resumes: finished experiments stay in the CSVs, baselines are r
 
 1. the sweep: both models x every method x every ratio / N:M pattern / schedule x every seed -> ``results/*.csv``,
    on ``workers`` local processes or the Dask cluster at ``scheduler`` (see :mod:`mnist_pruning.parallel`);
+   then the compression grid (:func:`mnist_pruning.compress.run_compression_sweep`: gradual pruning, k-means
+   weight sharing, centroid fine-tuning, entropy coding) -> ``results/compression_results.csv``;
 2. the chapters, executed by papermill with the parameters below -> ``results/notebooks/*.ipynb``;
 3. the book, built offline from those notebooks and CSVs -> ``book/_build/html``;
 4. ``results/run.json``: settings (seeds included), where the sweep ran (workers or scheduler), library versions,
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .compress import compress_config_of, run_compression_sweep
 from .files import atomic_write, check_writable_dir
 from .parallel import WORKER_THREADS, check_workers, default_workers, sweep_executor
 from .settings import paths
@@ -42,6 +45,7 @@ CHAPTER_PARAMETERS: dict[str, dict] = {
     "04_nm": {"model": "cnn", "n": 2, "m": 4},
     "05_compare": {},
     "06_frontier": {"model": "mlp", "ratio": 0.99},
+    "07_compress": {"model": "cnn", "sparsity": 0.95, "bits_conv": 6, "bits_fc": 4},
 }
 
 
@@ -131,6 +135,9 @@ def full_run(
     with sweep_executor(workers, scheduler) as executor:
         run_sweep(config, progress=progress, executor=executor)
     record["seconds"]["sweep"] = round(time.perf_counter() - start, 1)
+    t = time.perf_counter()
+    run_compression_sweep(compress_config_of(config), progress=progress)
+    record["seconds"]["compression"] = round(time.perf_counter() - t, 1)
 
     executed = p.results / "notebooks"
     record["seconds"]["chapters"] = execute_chapters(executed, p.results, progress=progress)

@@ -32,7 +32,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from .compare import baseline_accuracy, dense_bytes, pareto_front, series_order
 from .files import atomic_write
-from .references import ANCHORS, MODEL_TITLES
+from .references import ANCHORS, MODEL_TITLES, SIZE_ANCHORS
 
 __all__ = [
     "learning_curves",
@@ -46,6 +46,8 @@ __all__ = [
     "latency_vs_sparsity",
     "accuracy_vs_bytes",
     "crossover_figure",
+    "compression_breakdown",
+    "compression_frontier",
     "save_figure",
 ]
 
@@ -319,16 +321,17 @@ def latency_vs_sparsity(df: pd.DataFrame, model: str) -> Figure:
 
 
 def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
-    """Accuracy after fine-tuning against compact-file bytes (log x): the trade-off. The grey step line is the
-    frontier over all methods; the black cross is the dense baseline and its file."""
-    sub = df[df["model"] == model]
+    """Test error after fine-tuning (%, log y) against compact-file bytes (log x): the trade-off, with the top
+    accuracy points (where the methods differ) spread out. The grey step line is the frontier over all methods;
+    the black cross is the dense baseline and its file."""
+    sub = df[df["model"] == model].assign(error_pct=lambda d: 100 * (1 - d["acc_finetuned"]))
     order = series_order(sub)
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    _draw_series(ax, sub, order, "size_compact_bytes", "acc_finetuned", scale=100)
+    _draw_series(ax, sub, order, "size_compact_bytes", "error_pct")
     front = pareto_front(sub)
     ax.step(
         front["size_compact_bytes"],
-        100 * front["acc_finetuned"],
+        100 * (1 - front["acc_finetuned"]),
         where="post",
         color="grey",
         lw=3,
@@ -338,7 +341,7 @@ def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
     )
     ax.plot(
         dense_bytes(df, model),
-        100 * baseline_accuracy(df, model),
+        100 * (1 - baseline_accuracy(df, model)),
         marker="X",
         ms=10,
         color="k",
@@ -346,9 +349,17 @@ def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
         label="dense baseline",
     )
     ax.set_xscale("log")
-    ax.set(xlabel="compact file size (bytes, log scale)", ylabel="test accuracy after fine-tuning (%)")
-    ax.legend(fontsize=8, loc="lower right")
-    return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: accuracy vs file size")
+    _error_axis(ax)
+    ax.set(xlabel="compact file size (bytes, log scale)", ylabel="test error after fine-tuning (%, log scale)")
+    ax.legend(fontsize=8, loc="upper right")
+    return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: error vs file size")
+
+
+def _error_axis(ax: Axes) -> None:
+    """A log y-axis for test error in %, labelled with plain numbers (0.5, 1, 2, 5, ...)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: _plain(v) if _log_mantissa(v) in (2, 5) else ""))
 
 
 def _log_mantissa(v: float) -> int:
@@ -397,6 +408,126 @@ def crossover_figure(df: pd.DataFrame) -> Figure:
 
 
 # ------------------------------------------------------------------------------------------------- saving
+
+
+_PARTS = (
+    ("bytes_values", "values (cluster indices)"),
+    ("bytes_positions", "positions"),
+    ("bytes_codebooks", "codebooks"),
+    ("bytes_biases", "biases"),
+    ("bytes_header", "header + CRC"),
+)
+
+
+def compression_breakdown(comp: pd.DataFrame, model: str) -> Figure:
+    """Where the bytes of the coded files go: one stacked bar per (sparsity, bits) row of ``model`` in the
+    compression results (:func:`mnist_pruning.results.load_compression_results`), with each file's information
+    limit as a black tick and its test error (decoded model) above the bar."""
+    sub = comp[comp["model"] == model].sort_values(
+        ["sparsity_target", "size_coded_bytes"], ascending=[True, False]
+    )
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(sub) + 2.5), 4.2))
+    if sub.empty:
+        ax.text(0.5, 0.5, "no compression rows", ha="center", va="center", transform=ax.transAxes)
+        return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: where the bytes go")
+    x = np.arange(len(sub))
+    bottom = np.zeros(len(sub))
+    for i, (col, label) in enumerate(_PARTS):
+        values = sub[col].to_numpy(dtype=float)
+        ax.bar(x, values / 1000, bottom=bottom / 1000, color=f"C{i}", label=label, width=0.7)
+        bottom += values
+    ax.plot(
+        x, sub["limit_bytes"] / 1000, ls="none", marker="_", ms=22, mew=2, color="k", label="information limit"
+    )
+    for xi, total, acc in zip(x, bottom, sub["acc_test"], strict=True):
+        ax.annotate(
+            f"{100 * (1 - acc):.2f} %",
+            (xi, total / 1000),
+            textcoords="offset points",
+            xytext=(0, 3),
+            ha="center",
+            fontsize=7,
+        )
+    labels = [f"{100 * s:g} %\n{_short_bits(b)}" for s, b in zip(sub["sparsity_target"], sub["bits"], strict=True)]
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set(ylabel="coded file (kB)", xlabel="sparsity / bits per index (conv, fc); test error above each bar")
+    ax.legend(fontsize=8, loc="upper right")
+    return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: where the bytes go")
+
+
+def _short_bits(bits: str) -> str:
+    """``conv1=8;conv2=8;fc1=5;fc2=5`` -> ``8/5``; ``fc1=5;fc2=5;fc3=5`` -> ``5``: distinct values in order."""
+    out: list[str] = []
+    for part in bits.split(";"):
+        value = part.partition("=")[2]
+        if value not in out:
+            out.append(value)
+    return "/".join(out)
+
+
+def compression_frontier(df: pd.DataFrame, comp: pd.DataFrame, model: str) -> Figure:
+    """Test error (%, log y) against file bytes (log x): every pruning method of the main CSVs with its compact
+    file, lzma of the compact files, the coded files of the compression rows each with its information limit
+    beside it (hollow marker, joined by a thin line), the dense baseline, and the published references
+    (:data:`mnist_pruning.references.SIZE_ANCHORS`; hollow stars are parameter-count ratios, not bytes)."""
+    sub = df[df["model"] == model].assign(error_pct=lambda d: 100 * (1 - d["acc_finetuned"])) if len(df) else df
+    fig, ax = plt.subplots(figsize=(8.5, 5.0))
+    if len(sub):
+        order = series_order(sub)
+        _draw_series(ax, sub, order, "size_compact_bytes", "error_pct", suffix=" (compact file)")
+        ax.plot(
+            dense_bytes(df, model),
+            100 * (1 - baseline_accuracy(df, model)),
+            marker="X",
+            ms=10,
+            color="k",
+            ls="none",
+            label="dense baseline",
+        )
+    rows = comp[comp["model"] == model] if len(comp) else comp
+    if len(rows):
+        err = 100 * (1 - rows["acc_pruned"])
+        ax.plot(
+            rows["compact_lzma_bytes"],
+            err,
+            ls="none",
+            marker="v",
+            color="0.5",
+            ms=6,
+            label="lzma of the compact file (pruned)",
+        )
+        for i, (s, group) in enumerate(rows.groupby("sparsity_target")):
+            color = f"C{(i + 6) % 10}"
+            g = group.sort_values("size_coded_bytes")
+            e = 100 * (1 - g["acc_test"])
+            ax.plot(
+                g["size_coded_bytes"],
+                e,
+                marker="o",
+                color=color,
+                ls="-",
+                label=f"coded: {100 * s:g} % sparse, bits varied",
+            )
+            ax.plot(g["limit_bytes"], e, marker="o", mfc="none", color=color, ls="none")
+            for xl, xc, ye in zip(g["limit_bytes"], g["size_coded_bytes"], e, strict=True):
+                ax.plot([xl, xc], [ye, ye], color=color, lw=0.8, alpha=0.6)
+        ax.plot([], [], marker="o", mfc="none", color="0.3", ls="none", label="information limit of that file")
+    for anchor in (a for a in SIZE_ANCHORS if a.model == model):
+        ax.plot(
+            anchor.bytes,
+            100 * anchor.error,
+            marker="*",
+            ms=14,
+            ls="none",
+            color="crimson" if anchor.measured_in_bytes else "none",
+            mec="crimson",
+            label=f"{anchor.source}: {anchor.note}",
+        )
+    ax.set_xscale("log")
+    _error_axis(ax)
+    ax.set(xlabel="file size (bytes, log scale)", ylabel="test error (%, log scale)")
+    ax.legend(fontsize=7, loc="upper right", ncol=1)
+    return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: test error vs file bytes")
 
 
 def save_figure(fig: Figure, results_dir: str | os.PathLike, name: str, dpi: int = 150) -> tuple[Path, Path]:

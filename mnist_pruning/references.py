@@ -14,7 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Anchor", "ANCHORS", "PUBLISHED_BASELINE", "MODEL_TITLES"]
+__all__ = [
+    "Anchor",
+    "ANCHORS",
+    "PUBLISHED_BASELINE",
+    "MODEL_TITLES",
+    "SizeAnchor",
+    "SIZE_ANCHORS",
+    "PUBLISHED_DENSE_BYTES",
+    "COMPRESSION_GOALS",
+]
 
 MODEL_TITLES = {"mlp": "LeNet-300-100 (mlp)", "cnn": "LeNet-5-Caffe (cnn)"}
 
@@ -42,3 +51,42 @@ ANCHORS = (
     Anchor("mlp", "Han et al. 2015", 0.08, 0.9841),
     Anchor("cnn", "Han et al. 2015", 0.08, 0.9923),
 )
+
+
+@dataclass(frozen=True)
+class SizeAnchor:
+    """A published compressed model to mark on the error-vs-bytes frontier (chapter 07)."""
+
+    model: str  # mlp | cnn
+    source: str  # short citation
+    bytes: float  # file bytes as published (KB = 1000 bytes), or derived as `note` says
+    error: float  # test error, fraction
+    note: str = ""  # how `bytes` was obtained when the paper does not give bytes
+    measured_in_bytes: bool = True  # False: a parameter-count ratio applied to the dense fp32 file
+
+    @property
+    def accuracy(self) -> float:
+        return 1.0 - self.error
+
+
+# Published dense fp32 sizes in Han et al. 2016 (Table 1): 1070 KB and 1720 KB (266,200 / 431,080 x 4 bytes: the
+# paper's KB is 1000 bytes). The ratios of the other papers are applied to these.
+PUBLISHED_DENSE_BYTES = {"mlp": 1_070_000, "cnn": 1_720_000}
+
+SIZE_ANCHORS = (
+    # Han et al. 2016, Deep Compression, Table 1: prune + k-means weight sharing + Huffman coding.
+    SizeAnchor("mlp", "Deep Compression (Han et al. 2016)", 27_000, 0.0158, "1070 KB -> 27 KB (40x)"),
+    SizeAnchor("cnn", "Deep Compression (Han et al. 2016)", 44_000, 0.0074, "1720 KB -> 44 KB (39x)"),
+    # Molchanov et al. 2017, Sparse Variational Dropout, Table 1: fewer *parameters*, no file format.
+    SizeAnchor("mlp", "Sparse VD (Molchanov et al. 2017)", 1_070_000 / 68, 0.0192, "68x fewer weights", False),
+    SizeAnchor("cnn", "Sparse VD (Molchanov et al. 2017)", 1_720_000 / 280, 0.0075, "280x fewer weights", False),
+    # Louizos et al. 2017, Bayesian Compression (BC-GHS after bit-precision reduction), as its reference code's
+    # README states it: ~419x smaller.
+    SizeAnchor("cnn", "Bayesian Compression (Louizos et al. 2017)", 1_720_000 / 419, 0.010, "~419x smaller"),
+)
+
+# The goals of chapter 07 (issue 12): the largest file and the largest test error each model should reach.
+COMPRESSION_GOALS = {
+    "mlp": ((27_000, 0.0158), (16_000, 0.020)),
+    "cnn": ((44_000, 0.0074), (8_000, 0.010)),
+}

@@ -38,6 +38,10 @@ __all__ = [
     "load_results",
     "aggregate",
     "SPREAD",
+    "COMPRESSION_COLUMNS",
+    "compression_csv",
+    "compression_key",
+    "load_compression_results",
 ]
 
 # The schema. Sizes in bytes, latency in milliseconds per batch, accuracies as fractions in [0, 1].
@@ -90,6 +94,46 @@ NUMERIC = tuple(c for c in COLUMNS if c not in TEXT)
 POINT_KEY = ("model", "method", "pattern", "schedule", "ratio")
 # Columns whose seed-to-seed standard deviation is reported beside the mean (as <column>_std).
 SPREAD = ("acc_baseline", "acc_pruned", "acc_finetuned", "acc_val_baseline", "acc_val_pruned", "acc_val_finetuned")
+# results/compression_results.csv (mnist_pruning.compress): one row per (model, sparsity, bits) point of the
+# Deep Compression pipeline. Every accuracy is measured on the model decoded from the coded file.
+COMPRESSION_COLUMNS = (
+    "model",  # mlp | cnn
+    "sparsity_target",  # requested fraction of weights removed (gradual global magnitude pruning)
+    "sparsity",  # measured on the decoded model: zero fraction of the prunable weights
+    "bits",  # bits per cluster index per layer, e.g. conv1=8;conv2=8;fc1=5;fc2=5 (codebook <= 2**bits)
+    "codebook_entries",  # shared values actually used per layer, same format (<= 2**bits)
+    "position_coding",  # per layer, the position coding written: mask (bitmask) | gap (relative index gaps)
+    "acc_baseline",  # test accuracy of the dense baseline
+    "acc_pruned",  # test accuracy of the pruned model, loaded back from its compact file
+    "acc_shared",  # test accuracy after k-means weight sharing, before centroid fine-tuning (decoded file)
+    "acc_test",  # test accuracy after centroid fine-tuning, of the model decoded from the coded file
+    "acc_val",  # validation accuracy of the decoded model (empty when the data has no validation split)
+    "size_coded_bytes",  # bytes of the coded file (mnist_pruning.compress format)
+    "ratio_vs_dense",  # size_dense_bytes / size_coded_bytes
+    "bytes_values",  # cluster indices: count tables + ANS streams
+    "bytes_positions",  # positions of the kept weights: tables + ANS streams
+    "bytes_codebooks",  # the shared values
+    "bytes_biases",  # biases, raw (fp16 by default)
+    "bytes_header",  # fixed fields, header text and CRC-32
+    "limit_bytes",  # information limit of the same content (mnist_pruning.compress.information_limit)
+    "size_fixed_bytes",  # computed: weight sharing without entropy coding (ceil(log2 k)-bit indices,
+    # Elias-Fano positions, codebooks, biases, header)
+    "size_dense_bytes",  # bytes of the ordinary dense fp32 state_dict file (torch.save) of the pruned model
+    "size_compact_bytes",  # bytes of the compact sparse file (fp32 values) of the pruned model
+    "dense_zstd_bytes",  # zstd (level 19) of the dense file
+    "dense_lzma_bytes",  # lzma (preset 9 | extreme) of the dense file
+    "compact_zstd_bytes",  # zstd (level 19) of the compact file
+    "compact_lzma_bytes",  # lzma (preset 9 | extreme) of the compact file
+    "prune_epochs",  # epochs of gradual pruning (from the dense baseline)
+    "centroid_epochs",  # epochs of centroid fine-tuning
+    "prune_seconds",  # wall time of gradual pruning (0 when the pruned model was reused from runs/)
+    "seconds",  # wall time of this point without pruning: k-means, fine-tuning, coding, decoding, evaluation
+    "seed",
+    "config_hash",  # hash of everything that defines the point (not timings)
+    "version",  # mnist_pruning version that produced the row
+)
+COMPRESSION_TEXT = ("model", "bits", "codebook_entries", "position_coding", "config_hash", "version")
+COMPRESSION_KEY = ("model", "sparsity_target", "bits", "seed", "config_hash")  # what makes two rows one run
 RESULTS_ENV = "MNIST_PRUNING_RESULTS"  # used when results_dir is "": lets nbval (which cannot pass parameters) aim
 
 
@@ -97,10 +141,23 @@ def results_csv(results_dir: str | os.PathLike, arch: str) -> Path:
     return Path(results_dir) / f"{arch}_pruning_results.csv"
 
 
-def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a results CSV (empty when absent); a CSV with other columns raises before any work.
+def compression_csv(results_dir: str | os.PathLike) -> Path:
+    return Path(results_dir) / "compression_results.csv"
 
-    A CSV written by an earlier version, whose columns are those of :data:`COLUMNS` in the same order with some
+
+def compression_key(row: Mapping[str, object]) -> tuple[str, ...]:
+    """What makes two compression rows the same run (:data:`COMPRESSION_KEY`)."""
+    return tuple(
+        f"{float(row[c]):.6g}" if c == "sparsity_target" else str(int(row[c])) if c == "seed" else str(row[c])
+        for c in COMPRESSION_KEY
+    )
+
+
+def read_results(path: str | os.PathLike, columns: tuple[str, ...] = COLUMNS) -> list[dict[str, str]]:
+    """Rows of a results CSV (empty when absent); a CSV with other columns raises before any work.
+    ``columns``: the schema to expect (:data:`COMPRESSION_COLUMNS` for the compression CSV).
+
+    A CSV written by an earlier version, whose columns are those of ``columns`` in the same order with some
     missing (columns are only ever added), is read with the missing ones empty; the next :func:`append_row`
     rewrites it with the whole schema.
     """
@@ -110,9 +167,9 @@ def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         found = tuple(reader.fieldnames or ())
-        if found != COLUMNS and not _earlier_schema(found):
-            missing = [c for c in COLUMNS if c not in found]
-            extra = [c for c in found if c not in COLUMNS]
+        if found != columns and not _earlier_schema(found, columns):
+            missing = [c for c in columns if c not in found]
+            extra = [c for c in found if c not in columns]
             raise ValueError(
                 f"{str(path)!r} has unexpected columns (missing: {missing or 'none'}, "
                 f"unexpected: {extra or 'none'}); move it aside or point results_dir elsewhere - it is left "
@@ -125,16 +182,19 @@ def read_results(path: str | os.PathLike) -> list[dict[str, str]]:
     short = [i + 2 for i, row in enumerate(rows) if None in row.values() or None in row]
     if short:
         raise CorruptFileError(f"{str(path)!r} has rows with a wrong number of fields (lines {short[:5]})")
-    if found != COLUMNS:
-        rows = [{c: row.get(c, "") for c in COLUMNS} for row in rows]
+    if found != columns:
+        rows = [{c: row.get(c, "") for c in columns} for row in rows]
     return rows
 
 
-def _earlier_schema(found: tuple[str, ...]) -> bool:
-    """Whether ``found`` is :data:`COLUMNS` with some columns (not the identifying ones) left out, in order."""
-    rest = iter(COLUMNS)
+def _earlier_schema(found: tuple[str, ...], columns: tuple[str, ...]) -> bool:
+    """Whether ``found`` is ``columns`` with some columns (not the identifying ones) left out, in order."""
+    rest = iter(columns)
     in_order = all(any(c == wanted for wanted in rest) for c in found)
-    return in_order and set(POINT_KEY) | {"seed", "config_hash", "finetune_epochs"} <= set(found)
+    identifying = (
+        set(POINT_KEY) | {"seed", "config_hash", "finetune_epochs"} if columns == COLUMNS else set(COMPRESSION_KEY)
+    )
+    return in_order and identifying <= set(found)
 
 
 def run_key(row: Mapping[str, object]) -> tuple[str, ...]:
@@ -154,9 +214,16 @@ def run_key(row: Mapping[str, object]) -> tuple[str, ...]:
 LOCK_TIMEOUT_S = 120.0  # how long append_row waits for another writer of the same CSV
 
 
-def append_row(path: str | os.PathLike, row: Mapping[str, object], timeout: float = LOCK_TIMEOUT_S) -> bool:
+def append_row(
+    path: str | os.PathLike,
+    row: Mapping[str, object],
+    columns: tuple[str, ...] = COLUMNS,
+    key=run_key,
+    timeout: float = LOCK_TIMEOUT_S,
+) -> bool:
     """Append ``row`` to the CSV at ``path`` unless a row with the same :func:`run_key` is there; return whether
-    it was appended. The CSV is rewritten to a temporary file and renamed, so it is always whole.
+    it was appended. The CSV is rewritten to a temporary file and renamed, so it is always whole. ``columns`` and
+    ``key``: another schema and its run key (:data:`COMPRESSION_COLUMNS`, :func:`compression_key`).
 
     The read-modify-write holds an exclusive lock on ``<csv>.lock`` beside the CSV (:mod:`filelock`; released
     by the OS if the process dies), so writers in other processes - two sweeps, a sweep and a notebook, two
@@ -168,7 +235,7 @@ def append_row(path: str | os.PathLike, row: Mapping[str, object], timeout: floa
     lock.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(lock, timeout=timeout):
-            return _append_row_unlocked(path, row)
+            return _append_row_unlocked(path, row, columns, key)
     except Timeout as e:
         raise TimeoutError(
             f"could not lock {str(lock)!r} within {timeout:g} s: another process (a sweep or a notebook) is "
@@ -176,15 +243,15 @@ def append_row(path: str | os.PathLike, row: Mapping[str, object], timeout: floa
         ) from e
 
 
-def _append_row_unlocked(path: str | os.PathLike, row: Mapping[str, object]) -> bool:
+def _append_row_unlocked(path: str | os.PathLike, row: Mapping[str, object], columns=COLUMNS, key=run_key) -> bool:
     """:func:`append_row`'s read-modify-write, without the lock (other writers can lose rows)."""
-    rows = read_results(path)
-    if run_key(row) in {run_key(r) for r in rows}:
+    rows = read_results(path, columns)
+    if key(row) in {key(r) for r in rows}:
         return False
-    rows.append({c: row.get(c, "") for c in COLUMNS})
+    rows.append({c: row.get(c, "") for c in columns})
     with atomic_write(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+            writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
     return True
@@ -300,6 +367,24 @@ def aggregate(df):
     out = out.reset_index()
     columns = [c for c in df.columns if c != "seed"] + ["n_seeds", "seeds"] + [f"{c}_std" for c in SPREAD]
     return out[columns]
+
+
+def load_compression_results(results_dir: str | os.PathLike | None = "", dedupe: bool = True):
+    """The compression CSV as a typed pandas DataFrame (empty, with the columns, when there is none); with
+    ``dedupe`` the last row of each (model, sparsity_target, bits, seed) is kept."""
+    import numpy as np
+    import pandas as pd
+
+    path = compression_csv(resolve_results_dir(results_dir))
+    df = pd.DataFrame(read_results(path, COMPRESSION_COLUMNS), columns=list(COMPRESSION_COLUMNS))
+    for col in COMPRESSION_COLUMNS:
+        if col in COMPRESSION_TEXT:
+            df[col] = df[col].fillna("").astype(str)
+        else:
+            df[col] = pd.to_numeric(df[col].replace("", np.nan), errors="coerce").astype(float)
+    if dedupe:
+        df = df.drop_duplicates(subset=["model", "sparsity_target", "bits", "seed"], keep="last")
+    return df.reset_index(drop=True)
 
 
 def series_name(method: str, schedule: str) -> str:

@@ -117,11 +117,11 @@ def test_prepare_copies_stubs_and_generates_findings(tmp_path, fixture_results):
     chapters = book.prepare(executed, fixture_results, src)
 
     assert [c.name for c in chapters] == [name for name, _ in book.CHAPTERS]
-    assert [c.executed for c in chapters] == [True, False, False, False, False, False]
+    assert [c.executed for c in chapters] == [True, False, False, False, False, False, False]
     assert chapters[0].figures == 2
     pages = sorted(p.name for p in (src / book.CHAPTERS_DIR).iterdir())
     assert pages == ["01_baseline.ipynb", "02_prune.md", "03_structured.md", "04_nm.md", "05_compare.md",
-                     "06_frontier.md"]  # fmt: skip
+                     "06_frontier.md", "07_compress.md"]  # fmt: skip
     stub = (src / book.CHAPTERS_DIR / "06_frontier.md").read_text()
     assert stub.startswith("# 06 · Schedules and the frontier") and "not executed in this build" in stub
     copied = nbformat.read(src / book.CHAPTERS_DIR / "01_baseline.ipynb", as_version=4)

@@ -223,9 +223,10 @@ def test_accuracy_vs_bytes_and_frontier(df):
     # global 0.99 (17,027 B, 97.20 %), global gradual 0.95 (76,656 B, 98.08 %), global 0.7 (354,835 B,
     # 98.16 %), global 0.5 (567,795 B, 98.18 %).
     assert list(frontier.get_xdata()) == [17027, 76656, 354835, 567795]
-    assert list(frontier.get_ydata()) == pytest.approx([97.20, 98.08, 98.16, 98.18])
+    assert list(frontier.get_ydata()) == pytest.approx([2.80, 1.92, 1.84, 1.82])  # test error %
+    assert ax.get_yscale() == "log"
     baseline = lines_by_label(ax)["dense baseline"]
-    assert list(baseline.get_xdata()) == [1067900] and list(baseline.get_ydata()) == pytest.approx([98.12])
+    assert list(baseline.get_xdata()) == [1067900] and list(baseline.get_ydata()) == pytest.approx([1.88])
 
 
 def test_save_figure_writes_png_and_svg(df, tmp_path):

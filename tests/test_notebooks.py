@@ -40,6 +40,8 @@ def test_prune_notebook_runs_with_the_readme_command(tmp_path):
         ("03_structured.ipynb", "-p model resnet", "unknown model 'resnet'"),
         ("04_nm.ipynb", "-p n 4", "n must be an integer with 1 <= n < m"),
         ("01_baseline.ipynb", "-p epochs -1", "epochs must be a positive integer, got -1"),
+        ("07_compress.ipynb", "-p bits_fc 17", "bits_fc must be an integer in 1..16"),
+        ("07_compress.ipynb", "-p sparsity 1.0", "sparsity must be in [0, 1)"),
     ],
 )
 def test_bad_parameter_fails_in_the_first_cells_before_any_training(tmp_path, notebook, param, message):
