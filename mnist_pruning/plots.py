@@ -236,6 +236,27 @@ def _finish(fig: Figure, axes: Iterable[Axes], title: str) -> Figure:
     return fig
 
 
+def _with_error(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with ``error_pct`` (test error after fine-tuning, %) and, for seed means, its std."""
+    rows = rows.assign(error_pct=100 * (1 - rows["acc_finetuned"]))
+    if "acc_finetuned_std" in rows:
+        rows = rows.assign(error_pct_std=100 * rows["acc_finetuned_std"])
+    return rows
+
+
+def _dense_point(ax: Axes, df: pd.DataFrame, model: str) -> None:
+    """The dense baseline on an error-vs-bytes axis: its file's bytes, its mean test error."""
+    ax.plot(
+        dense_bytes(df, model),
+        100 * (1 - baseline_accuracy(df, model)),
+        marker="X",
+        ms=10,
+        color="k",
+        ls="none",
+        label="dense baseline",
+    )
+
+
 def accuracy_vs_sparsity(df: pd.DataFrame, model: str, zoom_pp: float = 2.0) -> Figure:
     """Test accuracy after fine-tuning against measured sparsity, one line per method and one point per N:M
     pattern; the dense baseline as a horizontal line and the published anchors (Han et al. 2015) as stars.
@@ -324,7 +345,7 @@ def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
     """Test error after fine-tuning (%, log y) against compact-file bytes (log x): the trade-off, with the top
     accuracy points (where the methods differ) spread out. The grey step line is the frontier over all methods;
     the black cross is the dense baseline and its file."""
-    sub = df[df["model"] == model].assign(error_pct=lambda d: 100 * (1 - d["acc_finetuned"]))
+    sub = _with_error(df[df["model"] == model])
     order = series_order(sub)
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     _draw_series(ax, sub, order, "size_compact_bytes", "error_pct")
@@ -339,15 +360,7 @@ def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
         zorder=0,
         label="frontier (all methods)",
     )
-    ax.plot(
-        dense_bytes(df, model),
-        100 * (1 - baseline_accuracy(df, model)),
-        marker="X",
-        ms=10,
-        color="k",
-        ls="none",
-        label="dense baseline",
-    )
+    _dense_point(ax, df, model)
     ax.set_xscale("log")
     _error_axis(ax)
     ax.set(xlabel="compact file size (bytes, log scale)", ylabel="test error after fine-tuning (%, log scale)")
@@ -470,20 +483,12 @@ def compression_frontier(df: pd.DataFrame, comp: pd.DataFrame, model: str) -> Fi
     file, lzma of the compact files, the coded files of the compression rows each with its information limit
     beside it (hollow marker, joined by a thin line), the dense baseline, and the published references
     (:data:`mnist_pruning.references.SIZE_ANCHORS`; hollow stars are parameter-count ratios, not bytes)."""
-    sub = df[df["model"] == model].assign(error_pct=lambda d: 100 * (1 - d["acc_finetuned"])) if len(df) else df
+    sub = _with_error(df[df["model"] == model]) if len(df) else df
     fig, ax = plt.subplots(figsize=(8.5, 5.0))
     if len(sub):
         order = series_order(sub)
         _draw_series(ax, sub, order, "size_compact_bytes", "error_pct", suffix=" (compact file)")
-        ax.plot(
-            dense_bytes(df, model),
-            100 * (1 - baseline_accuracy(df, model)),
-            marker="X",
-            ms=10,
-            color="k",
-            ls="none",
-            label="dense baseline",
-        )
+        _dense_point(ax, df, model)
     rows = comp[comp["model"] == model] if len(comp) else comp
     if len(rows):
         err = 100 * (1 - rows["acc_pruned"])
