@@ -297,10 +297,11 @@ def load_results(
     *label* names one row's kind ("nm 2:4", "structured"). Each CSV is checked by :func:`read_results`; a
     missing one is skipped, FileNotFoundError when none exists.
 
-    With ``dedupe`` each :data:`POINT_KEY` keeps one configuration (``config_hash`` and ``finetune_epochs``):
-    the one run with the most seeds, the later one on a tie (a rerun with changed settings appends new rows and
-    wins once it has as many seeds); within it, the last row of each seed. Then, unless ``per_seed``, the seeds
-    are averaged by :func:`aggregate`: one row per point. ``dedupe=False`` returns every row as stored.
+    With ``dedupe`` each :data:`POINT_KEY` keeps one training budget (``finetune_epochs``): the one run with the
+    most seeds, the later one on a tie (an extra budget run with one seed does not displace the 3-seed grid);
+    within it, the last row of each seed (a rerun with changed settings replaces that seed's row). Then, unless
+    ``per_seed``, the seeds are averaged by :func:`aggregate`: one row per point. ``dedupe=False`` returns every
+    row as stored.
     """
     import numpy as np
     import pandas as pd
@@ -334,13 +335,16 @@ def load_results(
 
 
 def _one_configuration_per_point(df):
-    """The rows :func:`load_results` keeps with ``dedupe`` (see there), in file order."""
+    """The rows :func:`load_results` keeps with ``dedupe`` (see there), in file order.
+
+    A configuration is told apart by its training budget (``finetune_epochs``), not by ``config_hash``: the hash
+    covers the seed too (it names one run), so it differs between the seeds of one configuration."""
     df = df.assign(_order=range(len(df)))
-    run = list(POINT_KEY) + ["config_hash", "finetune_epochs"]
-    df = df.drop_duplicates(subset=run + ["seed"], keep="last")
-    runs = df.groupby(run, dropna=False, sort=False).agg(_seeds=("seed", "nunique"), _last=("_order", "max"))
+    run = list(POINT_KEY) + ["finetune_epochs"]
+    latest = df.drop_duplicates(subset=run + ["seed"], keep="last")
+    runs = latest.groupby(run, dropna=False, sort=False).agg(_seeds=("seed", "nunique"), _last=("_order", "max"))
     runs = runs.reset_index().sort_values(["_seeds", "_last"]).drop_duplicates(list(POINT_KEY), keep="last")
-    kept = df.merge(runs[run], on=run, how="inner").sort_values("_order")
+    kept = latest.merge(runs[run], on=run, how="inner").sort_values("_order")
     return kept.drop(columns="_order")
 
 

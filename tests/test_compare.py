@@ -457,7 +457,8 @@ def seeded(folder, offsets=(-0.0004, 0.0, 0.0004)):
         for seed, d in enumerate(offsets):
             for r in rows:
                 shifted = {c: f"{float(r[c]) + d:.6f}" for c in results.SPREAD if r[c] != ""}
-                out.append({**r, **shifted, "seed": str(seed)})
+                # as in real rows, the configuration hash covers the seed
+                out.append({**r, **shifted, "seed": str(seed), "config_hash": f"{r['config_hash']}{seed}"})
         with open(folder / f"{model}_pruning_results.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
             writer.writeheader()
