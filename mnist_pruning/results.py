@@ -187,14 +187,29 @@ def read_results(path: str | os.PathLike, columns: tuple[str, ...] = COLUMNS) ->
     return rows
 
 
+# Columns added to COLUMNS after its first release: a CSV written before may lack exactly these.
+ADDED_COLUMNS = frozenset(
+    {
+        "acc_val_baseline",
+        "acc_val_pruned",
+        "acc_val_finetuned",
+        "precision",
+        "latency_sparse_b1_ms",
+        "latency_sparse_b256_ms",
+        "sparse_layers_b1",
+        "sparse_layers_b256",
+    }
+)
+
+
 def _earlier_schema(found: tuple[str, ...], columns: tuple[str, ...]) -> bool:
-    """Whether ``found`` is ``columns`` with some columns (not the identifying ones) left out, in order."""
+    """Whether ``found`` is ``columns`` in order with only later-added columns (:data:`ADDED_COLUMNS`) left out:
+    a CSV of an earlier version. Any other missing column means a damaged header."""
+    if columns != COLUMNS:
+        return False
     rest = iter(columns)
     in_order = all(any(c == wanted for wanted in rest) for c in found)
-    identifying = (
-        set(POINT_KEY) | {"seed", "config_hash", "finetune_epochs"} if columns == COLUMNS else set(COMPRESSION_KEY)
-    )
-    return in_order and identifying <= set(found)
+    return in_order and set(columns) - set(found) <= ADDED_COLUMNS
 
 
 def run_key(row: Mapping[str, object]) -> tuple[str, ...]:
