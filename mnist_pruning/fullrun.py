@@ -15,7 +15,7 @@ Stages (each one resumes: finished experiments stay in the CSVs, baselines are r
 2. the chapters, executed by papermill with the parameters below -> ``results/notebooks/*.ipynb``;
 3. the book, built offline from those notebooks and CSVs -> ``book/_build/html``;
 4. ``results/run.json``: settings (seeds included), where the sweep ran (workers or scheduler), library versions,
-   machine, and the wall time of every stage.
+   machine, the wall time of every stage, and where the sweep's time went (:func:`sweep_time`).
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ import torch
 
 from . import __version__
 from .compress import compress_config_of, run_compression_sweep
-from .files import atomic_write, check_writable_dir
+from .files import atomic_write, check_writable_dir, load_torch
 from .parallel import WORKER_THREADS, check_workers, default_workers, sweep_executor
+from .results import load_results
 from .settings import paths
-from .sweep import SweepConfig, run_sweep, settings_json
+from .sweep import SweepConfig, baseline_path, run_sweep, settings_json
 
-__all__ = ["CHAPTER_PARAMETERS", "execute_chapters", "full_run"]
+__all__ = ["CHAPTER_PARAMETERS", "execute_chapters", "full_run", "sweep_time"]
 
 # What each chapter shows in the published book (papermill parameters on top of the notebook's defaults).
 CHAPTER_PARAMETERS: dict[str, dict] = {
@@ -94,6 +95,39 @@ def execute_chapters(
     return seconds
 
 
+def sweep_time(config: SweepConfig, wall_seconds: float, workers: int | None) -> dict:
+    """Where a sweep's time went, from what it saved: the training seconds of each baseline (its checkpoint's
+    history) and of the experiments (the rows' ``finetune_seconds``, per model and schedule), against the
+    worker-seconds the sweep had (``wall_seconds`` x ``workers``; None with a Dask scheduler). ``other`` is the
+    rest: measurement (latencies, evaluations), file writing, process start-up and workers idle at the end.
+    Rows and baselines of an earlier run that this one resumed count too, so ``other`` can be negative then."""
+    p = paths(config.data_dir, config.out_dir, config.results_dir)
+    baselines: dict[str, float] = {}
+    for arch in config.models:
+        for seed in config.seeds:
+            path = baseline_path(p.runs, arch, seed)
+            history = load_torch(path)["history"] if path.exists() else []
+            baselines[arch] = round(baselines.get(arch, 0.0) + (history[-1]["seconds"] if history else 0.0), 1)
+    experiments: dict[str, dict[str, float]] = {}
+    try:
+        rows = load_results(p.results, models=config.models, per_seed=True)
+    except FileNotFoundError:
+        rows = None
+    if rows is not None:
+        rows = rows[rows["seed"].isin(config.seeds)]
+        for (arch, schedule), seconds in rows.groupby(["model", "schedule"])["finetune_seconds"].sum().items():
+            experiments.setdefault(arch, {})[schedule] = round(float(seconds), 1)
+    training = sum(baselines.values()) + sum(s for by in experiments.values() for s in by.values())
+    available = None if workers is None else round(wall_seconds * workers, 1)
+    return {
+        "worker_seconds": available,
+        "baseline_training": baselines,
+        "experiment_training": experiments,
+        "training_total": round(training, 1),
+        "other": None if available is None else round(available - training, 1),
+    }
+
+
 def full_run(
     config: SweepConfig,
     progress: bool = True,
@@ -135,6 +169,7 @@ def full_run(
     with sweep_executor(workers, scheduler) as executor:
         run_sweep(config, progress=progress, executor=executor)
     record["seconds"]["sweep"] = round(time.perf_counter() - start, 1)
+    record["sweep_time"] = sweep_time(config, record["seconds"]["sweep"], workers if scheduler is None else None)
     t = time.perf_counter()
     run_compression_sweep(compress_config_of(config), progress=progress)
     record["seconds"]["compression"] = round(time.perf_counter() - t, 1)

@@ -45,3 +45,29 @@ def test_run_json_records_the_seeds_and_where_the_sweep_ran(tmp_path, monkeypatc
     assert saved["sweep"]["seeds"] == [0, 1, 2] and saved["sweep"]["workers"] == 1
     assert saved["settings"]["sweep"]["seeds"] == [0, 1, 2]
     assert saved == json.loads(json.dumps(record))
+
+
+def test_sweep_time_adds_up_the_saved_training_seconds(tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from mnist_pruning.fullrun import sweep_time
+    from mnist_pruning.models import build_model
+    from mnist_pruning.sweep import SweepConfig, baseline_path
+    from mnist_pruning.train import save_checkpoint
+
+    for name in ("mlp_pruning_results.csv", "cnn_pruning_results.csv"):
+        shutil.copy(f"tests/fixtures/{name}", tmp_path / name)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    history = [{"seconds": 4.0}, {"seconds": 9.5}]  # cumulative, as fine_tune writes it
+    save_checkpoint(baseline_path(runs, "mlp", 0), build_model("mlp"), history=history)
+    config = SweepConfig(models=("mlp", "cnn"), seeds=(0,), results_dir=str(tmp_path), out_dir=str(runs))
+    got = sweep_time(config, wall_seconds=1000.0, workers=2)
+    rows = pd.read_csv(tmp_path / "mlp_pruning_results.csv")
+    expected_mlp = rows.groupby("schedule")["finetune_seconds"].sum()
+    assert got["baseline_training"] == {"mlp": 9.5, "cnn": 0.0}  # the cnn baseline is not there
+    assert got["experiment_training"]["mlp"] == pytest.approx(expected_mlp.to_dict(), abs=0.1)
+    assert got["worker_seconds"] == 2000.0
+    assert got["other"] == pytest.approx(2000.0 - got["training_total"], abs=0.1)
