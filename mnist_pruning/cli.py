@@ -240,8 +240,8 @@ def _compress(args: argparse.Namespace) -> int:
     from .results import load_compression_results
     from .settings import display_path
 
-    df = load_compression_results(path.parent)
     if not args.sweep:
+        df = load_compression_results(path.parent, per_seed=True)
         arch, s, bits = config.points()[0]
         hit = df[
             (df["model"] == arch)
@@ -254,8 +254,9 @@ def _compress(args: argparse.Namespace) -> int:
             print(f"{arch}, sparsity {s:g}, bits {row['bits']} (accuracies of decoded files)")
             print(C.steps_table(row).to_string())
     else:
-        cols = ["model", "sparsity", "bits", "size_coded_bytes", "ratio_vs_dense", "acc_test"]
-        print(df[cols].to_string())
+        df = load_compression_results(path.parent)  # every seed in the CSV, averaged per point
+        cols = ["model", "sparsity", "bits", "size_coded_bytes", "ratio_vs_dense", "acc_test", "acc_test_std"]
+        print(df[cols + ["n_seeds"]].to_string())
     print(f"\nrows in {display_path(path)}; done in {time.perf_counter() - start:.0f} s")
     return 0
 

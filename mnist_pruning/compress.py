@@ -1107,8 +1107,8 @@ def steps_table(row: Mapping[str, object]):
 
 
 def compress_config_of(sweep_config, **overrides) -> CompressConfig:
-    """The compression grid of a full run: the sweep's models, first seed (the grid runs one seed: its gradual
-    pruning runs cost as much as the whole one-shot grid), data, folders and baselines."""
+    """The compression grid of a full run for the sweep's first seed (``seed=`` for another): the sweep's
+    models, data, folders and baselines."""
     kwargs = dict(
         models=sweep_config.models,
         seed=sweep_config.seeds[0],
@@ -1178,7 +1178,8 @@ def run_compression_sweep(config: CompressConfig, progress: bool = True, data=No
 
 def goals_table(comp):
     """Chapter 07's goals (:data:`mnist_pruning.references.COMPRESSION_GOALS`) against the compression rows: per
-    goal, the smallest coded file within the error bound, and the lowest error within the byte bound."""
+    goal, the smallest coded file within the error bound, and the lowest error within the byte bound. Given the
+    seed means of :func:`~mnist_pruning.results.load_compression_results`, goals are judged on the means."""
     import pandas as pd
 
     from .references import COMPRESSION_GOALS
@@ -1211,6 +1212,9 @@ def goals_table(comp):
                     "lowest error within the bytes (%)": None
                     if best is None
                     else round(100 * (1 - float(best["acc_test"].iloc[0])), 2),
+                    "seeds": None
+                    if smallest is None or "n_seeds" not in smallest
+                    else int(smallest["n_seeds"].iloc[0]),
                 }
             )
     return pd.DataFrame(out)

@@ -10,8 +10,8 @@ Stages (each one resumes: finished experiments stay in the CSVs, baselines are r
 
 1. the sweep: both models x every method x every ratio / N:M pattern / schedule x every seed -> ``results/*.csv``,
    on ``workers`` local processes or the Dask cluster at ``scheduler`` (see :mod:`mnist_pruning.parallel`);
-   then the compression grid (:func:`mnist_pruning.compress.run_compression_sweep`: gradual pruning, k-means
-   weight sharing, centroid fine-tuning, entropy coding) -> ``results/compression_results.csv``;
+   then the compression grid for every seed (:func:`mnist_pruning.compress.run_compression_sweep`: gradual
+   pruning, k-means weight sharing, centroid fine-tuning, entropy coding) -> ``results/compression_results.csv``;
 2. the chapters, executed by papermill with the parameters below -> ``results/notebooks/*.ipynb``;
 3. the book, built offline from those notebooks and CSVs -> ``book/_build/html``;
 4. ``results/run.json``: settings (seeds included), where the sweep ran (workers or scheduler), library versions,
@@ -171,7 +171,8 @@ def full_run(
     record["seconds"]["sweep"] = round(time.perf_counter() - start, 1)
     record["sweep_time"] = sweep_time(config, record["seconds"]["sweep"], workers if scheduler is None else None)
     t = time.perf_counter()
-    run_compression_sweep(compress_config_of(config), progress=progress)
+    for seed in config.seeds:  # each seed prunes its own baseline, as in the sweep
+        run_compression_sweep(compress_config_of(config, seed=seed), progress=progress)
     record["seconds"]["compression"] = round(time.perf_counter() - t, 1)
 
     executed = p.results / "notebooks"

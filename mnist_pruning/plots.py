@@ -481,8 +481,9 @@ def _short_bits(bits: str) -> str:
 def compression_frontier(df: pd.DataFrame, comp: pd.DataFrame, model: str) -> Figure:
     """Test error (%, log y) against file bytes (log x): every pruning method of the main CSVs with its compact
     file, lzma of the compact files, the coded files of the compression rows each with its information limit
-    beside it (hollow marker, joined by a thin line), the dense baseline, and the published references
-    (:data:`mnist_pruning.references.SIZE_ANCHORS`; hollow stars are parameter-count ratios, not bytes)."""
+    beside it (hollow marker, joined by a thin line; error bars: +-1 std over seeds), the dense baseline, and the
+    published references (:data:`mnist_pruning.references.SIZE_ANCHORS`; hollow stars are parameter-count
+    ratios, not bytes)."""
     sub = _with_error(df[df["model"] == model]) if len(df) else df
     fig, ax = plt.subplots(figsize=(8.5, 5.0))
     if len(sub):
@@ -505,12 +506,15 @@ def compression_frontier(df: pd.DataFrame, comp: pd.DataFrame, model: str) -> Fi
             color = f"C{(i + 6) % 10}"
             g = group.sort_values("size_coded_bytes")
             e = 100 * (1 - g["acc_test"])
-            ax.plot(
+            ax.errorbar(
                 g["size_coded_bytes"],
                 e,
+                # seed means (load_compression_results) carry their spread: +-1 std of the error
+                yerr=100 * g["acc_test_std"].fillna(0) if "acc_test_std" in g else None,
                 marker="o",
                 color=color,
                 ls="-",
+                capsize=2,
                 label=f"coded: {100 * s:g} % sparse, bits varied",
             )
             ax.plot(g["limit_bytes"], e, marker="o", mfc="none", color=color, ls="none")

@@ -39,6 +39,8 @@ __all__ = [
     "aggregate",
     "SPREAD",
     "COMPRESSION_COLUMNS",
+    "COMPRESSION_POINT",
+    "COMPRESSION_SPREAD",
     "compression_csv",
     "compression_key",
     "load_compression_results",
@@ -134,6 +136,9 @@ COMPRESSION_COLUMNS = (
 )
 COMPRESSION_TEXT = ("model", "bits", "codebook_entries", "position_coding", "config_hash", "version")
 COMPRESSION_KEY = ("model", "sparsity_target", "bits", "seed", "config_hash")  # what makes two rows one run
+# One compression point, its seeds averaged (a different pruning or centroid budget is another point).
+COMPRESSION_POINT = ("model", "sparsity_target", "bits", "prune_epochs", "centroid_epochs")
+COMPRESSION_SPREAD = ("acc_baseline", "acc_pruned", "acc_shared", "acc_test", "acc_val", "size_coded_bytes")
 RESULTS_ENV = "MNIST_PRUNING_RESULTS"  # used when results_dir is "": lets nbval (which cannot pass parameters) aim
 
 
@@ -363,34 +368,44 @@ def _one_configuration_per_point(df):
     return kept.drop(columns="_order")
 
 
-def aggregate(df):
-    """One row per :data:`POINT_KEY` of per-seed rows: numeric columns are the mean over seeds, text columns the
-    first row's, ``n_seeds`` how many seeds, ``seeds`` which (e.g. "0 1 2"), and ``<column>_std`` the sample
-    standard deviation (n - 1 in the denominator; NaN for a single seed) of each :data:`SPREAD` column.
+def aggregate(df, keys=POINT_KEY, numeric=NUMERIC, spread=SPREAD):
+    """One row per ``keys`` (default :data:`POINT_KEY`) of per-seed rows: ``numeric`` columns are the mean over
+    seeds, the others the first row's, ``n_seeds`` how many seeds, ``seeds`` which (e.g. "0 1 2"), and
+    ``<column>_std`` the sample standard deviation (n - 1 in the denominator; NaN for a single seed) of each
+    ``spread`` column (default :data:`SPREAD`).
 
     Averaging first and comparing afterwards is the rule of the book: a method is judged on its mean, and a
     difference smaller than the seed-to-seed spread is no measurable difference.
     """
     import pandas as pd
 
+    stds = [f"{c}_std" for c in spread]
     if df.empty:
-        return df.assign(n_seeds=pd.Series(dtype=int), seeds=pd.Series(dtype=str)).reset_index(drop=True)
-    keys = list(POINT_KEY)
+        empty = {"n_seeds": pd.Series(dtype=int), "seeds": pd.Series(dtype=str)}
+        empty.update({c: pd.Series(dtype=float) for c in stds})
+        return df.drop(columns="seed").assign(**empty).reset_index(drop=True)
+    keys = list(keys)
     groups = df.groupby(keys, sort=False, dropna=False)
-    text = [c for c in df.columns if c not in NUMERIC and c not in keys]
-    out = groups[[c for c in NUMERIC if c != "seed" and c not in keys]].mean()
+    text = [c for c in df.columns if c not in numeric and c not in keys]
+    out = groups[[c for c in numeric if c != "seed" and c not in keys]].mean()
     out = out.join(groups[text].first())
-    out = out.join(groups[list(SPREAD)].std(ddof=1).add_suffix("_std"))
+    out = out.join(groups[list(spread)].std(ddof=1).add_suffix("_std"))
     out["n_seeds"] = groups["seed"].nunique()
     out["seeds"] = groups["seed"].agg(lambda s: " ".join(f"{v:g}" for v in sorted(set(s))))
     out = out.reset_index()
-    columns = [c for c in df.columns if c != "seed"] + ["n_seeds", "seeds"] + [f"{c}_std" for c in SPREAD]
+    columns = [c for c in df.columns if c != "seed"] + ["n_seeds", "seeds"] + stds
     return out[columns]
 
 
-def load_compression_results(results_dir: str | os.PathLike | None = "", dedupe: bool = True):
-    """The compression CSV as a typed pandas DataFrame (empty, with the columns, when there is none); with
-    ``dedupe`` the last row of each (model, sparsity_target, bits, seed) is kept."""
+def load_compression_results(
+    results_dir: str | os.PathLike | None = "", dedupe: bool = True, per_seed: bool = False
+):
+    """The compression CSV as a typed pandas DataFrame (empty, with the columns, when there is none).
+
+    With ``dedupe`` the last row of each (model, sparsity_target, bits, seed) is kept, then, unless
+    ``per_seed``, the seeds of each :data:`COMPRESSION_POINT` are averaged by :func:`aggregate` (means,
+    ``n_seeds``, ``seeds`` and ``<column>_std`` of the :data:`COMPRESSION_SPREAD` columns). ``dedupe=False``
+    returns every row as stored."""
     import numpy as np
     import pandas as pd
 
@@ -401,9 +416,13 @@ def load_compression_results(results_dir: str | os.PathLike | None = "", dedupe:
             df[col] = df[col].fillna("").astype(str)
         else:
             df[col] = pd.to_numeric(df[col].replace("", np.nan), errors="coerce").astype(float)
-    if dedupe:
-        df = df.drop_duplicates(subset=["model", "sparsity_target", "bits", "seed"], keep="last")
-    return df.reset_index(drop=True)
+    if not dedupe:
+        return df.reset_index(drop=True)
+    df = df.drop_duplicates(subset=["model", "sparsity_target", "bits", "seed"], keep="last")
+    if per_seed:
+        return df.reset_index(drop=True)
+    numeric = tuple(c for c in COMPRESSION_COLUMNS if c not in COMPRESSION_TEXT)
+    return aggregate(df, COMPRESSION_POINT, numeric, COMPRESSION_SPREAD)
 
 
 def series_name(method: str, schedule: str) -> str:

@@ -337,3 +337,28 @@ def test_goals_table_finds_the_smallest_file_within_each_error_bound():
     # mlp errors 1.6 / 1.9 / 2.2 % at 20 / 15 / 10 kB: nothing <= 1.58 %; <= 2.0 % -> the 15 kB file
     assert not mlp.loc[0, "reached"]
     assert mlp.loc[1, "reached"] and mlp.loc[1, "smallest file within the error (bytes)"] == 15_000
+
+
+def test_compression_rows_are_averaged_over_seeds_per_point(tmp_path):
+    import statistics
+
+    from mnist_pruning.results import (
+        COMPRESSION_COLUMNS,
+        append_row,
+        compression_csv,
+        compression_key,
+        load_compression_results,
+    )
+
+    for seed, acc, size in [(0, 0.98, 1000), (1, 0.97, 1100), (2, 0.975, 1050)]:
+        row = dict.fromkeys(COMPRESSION_COLUMNS, 1)
+        row.update(model="mlp", sparsity_target=0.95, bits="fc1=5;fc2=5;fc3=5", prune_epochs=20, centroid_epochs=2)
+        row.update(seed=seed, config_hash=f"h{seed}", acc_test=acc, size_coded_bytes=size, version="x")
+        row.update(codebook_entries="fc1=32", position_coding="fc1=gap")
+        append_row(compression_csv(tmp_path), row, COMPRESSION_COLUMNS, compression_key)
+    mean = load_compression_results(tmp_path)
+    assert len(mean) == 1 and mean["n_seeds"].iloc[0] == 3 and mean["seeds"].iloc[0] == "0 1 2"
+    assert mean["acc_test"].iloc[0] == pytest.approx(statistics.mean([0.98, 0.97, 0.975]))
+    assert mean["acc_test_std"].iloc[0] == pytest.approx(statistics.stdev([0.98, 0.97, 0.975]))
+    assert mean["size_coded_bytes"].iloc[0] == pytest.approx(1050)
+    assert len(load_compression_results(tmp_path, per_seed=True)) == 3
