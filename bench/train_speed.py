@@ -27,7 +27,12 @@ epoch) against a hand-written one (torchvision MNIST, ``DataLoader`` with ``ToTe
 lr 1e-3, ``prune.global_unstructured``, test-set evaluation through a ``DataLoader`` after every epoch), each
 doing 5 baseline epochs then, at ratios 0.5, 0.9 and 0.99, pruning and one fine-tuning epoch. ``--peer-batches N``
 trains N batches per epoch on both sides (evaluation whole) and reports the ratio of the totals. GOALS: the
-package >= 8x faster for the MLP, >= 2.5x for the CNN.
+package >= 8x faster for the MLP, >= 2.5x for the CNN. Both train on the same 55,000 images (the validation
+hold-out excluded).
+
+(e) Where a fine-tuning epoch goes: LeNet-5 training steps without masks, with the pruning masks attached (the
+prune hooks recompute ``weight_orig * weight_mask`` at every forward, as the sweep fine-tunes), and the
+validation pass after each epoch, as seconds per epoch and shares of it. No goal: it says what to speed up next.
 
 The CPU is shared, so the two sides of each comparison are timed alternately, ``--rounds`` times, and the best
 of each is kept (interference only ever adds time). Whole training loops are timed with ``time.perf_counter``
@@ -53,14 +58,14 @@ from torchvision import datasets, transforms
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import check_timing_args  # noqa: E402
-from mnist_pruning.data import MEAN, STD, data_root, load_mnist  # noqa: E402
+from mnist_pruning.data import MEAN, STD, VAL_SIZE, data_root, load_mnist, validation_indices  # noqa: E402
 from mnist_pruning.models import build_model  # noqa: E402
 from mnist_pruning.sparsity.measure import torch_benchmark  # noqa: E402
 from mnist_pruning.train import TrainConfig, bf16_supported, train_one_epoch  # noqa: E402
 
 BATCH_SIZE = 128
-TRAIN_SIZE = 60_000
-STEPS_PER_EPOCH = math.ceil(TRAIN_SIZE / BATCH_SIZE)  # 469, the last batch holds 96 images
+TRAIN_SIZE = 60_000 - VAL_SIZE  # the training split: the validation hold-out is never trained on
+STEPS_PER_EPOCH = math.ceil(TRAIN_SIZE / BATCH_SIZE)  # 430, the last batch holds 88 images
 GOAL_DATA_SPEEDUP = 8.0
 GOAL_FLOP_FRACTION = 0.40
 GOAL_BF16_SPEEDUP = 2.0
@@ -111,6 +116,9 @@ def _dataloader_pipeline(root: Path, seed: int):
     """The textbook MNIST pipeline: per-sample PIL -> ToTensor -> Normalize, batched by a DataLoader."""
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
     dataset = datasets.MNIST(root=str(root), train=True, transform=transform, download=False)
+    held = torch.zeros(len(dataset), dtype=torch.bool)
+    held[validation_indices(dataset.targets)] = True
+    dataset = torch.utils.data.Subset(dataset, torch.nonzero(~held).flatten().tolist())  # the same 55,000 images
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=0, generator=generator
@@ -319,6 +327,42 @@ def bench_peer(mnist, root: Path, n_batches: int) -> dict[str, float]:
     return ratios
 
 
+def bench_epoch_parts(mnist, n_batches: int, rounds: int) -> None:
+    """Part (e): where a sweep fine-tuning epoch of LeNet-5 goes (no goal; it says what to speed up next)."""
+    from mnist_pruning.sparsity.unstructured import sparsify_
+    from mnist_pruning.train import evaluate
+
+    n = min(n_batches, STEPS_PER_EPOCH) if n_batches > 0 else STEPS_PER_EPOCH
+    xs, ys = mnist.train_x[: n * BATCH_SIZE], mnist.train_y[: n * BATCH_SIZE]
+    print(
+        f"\n(e) where a CNN fine-tuning epoch goes ({torch.get_num_threads()} thread(s), channels_last, "
+        f"batch {BATCH_SIZE}; {n} steps timed, scaled to {STEPS_PER_EPOCH})"
+    )
+    dense, dense_opt = _fresh("cnn")
+    masked, _ = _fresh("cnn")
+    sparsify_(masked.to(memory_format=torch.contiguous_format), "global", 0.9)  # as the sweep: masks attached
+    masked.to(memory_format=torch.channels_last)
+    masked_opt = _optimizer(masked, "cnn")  # over weight_orig, as fine_tune's optimizer after pruning
+    generator = torch.Generator().manual_seed(0)
+    steps = {"dense": (dense, dense_opt), "masked (prune hooks)": (masked, masked_opt)}
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, (model, opt) in steps.items():
+            t = _wall(lambda m=model, o=opt: train_one_epoch(m, xs, ys, o, BATCH_SIZE, generator))
+            best[name] = min(best.get(name, math.inf), t * STEPS_PER_EPOCH / n)
+        t = _wall(lambda: evaluate(masked, mnist.val_x, mnist.val_y))
+        best["validation pass (5,000 images)"] = min(best.get("validation pass (5,000 images)", math.inf), t)
+    epoch = best["masked (prune hooks)"] + best["validation pass (5,000 images)"]
+    for name, seconds in best.items():
+        print(f"  {name:<32} {seconds:6.2f} s/epoch")
+    hooks = best["masked (prune hooks)"] - best["dense"]
+    print(
+        f"  a fine-tuning epoch ~{epoch:.2f} s: training steps {100 * best['dense'] / epoch:.0f} %, "
+        f"the masks' recomputation {100 * hooks / epoch:.0f} %, validation "
+        f"{100 * best['validation pass (5,000 images)'] / epoch:.0f} %"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -367,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             mnist.train_x, mnist.train_y, args.batches, args.rounds, threads, args.min_run_time, args.mm_size
         )
         bf16 = bench_precision(mnist.train_x, mnist.train_y, args.batches, args.rounds)
+        bench_epoch_parts(mnist, args.batches, args.rounds)
         peer = {} if args.skip_peer else bench_peer(mnist, data_root(args.data_dir), args.peer_batches)
     finally:
         torch.set_num_threads(previous_threads)
