@@ -506,17 +506,17 @@ def compression_frontier(df: pd.DataFrame, comp: pd.DataFrame, model: str) -> Fi
             color = f"C{(i + 6) % 10}"
             g = group.sort_values("size_coded_bytes")
             e = 100 * (1 - g["acc_test"])
-            ax.errorbar(
+            ax.plot(
                 g["size_coded_bytes"],
                 e,
-                # seed means (load_compression_results) carry their spread: +-1 std of the error
-                yerr=100 * g["acc_test_std"].fillna(0) if "acc_test_std" in g else None,
                 marker="o",
                 color=color,
                 ls="-",
-                capsize=2,
                 label=f"coded: {100 * s:g} % sparse, bits varied",
             )
+            if "acc_test_std" in g:  # seed means (load_compression_results) carry their spread: +-1 std
+                yerr = 100 * g["acc_test_std"].fillna(0)
+                ax.errorbar(g["size_coded_bytes"], e, yerr=yerr, fmt="none", ecolor=color, capsize=2)
             ax.plot(g["limit_bytes"], e, marker="o", mfc="none", color=color, ls="none")
             for xl, xc, ye in zip(g["limit_bytes"], g["size_coded_bytes"], e, strict=True):
                 ax.plot([xl, xc], [ye, ye], color=color, lw=0.8, alpha=0.6)

@@ -362,3 +362,15 @@ def test_compression_rows_are_averaged_over_seeds_per_point(tmp_path):
     assert mean["acc_test_std"].iloc[0] == pytest.approx(statistics.stdev([0.98, 0.97, 0.975]))
     assert mean["size_coded_bytes"].iloc[0] == pytest.approx(1050)
     assert len(load_compression_results(tmp_path, per_seed=True)) == 3
+
+
+def test_compression_frontier_draws_the_seed_spread_as_error_bars(fixture_results):
+    from matplotlib.container import ErrorbarContainer
+
+    from mnist_pruning import plots
+    from mnist_pruning.results import load_results
+
+    comp = _comp_rows().assign(acc_test_std=0.001)  # seed means, as load_compression_results gives them
+    fig = plots.compression_frontier(load_results(fixture_results), comp, "cnn")
+    bars = [c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert bars and all(c.has_yerr for c in bars)
