@@ -286,7 +286,7 @@ def _peer(arch: str, root: Path, test_loader, n_batches: int) -> float:
     return time.perf_counter() - start
 
 
-def _ours(arch: str, mnist, n_batches: int) -> float:
+def _ours(arch: str, mnist, n_batches: int, n_eval: int) -> float:
     """The package's pipeline of part (d); returns its wall time."""
     from mnist_pruning.data import MNISTData
     from mnist_pruning.sparsity.unstructured import bake_in, sparsify_
@@ -294,7 +294,8 @@ def _ours(arch: str, mnist, n_batches: int) -> float:
 
     start = time.perf_counter()
     n = n_batches * BATCH_SIZE
-    data = MNISTData(mnist.train_x[:n], mnist.train_y[:n], mnist.test_x, mnist.test_y, mnist.val_x, mnist.val_y)
+    val_x, val_y = mnist.val_x[:n_eval], mnist.val_y[:n_eval]
+    data = MNISTData(mnist.train_x[:n], mnist.train_y[:n], mnist.test_x, mnist.test_y, val_x, val_y)
     model, _ = train(arch, data, TrainConfig.for_model(arch, epochs=PEER_BASELINE_EPOCHS), progress=False)
     for ratio in PEER_RATIOS:
         sparsify_(model, "global", ratio)
@@ -303,11 +304,13 @@ def _ours(arch: str, mnist, n_batches: int) -> float:
     return time.perf_counter() - start
 
 
-def bench_peer(mnist, root: Path, n_batches: int) -> dict[str, float]:
+def bench_peer(mnist, root: Path, n_batches: int, n_eval: int = 0) -> dict[str, float]:
     """Part (d). Returns {arch: peer seconds / package seconds}."""
     n = min(n_batches, STEPS_PER_EPOCH) if n_batches > 0 else STEPS_PER_EPOCH
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
     test = datasets.MNIST(root=str(root), train=False, transform=transform, download=False)
+    n_eval = n_eval or len(test)  # images evaluated after every epoch (0: all; a smoke test takes a few)
+    test = torch.utils.data.Subset(test, range(min(n_eval, len(test))))
     test_loader = torch.utils.data.DataLoader(test, batch_size=1000, num_workers=0)
     print(
         f"\n(d) the package against a hand-written DataLoader + Adam pipeline: {PEER_BASELINE_EPOCHS} baseline "
@@ -316,7 +319,7 @@ def bench_peer(mnist, root: Path, n_batches: int) -> dict[str, float]:
     )
     ratios = {}
     for arch in ("mlp", "cnn"):
-        ours = _ours(arch, mnist, n)
+        ours = _ours(arch, mnist, n, n_eval)
         peer = _peer(arch, root, test_loader, n)
         ratios[arch] = peer / ours
         verdict = "PASS" if ratios[arch] >= GOAL_PEER[arch] else "FAIL"
@@ -384,10 +387,16 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help=f"batches per epoch in part (d) (default 0 = whole epochs of {STEPS_PER_EPOCH})",
     )
+    parser.add_argument(
+        "--peer-eval",
+        type=int,
+        default=0,
+        help="images evaluated after every epoch in part (d), each side (default 0 = all; smoke tests)",
+    )
     parser.add_argument("--skip-peer", action="store_true", help="leave out part (d), the slowest")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a goal FAILs (default: report only)")
     args = parser.parse_args(argv)
-    for flag in ("batches", "peer_batches"):
+    for flag in ("batches", "peer_batches", "peer_eval"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     check_timing_args(parser, args, ("rounds", "mm_size"))
@@ -412,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         bf16 = bench_precision(mnist.train_x, mnist.train_y, args.batches, args.rounds)
         bench_epoch_parts(mnist, args.batches, args.rounds)
-        peer = {} if args.skip_peer else bench_peer(mnist, data_root(args.data_dir), args.peer_batches)
+        root = data_root(args.data_dir)
+        peer = {} if args.skip_peer else bench_peer(mnist, root, args.peer_batches, args.peer_eval)
     finally:
         torch.set_num_threads(previous_threads)
     ok = ratio >= GOAL_DATA_SPEEDUP and fraction >= GOAL_FLOP_FRACTION

@@ -48,6 +48,8 @@ def test_train_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
             "64",
             "--peer-batches",
             "2",
+            "--peer-eval",
+            "500",
         ]
     )
     out = capsys.readouterr().out
