@@ -144,7 +144,9 @@ def test_sparse_speed_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 
 
 def test_sparse_speed_onnx_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    for name in ("onnx", "onnxruntime", "onnxscript"):
+    from mnist_pruning.export import ONNX_PACKAGES
+
+    for name in ONNX_PACKAGES:
         pytest.importorskip(name)
     bench = load_bench("sparse_speed")
     argv = ["--smoke", "--models", "mlp", "--threads", "1", "--batch", "16", "--runs", str(tmp_path)]

@@ -3,14 +3,13 @@
 import pytest
 import torch
 
+from mnist_pruning import export
 from mnist_pruning import sparsity as sp
 from mnist_pruning.models import build_model
 from mnist_pruning.speed import Timing
 
-for _name in ("onnx", "onnxruntime", "onnxscript"):
+for _name in export.ONNX_PACKAGES:  # export imports them only when used
     pytest.importorskip(_name)
-
-from mnist_pruning import export  # noqa: E402
 
 QUICK = Timing(rounds=1, min_run_time=0.01, batches=(1, 8))
 
