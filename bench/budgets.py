@@ -33,10 +33,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnist_pruning.lottery import lottery_ticket  # noqa: E402
+from mnist_pruning.runner import baseline  # noqa: E402
 from mnist_pruning.schedules import gradual_prune  # noqa: E402
-from mnist_pruning.settings import paths  # noqa: E402
 from mnist_pruning.sparsity.unstructured import sparsify_  # noqa: E402
-from mnist_pruning.sweep import BUDGETS, SweepConfig, baseline  # noqa: E402
+from mnist_pruning.sweep import BUDGETS, SweepConfig  # noqa: E402
 from mnist_pruning.train import TrainConfig, evaluate, fine_tune  # noqa: E402
 
 # Candidates around each budget in use, cheapest first within a schedule (the tie-break takes the first).
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = SweepConfig(models=tuple(args.models), seed=args.seed)
     data = config.load_data()
-    runs = paths(config.data_dir, config.out_dir, config.results_dir).runs
+    runs = config.paths.runs
     agree = True
     for arch in args.models:
         base, _ = baseline(arch, data, config.baseline_config(arch), runs)

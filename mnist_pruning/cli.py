@@ -282,8 +282,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _compress(args)
     if args.command == "baseline":
         from .data import load_mnist
+        from .runner import baseline, baseline_path
         from .settings import display_path, paths
-        from .sweep import baseline, baseline_path
         from .train import TrainConfig
 
         check_choices(args.models, MODEL_NAMES, "model")
@@ -327,7 +327,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps(record["seconds"], indent=2))
         from .settings import paths
 
-        results = paths(config.data_dir, config.out_dir, config.results_dir).results
+        results = config.paths.results
         print(f"done in {time.perf_counter() - start:.0f} s; results in {results}")
         return 0
     with sweep_executor(args.workers, args.scheduler) as executor:  # connects (or fails) before any training

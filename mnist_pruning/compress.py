@@ -1128,8 +1128,8 @@ def run_compression_sweep(config: CompressConfig, progress: bool = True, data=No
     from .data import load_mnist
     from .files import check_writable_dir
     from .results import COMPRESSION_COLUMNS, compression_csv, compression_key, read_results
+    from .runner import baseline
     from .settings import paths
-    from .sweep import baseline
     from .train import evaluate, get_device
 
     p = paths(config.data_dir, config.out_dir, config.results_dir)

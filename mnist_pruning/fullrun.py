@@ -33,8 +33,9 @@ from .compress import compress_config_of, run_compression_sweep
 from .files import atomic_write, check_writable_dir, load_torch
 from .parallel import WORKER_THREADS, check_workers, default_workers, sweep_executor
 from .results import load_results
+from .runner import baseline_path
 from .settings import paths
-from .sweep import SweepConfig, baseline_path, run_sweep, settings_json
+from .sweep import SweepConfig, run_sweep, settings_json
 
 __all__ = ["CHAPTER_PARAMETERS", "execute_chapters", "full_run", "sweep_time"]
 
@@ -101,7 +102,7 @@ def sweep_time(config: SweepConfig, wall_seconds: float, workers: int | None) ->
     worker-seconds the sweep had (``wall_seconds`` x ``workers``; None with a Dask scheduler). ``other`` is the
     rest: measurement (latencies, evaluations), file writing, process start-up and workers idle at the end.
     Rows and baselines of an earlier run that this one resumed count too, so ``other`` can be negative then."""
-    p = paths(config.data_dir, config.out_dir, config.results_dir)
+    p = config.paths
     baselines: dict[str, float] = {}
     for arch in config.models:
         for seed in config.seeds:
@@ -139,7 +140,7 @@ def full_run(
 
     ``workers``: local worker processes for the sweep (None: one per core; 1: in this process); ``scheduler``: a
     Dask scheduler's address instead (see :mod:`mnist_pruning.parallel`)."""
-    p = paths(config.data_dir, config.out_dir, config.results_dir)
+    p = config.paths
     check_writable_dir(p.results)
     if scheduler is None:
         workers = default_workers() if workers is None else check_workers(workers)

@@ -19,6 +19,7 @@ With ``MNIST_PRUNING_SMOKE=1`` (tests, CI) budgets shrink to a few seconds and o
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass, field
 
@@ -27,14 +28,17 @@ import torch
 from torch import nn
 
 from .checks import check_choice, check_int, check_n_of_m, check_ratio
+from .config import RunConfig
 from .data import MNISTData, data_root
 from .files import check_writable_dir
 from .models import MODEL_NAMES, SAMPLE_SHAPE
 from .references import PUBLISHED_BASELINE
+from .runner import accuracies, baseline, record
 from .settings import SMOKE, Paths, paths, smoke_mode
 from .sparsity import measure
 from .sparsity.compact import dense_bytes
 from .sparsity.nm import parse_pattern
+from .sweep import METHODS, SCHEDULES, SweepConfig, SweepStudy, run_experiment
 from .train import TrainConfig
 
 __all__ = [
@@ -50,17 +54,12 @@ __all__ = [
 
 @dataclass
 class Run:
-    """Validated notebook parameters plus the resolved paths and budgets."""
+    """Validated notebook parameters: the run's folders, seed and data (:class:`~mnist_pruning.config.RunConfig`,
+    small in smoke mode) and the chapter's own parameters."""
 
     models: tuple[str, ...]  # model families this notebook works on
-    paths: Paths  # data / runs / results folders
-    seed: int = 0
-    smoke: bool = False  # MNIST_PRUNING_SMOKE is set: tiny budgets
-    epochs: int | None = None  # baseline epochs (None = the full recipe)
+    config: RunConfig  # folders, seed, data subsets and baseline epochs
     finetune_epochs: int | None = None  # None: the model's budget (mnist_pruning.sweep.BUDGETS)
-    subset: int | None = None  # training subset (smoke)
-    test_subset: int | None = None  # test subset (smoke)
-    val_subset: int | None = None  # part of the validation hold-out (smoke)
     params: dict = field(default_factory=dict)  # every other validated parameter, by name
 
     def __getattr__(self, name: str):
@@ -69,19 +68,31 @@ class Run:
             return params[name]
         raise AttributeError(name)
 
-    def load_data(self) -> MNISTData:
-        return self.sweep_config().load_data()
+    @property
+    def paths(self) -> Paths:
+        return self.config.paths
 
-    def train_config(self, arch: str) -> TrainConfig:
-        """The baseline recipe with this run's seed and epochs (the same one the sweep uses)."""
-        return self.sweep_config(models=(arch,)).baseline_config(arch)
+    @property
+    def seed(self) -> int:
+        return self.config.one_seed()
+
+    @property
+    def smoke(self) -> bool:
+        """Whether ``MNIST_PRUNING_SMOKE`` is set: tiny budgets."""
+        return smoke_mode()
+
+    def load_data(self) -> MNISTData:
+        return self.config.load_data()
+
+    def train_config(self, arch: str, **overrides) -> TrainConfig:
+        """The baseline recipe with this run's seed, epochs and precision (the one the sweep uses); ``overrides``
+        replace fields (``epochs=`` for a budget at the recipe's learning rate)."""
+        return dataclasses.replace(self.config.baseline_config(arch), **overrides)
 
     def baseline(self, arch: str, data: MNISTData, progress: bool = True) -> tuple[nn.Module, dict]:
         """The dense baseline (reused from ``runs/`` when trained with this config, else trained now) and its
         checkpoint payload (``history``, ``train_config``) with ``accuracy`` (test) and ``val_accuracy`` added,
         measured on ``data``."""
-        from .sweep import accuracies, baseline
-
         model, payload = baseline(arch, data, self.train_config(arch), self.paths.runs, progress=progress)
         test, val = accuracies(model, data)
         return model, {**payload, "accuracy": test, "val_accuracy": val}
@@ -91,8 +102,6 @@ class Run:
         gives its test and validation accuracy) with this run's budgets, record its row in the results CSV
         (once), and return the :class:`~mnist_pruning.sweep.ExperimentResult` with its ``csv`` set.
         ``overrides`` go to :meth:`sweep_config` (e.g. ``frontier_epochs``)."""
-        from .sweep import record, run_experiment
-
         config = self.sweep_config(
             methods=(exp.method,),
             ratios=(exp.ratio,) if exp.method != "nm" else (),
@@ -103,26 +112,19 @@ class Run:
         )
         acc_baseline = (payload["accuracy"], payload["val_accuracy"])
         result = run_experiment(exp, base, data, config, acc_baseline, self.paths.runs / "experiments")
-        result.csv = record(result.row, config)
+        result.csv = record(SweepStudy(config), result.row)
         return result
 
-    def sweep_config(self, **overrides):
-        """A :class:`~mnist_pruning.sweep.SweepConfig` with this run's budgets, seed and folders."""
-        from .sweep import SweepConfig
-
-        kwargs = dict(
-            models=self.models,
-            finetune_epochs=self.finetune_epochs,
-            seed=self.seed,
-            subset=self.subset,
-            test_subset=self.test_subset,
-            val_subset=self.val_subset,
-            data_dir=str(self.paths.data) if self.paths.data else None,
-            out_dir=str(self.paths.runs),
-            results_dir=str(self.paths.results),
-            baseline_epochs={m: self.epochs for m in self.models} if self.epochs else {},
+    def sweep_config(self, **overrides) -> SweepConfig:
+        """A :class:`~mnist_pruning.sweep.SweepConfig` with this run's folders, seed, data and budgets."""
+        return SweepConfig(
+            **{**_shared(self.config), "models": self.models, "finetune_epochs": self.finetune_epochs, **overrides}
         )
-        return SweepConfig(**{**kwargs, **overrides})
+
+
+def _shared(config: RunConfig) -> dict:
+    """The :class:`~mnist_pruning.config.RunConfig` fields of ``config``, to build a study's config from."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(RunConfig)}
 
 
 def setup(
@@ -148,8 +150,6 @@ def setup(
         epochs = check_int(epochs, "epochs")
     if finetune_epochs is not None:
         finetune_epochs = check_int(finetune_epochs, "finetune_epochs")
-    from .sweep import METHODS, SCHEDULES
-
     checks = {
         "ratio": check_ratio,
         "ratios": lambda v: tuple(check_ratio(r) for r in v),
@@ -171,17 +171,12 @@ def setup(
         data_root(data_dir)  # raises if it exists and is not a directory
     p = paths(data_dir or None, out_dir or None, checked.get("results_dir"))
     check_writable_dir(p.runs)
-    smoke = smoke_mode()
+    folders = {"data_dir": str(p.data) if p.data else None, "out_dir": str(p.runs), "results_dir": str(p.results)}
+    baseline_epochs = dict.fromkeys(models, epochs) if epochs else {}
     run = Run(
         models=models,
-        paths=p,
-        seed=seed,
-        smoke=smoke,
-        epochs=SMOKE.epochs if smoke else epochs,
-        finetune_epochs=SMOKE.finetune_epochs if smoke else finetune_epochs,
-        subset=SMOKE.subset if smoke else None,
-        test_subset=SMOKE.test_subset if smoke else None,
-        val_subset=SMOKE.val_subset if smoke else None,
+        config=RunConfig.for_notebook(seed=seed, baseline_epochs=baseline_epochs, **folders),
+        finetune_epochs=SMOKE.finetune_epochs if smoke_mode() else finetune_epochs,
         params=checked,
     )
     torch.manual_seed(seed)

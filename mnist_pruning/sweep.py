@@ -4,65 +4,51 @@ Usage::
 
     from mnist_pruning.sweep import SweepConfig, run_sweep
     run_sweep(SweepConfig(models=("mlp",), methods=("global",), ratios=(0.9,)))
-    # -> results/mlp_pruning_results.csv, one row per experiment (see COLUMNS)
+    # -> results/mlp_pruning_results.csv, one row per experiment (mnist_pruning.results.PRUNING)
     run_sweep(SweepConfig(seeds=(0, 1, 2)), workers=2)     # every experiment per seed, on 2 worker processes
 
 or from the shell: ``mnist-pruning sweep --models mlp cnn --methods l1 global nm structured --seeds 0 1 2``.
 
-Each seed trains its own baselines; tasks (baselines, then experiments) run on a ``concurrent.futures`` executor
-(in this process, local worker processes, or a Dask cluster: :mod:`mnist_pruning.parallel`), seed torch
-themselves and return rows, which only the calling process writes.
+The sweep is a :class:`~mnist_pruning.runner.Study` (:class:`SweepStudy`): :mod:`mnist_pruning.runner` trains
+each seed's baselines, skips experiments already in the CSV, runs the others on an executor and records rows.
+This module says what an experiment is, how it prunes and trains (:func:`run_experiment`) and what it measures.
 
 Every number in a row is measured on the pruned model, never derived from the request: sparsity is counted in
 the weights, sizes are the bytes of files written, FLOPs come from ``torch.utils.flop_counter`` and latency from
-``torch.utils.benchmark``. Rows go through :func:`mnist_pruning.results.append_row` (atomic; the CSV schema lives
-in :mod:`mnist_pruning.results`), a rerun skips experiments already in the CSV, and a changed configuration gets
-a new row (its ``config_hash`` differs) instead of overwriting an old one.
+``torch.utils.benchmark``. A changed configuration gets a new row (its ``config_hash`` differs) instead of
+overwriting an old one.
 """
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures as cf
-import contextlib
 import copy
-import dataclasses
-import hashlib
 import json
 import os
 import time
-import warnings
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import __version__
-from .checks import check_choice, check_choices, check_int, check_ratio, check_seeds
-from .data import SPLIT_SEED, VAL_SIZE, MNISTData, load_mnist
-from .files import CorruptFileError, check_writable_dir
+from .checks import check_choices, check_int, check_ratio
+from .config import RunConfig
+from .data import MNISTData
+from .lottery import lottery_ticket
 from .models import MODEL_NAMES, SAMPLE_SHAPE
-from .results import append_row, read_results, results_csv, run_key
-from .settings import paths, show_progress
+from .results import PRUNING, Schema
+from .runner import Accuracy, Study, accuracies, config_hash, run_study
+from .schedules import gradual_prune
 from .sparsity import measure
 from .sparsity.compact import save_compact, save_dense
 from .sparsity.inference import apply_sparse_plan, plan_sparse_inference
 from .sparsity.nm import NM_PATTERNS, nm_compact_bytes, parse_pattern, pattern_for_ratio
 from .sparsity.structured import apply_structured_masks, apply_surgery
 from .sparsity.unstructured import bake_in, sparsify_
-from .train import (
-    PRECISIONS,
-    TrainConfig,
-    evaluate,
-    fine_tune,
-    get_device,
-    load_checkpoint,
-    save_checkpoint,
-    train,
-)
+from .train import TrainConfig, fine_tune
 
 __all__ = [
     "BUDGETS",
@@ -73,15 +59,12 @@ __all__ = [
     "Experiment",
     "ExperimentResult",
     "SweepConfig",
+    "SweepStudy",
     "experiments",
-    "baseline",
+    "experiment_files",
     "run_experiment",
     "run_sweep",
-    "record",
-    "experiment_files",
-    "baseline_path",
-    "SweepError",
-    "accuracies",
+    "settings_json",
 ]
 
 # The project's pruning methods: the unstructured ones of mnist_pruning.sparsity, and structured surgery.
@@ -104,15 +87,7 @@ class Budget:
     lottery_epochs: int  # the lottery's dense training and each of its rounds
 
 
-# The one-shot fine-tuning budgets were chosen on the validation split by bench/budgets.py (global pruning to 0.9
-# and 0.99 from the seed-0 baseline; mean validation accuracy over the two; the cheaper candidate within 0.1 pp):
-# MLP 8 epochs at lr 0.05 (96.57 %; 4 at 0.05: 96.19 %, 2 at 0.01: 94.30 %); CNN 2 epochs at lr 0.02 (97.86 %;
-# 2 at 0.01: 97.51 %, 4 at 0.01: 97.77 %, 1 at 0.01: 97.00 %). The gradual and lottery epochs, at the baseline
-# recipe's learning rate, were re-checked the same way at ratio 0.99 (bench/budgets.py --schedules gradual
-# lottery): MLP gradual 20 epochs (97.16 %; 10: 96.84 %, 30: 97.18 %, within the tie); MLP lottery 8 epochs per
-# round (96.68 %; 3: 96.02 %, 5: 96.30 %, the budget before); CNN gradual 6 epochs (98.14 %; 3: 97.42 %, 10:
-# 98.24 %, exactly at the 0.1 pp tie: 5 of the 5,000 images, on one seed); CNN lottery 5 epochs per round
-# (98.32 %; 2: 97.60 %, 3: 97.86 %, the budget before).
+# Chosen on the validation split by bench/budgets.py; the README (How numbers are chosen) says what it measured.
 BUDGETS = {
     "mlp": Budget(finetune_epochs=8, finetune_lr=0.05, frontier_epochs=20, lottery_epochs=8),
     "cnn": Budget(finetune_epochs=2, finetune_lr=0.02, frontier_epochs=6, lottery_epochs=5),
@@ -136,8 +111,8 @@ class Experiment:
 
 
 @dataclass
-class SweepConfig:
-    """What to sweep and with which budgets."""
+class SweepConfig(RunConfig):
+    """What to sweep and with which budgets (folders, seeds and data: :class:`~mnist_pruning.config.RunConfig`)."""
 
     models: tuple[str, ...] = MODEL_NAMES  # model families
     methods: tuple[str, ...] = METHODS  # pruning methods
@@ -145,16 +120,6 @@ class SweepConfig:
     patterns: tuple[str, ...] = NM_PATTERNS  # hardware N:M patterns, in addition to the ratios' patterns
     finetune_epochs: int | None = None  # fine-tuning epochs after pruning; None = the model's BUDGETS entry
     finetune_lr: float | None = None  # peak learning rate of fine-tuning (cosine-decayed); None = BUDGETS
-    baseline_epochs: dict[str, int] = field(default_factory=dict)  # per model; empty -> TrainConfig.for_model
-    seed: int | None = None  # one seed (baseline, batch order, everything random); shorthand for seeds=(seed,)
-    seeds: tuple[int, ...] | None = None  # each trains its own baselines and adds its own rows; None: (seed or 0,)
-    subset: int | None = None  # class-balanced training subset (smoke runs); None = all 60,000
-    test_subset: int | None = None  # class-balanced test subset; None = all 10,000
-    val_subset: int | None = None  # class-balanced part of the validation hold-out; None = all 5,000
-    precision: str = "auto"  # training arithmetic: "bf16" autocast | "fp32"; "auto" = bf16 where supported
-    data_dir: str | None = None  # MNIST root; None = $MNIST_PRUNING_DATA or ./data
-    out_dir: str | None = None  # checkpoints and compact files; None = runs/
-    results_dir: str | None = None  # CSVs; None = results/
     latency: bool = True  # measure latency (a few seconds per experiment)
     schedules: tuple[str, ...] = ("oneshot",)  # add "gradual" / "lottery" for the high-sparsity frontier rows
     frontier_ratios: tuple[float, ...] = (0.99,)  # ratios run with the gradual and lottery schedules
@@ -163,6 +128,7 @@ class SweepConfig:
     lottery_epochs: int | None = None  # lottery's dense training and each round (x (rounds + 1)); None = BUDGETS
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.models = check_choices(self.models, MODEL_NAMES, "model")
         self.methods = check_choices(self.methods, METHODS, "method")
         self.schedules = check_choices(self.schedules, SCHEDULES, "schedule")
@@ -172,44 +138,8 @@ class SweepConfig:
         for p in self.patterns:
             parse_pattern(p)
         check_int(self.lottery_rounds, "lottery_rounds")
-        if self.seed is not None:
-            check_int(self.seed, "seed", minimum=0)
-        seeds = check_seeds((0 if self.seed is None else self.seed,) if self.seeds is None else self.seeds)
-        if self.seed is not None and seeds != (self.seed,):
-            raise ValueError(f"seed={self.seed!r} and seeds={list(seeds)} disagree; give one of them")
-        self.seeds = seeds
-        # After construction ``seed`` is the one seed of a single-seed config (what a task runs), else None.
-        self.seed = seeds[0] if len(seeds) == 1 else None
         for arch in self.models:
             self.budget(arch)  # validates every override
-        for arch, epochs in self.baseline_epochs.items():
-            check_choice(arch, MODEL_NAMES, "model")
-            check_int(epochs, f"baseline epochs of {arch!r}")
-        check_choice(self.precision, PRECISIONS, "precision")
-        if self.precision == "auto":
-            self.precision = TrainConfig().precision  # resolved once, so hashes and rows hold what ran
-        for name in ("subset", "test_subset", "val_subset"):
-            if getattr(self, name) is not None:
-                check_int(getattr(self, name), name, minimum=10)
-
-    def for_seed(self, seed: int) -> SweepConfig:
-        """This configuration with ``seed`` as its only seed: what one task of a multi-seed sweep runs."""
-        if seed not in self.seeds:
-            raise ValueError(f"seed {seed!r} is not one of this sweep's seeds {list(self.seeds)}")
-        return dataclasses.replace(self, seed=seed, seeds=(seed,))
-
-    def _one_seed(self) -> int:
-        if self.seed is None:
-            raise ValueError(
-                f"this sweep has seeds {list(self.seeds)}; take one with config.for_seed(seed) for a single run"
-            )
-        return self.seed
-
-    def baseline_config(self, arch: str) -> TrainConfig:
-        overrides = {"seed": self._one_seed(), "precision": self.precision}
-        if arch in self.baseline_epochs:
-            overrides["epochs"] = self.baseline_epochs[arch]
-        return TrainConfig.for_model(arch, **overrides)
 
     def budget(self, arch: str) -> Budget:
         """The model's :data:`BUDGETS` entry with this config's overrides applied (and validated)."""
@@ -239,19 +169,16 @@ class SweepConfig:
     def finetune_config(self, arch: str) -> TrainConfig:
         budget = self.budget(arch)
         return TrainConfig(
-            epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self._one_seed(), precision=self.precision
+            epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.one_seed(), precision=self.precision
         )
 
-    def load_data(self) -> MNISTData:
-        """MNIST as this config splits it (subsets for smoke runs), on the CPU."""
-        p = paths(self.data_dir, self.out_dir, self.results_dir)
-        return load_mnist(
-            p.data,
-            subset=self.subset,
-            test_subset=self.test_subset,
-            seed=self._one_seed(),
-            val_size=VAL_SIZE if self.val_subset is None else self.val_subset,
-        )
+    def schedule_config(self, exp: Experiment) -> TrainConfig:
+        """How a gradual run, or each lottery round, trains: at the baseline recipe's learning rate, since they
+        train as much as they prune."""
+        budget = self.budget(exp.model)
+        epochs = budget.frontier_epochs if exp.schedule == "gradual" else budget.lottery_epochs
+        lr = self.baseline_config(exp.model).lr
+        return TrainConfig(epochs=epochs, lr=lr, seed=self.one_seed(), precision=self.precision)
 
 
 def experiments(config: SweepConfig) -> list[Experiment]:
@@ -279,61 +206,18 @@ def experiments(config: SweepConfig) -> list[Experiment]:
     return out
 
 
-def config_hash(config: SweepConfig, exp: Experiment) -> str:
+def experiment_hash(config: SweepConfig, exp: Experiment) -> str:
     """A short hash of everything that shapes ``exp``'s numbers (baseline recipe, data, seed and the budget of
     its schedule), not of paths: changing the gradual budget does not invalidate one-shot rows."""
     budget = config.budget(exp.model)
-    key: dict = {
-        "baseline": config.baseline_config(exp.model).to_dict(),
-        "subset": config.subset,
-        "test_subset": config.test_subset,
-        "val_subset": config.val_subset,
-        "split": [VAL_SIZE, SPLIT_SEED],
-    }
+    key: dict = {"baseline": config.baseline_config(exp.model).to_dict(), **config.data_key()}
     if exp.schedule == "oneshot":
         key["finetune"] = config.finetune_config(exp.model).to_dict()
     elif exp.schedule == "gradual":
         key["gradual_epochs"] = budget.frontier_epochs
     else:
         key["lottery"] = [config.lottery_rounds, budget.lottery_epochs]
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def experiment_of(row: dict) -> Experiment:
-    """The :class:`Experiment` a CSV row records."""
-    return Experiment(row["model"], row["method"], float(row["ratio"]), row["pattern"] or "", row["schedule"])
-
-
-def baseline_path(out_dir: str | os.PathLike, arch: str, seed: int) -> Path:
-    """Where the baseline of ``arch`` trained with ``seed`` is cached: ``<arch>_baseline_seed<seed>.pt``, except
-    seed 0's ``<arch>_baseline.pt``, the name the chapters, benchmarks and earlier versions use."""
-    return Path(out_dir) / (f"{arch}_baseline.pt" if seed == 0 else f"{arch}_baseline_seed{seed}.pt")
-
-
-def baseline(
-    arch: str, data: MNISTData, config: TrainConfig, out_dir: str | os.PathLike, progress: bool = True
-) -> tuple[nn.Module, dict]:
-    """The dense baseline: loaded from :func:`baseline_path` (per ``config.seed``) in ``out_dir`` when it was
-    trained with ``config`` on the same data, else trained now and saved there. Returns the model and its
-    checkpoint payload.
-
-    The file is a cache: a damaged one (a full disk or an interrupted copy truncates it) is reported with a
-    warning naming it and retrained, never half-read.
-    """
-    path = baseline_path(out_dir, arch, config.seed)
-    data_key = data.sizes()
-    if path.exists():
-        try:
-            model, payload = load_checkpoint(path)
-        except CorruptFileError as e:
-            warnings.warn(f"{e}; training the {arch} baseline again and replacing it", stacklevel=2)
-        else:
-            if payload.get("train_config") == config.to_dict() and payload.get("data") == data_key:
-                return model, payload
-    model, history = train(arch, data, config, progress=progress)
-    metrics = {"test": evaluate(model, data.test_x, data.test_y), "val": evaluate(model, data.val_x, data.val_y)}
-    save_checkpoint(path, model, config, history, metrics=metrics, data=data_key)
-    return model, {"train_config": config.to_dict(), "history": history, "metrics": metrics, "data": data_key}
+    return config_hash(key)
 
 
 def _prune(model: nn.Module, exp: Experiment) -> nn.Module:
@@ -351,7 +235,7 @@ def _prune(model: nn.Module, exp: Experiment) -> nn.Module:
 class ExperimentResult:
     """What :func:`run_experiment` measured and where it saved the model."""
 
-    row: dict  # the CSV row (every column of mnist_pruning.results.COLUMNS but config_hash)
+    row: dict  # the CSV row (every column of mnist_pruning.results.PRUNING)
     model: nn.Module  # the fine-tuned model, masks baked in, on the CPU
     dense_path: Path  # its ordinary dense state_dict file
     compact_path: Path  # its compact sparse file (mnist_pruning.sparsity.compact)
@@ -390,17 +274,6 @@ def run_experiment(
         files_dir,
         baseline_latency,
     )
-
-
-Accuracy = tuple[float, float]  # (test, validation) accuracy of one model
-
-
-def accuracies(model: nn.Module, data: MNISTData) -> Accuracy:
-    """(test, validation) accuracy of ``model``: the test number is reported, the validation one is what any
-    choice may look at."""
-    return evaluate(model, data.test_x, data.test_y)["accuracy"], evaluate(model, data.val_x, data.val_y)[
-        "accuracy"
-    ]
 
 
 LATENCY_BATCHES = (1, 256)
@@ -457,7 +330,7 @@ def experiment_files(exp: Experiment, files_dir: str | os.PathLike, config: Swee
     recipe, data) make the names unique per run, so a later run never replaces the files of an earlier row."""
     detail = (exp.pattern or f"{exp.ratio:g}").replace(":", "of")
     suffix = "" if exp.schedule == "oneshot" else f"_{exp.schedule}"
-    stem = f"{exp.model}_{exp.method}_{detail}{suffix}_seed{config._one_seed()}_{config_hash(config, exp)}"
+    stem = f"{exp.model}_{exp.method}_{detail}{suffix}_seed{config.one_seed()}_{experiment_hash(config, exp)}"
     return Path(files_dir) / f"{stem}.dense.pt", Path(files_dir) / f"{stem}.safetensors"
 
 
@@ -465,25 +338,13 @@ def _run_frontier(
     exp: Experiment, base_model: nn.Module, data: MNISTData, config: SweepConfig, progress: bool
 ) -> tuple[nn.Module, None, int, float]:
     """Gradual pruning from the baseline, or a lottery ticket trained from scratch (it needs its own early
-    iterate to rewind to); both at the model's baseline learning rate, since they train as much as they prune."""
-    from .lottery import lottery_ticket
-    from .schedules import gradual_prune
-
-    recipe = config.baseline_config(exp.model)
+    iterate to rewind to)."""
+    train_cfg = config.schedule_config(exp)
     if exp.schedule == "gradual":
-        train_cfg = TrainConfig(
-            epochs=config.budget(exp.model).frontier_epochs,
-            lr=recipe.lr,
-            seed=config.seed,
-            precision=config.precision,
-        )
         result = gradual_prune(
             copy.deepcopy(base_model), data, exp.method, exp.ratio, train_cfg, progress=progress
         )
         return result.model, None, result.epochs, result.seconds
-    train_cfg = TrainConfig(
-        epochs=config.budget(exp.model).lottery_epochs, lr=recipe.lr, seed=config.seed, precision=config.precision
-    )
     ticket = lottery_ticket(exp.model, data, exp.ratio, train_cfg, rounds=config.lottery_rounds, progress=progress)
     return ticket.model.to(next(base_model.parameters()).device), None, ticket.epochs, ticket.seconds
 
@@ -509,35 +370,38 @@ def _measure(
     size_compact = save_compact(model, compact_path)
     layers = measure.prunable_layers(model)
     acc_finetuned = accuracies(model, data)
-    row = {
-        "model": exp.model,
-        "method": exp.method,
-        "pattern": exp.pattern,
-        "schedule": exp.schedule,
-        "ratio": f"{exp.ratio:.6g}",
-        "sparsity": measure.sparsity(model),
-        "params_total": measure.count_parameters(model),
-        "params_nonzero": measure.count_nonzero_parameters(model),
-        "acc_baseline": acc_baseline[0],
-        "acc_pruned": "" if acc_pruned is None else acc_pruned[0],
-        "acc_finetuned": acc_finetuned[0],
-        "acc_val_baseline": acc_baseline[1],
-        "acc_val_pruned": "" if acc_pruned is None else acc_pruned[1],
-        "acc_val_finetuned": acc_finetuned[1],
-        "finetune_epochs": epochs,
-        "size_dense_bytes": size_dense,
-        "size_compact_bytes": size_compact,
-        "size_nm_bytes": "",
-        "flops_dense": measure.flops(model, SAMPLE_SHAPE),
-        "flops_effective": measure.effective_flops(model, SAMPLE_SHAPE),
-        "seed": config.seed,
-        "precision": config.precision,
-        "threads": torch.get_num_threads(),
-        "device": str(next(base_model.parameters()).device.type),
-        "finetune_seconds": round(seconds, 3),
-        "version": __version__,
-        "torch_version": torch.__version__,
-    }
+    row = PRUNING.row(
+        **{
+            "model": exp.model,
+            "method": exp.method,
+            "pattern": exp.pattern,
+            "schedule": exp.schedule,
+            "ratio": f"{exp.ratio:.6g}",
+            "sparsity": measure.sparsity(model),
+            "params_total": measure.count_parameters(model),
+            "params_nonzero": measure.count_nonzero_parameters(model),
+            "acc_baseline": acc_baseline[0],
+            "acc_pruned": "" if acc_pruned is None else acc_pruned[0],
+            "acc_finetuned": acc_finetuned[0],
+            "acc_val_baseline": acc_baseline[1],
+            "acc_val_pruned": "" if acc_pruned is None else acc_pruned[1],
+            "acc_val_finetuned": acc_finetuned[1],
+            "finetune_epochs": epochs,
+            "size_dense_bytes": size_dense,
+            "size_compact_bytes": size_compact,
+            "size_nm_bytes": "",
+            "flops_dense": measure.flops(model, SAMPLE_SHAPE),
+            "flops_effective": measure.effective_flops(model, SAMPLE_SHAPE),
+            "seed": config.seed,
+            "precision": config.precision,
+            "threads": torch.get_num_threads(),
+            "device": str(next(base_model.parameters()).device.type),
+            "finetune_seconds": round(seconds, 3),
+            "version": __version__,
+            "torch_version": torch.__version__,
+            "config_hash": experiment_hash(config, exp),
+        }
+    )
     if exp.method == "structured":
         row["sparsity"] = 1 - row["params_total"] / measure.count_parameters(base_model)
     if exp.method == "nm":
@@ -562,112 +426,34 @@ def _measure(
     return ExperimentResult(row, model, dense_path, compact_path)
 
 
-def record(row: dict, config: SweepConfig) -> Path:
-    """Append a finished experiment's row to its model's CSV unless the same run is already there; return the
-    CSV's path. The row's ``config_hash`` is set here, from ``config``."""
-    row = {**row, "config_hash": config_hash(config, experiment_of(row))}
-    path = results_csv(paths(config.data_dir, config.out_dir, config.results_dir).results, row["model"])
-    append_row(path, row)
-    return path
+@dataclass
+class SweepStudy(Study):
+    """The pruning sweep as the runner runs it: one point per :class:`Experiment`, rows of
+    :data:`mnist_pruning.results.PRUNING`."""
 
+    config: SweepConfig
+    schema: ClassVar[Schema] = PRUNING
 
-def _pending(config: SweepConfig, results_dir: Path) -> Iterator[tuple[int, Experiment]]:
-    """``(seed, experiment)`` for every run of ``config`` not in its CSV yet (reading every CSV checks its
-    columns), seed by seed."""
-    done = {arch: {run_key(r) for r in read_results(results_csv(results_dir, arch))} for arch in config.models}
-    for seed in config.seeds:
-        one = config.for_seed(seed)
-        for exp in experiments(one):
-            key = {**asdict(exp), "finetune_epochs": one.epochs(exp), "seed": seed}
-            if run_key({**key, "config_hash": config_hash(one, exp)}) not in done[exp.model]:
-                yield seed, exp
+    @property
+    def baseline_latency(self) -> bool:
+        return self.config.latency
 
+    def points(self) -> list[Experiment]:
+        return experiments(self.config)
 
-class SweepError(RuntimeError):
-    """Some experiments of a sweep failed; the others' rows were recorded. ``failures`` maps each failed
-    experiment's label to its exception (the first one is also this error's ``__cause__``)."""
+    def run_key(self, exp: Experiment) -> dict:
+        return {**asdict(exp), "finetune_epochs": self.config.epochs(exp), "seed": self.config.one_seed()}
 
-    def __init__(self, failures: dict[str, BaseException]):
-        self.failures = failures
-        names = "; ".join(f"{label}: {type(e).__name__}: {e}" for label, e in failures.items())
-        super().__init__(f"{len(failures)} experiment(s) failed, the other rows were recorded: {names}")
+    def hash(self, exp: Experiment) -> str:
+        return experiment_hash(self.config, exp)
 
+    def baseline_info(self, model: nn.Module, data: MNISTData) -> tuple:
+        return accuracies(model, data), _latencies(model) if self.config.latency else None
 
-# Per worker process: MNIST as tasks' configs ask for it, each loaded once (a worker runs many tasks, seeds
-# interleaved). Full data is ~220 MB and shared by all seeds; smoke subsets are small.
-_DATA_CACHE: dict[tuple, MNISTData] = {}
-_DATA_CACHE_SIZE = 4
-
-
-def _task_start(config: SweepConfig, data: MNISTData | None, threads: int | None) -> MNISTData:
-    """What every task does first: seed torch (nothing may depend on what the worker ran before), take
-    ``threads`` torch threads (None: keep this process's), and return ``data`` (in-process runs), else MNIST as
-    ``config`` (one seed) asks, from its folder the parent already verified."""
-    torch.manual_seed(config.seed)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    if data is None:
-        # load_mnist uses the seed only to draw the smoke subsets: full data is one set for every seed.
-        drawn = config.subset is not None or config.test_subset is not None
-        seed = config.seed if drawn else None
-        key = (config.data_dir, config.subset, config.test_subset, config.val_subset, seed)
-        if key not in _DATA_CACHE:
-            if len(_DATA_CACHE) >= _DATA_CACHE_SIZE:
-                del _DATA_CACHE[next(iter(_DATA_CACHE))]  # the oldest
-            _DATA_CACHE[key] = config.load_data()
-        data = _DATA_CACHE[key]
-    return data.to(get_device())
-
-
-def _baseline_task(
-    config: SweepConfig,
-    arch: str,
-    data: MNISTData | None = None,
-    progress: bool = False,
-    threads: int | None = None,
-) -> tuple[Accuracy, tuple[float, float] | None]:
-    """Train (or load) the baseline of ``arch`` for ``config``'s one seed into its out_dir; return its (test,
-    validation) accuracy and, with ``config.latency``, its latency at batch 1 and 256. Runs in a worker."""
-    data = _task_start(config, data, threads)
-    p = paths(config.data_dir, config.out_dir, config.results_dir)
-    model, _ = baseline(arch, data, config.baseline_config(arch), p.runs, progress)
-    model = model.to(data.test_x.device)
-    return accuracies(model, data), _latencies(model) if config.latency else None
-
-
-def _experiment_task(
-    config: SweepConfig,
-    exp: Experiment,
-    acc_baseline: Accuracy,
-    baseline_latency: tuple[float, float] | None,
-    data: MNISTData | None = None,
-    progress: bool = False,
-    threads: int | None = None,
-) -> dict:
-    """Run ``exp`` for ``config``'s one seed on the baseline :func:`_baseline_task` saved; return its row
-    (the parent records it). Runs in a worker."""
-    data = _task_start(config, data, threads)
-    p = paths(config.data_dir, config.out_dir, config.results_dir)
-    base, _ = baseline(exp.model, data, config.baseline_config(exp.model), p.runs, progress)
-    base = base.to(data.test_x.device)
-    result = run_experiment(
-        exp, base, data, config, acc_baseline, p.runs / "experiments", baseline_latency, progress
-    )
-    return result.row
-
-
-def _absolute(config: SweepConfig) -> SweepConfig:
-    """``config`` with its folders resolved to absolute paths, as workers (other processes, other machines with
-    a shared filesystem) must see them."""
-    from .data import data_root
-
-    p = paths(config.data_dir, config.out_dir, config.results_dir)
-    return dataclasses.replace(
-        config,
-        data_dir=str(data_root(p.data).resolve()),
-        out_dir=str(p.runs.resolve()),
-        results_dir=str(p.results.resolve()),
-    )
+    def run(self, points, base, info, data, progress) -> list[dict]:
+        files = self.config.paths.runs / "experiments"
+        acc, latency = info
+        return [run_experiment(exp, base, data, self.config, acc, files, latency, progress).row for exp in points]
 
 
 def run_sweep(
@@ -677,107 +463,10 @@ def run_sweep(
     executor: cf.Executor | None = None,
     workers: int | None = None,
 ) -> dict[str, Path]:
-    """Run every experiment of ``config`` (every seed) not yet in its CSV; return ``{model: csv_path}``.
-
-    Tasks: the baselines (one per model and seed), then each experiment as soon as its seed's baseline is saved.
-    They run on ``executor`` (any :class:`concurrent.futures.Executor`; see :mod:`mnist_pruning.parallel`), else
-    on ``workers`` local processes (None: one per core; 1: in this process). Workers return rows; only this
-    process writes the CSVs, as each task finishes. A failed task does not stop the others: their rows are
-    recorded, then :class:`SweepError` names what failed. ``data`` (tensors already loaded) runs every task in
-    this process, all seeds on that data.
-    """
-    from .parallel import WORKER_THREADS, InlineExecutor, check_workers, sweep_executor
-
-    if workers is not None:
-        check_workers(workers)
-    if data is not None and (not isinstance(executor, (InlineExecutor, type(None))) or (workers or 1) > 1):
-        raise ValueError("data= runs the sweep in this process; leave executor and workers out with it")
-    p = paths(config.data_dir, config.out_dir, config.results_dir)
-    check_writable_dir(p.runs)
-    check_writable_dir(p.results)
-    pending = list(_pending(config, p.results))  # also validates existing CSVs before any training
-    csvs = {arch: results_csv(p.results, arch) for arch in config.models}
-    if not pending:
-        return csvs
-    if data is None:
-        from .data import fetch_mnist
-
-        fetch_mnist(p.data, verbose=False)  # once here, so workers only read verified files
-    with contextlib.ExitStack() as stack:
-        if executor is None:
-            in_process = data is not None or workers == 1
-            executor = InlineExecutor() if in_process else stack.enter_context(sweep_executor(workers))
-        inline = isinstance(executor, InlineExecutor)
-        if inline:
-            stack.callback(_DATA_CACHE.clear)  # in this process, the data must not outlive the sweep
-        # In this process tasks keep its torch threads and may draw their own bars; workers get their threads.
-        threads = None if inline else WORKER_THREADS
-        _run_tasks(config, pending, executor, data, progress and inline, progress, threads)
-    return csvs
-
-
-def _run_tasks(
-    config: SweepConfig,
-    pending: list[tuple[int, Experiment]],
-    executor: cf.Executor,
-    data: MNISTData | None,
-    task_progress: bool,
-    progress: bool,
-    threads: int | None,
-) -> None:
-    """Submit the baselines, then each seed's experiments once its baselines are done; record rows as they come.
-
-    An in-process executor runs a task inside ``submit``, so it gets one task at a time: each row is recorded
-    before the next experiment starts, and a killed sweep loses at most the experiment it was running."""
-    from .parallel import InlineExecutor
-
-    shipped = _absolute(config)
-    by_base: dict[tuple[str, int], list[Experiment]] = {}
-    for seed, exp in pending:
-        by_base.setdefault((exp.model, seed), []).append(exp)
-    # Tasks ready to run, in order: (kind, baseline arch or experiment, seed, baseline accuracy and latency).
-    ready: collections.deque[tuple] = collections.deque(("baseline", arch, seed, None) for arch, seed in by_base)
-    in_flight = 1 if isinstance(executor, InlineExecutor) else len(by_base) + len(pending)
-    futures: dict[cf.Future, tuple] = {}
-    failures: dict[str, BaseException] = {}
-    bar = tqdm(total=len(by_base) + len(pending), desc="sweep", disable=not show_progress(progress))
-    try:
-        while ready or futures:
-            while ready and len(futures) < in_flight:
-                kind, what, seed, base = ready.popleft()
-                one = shipped.for_seed(seed)
-                if kind == "baseline":
-                    sub = executor.submit(_baseline_task, one, what, data, task_progress, threads)
-                else:
-                    sub = executor.submit(_experiment_task, one, what, *base, data, task_progress, threads)
-                futures[sub] = (kind, what, seed)
-            done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-            for future in [f for f in futures if f in done]:  # in submission order
-                kind, what, seed = futures.pop(future)
-                label = f"{what} baseline" if kind == "baseline" else what.label
-                label += f" (seed {seed})"
-                bar.update(1)
-                bar.set_postfix_str(label)
-                error = cf.CancelledError(label) if future.cancelled() else future.exception()
-                if error is not None:
-                    failures[label] = error
-                    if kind == "baseline":  # its experiments cannot run
-                        skipped = RuntimeError(f"not run: the {label} failed")
-                        for exp in by_base[(what, seed)]:
-                            failures[f"{exp.label} (seed {seed})"] = skipped
-                            bar.update(1)
-                elif kind == "baseline":
-                    ready.extend(("experiment", exp, seed, future.result()) for exp in by_base[(what, seed)])
-                else:
-                    record(future.result(), config.for_seed(seed))
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        raise
-    finally:
-        bar.close()
-    if failures:
-        raise SweepError(failures) from next(iter(failures.values()))
+    """Run every experiment of ``config`` (every seed) not yet in its CSV; return ``{model: csv_path}``
+    (:func:`mnist_pruning.runner.run_study` on a :class:`SweepStudy`: see there for ``executor``, ``workers``
+    and ``data``)."""
+    return run_study(SweepStudy(config), progress=progress, data=data, executor=executor, workers=workers)
 
 
 def settings_json(config: SweepConfig) -> str:
