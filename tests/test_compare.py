@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from mnist_pruning import compare, plots, results
-from mnist_pruning.results import COLUMNS
+from mnist_pruning.results import PRUNING
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -54,7 +54,7 @@ def raw_series(row: dict[str, str]) -> str:
 def test_fixture_header_is_the_sweep_schema():
     for model in ("mlp", "cnn"):
         with open(FIXTURES / f"{model}_pruning_results.csv") as f:
-            assert tuple(f.readline().strip().split(",")) == COLUMNS
+            assert tuple(f.readline().strip().split(",")) == PRUNING.columns
 
 
 def test_load_results_types_and_labels(df):
@@ -91,7 +91,7 @@ def test_rerun_rows_last_one_wins(tmp_path, fixture_results):
     rows = raw_rows("mlp")
     rerun = dict(rows[0], acc_finetuned="0.9000", config_hash="rerun")  # l1 0.5 again, changed settings
     with open(path, "a", newline="") as f:
-        csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n").writerow(rerun)
+        csv.DictWriter(f, fieldnames=PRUNING.columns, lineterminator="\n").writerow(rerun)
     df = results.load_results(folder)
     l1_half = df[(df["model"] == "mlp") & (df["method"] == "l1") & (df["ratio"] == 0.5)]
     assert len(l1_half) == 1 and l1_half["acc_finetuned"].item() == pytest.approx(0.9)
@@ -125,7 +125,7 @@ def test_dense_bytes_with_only_structured_rows(tmp_path):
 
     rows = [r for r in raw_rows("cnn") if r["method"] == "structured"]
     with open(tmp_path / "cnn_pruning_results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=PRUNING.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     df = results.load_results(tmp_path)
@@ -203,7 +203,7 @@ def test_latency_not_measured(tmp_path, fixture_results):
         for col in ("latency_b1_ms", "latency_b256_ms", "baseline_latency_b1_ms", "baseline_latency_b256_ms"):
             row[col] = ""
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=PRUNING.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     df = results.load_results(folder)
@@ -457,11 +457,11 @@ def seeded(folder, offsets=(-0.0004, 0.0, 0.0004)):
         out = []
         for seed, d in enumerate(offsets):
             for r in rows:
-                shifted = {c: f"{float(r[c]) + d:.6f}" for c in results.SPREAD if r[c] != ""}
+                shifted = {c: f"{float(r[c]) + d:.6f}" for c in results.PRUNING.spread if r[c] != ""}
                 # as in real rows, the configuration hash covers the seed
                 out.append({**r, **shifted, "seed": str(seed), "config_hash": f"{r['config_hash']}{seed}"})
         with open(folder / f"{model}_pruning_results.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+            writer = csv.DictWriter(f, fieldnames=PRUNING.columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows(out)
     return folder
@@ -487,7 +487,7 @@ def test_the_configuration_with_more_seeds_wins_over_a_later_single_seed_budget(
     path = folder / "mlp_pruning_results.csv"
     extra = dict(raw_rows("mlp")[0], acc_finetuned="0.5000", finetune_epochs="30", config_hash="longer")
     with open(path, "a", newline="") as f:
-        csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n").writerow(extra)
+        csv.DictWriter(f, fieldnames=PRUNING.columns, lineterminator="\n").writerow(extra)
     agg = results.load_results(folder)
     l1_half = agg[(agg["model"] == "mlp") & (agg["method"] == "l1") & (agg["ratio"] == 0.5)].iloc[0]
     assert l1_half["n_seeds"] == 3 and l1_half["finetune_epochs"] == 2
@@ -502,7 +502,7 @@ def test_smallest_within_judges_the_mean_not_the_best_seed(tmp_path):
         if r["method"] == "l1" and r["ratio"] == "0.99" and r["seed"] == "2":
             r["acc_finetuned"] = "0.9800"
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=PRUNING.columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     table = compare.smallest_within(results.load_results(folder), tolerances=(0.01,)).set_index(

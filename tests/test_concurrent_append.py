@@ -10,7 +10,7 @@ import csv
 import multiprocessing
 from pathlib import Path
 
-from mnist_pruning.results import COLUMNS, read_results
+from mnist_pruning.results import PRUNING, read_results
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 PROCESSES, APPENDS = 4, 25
@@ -50,7 +50,7 @@ def test_concurrent_appends_from_several_processes_keep_every_row_once(tmp_path)
     hashes = [r["config_hash"] for r in rows]
     assert sorted(hashes) == sorted(f"w{w}-{i}" for w in range(PROCESSES) for i in range(APPENDS))
     with open(path, newline="") as f:
-        assert all(len(line) == len(COLUMNS) for line in csv.reader(f))
+        assert all(len(line) == len(PRUNING.columns) for line in csv.reader(f))
 
 
 def test_a_lock_held_elsewhere_times_out_with_a_message_naming_it(tmp_path):

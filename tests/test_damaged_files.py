@@ -246,7 +246,7 @@ def test_a_single_flipped_bit_anywhere_gives_an_error_or_the_saved_content(saved
 
 
 def test_a_damaged_baseline_cache_is_reported_and_retrained(tmp_path, mnist_small):
-    from mnist_pruning.sweep import baseline
+    from mnist_pruning.runner import baseline
 
     config = TrainConfig(epochs=1, batch_size=256)
     model, _ = baseline("mlp", mnist_small, config, tmp_path, progress=False)

@@ -57,7 +57,8 @@ def test_sweep_time_adds_up_the_saved_training_seconds(tmp_path):
 
     from mnist_pruning.fullrun import sweep_time
     from mnist_pruning.models import build_model
-    from mnist_pruning.sweep import SweepConfig, baseline_path
+    from mnist_pruning.runner import baseline_path
+    from mnist_pruning.sweep import SweepConfig
     from mnist_pruning.train import save_checkpoint
 
     for name in ("mlp_pruning_results.csv", "cnn_pruning_results.csv"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pruning.results import COLUMNS, read_results
+from mnist_pruning.results import PRUNING, read_results
 from mnist_pruning.sparsity import load_compact
 from mnist_pruning.train import load_checkpoint
 
@@ -52,7 +52,7 @@ def test_sweep_killed_mid_run_resumes_without_duplicates_or_half_files(tmp_path,
     assert len(keys) == len(set(keys)) == 8  # l1, global, structured x 2 ratios + nm 2:4 and 1:10
     with open(csv_path, newline="") as f:
         lines = list(csv.reader(f))
-    assert all(len(line) == len(COLUMNS) for line in lines)
+    assert all(len(line) == len(PRUNING.columns) for line in lines)
     # every file a reader would pick up is whole; interrupted writes leave only hidden .tmp files
     load_checkpoint(tmp_path / "runs" / "mlp_baseline.pt")
     compact = sorted((tmp_path / "runs" / "experiments").glob("*.safetensors"))

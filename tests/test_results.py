@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mnist_pruning.results import COLUMNS, NUMERIC, POINT_KEY, append_row, read_results, results_csv, run_key
+from mnist_pruning.results import COMPRESSION, PRUNING, Schema, append_row, read_results
+
+COLUMNS = PRUNING.columns
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -19,7 +21,7 @@ def rows() -> list[dict[str, str]]:
 
 
 def test_results_csv_is_one_file_per_model(tmp_path):
-    assert results_csv(tmp_path, "cnn") == tmp_path / "cnn_pruning_results.csv"
+    assert PRUNING.csv(tmp_path, "cnn") == tmp_path / "cnn_pruning_results.csv"
     assert read_results(tmp_path / "absent.csv") == []
 
 
@@ -66,13 +68,35 @@ def test_measured_values_do_not_make_another_run(tmp_path, rows, column, value):
 def test_run_key_normalises_how_numbers_are_written(rows):
     row = rows[0]
     same = {**row, "ratio": f"{float(row['ratio']):.10f}", "pattern": None}
-    assert run_key(same) == run_key({**row, "pattern": ""})
+    assert PRUNING.key(same) == PRUNING.key({**row, "pattern": ""})
 
 
-def test_schema_constants_are_consistent():
-    assert len(set(COLUMNS)) == len(COLUMNS)
-    assert set(NUMERIC) < set(COLUMNS) and set(POINT_KEY) < set(COLUMNS)
-    assert "sparsity" in NUMERIC and "model" not in NUMERIC
+@pytest.mark.parametrize("field", ["text", "run_key", "point_key", "spread", "added"])
+def test_a_schema_naming_a_column_it_does_not_have_is_refused(field):
+    value = frozenset({"nope"}) if field == "added" else ("nope",)
+    kwargs = dict(name="t", filename="t.csv", columns=("a", "b"), text=("a",), run_key=("a",), point_key=("a",))
+    with pytest.raises(ValueError, match="nope"):
+        Schema(**{"spread": ("b",), **kwargs, field: value})
+
+
+@pytest.mark.parametrize("schema", [PRUNING, COMPRESSION], ids=["pruning", "compression"])
+def test_a_row_with_a_misspelt_column_is_refused_before_anything_is_written(tmp_path, schema):
+    row = {**schema.row(), "acc_finetunde": "0.9"}
+    path = tmp_path / "r.csv"
+    with pytest.raises(ValueError, match=r"acc_finetunde"):
+        append_row(path, row, schema)
+    assert not path.exists()
+
+
+def test_a_row_missing_a_column_is_refused_naming_it(tmp_path, rows):
+    row = dict(rows[0])
+    del row["sparsity"]
+    with pytest.raises(ValueError, match=r"lacks 1 column\(s\) \['sparsity'\]"):
+        append_row(tmp_path / "r.csv", row)
+
+
+def test_the_numeric_columns_are_the_non_text_ones():
+    assert "sparsity" in PRUNING.numeric and "model" not in PRUNING.numeric
 
 
 def test_a_csv_of_an_earlier_schema_is_read_with_the_new_columns_empty_and_upgraded_on_append(tmp_path, rows):

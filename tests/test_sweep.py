@@ -2,7 +2,7 @@ import csv
 
 import pytest
 
-from mnist_pruning.results import COLUMNS, read_results, results_csv
+from mnist_pruning.results import PRUNING, read_results
 from mnist_pruning.sweep import (
     Experiment,
     SweepConfig,
@@ -52,7 +52,7 @@ def test_sweep_writes_one_row_per_experiment_with_the_documented_columns(tmp_pat
         ("structured", ""),
     ]
     with open(csvs["mlp"]) as f:
-        assert tuple(next(csv.reader(f))) == COLUMNS
+        assert tuple(next(csv.reader(f))) == PRUNING.columns
 
 
 def test_rows_hold_measured_values(tmp_path, mnist_small):
@@ -90,7 +90,7 @@ def test_same_seed_and_config_give_identical_rows_timings_aside(tmp_path, mnist_
 
 def test_csv_with_unexpected_columns_raises_before_training_and_stays_untouched(tmp_path, mnist_small):
     config = tiny(tmp_path)
-    path = results_csv(tmp_path / "results", "mlp")
+    path = PRUNING.csv(tmp_path / "results", "mlp")
     path.parent.mkdir(parents=True)
     path.write_text("model,accuracy\nmlp,0.9\n")
     with pytest.raises(ValueError, match=r"unexpected columns .*missing: \['method'"):
@@ -165,7 +165,7 @@ def test_unwritable_results_dir_raises_before_any_work(tmp_path, mnist_small):
 
 
 def test_frontier_budget_does_not_change_one_shot_hashes():
-    from mnist_pruning.sweep import config_hash
+    from mnist_pruning.sweep import experiment_hash as config_hash
 
     exp = Experiment("mlp", "global", 0.9)
     gradual = Experiment("mlp", "global", 0.99, schedule="gradual")
@@ -177,13 +177,14 @@ def test_frontier_budget_does_not_change_one_shot_hashes():
 
 
 def test_a_notebook_recording_a_swept_experiment_adds_no_row(tmp_path, mnist_small):
-    from mnist_pruning.sweep import record
+    from mnist_pruning.runner import record
+    from mnist_pruning.sweep import SweepStudy
 
     full = tiny(tmp_path, methods=("global",), schedules=("oneshot", "gradual"), frontier_epochs=1)
     path = run_sweep(full, progress=False, data=mnist_small)["mlp"]
     rows = read_results(path)
     notebook_config = tiny(tmp_path, methods=("global",))  # what chapter 02 builds: one-shot only
-    record(rows[0], notebook_config)
+    record(SweepStudy(notebook_config), rows[0])
     assert len(read_results(path)) == len(rows)
 
 
@@ -196,8 +197,9 @@ def test_run_experiment_returns_the_model_and_the_files_its_row_measured(
     import torch
 
     from mnist_pruning.models import SAMPLE_SHAPE
-    from mnist_pruning.sparsity import count_parameters, load_compact, sparsity
-    from mnist_pruning.sweep import ExperimentResult, accuracies, baseline, run_experiment
+    from mnist_pruning.runner import accuracies, baseline
+    from mnist_pruning.sparsity import count_parameters, flops, load_compact, sparsity
+    from mnist_pruning.sweep import ExperimentResult, run_experiment
     from mnist_pruning.train import evaluate
 
     config = tiny(tmp_path, methods=(method,))
@@ -222,7 +224,10 @@ def test_run_experiment_returns_the_model_and_the_files_its_row_measured(
         assert float(row["sparsity"]) == pytest.approx(1 - count_parameters(model) / count_parameters(base))
     else:
         assert float(row["sparsity"]) == pytest.approx(sparsity(model)) == pytest.approx(ratio, abs=1e-3)
-    assert row["flops_dense"] > row["flops_effective"] or method == "structured"
+    if method == "structured":  # surgery: a smaller dense model
+        assert row["flops_dense"] < flops(base, SAMPLE_SHAPE)
+    else:  # masks: the same architecture, fewer effective FLOPs
+        assert row["flops_dense"] == flops(base, SAMPLE_SHAPE) > row["flops_effective"]
     assert float(row["acc_finetuned"]) == evaluate(model, mnist_small.test_x, mnist_small.test_y)["accuracy"]
     assert float(row["acc_val_finetuned"]) == evaluate(model, mnist_small.val_x, mnist_small.val_y)["accuracy"]
     assert float(row["acc_val_baseline"]) == evaluate(base, mnist_small.val_x, mnist_small.val_y)["accuracy"]
@@ -230,14 +235,15 @@ def test_run_experiment_returns_the_model_and_the_files_its_row_measured(
 
 
 def test_record_appends_once_through_results_append_row(tmp_path, mnist_small):
-    from mnist_pruning.sweep import record
+    from mnist_pruning.runner import record
+    from mnist_pruning.sweep import SweepStudy
 
     config = tiny(tmp_path, methods=("l1",))
     path = run_sweep(config, progress=False, data=mnist_small)["mlp"]
     (row,) = read_results(path)
-    assert record(row, config) == path
+    assert record(SweepStudy(config), row) == path
     assert read_results(path) == [row]  # the same run again: skipped
-    record({**row, "seed": "1"}, config)  # another seed is another run
+    record(SweepStudy(config), {**row, "seed": "1"})  # another seed is another run
     assert [r["seed"] for r in read_results(path)] == ["0", "1"]
 
 
@@ -289,9 +295,9 @@ def test_a_multi_seed_config_gives_each_seed_its_own_single_seed_config():
 
 
 def test_a_multi_seed_config_refuses_single_run_questions():
-    with pytest.raises(ValueError, match=r"this sweep has seeds \[0, 1\]; take one with config.for_seed"):
+    with pytest.raises(ValueError, match=r"this run has seeds \[0, 1\]; take one with config.for_seed"):
         SweepConfig(seeds=(0, 1)).baseline_config("mlp")
-    with pytest.raises(ValueError, match=r"seed 5 is not one of this sweep's seeds \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"seed 5 is not one of this run's seeds \[0, 1\]"):
         SweepConfig(seeds=(0, 1)).for_seed(5)
 
 
@@ -319,7 +325,7 @@ def test_a_seeds_rows_do_not_depend_on_the_other_seeds_of_the_sweep(tmp_path, mn
 
 
 def test_a_cached_baseline_of_another_seed_is_never_reused(tmp_path, mnist_small):
-    from mnist_pruning.sweep import baseline, baseline_path
+    from mnist_pruning.runner import baseline, baseline_path
     from mnist_pruning.train import TrainConfig
 
     seed0 = TrainConfig(epochs=1, batch_size=256, seed=0)
@@ -363,6 +369,7 @@ def test_a_later_run_with_another_budget_keeps_the_earlier_rows_files(tmp_path, 
 
 def test_a_failed_experiment_keeps_the_others_rows_and_is_named(tmp_path, mnist_small, monkeypatch):
     from mnist_pruning import sweep
+    from mnist_pruning.runner import SweepError
 
     real = sweep._prune
 
@@ -374,10 +381,10 @@ def test_a_failed_experiment_keeps_the_others_rows_and_is_named(tmp_path, mnist_
     monkeypatch.setattr(sweep, "_prune", prune)
     config = tiny(tmp_path)
     with pytest.raises(
-        sweep.SweepError, match=r"1 experiment\(s\) failed.*mlp nm 2:4 \(seed 0\): RuntimeError: boom"
+        SweepError, match=r"1 experiment\(s\) failed.*mlp nm 2:4 \(seed 0\): RuntimeError: boom"
     ):
         run_sweep(config, progress=False, data=mnist_small)
-    rows = read_results(results_csv(tmp_path / "results", "mlp"))
+    rows = read_results(PRUNING.csv(tmp_path / "results", "mlp"))
     assert [r["method"] for r in rows] == ["l1", "global", "structured"]
 
 
@@ -387,7 +394,7 @@ def test_in_process_each_row_is_recorded_before_the_next_experiment_starts(tmp_p
     real, rows_at_start = sweep._prune, []
 
     def prune(model, exp):
-        rows_at_start.append(len(read_results(results_csv(tmp_path / "results", "mlp"))))
+        rows_at_start.append(len(read_results(PRUNING.csv(tmp_path / "results", "mlp"))))
         return real(model, exp)
 
     monkeypatch.setattr(sweep, "_prune", prune)
@@ -396,7 +403,7 @@ def test_in_process_each_row_is_recorded_before_the_next_experiment_starts(tmp_p
 
 
 def test_preloaded_data_refuses_worker_processes(tmp_path, mnist_small):
-    with pytest.raises(ValueError, match="data= runs the sweep in this process"):
+    with pytest.raises(ValueError, match="data= runs the study in this process"):
         run_sweep(tiny(tmp_path), progress=False, data=mnist_small, workers=2)
 
 
