@@ -25,11 +25,12 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.utils import benchmark
+from torch.nn import functional as F
 
 # Running as `python bench/nm_speed.py` puts bench/ on sys.path, not the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mnist_pruning.sparsity.measure import Timing, time_models  # noqa: E402
 from mnist_pruning.sparsity.nm import check_nm, nm_mask, pad_to_multiple, semi_structured_available  # noqa: E402
 
 # (name, out_features, in_features): the two large LeNet layers plus a square layer big enough to be compute-bound.
@@ -41,9 +42,11 @@ def prune_2_4(w: torch.Tensor) -> torch.Tensor:
     return w * nm_mask(w, 2, 4).to(w.dtype)
 
 
-def median_ms(stmt: str, env: dict[str, object], threads: int, min_run_time: float, label: str) -> float:
-    timer = benchmark.Timer(stmt=stmt, globals=env, num_threads=threads, label=label)
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+def best_ms(calls: dict, x: torch.Tensor, threads: int, min_run_time: float, rounds: int) -> dict[str, float]:
+    """Best of ``rounds`` alternating Timer medians of each ``call(x)`` (``sparsity.measure.time_models``)."""
+    timing = Timing(rounds=rounds, min_run_time=min_run_time, batches=(x.shape[0],), threads=threads)
+    timed = time_models(calls, timing, inputs=lambda _name, _batch: x)
+    return {name: per_b[x.shape[0]].best_ms for name, per_b in timed.items()}
 
 
 def bench_cpu(threads: int, min_run_time: float, batch: int, rounds: int) -> None:
@@ -57,13 +60,10 @@ def bench_cpu(threads: int, min_run_time: float, batch: int, rounds: int) -> Non
         w = torch.randn(out_f, in_f)
         w_nm = prune_2_4(w)
         assert check_nm(w_nm, 2, 4)
-        env = {"F": torch.nn.functional, "x": torch.randn(batch, in_f), "w": w, "w_nm": w_nm}
-        # Alternate dense/masked over several rounds so drift from other jobs on a shared CPU hits both alike.
-        dense_runs, masked_runs = [], []
-        for _ in range(rounds):
-            dense_runs.append(median_ms("F.linear(x, w)", env, threads, min_run_time, name))
-            masked_runs.append(median_ms("F.linear(x, w_nm)", env, threads, min_run_time, name))
-        dense, masked = min(dense_runs), min(masked_runs)  # interference only ever adds time
+        # Dense and masked alternate over the rounds, so drift from other jobs on a shared CPU hits both alike.
+        calls = {"dense": lambda x, w=w: F.linear(x, w), "masked": lambda x, w=w_nm: F.linear(x, w)}
+        ms = best_ms(calls, torch.randn(batch, in_f), threads, min_run_time, rounds)
+        dense, masked = ms["dense"], ms["masked"]
         print(f"{name:<20} {dense:>10.3f} {masked:>14.3f} {masked / dense:>13.2f}")
     try:
         torch.sparse.to_sparse_semi_structured(torch.zeros(64, 64, dtype=torch.float16))
@@ -86,10 +86,10 @@ def bench_gpu(size: int, min_run_time: float) -> None:
     x = torch.randn(w.shape[1], size, device="cuda", dtype=torch.float16)
     w_sparse = torch.sparse.to_sparse_semi_structured(w)
     torch.testing.assert_close(torch.mm(w_sparse, x), torch.mm(w, x), rtol=1e-2, atol=1e-1)
-    env = {"torch": torch, "w": w, "w_sparse": w_sparse, "x": x}
     label = f"fp16 {tuple(w.shape)} @ {tuple(x.shape)}"
-    dense = median_ms("torch.mm(w, x)", env, 1, min_run_time, label)
-    sparse = median_ms("torch.mm(w_sparse, x)", env, 1, min_run_time, label)
+    calls = {"dense": lambda x: torch.mm(w, x), "sparse": lambda x: torch.mm(w_sparse, x)}
+    ms = best_ms(calls, x, 1, min_run_time, 1)  # the Timer synchronises CUDA itself
+    dense, sparse = ms["dense"], ms["sparse"]
     print(f"GPU {torch.cuda.get_device_name()} ({type(w_sparse).__name__}), {label}:")
     print(f"  dense {dense:.3f} ms, 2:4 semi-structured {sparse:.3f} ms, speedup {dense / sparse:.2f}x")
 

@@ -10,7 +10,7 @@ Run from the repository root (a few minutes on a 2-core CPU; keep the machine ot
 Models: ``runs/<model>_baseline.pt`` (``--runs``) when it exists, else a freshly initialised model (the output
 says which). The measuring is ``mnist_pruning.speed.crossover``, the same definition chapters 02 and 04 use: for
 every kept fraction in ``--densities`` a copy is pruned by global magnitude and baked in, then timed at batch 1
-and ``--batch`` (median ms per forward, ``mnist_pruning.sparsity.measure.latency_ms``, best of ``--rounds``
+and ``--batch`` (median ms per forward, ``mnist_pruning.sparsity.measure.time_models``, best of ``--rounds``
 rounds that alternate the variants so drift from other jobs hits all alike) as:
 
 - ``dense`` - the unpruned model (the baseline every ratio is taken against, in this same run);
@@ -102,7 +102,7 @@ def bench_model(arch: str, densities: tuple[float, ...], timing: Timing, runs: P
     print(f"\n{MODEL_TITLES[arch]}: {source}, {sp.count_parameters(base):,} parameters")
     fmt, format_ms = pick_format(base, timing)
     if format_ms:
-        cells = ", ".join(f"{name} {ms:.3f} ms" for name, ms in format_ms.items())
+        cells = ", ".join(f"{name.removeprefix('dense ')} {ms:.3f} ms" for name, ms in format_ms.items())
         name = "channels_last" if fmt is torch.channels_last else "contiguous"
         print(f"  memory format for every variant: {name} (dense at b{max(timing.batches)}: {cells})")
     df, plans = crossover(base, arch, densities, timing, memory_format=fmt)

@@ -8,7 +8,7 @@ Run from the repository root (about a minute on a 2-core CPU)::
 
 For each model and each ratio, ``sparsity.shrink(model, ratio)`` removes that fraction of the hidden units and
 returns the physically smaller (surgered) model. Per row: its parameters, forward FLOPs per image
-(``sparsity.flops``), ``torch.save(state_dict)`` bytes, and CPU latency (``sparsity.latency_ms``, i.e.
+(``sparsity.flops``), ``torch.save(state_dict)`` bytes, and CPU latency (``sparsity.measure.time_models``, i.e.
 ``torch.utils.benchmark.Timer`` medians under ``inference_mode``) of the dense and the surgered model at batch 1
 and 256 (``--batch``). Each of ``--rounds`` rounds times the dense model and every surgered one in turn, and the
 best median of each is kept, so drift from other jobs on a shared CPU hits them all alike.
@@ -31,7 +31,7 @@ import argparse
 import copy
 import io
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -44,32 +44,19 @@ from bench.common import check_timing_args  # noqa: E402
 from mnist_pruning.checks import check_ratio  # noqa: E402
 from mnist_pruning.models import MODEL_NAMES, SAMPLE_SHAPE, build_model  # noqa: E402
 from mnist_pruning.sparsity.measure import (  # noqa: E402
+    Timing,
     count_parameters,
     flops,
-    latency_ms,
     layer_flops,
     prunable_layers,
-    torch_benchmark,
+    time_models,
 )
 from mnist_pruning.sparsity.structured import shrink  # noqa: E402
+from mnist_pruning.speed import FORMATS, pick_format  # noqa: E402
 
 RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
 BIG_BATCH = 256  # the batch the goal is judged at; batch 1 is always timed too
 GOAL = 0.7  # speedup / FLOP reduction at the largest batch
-FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
-
-
-@dataclass(frozen=True)
-class Timing:
-    """How latencies are measured: alternating ``rounds`` of Timer medians of ``min_run_time`` s each."""
-
-    rounds: int
-    min_run_time: float
-    big: int = BIG_BATCH
-
-    @property
-    def batches(self) -> tuple[int, int]:
-        return (1, self.big)
 
 
 @dataclass
@@ -92,34 +79,25 @@ def file_bytes(model: nn.Module) -> int:
 
 def best_latencies(models: dict[str, nn.Module], timing: Timing) -> dict[str, dict[int, float]]:
     """Best (over ``timing.rounds``) median ms per forward of each model at each batch, timed alternately."""
-    runs: dict[str, dict[int, list[float]]] = {k: {b: [] for b in timing.batches} for k in models}
-    for _ in range(timing.rounds):
-        for b in timing.batches:
-            for key, model in models.items():  # dense, surgered, dense, surgered, ... so drift hits both
-                runs[key][b].append(latency_ms(model, b, SAMPLE_SHAPE, min_run_time=timing.min_run_time))
-    return {k: {b: min(v) for b, v in per_b.items()} for k, per_b in runs.items()}  # noise only adds time
+    timed = time_models(models, timing, SAMPLE_SHAPE)
+    return {k: {b: t.best_ms for b, t in per_b.items()} for k, per_b in timed.items()}
 
 
-def pick_format(dense: nn.Module, small: nn.Module, ratio: float, timing: Timing) -> torch.memory_format:
-    """Time dense and one surgered CNN in both memory formats; return the format that is faster for dense."""
-    models = {}
-    for fmt_name, fmt in FORMATS.items():
-        models[f"dense {fmt_name}"] = copy.deepcopy(dense).to(memory_format=fmt)
-        models[f"s{ratio:g} {fmt_name}"] = copy.deepcopy(small).to(memory_format=fmt)
-    ms = best_latencies(models, timing)
-    print("memory format check (ms per forward, best of alternating rounds):")
-    print(f"  {'model / format':<24}" + "".join(f" {f'b{b} ms':>10}" for b in timing.batches))
-    for key in models:
-        print(f"  {key:<24}" + "".join(f" {ms[key][b]:>10.3f}" for b in timing.batches))
-    big = timing.big
-    chosen = min(FORMATS, key=lambda f: ms[f"dense {f}"][big])
-    small_best = min(FORMATS, key=lambda f: ms[f"s{ratio:g} {f}"][big])
+def choose_format(dense: nn.Module, small: nn.Module, ratio: float, timing: Timing) -> torch.memory_format:
+    """``speed.pick_format`` of the dense CNN (one surgered model timed alongside for the report); print both."""
+    fmt, ms = pick_format(dense, timing, {f"s{ratio:g}": small})
+    big = max(timing.batches)
+    print(f"memory format check (ms per forward at b{big}, best of alternating rounds):")
+    for key, value in ms.items():
+        print(f"  {key:<24} {value:>10.3f}")
+    chosen = next(name for name, f in FORMATS.items() if f is fmt)
+    small_best = min(FORMATS, key=lambda f: ms[f"s{ratio:g} {f}"])
     if small_best == chosen:
         why = f"faster at b{big} for both dense and s{ratio:g}"
     else:  # keep the dense model's best format, so a handicapped baseline cannot inflate the speedups
         why = f"faster at b{big} for dense; s{ratio:g} alone would prefer {small_best}"
     print(f"  -> using {chosen} for dense and surgered: {why}")
-    return FORMATS[chosen]
+    return fmt
 
 
 def _layer_inputs(model: nn.Module, batch: int) -> dict[str, torch.Tensor]:
@@ -147,26 +125,20 @@ def layer_breakdown(models: dict[str, nn.Module], batch: int, timing: Timing) ->
     0, as noise can make the parts exceed the whole): pooling, ReLU, flatten and Python, which ``sparsity.flops``
     does not count. Timed at a quarter of ``timing.min_run_time``: it explains, it is not the headline number.
     """
-    min_run_time = timing.min_run_time / 4
     inputs = {key: _layer_inputs(model, batch) for key, model in models.items()}
     layers = {key: dict(prunable_layers(model)) for key, model in models.items()}
-    runs: dict[str, dict[str, list[float]]] = {key: {} for key in models}
-    for _ in range(timing.rounds):
-        for name in [*layers[next(iter(models))], "total"]:
-            for key, model in models.items():
-                if name == "total":
-                    ms = latency_ms(model, batch, SAMPLE_SHAPE, min_run_time=min_run_time)
-                else:
-                    module, x = layers[key][name], inputs[key][name]
-                    # The Timer runs its statement in this thread, so under this inference mode too.
-                    with torch.inference_mode():
-                        module(x)  # warm-up: oneDNN builds its primitive on the first call
-                        timer = torch_benchmark().Timer(
-                            stmt="m(x)", globals={"m": module, "x": x}, num_threads=torch.get_num_threads()
-                        )
-                        ms = timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
-                runs[key].setdefault(name, []).append(ms)
-    out = {key: {name: min(v) for name, v in per.items()} for key, per in runs.items()}
+    # Layer by layer (then the whole forward), each model in turn: the mapping's order is the timing order.
+    calls = {
+        (key, name): model if name == "total" else layers[key][name]
+        for name in [*layers[next(iter(models))], "total"]
+        for key, model in models.items()
+    }
+    images = torch.randn(batch, *SAMPLE_SHAPE)
+    quarter = replace(timing, min_run_time=timing.min_run_time / 4, batches=(batch,))
+    timed = time_models(calls, quarter, inputs=lambda k, _: images if k[1] == "total" else inputs[k[0]][k[1]])
+    out: dict[str, dict[str, float]] = {key: {} for key in models}
+    for (key, name), per_b in timed.items():
+        out[key][name] = per_b[batch].best_ms
     for per in out.values():
         per["rest"] = max(per["total"] - sum(v for k, v in per.items() if k != "total"), 0.0)
     return out
@@ -174,7 +146,7 @@ def layer_breakdown(models: dict[str, nn.Module], batch: int, timing: Timing) ->
 
 def explain(dense: nn.Module, dense_ms: dict[int, float], failed: list[Row], timing: Timing) -> None:
     """Why rows miss the goal: a table of each layer timed alone, dense vs every failing surgered model."""
-    big = timing.big
+    big = max(timing.batches)
     models = {"dense": dense, **{f"r={row.ratio:g}": row.model for row in failed}}
     times = layer_breakdown(models, big, timing)
     counts = {key: layer_flops(model, SAMPLE_SHAPE) for key, model in models.items()}
@@ -208,7 +180,7 @@ def bench_model(label: str, base: nn.Module, ratios: tuple[float, ...], timing: 
     fmt = torch.contiguous_format
     if has_conv:
         mid = ratios[len(ratios) // 2]
-        fmt = pick_format(dense, shrink(dense, mid), mid, timing)
+        fmt = choose_format(dense, shrink(dense, mid), mid, timing)
     else:
         print("memory format: n/a (no convolutions)")
     dense = dense.to(memory_format=fmt)
@@ -221,7 +193,7 @@ def bench_model(label: str, base: nn.Module, ratios: tuple[float, ...], timing: 
     ]
     dense_flops = flops(dense, SAMPLE_SHAPE)
 
-    big = timing.big
+    big = max(timing.batches)
     print(
         f"{'ratio':>5} {'widths':<14} {'params':>8} {'bytes':>9} {'MFLOP/img':>9} {'FLOP red':>8}"
         f" {'b1 ms':>8} {'b1 x':>6} {f'b{big} ms':>9} {f'b{big} x':>7} {'x/FLOPred':>9}  goal>={GOAL:g}"
@@ -280,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     check_timing_args(parser, args, ("rounds", "batch"))
 
-    timing = Timing(args.rounds, args.min_run_time, args.batch)
+    timing = Timing(args.rounds, args.min_run_time, batches=(1, args.batch))
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads or previous_threads)  # latency_ms times with torch.get_num_threads()
+    torch.set_num_threads(args.threads or previous_threads)  # time_models times with torch.get_num_threads()
     try:
         if args.checkpoint:
             models = [_label_and_model(p) for p in args.checkpoint]
@@ -293,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"torch {torch.__version__}; {torch.get_num_threads()} torch thread(s); latency = best of "
             f"{args.rounds} alternating torch.utils.benchmark.Timer medians ({args.min_run_time:g} s each); "
-            f"x = dense ms / surgered ms; GOAL: (b{timing.big} x) / (FLOP reduction) >= {GOAL:g}"
+            f"x = dense ms / surgered ms; GOAL: (b{max(timing.batches)} x) / (FLOP reduction) >= {GOAL:g}"
         )
         met = total = 0
         for label, model in models:

@@ -23,10 +23,11 @@ work in either runtime. ``bench/sparse_speed.py`` and chapter 03 use this module
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -35,8 +36,7 @@ from torch.nn.utils import prune
 
 from .files import atomic_write, check_writable_dir
 from .models import SAMPLE_SHAPE
-from .sparsity.measure import flops, latency_ms, torch_benchmark
-from .speed import Timing
+from .sparsity.measure import Timing, flops, time_models
 
 __all__ = ["ONNX_PACKAGES", "onnx_missing", "export_onnx", "zero_fraction", "ort_session", "ort_latency_ms"]
 __all__ += ["onnx_report", "speedup_vs_flops"]
@@ -112,13 +112,26 @@ def ort_session(path: str | os.PathLike, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _ort_call(session) -> Callable[[dict], object]:
+    """``session.run`` on a ready feed ``{"x": array}``: what is timed of an onnxruntime session."""
+    return functools.partial(session.run, None)
+
+
+def _images(batch: int) -> torch.Tensor:
+    """``batch`` random MNIST-shaped images, from a private generator (the global RNG is left alone)."""
+    return torch.randn(batch, *SAMPLE_SHAPE, generator=torch.Generator().manual_seed(0))
+
+
+def _ort_feed(batch: int) -> dict:
+    return {"x": _images(batch).numpy()}
+
+
 def ort_latency_ms(session, batch: int, min_run_time: float = 0.2) -> float:
-    """Median ms of one ``session.run`` on a random batch of ``batch`` MNIST-shaped images."""
-    feed = {"x": torch.randn(batch, *SAMPLE_SHAPE).numpy()}
-    for _ in range(3):
-        session.run(None, feed)
-    timer = torch_benchmark().Timer(stmt="s.run(None, feed)", globals={"s": session, "feed": feed})
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+    """Median ms of one ``session.run`` on a random batch of ``batch`` MNIST-shaped images (one round of
+    :func:`~mnist_pruning.sparsity.measure.time_models`)."""
+    timing = Timing(rounds=1, min_run_time=min_run_time, batches=(batch,))
+    ms = time_models({"ort": _ort_call(session)}, timing, inputs=lambda _, b: _ort_feed(b))
+    return ms["ort"][batch].best_ms
 
 
 def onnx_report(
@@ -160,16 +173,17 @@ def onnx_report(
             "zero_pct": 100 * zeros,
             "max_abs_diff": diff,
         }
-    times = {(name, rt, b): [] for name in models for rt in ("eager", "ort") for b in timing.batches}
-    for _ in range(timing.rounds):  # alternating, so drift from other jobs hits every model alike
-        for b in timing.batches:
-            for name in models:
-                times[name, "eager", b].append(
-                    latency_ms(eager[name], b, SAMPLE_SHAPE, min_run_time=timing.min_run_time)
-                )
-                times[name, "ort", b].append(ort_latency_ms(sessions[name], b, timing.min_run_time))
-    for (name, runtime, b), values in times.items():
-        rows[name][f"{runtime}_b{b}_ms"] = min(values)  # noise only adds time
+    # One round times, per batch size, every model eagerly and then in onnxruntime (mapping order), alternately.
+    calls: dict[tuple[str, str], Callable] = {}
+    for name in models:
+        calls[name, "eager"], calls[name, "ort"] = eager[name], _ort_call(sessions[name])
+
+    def inputs(key: tuple[str, str], batch: int):
+        return _ort_feed(batch) if key[1] == "ort" else _images(batch)
+
+    for (name, runtime), per_b in time_models(calls, timing, inputs=inputs).items():
+        for b, latency in per_b.items():
+            rows[name][f"{runtime}_b{b}_ms"] = latency.best_ms  # noise only adds time
     return pd.DataFrame.from_dict(rows, orient="index")
 
 

@@ -12,14 +12,12 @@ Every result carries ``epochs`` (passes over the training set, all training incl
 so methods can be compared on the same budget ("same total epochs") and the budget can be stated. Per-layer
 ratios from a sensitivity scan are :mod:`mnist_pruning.sensitivity`; lottery tickets :mod:`mnist_pruning.lottery`.
 
-Mask semantics (gradual pruning and lottery rounds): masks are ``torch.nn.utils.prune`` masks. They are attached
-once (``prune.identity`` - or whatever masks the model already has are kept), and every later pruning step
-writes a mask that keeps a *subset* of the currently kept weights into the ``weight_mask`` buffer in place. A step
-targets an ABSOLUTE sparsity ``s``: the ``round(s * n)`` smallest ``|weight_orig * weight_mask|`` are pruned, where
-``n`` is the layer's weight count (``l1``) or the count over all prunable layers (``global``), and weights pruned
-before always count among the smallest, so a mask only gains zeros and a pruned weight never comes back. Writing
-the buffer in place (instead of calling ``prune.custom_from_mask`` again) keeps torch's reparametrisation and hook
-but avoids a ``PruningContainer`` that would keep one full-size mask per pruning step alive.
+Mask semantics (gradual pruning and lottery rounds): every pruning step targets an ABSOLUTE sparsity ``s``
+(:func:`prune_to`, i.e. ``sparsity.sparsify_(model, method, s, absolute=True)``): the ``round(s * n)`` smallest
+``|weight_orig * weight_mask|`` are pruned, where ``n`` is the layer's weight count (``l1``) or the count over all
+prunable layers (``global``), and weights pruned before always count among the smallest, so a mask only gains
+zeros and a pruned weight never comes back. Masks are ``torch.nn.utils.prune`` masks, attached once and then
+written in place (:mod:`mnist_pruning.sparsity.unstructured` says why).
 """
 
 from __future__ import annotations
@@ -36,7 +34,8 @@ from torch.nn.utils import prune
 
 from .checks import check_choice, check_fraction, check_int, check_ratio
 from .data import MNISTData
-from .sparsity.measure import effective_weight, prunable_layers, sparsity
+from .sparsity.measure import prunable_layers, sparsity
+from .sparsity.unstructured import sparsify_
 from .train import TrainConfig, evaluate, fine_tune
 
 __all__ = [
@@ -128,47 +127,16 @@ def masks(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _prune_smallest(scores: torch.Tensor, pruned: torch.Tensor, count: int) -> torch.Tensor:
-    """Keep-mask (flat, bool) pruning ``count`` entries: every already ``pruned`` one, then the smallest scores."""
-    count = max(count, int(pruned.sum().item()))  # a mask never loses a zero, whatever the rounding says
-    keep = torch.ones_like(pruned)
-    if count > 0:
-        # Already-pruned weights get score -1 (< any |w|), so they are always among the `count` smallest.
-        ranked = torch.where(pruned, torch.full_like(scores, -1.0), scores)
-        keep[torch.topk(ranked, count, largest=False, sorted=False).indices] = False
-    return keep
-
-
 def prune_to(model: nn.Module, method: str, target: float) -> float:
     """Prune ``model`` in place to the ABSOLUTE sparsity ``target`` by magnitude; return the measured sparsity.
 
-    ``l1`` prunes ``round(target * n_layer)`` weights of every layer, ``global`` ``round(target * n_all)`` over
-    all prunable layers, smallest ``|weight_orig * weight_mask|`` first. Masks already attached are respected
-    (their zeros stay zeros), so this never un-prunes; a target below the current sparsity changes nothing.
+    ``sparsify_(model, method, target, absolute=True)`` on every prunable layer: ``l1`` prunes
+    ``round(target * n_layer)`` weights of every layer, ``global`` ``round(target * n_all)`` over all prunable
+    layers, smallest ``|weight_orig * weight_mask|`` first. Masks already attached are respected (their zeros stay
+    zeros), so this never un-prunes; a target below the current sparsity changes nothing.
     """
     check_choice(method, UNSTRUCTURED_METHODS, "method")
-    target = check_ratio(target, "target")
-    layers = _attach(model)
-    with torch.no_grad():
-        if method == "l1":
-            for _, module in layers:
-                mask = module.weight_mask
-                scores = effective_weight(module).abs().flatten()
-                keep = _prune_smallest(scores, mask.flatten() == 0, round(target * mask.numel()))
-                mask.mul_(keep.view_as(mask).to(mask.dtype))  # in place: keep the buffer torch's hook reads
-        else:
-            scores = torch.cat([effective_weight(m).abs().flatten() for _, m in layers])
-            pruned = torch.cat([m.weight_mask.flatten() == 0 for _, m in layers])
-            keep = _prune_smallest(scores, pruned, round(target * scores.numel()))
-            offset = 0
-            for _, module in layers:
-                mask = module.weight_mask
-                part = keep[offset : offset + mask.numel()]
-                mask.mul_(part.view_as(mask).to(mask.dtype))
-                offset += mask.numel()
-        for _, module in layers:
-            # The pre-hook recomputes `weight` at the next forward; refresh it now so it is never stale.
-            module.weight = module.weight_orig * module.weight_mask
+    sparsify_(model, method, check_ratio(target, "target"), absolute=True)
     return sparsity(model)
 
 

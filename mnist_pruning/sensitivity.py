@@ -26,13 +26,13 @@ from .checks import check_choice, check_int, check_ratio
 from .data import MNISTData
 from .schedules import PruneResult, result_of
 from .sparsity.measure import prunable_layers
+from .sparsity.unstructured import sparsify_
 from .train import TrainConfig, evaluate, fine_tune
 
 __all__ = [
     "SENSITIVITY_RATIOS",
     "sensitivity_scan",
     "ratios_from_sensitivity",
-    "prune_per_layer",
     "one_shot_layers",
 ]
 
@@ -83,7 +83,7 @@ def sensitivity_scan(
             trial = copy.deepcopy(base)
             layer = trial.get_submodule(name)
             if ratio > 0:
-                prune.l1_unstructured(layer, "weight", amount=ratio)  # |w| = 0 ranks first: zeros are counted
+                sparsify_(trial, "l1", {name: ratio})  # |w| = 0 ranks first: zeros are counted
             accuracy = evaluate(trial, x, y)["accuracy"] if ratio > 0 else reference
             rows.append(
                 {
@@ -173,26 +173,13 @@ def ratios_from_sensitivity(
     return ratios_at(high)
 
 
-def prune_per_layer(model: nn.Module, ratios: dict[str, float]) -> nn.Module:
-    """``prune.l1_unstructured`` with its own ratio on every layer named in ``ratios``; return ``model``.
-
-    Layers not named stay as they are. As with torch, a ratio on an already masked layer is relative to the weights
-    it still has.
-    """
-    layers = dict(prunable_layers(model))
-    unknown = [name for name in ratios if name not in layers]
-    if unknown:
-        raise ValueError(f"unknown layers {unknown}; allowed: {list(layers)}")
-    for name, ratio in ratios.items():
-        prune.l1_unstructured(layers[name], "weight", amount=check_ratio(ratio, f"ratio of {name}"))
-    return model
-
-
 def one_shot_layers(
     model: nn.Module, data: MNISTData, ratios: dict[str, float], config: TrainConfig, progress: bool = True
 ) -> PruneResult:
-    """Like :func:`one_shot`, with per-layer ratios (e.g. from :func:`ratios_from_sensitivity`)."""
+    """Like :func:`~mnist_pruning.schedules.one_shot`, with per-layer ratios (e.g. from
+    :func:`ratios_from_sensitivity`): ``sparsify_(model, "l1", ratios)``, so on an already masked layer a ratio
+    is relative to the weights it still has, as with torch; layers not named stay as they are."""
     start = time.perf_counter()
-    prune_per_layer(model, ratios)
+    sparsify_(model, "l1", ratios)
     history = fine_tune(model, data, config, desc="one-shot per-layer", progress=progress)
     return result_of(model, history, config, start)

@@ -16,8 +16,9 @@ Usage::
 with :func:`crossover`, so the benchmark and the book share one definition. For every point a copy of the model
 is pruned (a float: the fraction of weights kept, by global magnitude; a string ``"n:m"``: that N:M pattern) and
 baked in, then every variant is timed at every batch size (median ms per forward,
-:func:`~mnist_pruning.sparsity.measure.latency_ms`; best of ``rounds`` rounds that alternate the variants, so
-drift from other jobs on the machine hits them all alike):
+:func:`~mnist_pruning.sparsity.measure.time_models`; best of ``rounds`` rounds that alternate the variants, so
+drift from other jobs on the machine hits them all alike). :class:`Timing` is
+:class:`mnist_pruning.sparsity.measure.Timing`, re-exported here:
 
 - ``dense``: the unpruned model, the baseline every ``speedup`` is taken against, timed in the same rounds;
 - ``converted``: :func:`~mnist_pruning.sparsity.to_sparse_inference`, each layer sparse or dense as measured;
@@ -32,18 +33,18 @@ contiguous), the same for every variant: otherwise the format, not the sparsity,
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import pandas as pd
 import torch
 from torch import nn
 
 from . import sparsity as sp
-from .checks import check_choices, check_int
+from .checks import check_choices
 from .models import SAMPLE_SHAPE
 from .references import MODEL_TITLES
-from .sparsity.measure import latency_ms
+from .sparsity.measure import Timing, time_models
 from .sparsity.nm import parse_pattern
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
     "FORMATS",
     "WIN",
     "Timing",
-    "best_latencies",
     "pick_format",
     "pruned_copy",
     "structured_like",
@@ -65,48 +65,24 @@ FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channel
 WIN = 1.1  # "sparse kernels win": the converted model runs sparse layers and is at least 10 % faster than dense
 
 
-@dataclass(frozen=True)
-class Timing:
-    """How long to time: ``rounds`` alternating medians of ``min_run_time`` s per variant and batch size, and
-    the per-layer medians of ``sparsity.plan_sparse_inference`` (``plan_min_run_time``)."""
-
-    rounds: int = 3
-    min_run_time: float = 0.2
-    plan_min_run_time: float = 0.05
-    batches: tuple[int, ...] = (1, 256)
-
-    def __post_init__(self) -> None:
-        check_int(self.rounds, "rounds")
-        for name in ("min_run_time", "plan_min_run_time"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
-        if not self.batches:
-            raise ValueError(f"batches must name at least one batch size, got {self.batches!r}")
-        for b in self.batches:
-            check_int(b, f"every batch size of {self.batches!r}")
-
-
-def best_latencies(models: dict[str, nn.Module], timing: Timing) -> dict[str, dict[int, float]]:
-    """Best (over ``timing.rounds``) median ms per forward of each model at each batch, timed alternately."""
-    runs: dict[str, dict[int, list[float]]] = {k: {b: [] for b in timing.batches} for k in models}
-    for _ in range(timing.rounds):
-        for b in timing.batches:
-            for key, model in models.items():
-                runs[key][b].append(latency_ms(model, b, SAMPLE_SHAPE, min_run_time=timing.min_run_time))
-    return {k: {b: min(v) for b, v in per_b.items()} for k, per_b in runs.items()}  # noise only adds time
-
-
-def pick_format(dense: nn.Module, timing: Timing) -> tuple[torch.memory_format, dict[str, float]]:
-    """The memory format in which ``dense`` is faster at the largest batch, and its ms there in each format
-    (empty for a model without Conv2d layers: contiguous, untimed)."""
+def pick_format(
+    dense: nn.Module, timing: Timing, others: Mapping[str, nn.Module] | None = None
+) -> tuple[torch.memory_format, dict[str, float]]:
+    """The memory format in which ``dense`` is faster at the largest batch of ``timing``, and the ms there of
+    ``dense`` and of each of ``others`` (timed alongside, for the report only) in each format, keyed
+    ``"<name> <format>"`` (``dense`` is ``"dense"``). Empty for a model without Conv2d layers: contiguous, untimed.
+    The check is quick: one batch size, half of ``timing.min_run_time`` per median."""
     if not any(isinstance(m, nn.Conv2d) for m in dense.modules()):
         return torch.contiguous_format, {}
     big = max(timing.batches)
-    models = {name: copy.deepcopy(dense).to(memory_format=fmt) for name, fmt in FORMATS.items()}
-    quick = Timing(timing.rounds, timing.min_run_time / 2, timing.plan_min_run_time, (big,))
-    ms = {name: per_b[big] for name, per_b in best_latencies(models, quick).items()}
-    return FORMATS[min(FORMATS, key=ms.__getitem__)], ms
+    models = {
+        f"{name} {fmt_name}": copy.deepcopy(model).to(memory_format=fmt)
+        for fmt_name, fmt in FORMATS.items()
+        for name, model in {"dense": dense, **(others or {})}.items()
+    }
+    quick = replace(timing, min_run_time=timing.min_run_time / 2, batches=(big,))
+    ms = {name: per_b[big].best_ms for name, per_b in time_models(models, quick, SAMPLE_SHAPE).items()}
+    return FORMATS[min(FORMATS, key=lambda f: ms[f"dense {f}"])], ms
 
 
 def _density(point: float | str) -> float:
@@ -196,7 +172,8 @@ def crossover(
             ratio, small = structured_like(base, nonzero)
             candidates["structured"] = small.to(memory_format=fmt)
             computes_with["structured"] = sp.count_parameters(small)
-        ms = best_latencies(candidates, timing)
+        timed = time_models(candidates, timing, SAMPLE_SHAPE)
+        ms = {k: {b: t.best_ms for b, t in per_b.items()} for k, per_b in timed.items()}
         for b in timing.batches:
             layers = " ".join(row.layer for row in plans[point] if row.sparse[b]) if point in plans else ""
             for variant in candidates:

@@ -294,8 +294,9 @@ def _latency_pairs(*models: nn.Module) -> list[tuple[float, float]]:
     """CPU latency at batch 1 and 256 of each model (on the CPU, timed as given: a sparse model's CSR tensors
     can be neither deep-copied nor moved), measured alike and interleaved, batch by batch and model after model,
     so drift from other jobs on the machine hits them all the same."""
-    ms = {b: [measure.latency_ms(m, b, SAMPLE_SHAPE) for m in models] for b in LATENCY_BATCHES}
-    return [(ms[1][i], ms[256][i]) for i in range(len(models))]
+    timing = measure.Timing(rounds=1, min_run_time=0.2, batches=LATENCY_BATCHES)  # one round, as always here
+    timed = measure.time_models(dict(enumerate(models)), timing, SAMPLE_SHAPE)
+    return [(timed[i][1].best_ms, timed[i][256].best_ms) for i in range(len(models))]
 
 
 def _sparse_inference(model: nn.Module) -> tuple[nn.Module | None, dict[int, str]]:

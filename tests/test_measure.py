@@ -14,6 +14,7 @@ from torch.nn.utils import prune
 
 from mnist_pruning.models import SAMPLE_SHAPE, ModelConfig, build_model
 from mnist_pruning.sparsity.measure import (
+    Timing,
     count_nonzero_parameters,
     count_parameters,
     effective_flops,
@@ -25,6 +26,7 @@ from mnist_pruning.sparsity.measure import (
     layer_sparsity,
     prunable_layers,
     sparsity,
+    time_models,
 )
 from mnist_pruning.sparsity.unstructured import sparsify_
 
@@ -248,3 +250,79 @@ def test_bad_sample_shape_raises_naming_it(bad: tuple) -> None:
 def test_a_bare_int_sample_shape_raises_value_error_naming_it() -> None:
     with pytest.raises(ValueError, match="sample_shape"):
         latency_ms(build_model("mlp"), 2, 784, min_run_time=0.01)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ time_models
+
+QUICK = Timing(rounds=2, min_run_time=0.002, batches=(1, 4))
+
+
+def _recorder(name: str, calls: list):
+    """A callable that notes (its name, the batch it was given) at every call."""
+
+    def call(x):
+        calls.append((name, x.shape[0]))
+        return x
+
+    return call
+
+
+def test_time_models_alternates_the_models_round_by_round_and_batch_by_batch():
+    calls: list = []
+    time_models({"a": _recorder("a", calls), "b": _recorder("b", calls)}, QUICK, SAMPLE_SHAPE)
+    runs = [c for i, c in enumerate(calls) if i == 0 or calls[i - 1] != c]  # each median's calls as one run
+    assert runs == [("a", 1), ("b", 1), ("a", 4), ("b", 4)] * QUICK.rounds
+
+
+def test_time_models_returns_every_model_at_every_batch_with_one_median_per_round():
+    torch.manual_seed(0)
+    models = {"mlp": build_model("mlp"), "small": build_model(ModelConfig("mlp", (16, 8))), "f": torch.relu}
+    timed = time_models(models, QUICK, SAMPLE_SHAPE)
+    assert list(timed) == list(models)
+    for name, per_b in timed.items():
+        assert list(per_b) == list(QUICK.batches), name
+        assert all(len(t.rounds_ms) == QUICK.rounds for t in per_b.values()), name
+
+
+def test_the_noise_band_holds_the_best_and_the_median_of_the_rounds():
+    timed = time_models({"relu": torch.relu}, Timing(rounds=3, min_run_time=0.002, batches=(8,)), SAMPLE_SHAPE)
+    latency = timed["relu"][8]
+    assert latency.best_ms == min(latency.rounds_ms)
+    assert latency.low_ms <= latency.best_ms <= latency.median_ms <= latency.high_ms == max(latency.rounds_ms)
+
+
+def test_time_models_times_any_callable_on_the_inputs_given():
+    seen = []
+    feed = {"x": [1, 2, 3]}
+    timed = time_models({"session": lambda f: seen.append(f is feed)}, QUICK, inputs=lambda name, b: feed)
+    assert all(seen) and seen
+    assert set(timed["session"]) == set(QUICK.batches)
+
+
+def test_time_models_leaves_modes_and_the_global_rng_alone():
+    torch.manual_seed(0)
+    model = build_model("cnn").train()
+    model.fc1.eval()  # a mixed state, restored layer by layer
+    rng = torch.get_rng_state()
+    time_models({"cnn": model}, QUICK, SAMPLE_SHAPE)
+    assert model.training and not model.fc1.training and model.conv1.training
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: time_models({}, QUICK, SAMPLE_SHAPE), "models must be a non-empty mapping"),
+        (lambda: time_models({"x": 3}, QUICK, SAMPLE_SHAPE), "model 'x' is a int"),
+        (lambda: time_models({"f": torch.relu}, QUICK), "give sample_shape"),
+        (lambda: time_models({"f": torch.relu}, QUICK, (1, 0)), "sample_shape (1, 0)"),
+        (lambda: Timing(rounds=0), "rounds must be a positive integer, got 0"),
+        (lambda: Timing(min_run_time=-1), "min_run_time must be a number of seconds > 0, got -1"),
+        (lambda: Timing(batches=()), "batches must name at least one batch size, got ()"),
+        (lambda: Timing(batches=(1, 0)), "every batch size of (1, 0)"),
+        (lambda: Timing(threads=0), "threads must be a positive integer, got 0"),
+    ],
+)
+def test_bad_timing_arguments_raise_naming_the_value(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()

@@ -16,11 +16,11 @@ from mnist_pruning.plots import plot_sensitivity
 from mnist_pruning.sensitivity import (
     SENSITIVITY_RATIOS,
     one_shot_layers,
-    prune_per_layer,
     ratios_from_sensitivity,
     sensitivity_scan,
 )
 from mnist_pruning.sparsity.measure import effective_weight, prunable_layers, sparsity
+from mnist_pruning.sparsity.unstructured import sparsify_
 from mnist_pruning.train import TrainConfig
 
 
@@ -42,7 +42,7 @@ def test_ratios_from_sensitivity_reach_the_target_overall_sparsity(mnist_small):
     ratios = ratios_from_sensitivity(df, model, 0.9)
     overall = sum(r * m.weight.numel() for (_, m), r in zip(prunable_layers(model), ratios.values(), strict=True))
     assert overall / n_weights(model) == pytest.approx(0.9, abs=1e-6)
-    pruned = prune_per_layer(copy.deepcopy(model), ratios)
+    pruned = sparsify_(copy.deepcopy(model), "l1", ratios)
     assert abs(sparsity(pruned) - 0.9) <= len(ratios) / n_weights(model)
 
 
@@ -83,8 +83,8 @@ def test_default_scan_ratios_start_dense_and_reach_the_frontier():
         (lambda d: sensitivity_scan(tiny_model(), d, (0.5, 1.0)), "1.0"),
         (lambda d: sensitivity_scan(tiny_model(), d, (0.5,), split="validation"), "'validation'"),
         (lambda d: sensitivity_scan(tiny_model(), d, ()), "ratios must not be empty"),
-        (lambda d: prune_per_layer(tiny_model(), {"fc9": 0.5}), "fc9"),
-        (lambda d: prune_per_layer(tiny_model(), {"fc1": 1.5}), "1.5"),
+        (lambda d: sparsify_(tiny_model(), "l1", {"fc9": 0.5}), "fc9"),
+        (lambda d: sparsify_(tiny_model(), "l1", {"fc1": 1.5}), "1.5"),
     ],
 )
 def test_bad_inputs_raise_value_error_naming_the_value(mnist_small, call, value):

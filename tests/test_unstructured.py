@@ -195,3 +195,171 @@ def test_bad_argument_combinations_raise_before_any_layer_is_touched(method, kwa
 def test_ratio_zero_prunes_nothing():
     model = sparsify_(build_model("mlp"), "global", 0.0)
     assert sparsity(model) == 0.0
+
+
+# ------------------------------------------------------------------------------------ absolute and per layer
+
+
+def _old_prune_to(model, method, target):
+    """The oracle: schedules.prune_to as it was before it became sparsify_(..., absolute=True), verbatim."""
+
+    def prune_smallest(scores, pruned, count):
+        count = max(count, int(pruned.sum().item()))
+        keep = torch.ones_like(pruned)
+        if count > 0:
+            ranked = torch.where(pruned, torch.full_like(scores, -1.0), scores)
+            keep[torch.topk(ranked, count, largest=False, sorted=False).indices] = False
+        return keep
+
+    layers = prunable_layers(model)
+    for _, module in layers:
+        if not prune.is_pruned(module):
+            prune.identity(module, "weight")
+    with torch.no_grad():
+        if method == "l1":
+            for _, module in layers:
+                mask = module.weight_mask
+                scores = effective_weight(module).abs().flatten()
+                keep = prune_smallest(scores, mask.flatten() == 0, round(target * mask.numel()))
+                mask.mul_(keep.view_as(mask).to(mask.dtype))
+        else:
+            scores = torch.cat([effective_weight(m).abs().flatten() for _, m in layers])
+            pruned = torch.cat([m.weight_mask.flatten() == 0 for _, m in layers])
+            keep = prune_smallest(scores, pruned, round(target * scores.numel()))
+            offset = 0
+            for _, module in layers:
+                mask = module.weight_mask
+                mask.mul_(keep[offset : offset + mask.numel()].view_as(mask).to(mask.dtype))
+                offset += mask.numel()
+        for _, module in layers:
+            module.weight = module.weight_orig * module.weight_mask
+
+
+def _old_prune_per_layer(model, ratios):
+    """The oracle: sensitivity.prune_per_layer as it was, verbatim (without its checks)."""
+    layers = dict(prunable_layers(model))
+    for name, ratio in ratios.items():
+        prune.l1_unstructured(layers[name], "weight", amount=ratio)
+    return model
+
+
+def _disturb(model, seed):
+    """What training or a lottery rewind does between pruning steps: every weight_orig entry moves, pruned ones
+    too (rewinding gives them large values again), and some become exact ties."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, module in prunable_layers(model):
+            orig = module.weight_orig
+            orig.add_(0.05 * torch.randn(orig.shape, generator=generator))
+            orig[:, :2] = orig[:, :2].round(decimals=1)  # ties, so topk's tie-breaking is compared too
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+@pytest.mark.parametrize("method", ["l1", "global"])
+@pytest.mark.parametrize("start", ["unmasked", "relative mask"])
+def test_absolute_masks_are_bitwise_those_of_the_old_prune_to(arch, method, start):
+    torch.manual_seed(5)
+    ours = build_model(arch)
+    theirs = copy.deepcopy(ours)
+    if start == "relative mask":
+        sparsify_(ours, "l1", 0.4)
+        sparsify_(theirs, "l1", 0.4)
+    for step, target in enumerate([0.3, 0.5, 0.5, 0.2, 0.9, 0.99]):
+        sparsify_(ours, method, target, absolute=True)
+        _old_prune_to(theirs, method, target)
+        for (name, a), (_, b) in zip(prunable_layers(ours), prunable_layers(theirs), strict=True):
+            assert torch.equal(a.weight_mask, b.weight_mask), f"step {step}, {name}: masks differ"
+            assert torch.equal(a.weight, b.weight), f"step {step}, {name}: refreshed weights differ"
+        _disturb(ours, step)
+        _disturb(theirs, step)
+
+
+def test_per_layer_masks_are_bitwise_those_of_the_old_prune_per_layer():
+    torch.manual_seed(6)
+    ours = build_model("cnn")
+    theirs = copy.deepcopy(ours)
+    for model in (ours, theirs):
+        sparsify_(model, "l1", 0.3, filter_fn=lambda module, fqn: fqn == "fc1")
+    ratios = {"conv2": 0.6, "fc1": 0.9, "fc2": 0.25}
+    sparsify_(ours, "l1", ratios)
+    _old_prune_per_layer(theirs, ratios)
+    for (name, a), (_, b) in zip(prunable_layers(ours), prunable_layers(theirs), strict=True):
+        assert prune.is_pruned(a) == prune.is_pruned(b), name
+        assert torch.equal(effective_weight(a), effective_weight(b)), name
+
+
+@pytest.mark.parametrize("method", ["l1", "global"])
+def test_absolute_masks_only_gain_zeros(method):
+    torch.manual_seed(7)
+    model = build_model("mlp")
+    previous = None
+    for step, target in enumerate([0.5, 0.3, 0.8, 0.8, 0.95]):
+        sparsify_(model, method, target, absolute=True)
+        current = {n: m.weight_mask.clone() for n, m in prunable_layers(model)}
+        if previous is not None:
+            for name, mask in current.items():
+                assert bool((mask <= previous[name]).all()), f"step {step}, {name}: a pruned weight came back"
+        previous = current
+        _disturb(model, step)
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.9, 0.99])
+def test_absolute_l1_ends_at_round_s_n_zeros_per_layer_counting_existing_ones(ratio):
+    torch.manual_seed(8)
+    model = sparsify_(build_model("cnn"), "l1", 0.2)  # existing zeros, fewer than the target asks
+    sparsify_(model, "l1", ratio, absolute=True)
+    for name, module in prunable_layers(model):
+        assert int((module.weight_mask == 0).sum()) == round(ratio * module.weight.numel()), name
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.9, 0.99])
+def test_absolute_global_ends_at_round_s_n_zeros_overall(ratio):
+    torch.manual_seed(9)
+    model = sparsify_(build_model("mlp"), "global", 0.1)
+    sparsify_(model, "global", ratio, absolute=True)
+    total = sum(m.weight.numel() for _, m in prunable_layers(model))
+    assert sum(int((m.weight_mask == 0).sum()) for _, m in prunable_layers(model)) == round(ratio * total)
+
+
+def test_absolute_target_below_the_current_sparsity_changes_nothing():
+    torch.manual_seed(10)
+    model = sparsify_(build_model("mlp"), "global", 0.6)
+    before = {n: m.weight_mask.clone() for n, m in prunable_layers(model)}
+    sparsify_(model, "global", 0.4, absolute=True)
+    assert all(torch.equal(m.weight_mask, before[n]) for n, m in prunable_layers(model))
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_per_layer_ratios_prune_only_the_named_layers_each_by_its_own_ratio(absolute):
+    torch.manual_seed(11)
+    model = sparsify_(build_model("mlp"), "l1", {"fc1": 0.9, "fc3": 0.5}, absolute=absolute)
+    assert not prune.is_pruned(model.fc2)
+    for name, ratio in (("fc1", 0.9), ("fc3", 0.5)):
+        module = model.get_submodule(name)
+        assert int((effective_weight(module) == 0).sum()) == round(ratio * module.weight.numel()), name
+
+
+def test_unknown_layer_names_raise_naming_them_and_listing_the_allowed_ones():
+    model = build_model("mlp")
+    message = "unknown layers ['fc9', 'conv1']; allowed: ['fc1', 'fc2', 'fc3']"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sparsify_(model, "l1", {"fc1": 0.5, "fc9": 0.5, "conv1": 0.2})
+    with pytest.raises(ValueError, match=re.escape("allowed: ['fc2', 'fc3']")):
+        sparsify_(model, "l1", {"fc1": 0.5}, filter_fn=lambda module, fqn: fqn != "fc1")
+    assert not masked(model)
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "message"),
+    [
+        ("global", {"ratio": {"fc1": 0.5}}, "per-layer ratios are for method 'l1', not 'global'"),
+        ("l1", {"ratio": {"fc1": 1.5}}, "ratio of fc1 must be in [0, 1)"),
+        ("nm", {"pattern": "2:4", "absolute": True}, "absolute=True"),
+        ("global", {"ratio": 1.0, "absolute": True}, "got 1.0"),
+    ],
+)
+def test_bad_absolute_or_per_layer_arguments_raise_before_any_layer_is_touched(method, kwargs, message):
+    model = build_model("mlp")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sparsify_(model, method, **kwargs)
+    assert not masked(model)

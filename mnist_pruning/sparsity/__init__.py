@@ -30,7 +30,8 @@ What is here (each module's docstring has the details):
   layers (:class:`Link`, traced from an ``nn.Sequential`` or named), biases folded so outputs stay equal.
 - :mod:`.compact` - the compact sparse file format and the information limit it is measured against.
 - :mod:`.measure` - the one definition of the weights a model computes with, and sparsity, parameters, FLOPs,
-  latency.
+  latency (:func:`time_models`: alternating rounds, best median and noise band).
+- :mod:`.kernels` - :class:`SparseLinear` / :class:`SparseConv2d`, Linear and Conv2d as CSR products.
 - :mod:`.inference` - :func:`to_sparse_inference`: a baked-in pruned model whose Linear / Conv2d layers run as
   torch.sparse CSR products where, per layer and batch size, that measured faster than dense.
 
@@ -48,6 +49,8 @@ from .inference import (
     to_sparse_inference,
 )
 from .measure import (
+    Latency,
+    Timing,
     count_nonzero_parameters,
     count_parameters,
     effective_flops,
@@ -57,6 +60,7 @@ from .measure import (
     layer_sparsity,
     prunable_layers,
     sparsity,
+    time_models,
 )
 from .nm import NMPruning, check_nm, nm_unstructured, parse_pattern
 from .structured import Link, apply_structured_masks, apply_surgery, shrink, surgery, trace_links
@@ -90,6 +94,9 @@ __all__ = [
     "flops",
     "effective_flops",
     "latency_ms",
+    "Timing",
+    "Latency",
+    "time_models",
     "to_sparse_inference",
     "plan_sparse_inference",
     "apply_sparse_plan",

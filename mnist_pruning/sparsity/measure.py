@@ -8,6 +8,8 @@ Usage::
     measure.flops(model, (1, 28, 28))                # dense forward FLOPs per sample of that input shape
     measure.effective_flops(model, (1, 28, 28))      # what a sparse kernel would do: per layer, FLOPs x density
     measure.latency_ms(model, 256, (1, 28, 28))      # median ms per forward of a [256, 1, 28, 28] batch
+    ms = measure.time_models({"dense": a, "pruned": b}, measure.Timing(rounds=3), (1, 28, 28))
+    ms["dense"][256].best_ms / ms["pruned"][256].best_ms   # a speed-up; Latency.low_ms..high_ms is the noise band
 
 "Prunable" means the layers :func:`prunable_layers` yields: every ``nn.Linear`` and ``nn.Conv2d`` unless a
 ``filter_fn(module, fqn)`` says otherwise (torchao's ``sparsify_`` convention).
@@ -16,6 +18,10 @@ Everything reads the weights the model computes with (:func:`effective_weight`):
 attached that is ``weight_orig * weight_mask``, recomputed here, never the ``weight`` attribute, which the prune
 hook refreshes only on the next forward and so is stale after an optimizer step. Nothing here changes the model:
 the training/eval mode is restored after timing.
+
+Latency is timed in one place, :func:`time_models`: models alternate round by round (drift from other jobs hits
+them all alike), each round gives a ``torch.utils.benchmark`` median, and the fastest round is the latency (noise
+only ever adds time) while the spread over rounds is the noise band (:class:`Latency`).
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts matrix multiplications and
 convolutions only, at 2 FLOPs per multiply-accumulate; bias additions, activations and pooling are not counted.
@@ -26,7 +32,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+import statistics
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -47,6 +56,9 @@ __all__ = [
     "flops",
     "layer_flops",
     "effective_flops",
+    "Timing",
+    "Latency",
+    "time_models",
     "latency_ms",
     "torch_benchmark",
 ]
@@ -72,14 +84,24 @@ def prunable_layers(model: nn.Module, filter_fn: FilterFn | None = None) -> list
     ]
 
 
+def _folded(lookup: Callable[[str], object], name: str) -> object:
+    """``<name>_orig * <name>_mask`` when ``lookup`` finds both tensors (a prune reparametrisation), else
+    ``lookup(name)``: the one place the product torch's prune hook computes is written out."""
+    orig, mask = lookup(name + "_orig"), lookup(name + "_mask")
+    if isinstance(orig, torch.Tensor) and isinstance(mask, torch.Tensor):
+        return orig * mask
+    return lookup(name)
+
+
 def effective_tensor(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
     """The ``name`` tensor ``module`` computes with (detached): ``<name>_orig * <name>_mask`` while a prune mask is
-    attached, else the attribute itself (``None`` for a layer built with ``bias=False``)."""
-    orig = getattr(module, name + "_orig", None)
-    mask = getattr(module, name + "_mask", None)
-    if isinstance(orig, torch.Tensor) and isinstance(mask, torch.Tensor):
-        return (orig * mask).detach()
-    tensor = getattr(module, name, None)
+    attached, else the attribute itself (``None`` for a layer built with ``bias=False``).
+
+    Example::
+
+        >>> prune.l1_unstructured(layer, "weight", 0.5); effective_tensor(layer).eq(0).float().mean()   # 0.5
+    """
+    tensor = _folded(lambda key: getattr(module, key, None), name)
     return tensor.detach() if isinstance(tensor, torch.Tensor) else None
 
 
@@ -110,7 +132,7 @@ def effective_state_dict(model_or_state_dict: StateDictLike) -> dict[str, torch.
             continue
         if key.endswith("_orig") and key[: -len("_orig")] + "_mask" in sd:
             key = key[: -len("_orig")]
-            t = t * sd[key + "_mask"]
+            t = _folded(sd.get, key)
         t = t.detach().to("cpu")
         if t.is_floating_point():
             t = torch.where(t == 0, torch.zeros((), dtype=t.dtype), t)
@@ -241,6 +263,163 @@ def torch_benchmark():
     return benchmark
 
 
+def _check_seconds(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How :func:`time_models` times: every field is checked on construction (a ValueError names it)."""
+
+    rounds: int = 3  # alternating rounds; each model keeps its fastest round (interference only adds time)
+    min_run_time: float = 0.2  # seconds of Timer blocks behind one median
+    plan_min_run_time: float = 0.05  # seconds per layer median when plan_sparse_inference decides a layer
+    batches: tuple[int, ...] = (1, 256)  # batch sizes every model is timed at, in this order
+    threads: int | None = None  # torch threads while timing; None: torch.get_num_threads() at the call
+
+    def __post_init__(self) -> None:
+        check_int(self.rounds, "rounds")
+        _check_seconds(self.min_run_time, "min_run_time")
+        _check_seconds(self.plan_min_run_time, "plan_min_run_time")
+        if isinstance(self.batches, (int, str)) or not self.batches:
+            raise ValueError(f"batches must name at least one batch size, got {self.batches!r}")
+        for b in self.batches:
+            check_int(b, f"every batch size of {self.batches!r}")
+        if self.threads is not None:
+            check_int(self.threads, "threads")
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One model at one batch size: the median ms per call of every round, and what the rounds say together.
+
+    ``best_ms`` (the fastest round) is the latency; ``low_ms``..``high_ms`` is the noise band: two models whose
+    ratio of best times lies within the band's ratio ``high_ms / low_ms`` differ by no more than noise.
+    """
+
+    rounds_ms: tuple[float, ...]  # median ms per call of each round, in round order
+
+    @property
+    def best_ms(self) -> float:
+        return min(self.rounds_ms)
+
+    @property
+    def low_ms(self) -> float:
+        return min(self.rounds_ms)
+
+    @property
+    def high_ms(self) -> float:
+        return max(self.rounds_ms)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.rounds_ms)
+
+
+# Blocks per median without autorange: 5, or 3 for a call slower than min_run_time / 3 (5 would take several times
+# what was asked). Not blocked_autorange there: it grows its block size in steps of 10x, so a 10 us call was timed
+# for ~0.2 s whatever min_run_time asked.
+FEW_BLOCKS = (3, 5)
+
+
+def _median_ms(call: Callable, arg: object, min_run_time: float, threads: int, autorange: bool) -> float:
+    """Median ms of one ``call(arg)`` over Timer blocks of about ``min_run_time`` s in all, after warm-up."""
+    timer = torch_benchmark().Timer(stmt="f(x)", globals={"f": call, "x": arg}, num_threads=threads)
+    if autorange:
+        for _ in range(3):  # warm-up: allocator, lazy CUDA init, oneDNN primitives, prune hooks' first product
+            call(arg)
+        return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+    call(arg)  # warm-up: oneDNN builds its primitive on the first call
+    start = time.perf_counter()
+    call(arg)
+    once = time.perf_counter() - start
+    blocks = min(FEW_BLOCKS[1], max(FEW_BLOCKS[0], math.ceil(min_run_time / once)))
+    number = max(1, round(min_run_time / blocks / once))
+    return statistics.median(timer.timeit(number).mean for _ in range(blocks)) * 1e3
+
+
+def _random_input(model: object, batch: int, sample_shape: tuple[int, ...]) -> torch.Tensor:
+    """A ``[batch, *sample_shape]`` batch from a private generator (the caller's RNG is left alone), on the
+    model's device."""
+    like = _param_like(model) if isinstance(model, nn.Module) else {}
+    x = torch.randn(batch, *sample_shape, generator=torch.Generator().manual_seed(0))
+    return x.to(like.get("device", "cpu"))
+
+
+def time_models(
+    models: Mapping[Hashable, Callable],
+    timing: Timing,
+    sample_shape: Sequence[int] | None = None,
+    *,
+    inputs: Callable[[Hashable, int], object] | None = None,
+    autorange: bool = True,
+) -> dict[Hashable, dict[int, Latency]]:
+    """Time every model at every batch size of ``timing``, alternating them round by round.
+
+    Each of ``timing.rounds`` rounds times, for each batch size in turn, every model in the mapping's order
+    (``a b a b ...``), so drift from other jobs on the machine hits them all alike. One timing is the median ms
+    per call of ``torch.utils.benchmark.Timer`` blocks (``timing.threads`` threads) after warm-up calls:
+    ``blocked_autorange(timing.min_run_time)``, or with ``autorange=False`` 3 to 5 ``timeit`` blocks of about
+    ``timing.min_run_time`` s in all (for calls of microseconds). An ``nn.Module`` is timed in eval mode under
+    ``torch.inference_mode()`` and its training mode is restored; any other callable is called as it is.
+
+    Args:
+        models: name (any hashable) -> ``nn.Module`` or any callable of one argument (an onnxruntime
+            session's ``functools.partial(session.run, None)``, say).
+        timing: rounds, seconds per median, batch sizes, threads (:class:`Timing`).
+        sample_shape: one sample's shape; the default input of a batch is a random ``[batch, *sample_shape]``
+            float tensor on the model's device (from a private generator: the global RNG is left alone).
+        inputs: ``inputs(name, batch)`` -> the argument for that model at that batch instead (made once, before
+            the rounds, so converting it is never timed).
+
+    Returns:
+        ``{name: {batch: Latency}}`` for every model and batch size; ``Latency.best_ms`` is the fastest round.
+
+    Raises:
+        ValueError: no models, a model that is not callable, neither ``sample_shape`` nor ``inputs`` given, or a
+            bad ``sample_shape`` (each message names the value).
+        RuntimeError: a median that came out not finite or not positive.
+
+    Example::
+
+        >>> ms = time_models({"dense": dense, "small": small}, Timing(rounds=3), (1, 28, 28))
+        >>> speedup = ms["dense"][256].best_ms / ms["small"][256].best_ms
+    """
+    if not isinstance(models, Mapping) or not models:
+        raise ValueError(f"models must be a non-empty mapping of names to models or callables, got {models!r}")
+    for name, model in models.items():
+        if not callable(model):
+            raise ValueError(f"model {name!r} is a {type(model).__name__}, not an nn.Module or a callable")
+    if inputs is None:
+        if sample_shape is None:
+            raise ValueError("give sample_shape (random inputs) or inputs(name, batch); got neither")
+        shape = _check_shape(sample_shape)
+        args = {(n, b): _random_input(m, b, shape) for b in timing.batches for n, m in models.items()}
+    else:
+        args = {(n, b): inputs(n, b) for b in timing.batches for n in models}
+    threads = timing.threads or torch.get_num_threads()
+    modules = [m for m in models.values() if isinstance(m, nn.Module)]
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    runs: dict[Hashable, dict[int, list[float]]] = {n: {b: [] for b in timing.batches} for n in models}
+    try:
+        for module in modules:
+            module.eval()
+        with torch.inference_mode():
+            for _ in range(timing.rounds):
+                for b in timing.batches:
+                    for name, model in models.items():
+                        ms = _median_ms(model, args[name, b], timing.min_run_time, threads, autorange)
+                        if not math.isfinite(ms) or ms <= 0:
+                            raise RuntimeError(f"the latency of {name!r} at batch {b} came out as {ms!r} ms")
+                        runs[name][b].append(ms)
+    finally:
+        for m, training in modes:
+            m.training = training
+    return {n: {b: Latency(tuple(v)) for b, v in per_b.items()} for n, per_b in runs.items()}
+
+
 def latency_ms(
     model: nn.Module,
     batch_size: int,
@@ -248,11 +427,25 @@ def latency_ms(
     device: str | torch.device | None = None,
     min_run_time: float = 0.2,
 ) -> float:
-    """Median milliseconds per forward of a ``[batch_size, *sample_shape]`` batch (eval mode, inference_mode).
+    """Median milliseconds per forward of a ``[batch_size, *sample_shape]`` batch: :func:`time_models` of one
+    model, one round.
 
-    Measured with ``torch.utils.benchmark.Timer.blocked_autorange`` using ``torch.get_num_threads()`` threads;
-    the Timer synchronises CUDA itself. ``device`` defaults to where the model's parameters are; another device
-    times a copy of the model moved there.
+    Args:
+        model: timed in eval mode under ``torch.inference_mode()``; its mode is restored.
+        batch_size: rows of the random input batch.
+        sample_shape: one sample's shape, e.g. ``(1, 28, 28)``.
+        device: where to time; default where the model's parameters are. Another device times a copy moved there.
+        min_run_time: seconds of ``Timer.blocked_autorange`` (with ``torch.get_num_threads()`` threads).
+
+    Returns:
+        The median ms per forward.
+
+    Raises:
+        ValueError: a bad ``batch_size`` or ``sample_shape``, naming the value.
+
+    Example::
+
+        >>> latency_ms(model, 256, (1, 28, 28))
     """
     batch_size = check_int(batch_size, "batch_size")
     shape = _check_shape(sample_shape)
@@ -260,20 +453,5 @@ def latency_ms(
     device = torch.device(device) if device is not None else here
     if device != here:
         model = copy.deepcopy(model).to(device)  # time a copy: moving the caller's model would be a side effect
-    x = torch.randn(batch_size, *shape, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for _ in range(3):  # warm-up: allocator, lazy CUDA init, prune hooks' first mask product
-                model(x)
-            timer = torch_benchmark().Timer(
-                stmt="model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads()
-            )
-            measurement = timer.blocked_autorange(min_run_time=min_run_time)
-    finally:
-        model.train(was_training)
-    ms = measurement.median * 1e3
-    if not math.isfinite(ms) or ms <= 0:
-        raise RuntimeError(f"latency measurement came out as {ms!r} ms")
-    return ms
+    timing = Timing(rounds=1, min_run_time=min_run_time, batches=(batch_size,))
+    return time_models({"model": model}, timing, shape)["model"][batch_size].best_ms

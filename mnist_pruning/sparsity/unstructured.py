@@ -7,6 +7,8 @@ Usage::
     sparsify_(model, "l1", 0.9)              # 90 % of every layer's weights, layer by layer
     sparsify_(model, "nm", pattern="2:4")    # 2 of every 4 consecutive inputs kept, in every layer
     sparsify_(model, "global", 0.9, filter_fn=lambda mod, fqn: fqn != "classifier")
+    sparsify_(model, "global", 0.99, absolute=True)      # until 99 % are zero, zeros already there counted
+    sparsify_(model, "l1", {"fc1": 0.9, "fc2": 0.5})     # a ratio per named layer; the others are left alone
     ...                                      # fine-tune: masks stay attached, pruned weights stay 0
     bake_in(model)                           # prune.remove: plain dense weights with the zeros in them
 
@@ -23,6 +25,18 @@ Methods (:data:`METHODS`):
   fully connected layer) lose more.
 - ``nm`` - N:M pattern pruning, by magnitude inside every group (:mod:`mnist_pruning.sparsity.nm`).
 
+Relative or absolute (``absolute=``):
+
+- relative (default, torch's convention): on top of existing masks ``ratio`` is a fraction of the weights still
+  unpruned, and torch combines the masks (``PruningContainer``).
+- absolute (:class:`AbsoluteMagnitude`): ``ratio`` is the sparsity to end at. The ``round(ratio * n)`` smallest
+  ``|weight_orig * weight_mask|`` are pruned, ``n`` being the layer's weight count (``l1``) or the count over all
+  chosen layers (``global``), and weights pruned before always count among the smallest: a mask only gains
+  zeros, and a ratio below the current sparsity changes nothing. Masks are attached once (``prune.identity``
+  where none was) and later steps write the ``weight_mask`` buffer in place: torch's reparametrisation and hook
+  stay, but no ``PruningContainer`` grows with every step (gradual pruning makes dozens), and torch's container
+  would rank only the surviving weights, which makes the fraction relative again.
+
 Structured pruning (whole units, then surgery) is :mod:`mnist_pruning.sparsity.structured`.
 
 Masks only zero weights: while attached, a ``state_dict`` holds ``weight_orig`` *and* ``weight_mask`` (a file twice
@@ -32,54 +46,158 @@ the size), and after :func:`bake_in` it is dense with zeros. Smaller files need 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
 from torch import nn
 from torch.nn.utils import prune
 
 from ..checks import check_choice, check_ratio
-from .measure import FilterFn, prunable_layers
+from .measure import FilterFn, effective_weight, prunable_layers
 from .nm import nm_unstructured, parse_pattern
 
-__all__ = ["METHODS", "sparsify_", "bake_in"]
+__all__ = ["METHODS", "AbsoluteMagnitude", "sparsify_", "bake_in"]
 
 METHODS = ("l1", "global", "nm")
+
+
+class AbsoluteMagnitude(prune.BasePruningMethod):
+    """Prune the ``round(amount * t.numel())`` smallest ``|t|``, counting what ``default_mask`` already prunes.
+
+    Entries the default mask prunes rank first (below any ``|t|``), so the mask returned keeps a subset of what
+    the default mask keeps; if they are more than the count, it is the default mask itself.
+
+    Args:
+        amount: the sparsity to end at, in [0, 1).
+
+    Raises:
+        ValueError: ``amount`` outside [0, 1), naming it.
+
+    Example::
+
+        >>> method = AbsoluteMagnitude(0.9)
+        >>> keep = method.compute_mask(scores, default_mask=torch.ones_like(scores))   # 10 % of entries kept
+    """
+
+    PRUNING_TYPE = "unstructured"
+
+    def __init__(self, amount: float) -> None:
+        self.amount = check_ratio(amount, "amount")
+
+    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        scores, pruned = t.flatten(), default_mask.flatten() == 0
+        count = max(round(self.amount * scores.numel()), int(pruned.sum().item()))  # never lose a zero
+        keep = torch.ones_like(pruned)
+        if count > 0:
+            # Already-pruned entries get score -1 (< any |t|), so they are always among the `count` smallest.
+            ranked = torch.where(pruned, torch.full_like(scores, -1.0), scores.abs())
+            keep[torch.topk(ranked, count, largest=False, sorted=False).indices] = False
+        return keep.view_as(default_mask).to(default_mask.dtype)
+
+
+def _check_ratios(method: str, ratio: object, layers: list[tuple[str, nn.Module]]) -> dict[str, float] | float:
+    """``ratio`` checked: one float in [0, 1), or (``l1`` only) a mapping of chosen layer names to one."""
+    if not isinstance(ratio, Mapping):
+        return check_ratio(ratio)
+    if method != "l1":
+        raise ValueError(f"per-layer ratios are for method 'l1', not {method!r}; got {dict(ratio)!r}")
+    names = [name for name, _ in layers]
+    unknown = [name for name in ratio if name not in names]
+    if unknown:
+        raise ValueError(f"unknown layers {unknown}; allowed: {names}")
+    return {name: check_ratio(r, f"ratio of {name}") for name, r in ratio.items()}
+
+
+def _prune_absolute(modules: list[nn.Module], amount: float) -> None:
+    """:class:`AbsoluteMagnitude` over the weights of ``modules`` together, written into their masks in place."""
+    for module in modules:
+        if not prune.is_pruned(module):
+            prune.identity(module, "weight")  # torch's reparametrisation, all ones: later steps write into it
+    with torch.no_grad():
+        scores = torch.cat([effective_weight(m).abs().flatten() for m in modules])
+        current = torch.cat([m.weight_mask.flatten() for m in modules])
+        keep = AbsoluteMagnitude(amount).compute_mask(scores, current)
+        offset = 0
+        for module in modules:
+            mask = module.weight_mask
+            mask.mul_(keep[offset : offset + mask.numel()].view_as(mask))  # in place: the buffer the hook reads
+            offset += mask.numel()
+            module.weight = effective_weight(module)  # what the hook recomputes at the next forward, fresh now
 
 
 def sparsify_(
     model: nn.Module,
     method: str,
-    ratio: float | None = None,
+    ratio: float | Mapping[str, float] | None = None,
     *,
     pattern: str | None = None,
     filter_fn: FilterFn | None = None,
+    absolute: bool = False,
 ) -> nn.Module:
     """Attach pruning masks to the weights of ``model``'s chosen layers in place; return ``model``.
 
-    ``ratio`` (fraction of weights removed, in [0, 1)) is for ``l1`` and ``global``; ``pattern`` (``"2:4"``) is for
-    ``nm``. Everything is checked before any layer is touched. Pruning on top of existing masks prunes further
-    (``torch.nn.utils.prune`` combines them), so a ratio given here is relative to the weights still unpruned.
+    Args:
+        model: any model; its Linear / Conv2d layers that ``filter_fn`` accepts are pruned.
+        method: ``"l1"`` (per layer), ``"global"`` (one threshold over the chosen layers) or ``"nm"``.
+        ratio: for ``l1`` and ``global``, the fraction of weights removed, in [0, 1); for ``l1`` also a mapping
+            ``{layer name: ratio}`` that prunes only the layers named, each by its own ratio.
+        pattern: for ``nm``, the N:M pattern (``"2:4"``).
+        filter_fn: ``filter_fn(module, fqn)`` -> prune this layer? (default: every Linear / Conv2d).
+        absolute: False: on top of existing masks ``ratio`` is relative to the weights still unpruned (torch's
+            convention). True: ``ratio`` is the sparsity to end at, the zeros already there counted, and a mask
+            only gains zeros (see the module docstring).
+
+    Returns:
+        ``model``, with ``weight_orig`` parameters, ``weight_mask`` buffers and torch's prune hooks.
+
+    Raises:
+        ValueError: an unknown method, a ratio outside [0, 1), a pattern with ``l1`` / ``global`` or a ratio with
+            ``nm``, ``absolute`` with ``nm``, per-layer ratios with another method than ``l1``, a layer name that
+            is not one of the chosen layers (the message lists them), or no layer chosen. All checked before any
+            layer is touched.
+
+    Example::
+
+        >>> sparsify_(model, "global", 0.9)
+        >>> sparsify_(model, "global", 0.95, absolute=True)      # 5 % more of all weights, not 95 % of the rest
+        >>> sparsify_(model, "l1", {"fc1": 0.9, "fc3": 0.5})
     """
     check_choice(method, METHODS, "method")
+    layers = prunable_layers(model, filter_fn)
     if method == "nm":
-        if pattern is None or ratio is not None:
-            raise ValueError(f"method 'nm' takes pattern= (like '2:4') and no ratio; got ratio={ratio!r}")
+        if pattern is None or ratio is not None or absolute:
+            raise ValueError(
+                f"method 'nm' takes pattern= (like '2:4'), no ratio and no absolute=; got ratio={ratio!r}, "
+                f"absolute={absolute!r}"
+            )
         n, m = parse_pattern(pattern)
     else:
         if pattern is not None:
             raise ValueError(f"pattern= is for method 'nm', not {method!r}; got pattern={pattern!r}")
-        ratio = check_ratio(ratio)
-    layers = prunable_layers(model, filter_fn)
+        ratio = _check_ratios(method, ratio, layers)
     if not layers:
         raise ValueError("filter_fn accepted no Linear / Conv2d layer of the model: nothing to prune")
-    if method == "l1":
+    if isinstance(ratio, dict):
+        chosen = dict(layers)
+        for name, amount in ratio.items():
+            if absolute:
+                _prune_absolute([chosen[name]], amount)
+            else:
+                prune.l1_unstructured(chosen[name], "weight", amount=amount)
+    elif method == "nm":
+        for _, module in layers:
+            nm_unstructured(module, "weight", n, m)
+    elif absolute:
+        groups = [[module] for _, module in layers] if method == "l1" else [[module for _, module in layers]]
+        for modules in groups:
+            _prune_absolute(modules, ratio)
+    elif method == "l1":
         for _, module in layers:
             prune.l1_unstructured(module, "weight", amount=ratio)
-    elif method == "global":
+    else:
         prune.global_unstructured(
             [(module, "weight") for _, module in layers], pruning_method=prune.L1Unstructured, amount=ratio
         )
-    else:
-        for _, module in layers:
-            nm_unstructured(module, "weight", n, m)
     return model
 
 
