@@ -236,17 +236,18 @@ def _compress(args: argparse.Namespace) -> int:
         kwargs.update(sparsities={args.model: (args.sparsity,)}, bits=((args.bits_conv, args.bits_fc),))
     config = C.CompressConfig(**kwargs)  # validates everything before any data is loaded
     start = time.perf_counter()
-    path = C.run_compression_sweep(config, progress=False)
+    path = C.run_compression_sweep(config, progress=False, workers=1)
     from .results import load_compression_results
     from .settings import display_path
 
     if not args.sweep:
         df = load_compression_results(path.parent, per_seed=True)
-        arch, s, bits = config.points()[0]
+        point = config.points()[0]
+        arch, s = point.model, point.sparsity
         hit = df[
             (df["model"] == arch)
             & (df["sparsity_target"].round(6) == round(s, 6))
-            & (df["bits"] == C.bits_text(bits))
+            & (df["bits"] == C.bits_text(dict(point.bits)))
             & (df["seed"] == args.seed)
         ]
         row = hit.iloc[-1].to_dict()

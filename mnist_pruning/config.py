@@ -76,6 +76,10 @@ class RunConfig:
             return cls.smoke(**{**overrides, "baseline_epochs": dict.fromkeys(MODEL_NAMES, SMOKE.epochs)})
         return cls(**overrides)
 
+    def run_settings(self) -> dict:
+        """This configuration's :class:`RunConfig` fields by name: what a study's config is built from."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(RunConfig)}
+
     @property
     def paths(self) -> Paths:
         """The resolved data, runs and results folders (:func:`mnist_pruning.settings.paths`)."""

@@ -169,12 +169,12 @@ def full_run(
     start = time.perf_counter()
     with sweep_executor(workers, scheduler) as executor:
         run_sweep(config, progress=progress, executor=executor)
-    record["seconds"]["sweep"] = round(time.perf_counter() - start, 1)
+        record["seconds"]["sweep"] = round(time.perf_counter() - start, 1)
+        t = time.perf_counter()
+        # every seed prunes its own baseline, as in the sweep, on the same workers
+        run_compression_sweep(compress_config_of(config), progress=progress, executor=executor)
+        record["seconds"]["compression"] = round(time.perf_counter() - t, 1)
     record["sweep_time"] = sweep_time(config, record["seconds"]["sweep"], workers if scheduler is None else None)
-    t = time.perf_counter()
-    for seed in config.seeds:  # each seed prunes its own baseline, as in the sweep
-        run_compression_sweep(compress_config_of(config, seed=seed), progress=progress)
-    record["seconds"]["compression"] = round(time.perf_counter() - t, 1)
 
     executed = p.results / "notebooks"
     record["seconds"]["chapters"] = execute_chapters(executed, p.results, progress=progress)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .checks import check_choice, check_int, check_n_of_m, check_ratio
+from .compress import CompressConfig
 from .config import RunConfig
 from .data import MNISTData, data_root
 from .files import check_writable_dir
@@ -117,14 +118,26 @@ class Run:
 
     def sweep_config(self, **overrides) -> SweepConfig:
         """A :class:`~mnist_pruning.sweep.SweepConfig` with this run's folders, seed, data and budgets."""
-        return SweepConfig(
-            **{**_shared(self.config), "models": self.models, "finetune_epochs": self.finetune_epochs, **overrides}
+        own = {"models": self.models, "finetune_epochs": self.finetune_epochs}
+        return SweepConfig(**{**self.config.run_settings(), **own, **overrides})
+
+    def compress_config(
+        self, sparsity: float, bits: tuple[int, int], prune_epochs: int = 0, centroid_epochs: int = 0
+    ) -> CompressConfig:
+        """The compression grid's configuration for one point of this run's model: ``sparsity``, ``bits`` as
+        (conv, fc) bits per index, the pruning and centroid epochs (0: the model's defaults; smoke mode: 1 epoch
+        each), with this run's folders, seed and data. Every value is checked before anything is trained."""
+        (arch,) = self.models
+        if self.smoke:
+            prune_epochs, centroid_epochs = self.finetune_epochs, 1
+        return CompressConfig(
+            **self.config.run_settings(),
+            models=(arch,),
+            sparsities={arch: (sparsity,)},
+            bits=(bits,),
+            prune_epochs={arch: prune_epochs} if prune_epochs else {},
+            centroid_epochs={arch: centroid_epochs} if centroid_epochs else {},
         )
-
-
-def _shared(config: RunConfig) -> dict:
-    """The :class:`~mnist_pruning.config.RunConfig` fields of ``config``, to build a study's config from."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(RunConfig)}
 
 
 def setup(

@@ -17,6 +17,7 @@ from torch.nn.utils import prune
 
 from mnist_pruning.files import CorruptFileError, UnsafeFileError
 from mnist_pruning.models import build_model
+from mnist_pruning.sparsity._binary import log2_binomial, parse_shape, shape_text
 from mnist_pruning.sparsity.compact import (
     ENCODINGS,
     FORMAT,
@@ -309,3 +310,13 @@ def test_encode_compact_is_the_file_save_compact_writes(tmp_path: Path) -> None:
     assert n == (tmp_path / "m.safetensors").stat().st_size == (tmp_path / "e.safetensors").stat().st_size
     assert n == compact_bytes(model)
     assert_bitwise_equal(load_compact(tmp_path / "e.safetensors"), load_compact(tmp_path / "m.safetensors"))
+
+
+@pytest.mark.parametrize(("n", "k"), [(1, 0), (10, 3), (784, 40), (300 * 784, 11_760)])
+def test_log2_binomial_is_log2_of_math_comb(n, k):
+    assert log2_binomial(n, k) == pytest.approx(math.log2(math.comb(n, k)), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (7,), (300, 784), (20, 1, 5, 5)])
+def test_shape_text_round_trips_through_parse_shape(shape):
+    assert parse_shape(shape_text(shape)) == shape

@@ -2,13 +2,16 @@
 
 import struct
 import zlib
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from tiny import tiny_model
+from torch.nn.utils import parametrize
 
 from mnist_pruning import compress as C
+from mnist_pruning.compress.coder import encode_indices
 from mnist_pruning.files import CorruptFileError
 from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.sparsity.measure import prunable_layers
@@ -27,6 +30,10 @@ def _coded(model=None, bits_fc: int = 3, bits_conv: int = 4) -> C.CodedModel:
     model = _pruned(model if model is not None else tiny_model())
     C.share_weights(model, C.layer_bits(model, bits_conv=bits_conv, bits_fc=bits_fc))
     return C.unshare(model)
+
+
+def _shared(module: torch.nn.Module) -> C.SharedWeight:
+    return module.parametrizations.weight[0]
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -100,12 +107,12 @@ def test_mask_holds_through_centroid_fine_tuning(mnist_small):
     model = _pruned(tiny_model(), 0.7)
     zeros = {name: m.weight.detach() == 0 for name, m in prunable_layers(model)}
     C.share_weights(model, C.layer_bits(model, bits_fc=3))
-    codebooks = {name: m.codebook.detach().clone() for name, m in prunable_layers(model)}
+    codebooks = {name: _shared(m).codebook.detach().clone() for name, m in prunable_layers(model)}
     C.fine_tune_centroids(model, mnist_small, TrainConfig(epochs=1, batch_size=256, lr=0.05), progress=False)
     changed = False
     for name, m in prunable_layers(model):
         assert torch.all(m.weight.detach()[zeros[name]] == 0), name
-        changed |= not torch.equal(m.codebook.detach(), codebooks[name])
+        changed |= not torch.equal(_shared(m).codebook.detach(), codebooks[name])
     assert changed  # the centroids did train
     C.unshare(model)
     for name, m in prunable_layers(model):
@@ -118,15 +125,47 @@ def test_centroid_gradient_is_the_sum_of_its_weights_gradients():
     C.share_weights(model, C.layer_bits(model, bits_fc=2))
     x = torch.randn(8, 1, 28, 28)
     model(x).pow(2).sum().backward()
-    layer = model.fc2
-    got = layer.codebook.grad.clone()
+    layer, shared = model.fc2, _shared(model.fc2)
+    got = shared.codebook.grad.clone()
     # the same loss through an ordinary weight tensor
-    w = (layer.codebook[layer.weight_index] * layer.weight_keep).detach().requires_grad_(True)
+    w = (shared.codebook[shared.index] * shared.keep).detach().requires_grad_(True)
     h = torch.relu(torch.nn.functional.linear(torch.relu(model.fc1(torch.flatten(x, 1))), w, layer.bias))
     model.fc3(h).pow(2).sum().backward()
-    keep = layer.weight_keep.bool()
-    expected = torch.zeros_like(layer.codebook).index_add_(0, layer.weight_index[keep], w.grad[keep])
+    keep = shared.keep.bool()
+    expected = torch.zeros_like(shared.codebook).index_add_(0, shared.index[keep], w.grad[keep])
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_sharing_is_a_torch_parametrization_that_unshare_removes():
+    model = _pruned(tiny_model())
+    keys = sorted(model.state_dict())
+    C.share_weights(model, C.layer_bits(model, bits_fc=3))
+    for name, m in prunable_layers(model):
+        shared = _shared(m)
+        assert parametrize.is_parametrized(m, "weight") and isinstance(shared, C.SharedWeight), name
+        assert torch.equal(m.weight, shared.codebook[shared.index] * shared.keep), name
+    C.unshare(model)
+    assert not any(parametrize.is_parametrized(m) for _, m in prunable_layers(model))
+    assert sorted(model.state_dict()) == keys
+
+
+def test_centroid_sgd_step_is_lr_times_k_over_kept_times_its_gradient():
+    torch.manual_seed(0)
+    model = _pruned(tiny_model(), 0.5)
+    C.share_weights(model, C.layer_bits(model, bits_fc=2))
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    layers = prunable_layers(model)
+    before = {name: _shared(m).codebook.detach().clone() for name, m in layers}
+    grads = {name: _shared(m).codebook.grad.clone() for name, m in layers}
+    model.zero_grad()
+    data = SimpleNamespace(train_x=x, train_y=y, test_x=x, test_y=y)
+    config = TrainConfig(epochs=1, batch_size=32, lr=0.1, momentum=0.0, weight_decay=0.0)
+    C.fine_tune_centroids(model, data, config, progress=False)  # one plain SGD step on the one batch
+    for name, m in layers:
+        shared = _shared(m)
+        step = 0.1 * len(shared.codebook) / float(shared.keep.sum())
+        assert torch.allclose(shared.codebook.detach(), before[name] - step * grads[name], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("k", [4, 32, 256])
@@ -135,7 +174,7 @@ def test_coded_index_stream_is_within_2_percent_of_its_empirical_entropy(k):
     p = rng.dirichlet(np.ones(k) * 0.5)
     indices = rng.choice(k, size=20000, p=p)
     indices = np.unique(indices, return_inverse=True)[1].astype(np.int64)  # every entry used
-    _, stream = C._encode_indices(indices, int(indices.max()) + 1)
+    _, stream = encode_indices(indices, int(indices.max()) + 1)
     entropy_bytes = C.empirical_entropy_bits(indices) / 8
     assert len(stream) <= 1.02 * entropy_bytes + 8
 
@@ -342,20 +381,14 @@ def test_goals_table_finds_the_smallest_file_within_each_error_bound():
 def test_compression_rows_are_averaged_over_seeds_per_point(tmp_path):
     import statistics
 
-    from mnist_pruning.results import (
-        COMPRESSION_COLUMNS,
-        append_row,
-        compression_csv,
-        compression_key,
-        load_compression_results,
-    )
+    from mnist_pruning.results import COMPRESSION, append_row, load_compression_results
 
     for seed, acc, size in [(0, 0.98, 1000), (1, 0.97, 1100), (2, 0.975, 1050)]:
-        row = dict.fromkeys(COMPRESSION_COLUMNS, 1)
+        row = dict.fromkeys(COMPRESSION.columns, 1)
         row.update(model="mlp", sparsity_target=0.95, bits="fc1=5;fc2=5;fc3=5", prune_epochs=20, centroid_epochs=2)
         row.update(seed=seed, config_hash=f"h{seed}", acc_test=acc, size_coded_bytes=size, version="x")
         row.update(codebook_entries="fc1=32", position_coding="fc1=gap")
-        append_row(compression_csv(tmp_path), row, COMPRESSION_COLUMNS, compression_key)
+        append_row(COMPRESSION.csv(tmp_path), row, COMPRESSION)
     mean = load_compression_results(tmp_path)
     assert len(mean) == 1 and mean["n_seeds"].iloc[0] == 3 and mean["seeds"].iloc[0] == "0 1 2"
     assert mean["acc_test"].iloc[0] == pytest.approx(statistics.mean([0.98, 0.97, 0.975]))

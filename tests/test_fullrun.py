@@ -40,7 +40,7 @@ def test_run_json_records_the_seeds_and_where_the_sweep_ran(tmp_path, monkeypatc
     monkeypatch.setattr(fullrun, "run_sweep", lambda config, progress, executor: ran.update(executor=executor))
     monkeypatch.setattr(fullrun, "execute_chapters", lambda *args, **kwargs: {})
     compressed = []
-    monkeypatch.setattr(fullrun, "run_compression_sweep", lambda c, progress: compressed.append(c.seed))
+    monkeypatch.setattr(fullrun, "run_compression_sweep", lambda c, **kwargs: compressed.extend(c.seeds))
     config = SweepConfig(seeds=(0, 1, 2), results_dir=str(tmp_path), out_dir=str(tmp_path / "runs"))
     record = fullrun.full_run(config, progress=False, book=False, workers=1)
     assert compressed == [0, 1, 2]  # the compression grid runs every seed too

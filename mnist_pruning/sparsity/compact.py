@@ -54,6 +54,15 @@ import torch
 from safetensors import safe_open
 
 from ..files import CorruptFileError, UnsafeFileError, atomic_write
+from ._binary import (
+    DTYPE_BY_NAME,
+    DTYPE_NAMES,
+    invalid_file,
+    log2_binomial,
+    parse_shape,
+    shape_text,
+    tensor_from_bytes,
+)
 from .measure import StateDictLike, effective_state_dict
 
 __all__ = [
@@ -77,20 +86,6 @@ FORMAT = "mnist-pruning-compact/2"
 ENCODINGS = ("dense", "bitmask", "ef", "index")
 _BLOB = "data"
 
-# safetensors dtype names: short, and a reader of the file already knows them.
-_DTYPES: dict[torch.dtype, str] = {
-    torch.float32: "F32",
-    torch.float64: "F64",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
-_DTYPE_BY_NAME = {v: k for k, v in _DTYPES.items()}
 
 # ---------------------------------------------------------------------------------------- position encodings
 
@@ -188,7 +183,7 @@ def _plan(sd: Mapping[str, torch.Tensor]) -> list[dict]:
     for name, t in sd.items():
         if not name or any(c.isspace() or c == ";" for c in name):
             raise ValueError(f"state_dict key {name!r} cannot be stored: it is empty or has whitespace or ';'")
-        if t.dtype not in _DTYPES:
+        if t.dtype not in DTYPE_NAMES:
             raise ValueError(f"state_dict entry {name!r} has unsupported dtype {t.dtype}")
         n, itemsize = t.numel(), t.element_size()
         nnz = int(torch.count_nonzero(t).item())
@@ -197,7 +192,7 @@ def _plan(sd: Mapping[str, torch.Tensor]) -> list[dict]:
         rows.append(
             {
                 "name": name,
-                "dtype": _DTYPES[t.dtype],
+                "dtype": DTYPE_NAMES[t.dtype],
                 "shape": tuple(t.shape),
                 "numel": n,
                 "nnz": nnz,
@@ -210,8 +205,7 @@ def _plan(sd: Mapping[str, torch.Tensor]) -> list[dict]:
 
 
 def _layout_record(row: dict) -> str:
-    shape = ",".join(map(str, row["shape"])) or "-"
-    return f"{row['name']} {row['dtype']} {shape} {row['encoding']} {row['nnz']}"
+    return f"{row['name']} {row['dtype']} {shape_text(row['shape'])} {row['encoding']} {row['nnz']}"
 
 
 def encode_compact(model_or_state_dict: StateDictLike) -> bytes:
@@ -230,7 +224,7 @@ def encode_compact(model_or_state_dict: StateDictLike) -> bytes:
         # Raw bytes through a uint8 view: works for bfloat16, which numpy cannot represent.
         parts.append(values.contiguous().view(torch.uint8).numpy().tobytes())
         parts.append(encode_positions(row["encoding"], idx, row["numel"]))
-    blob = _tensor_from_bytes(b"".join(parts), torch.uint8)
+    blob = tensor_from_bytes(b"".join(parts), torch.uint8)
     layout = ";".join(_layout_record(r) for r in rows)
     metadata = {"format": FORMAT, "layout": layout, "crc32": _crc32(layout, blob.numpy())}
     return safetensors.torch.save({_BLOB: blob}, metadata=metadata)
@@ -260,30 +254,20 @@ def _parse_layout(layout: str) -> list[tuple[str, torch.dtype, tuple[int, ...], 
         fields = record.split(" ")
         if len(fields) != 5:
             raise ValueError(f"layout record {record!r} does not have 5 fields")
-        name, dtype_name, shape_text, enc, nnz_text = fields
-        if dtype_name not in _DTYPE_BY_NAME or enc not in ENCODINGS or name in seen:
+        name, dtype_name, shape_field, enc, nnz_text = fields
+        if dtype_name not in DTYPE_BY_NAME or enc not in ENCODINGS or name in seen:
             raise ValueError(f"layout record {record!r} has an unknown dtype/encoding or a repeated name")
-        shape = () if shape_text == "-" else tuple(int(s) for s in shape_text.split(","))
+        shape = parse_shape(shape_field)
         nnz = int(nnz_text)
-        if any(s < 0 for s in shape) or not 0 <= nnz <= math.prod(shape):
+        if not 0 <= nnz <= math.prod(shape):
             raise ValueError(f"layout record {record!r} has an impossible shape or nnz")
         seen.add(name)
-        records.append((name, _DTYPE_BY_NAME[dtype_name], shape, enc, nnz))
+        records.append((name, DTYPE_BY_NAME[dtype_name], shape, enc, nnz))
     return records
 
 
-def _tensor_from_bytes(data: bytes, dtype: torch.dtype) -> torch.Tensor:
-    """A fresh, writable 1-D tensor over a copy of ``data`` (torch.frombuffer refuses empty buffers)."""
-    if not data:
-        return torch.zeros(0, dtype=dtype)
-    return torch.frombuffer(bytearray(data), dtype=dtype)
-
-
 def _not_compact(path: str | os.PathLike, why: str) -> CorruptFileError:
-    return CorruptFileError(
-        f"{str(path)!r} is not a valid {FORMAT} file: {why}. It is damaged (truncated or altered) or not a "
-        "compact file; export the model again with save_compact"
-    )
+    return invalid_file(path, FORMAT, why, "compact file", "export the model again with save_compact")
 
 
 def load_compact(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -328,7 +312,7 @@ def load_compact(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         pos_len = position_bytes(enc, n, nnz)
         if offset + value_len + pos_len > len(blob):
             raise _not_compact(path, f"data ends inside {name!r}")
-        values = _tensor_from_bytes(blob[offset : offset + value_len].tobytes(), dtype)
+        values = tensor_from_bytes(blob[offset : offset + value_len].tobytes(), dtype)
         offset += value_len
         try:
             idx = decode_positions(enc, blob[offset : offset + pos_len], n, nnz)
@@ -378,12 +362,11 @@ def information_limit_bits(n: int, nnz: int, value_bits: int = 32) -> float:
     """Bits needed at least to store ``nnz`` arbitrary values at unknown positions among ``n``.
 
     ``nnz * value_bits + log2 C(n, nnz)``: the values themselves plus which of the ``C(n, nnz)`` equally
-    likely position sets it is. ``lgamma`` keeps it exact enough for any n without big integers.
+    likely position sets it is.
     """
     if not 0 <= nnz <= n:
         raise ValueError(f"need 0 <= nnz <= n, got n={n}, nnz={nnz}")
-    log2_choose = (math.lgamma(n + 1) - math.lgamma(nnz + 1) - math.lgamma(n - nnz + 1)) / math.log(2)
-    return nnz * value_bits + max(log2_choose, 0.0)
+    return nnz * value_bits + max(log2_binomial(n, nnz), 0.0)
 
 
 def compact_summary(model_or_state_dict: StateDictLike) -> list[dict]:
@@ -392,7 +375,7 @@ def compact_summary(model_or_state_dict: StateDictLike) -> list[dict]:
     for row in rows:
         row["bytes"] = row.pop("value_bytes") + row.pop("position_bytes")
         row["limit_bits"] = information_limit_bits(
-            row["numel"], row["nnz"], 8 * _DTYPE_BY_NAME[row.pop("dtype")].itemsize
+            row["numel"], row["nnz"], 8 * DTYPE_BY_NAME[row.pop("dtype")].itemsize
         )
     return rows
 

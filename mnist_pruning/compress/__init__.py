@@ -1,0 +1,109 @@
+"""Deep Compression on a pruned model: k-means weight sharing, centroid fine-tuning, entropy-coded files.
+
+Usage::
+
+    from mnist_pruning import compress
+    bits = compress.layer_bits("cnn", bits_conv=8, bits_fc=5)   # {"conv1": 8, "conv2": 8, "fc1": 5, "fc2": 5}
+    compress.share_weights(pruned_model, bits)                   # weight = codebook[index] * keep (parametrize)
+    compress.fine_tune_centroids(pruned_model, mnist, TrainConfig(epochs=1, lr=0.01))   # zeros stay zero
+    coded = compress.unshare(pruned_model)                       # -> CodedModel (codebooks, indices, positions)
+    n_bytes = compress.save_coded(coded, "runs/cnn-99.mnpz")     # entropy-coded file (constriction's ANS coder)
+    model = compress.load_model("runs/cnn-99.mnpz")              # CRC checked, rebuilt with models.build_model
+    compress.size_breakdown(compress.encode(coded))              # bytes on values / positions / codebooks / ...
+
+or one whole point of the pipeline (baseline -> gradual pruning -> sharing -> fine-tuning -> file -> decode ->
+accuracy of the decoded model): :func:`compress_point`; the grid of both models: :func:`run_compression_sweep`;
+from the shell: ``mnist-pruning compress --model mlp --sparsity 0.95 --bits-fc 5`` (``--sweep`` for the grid).
+
+The steps (Han et al. 2016, "Deep Compression", sections 3-4), one module each:
+
+- :mod:`.sharing` - bits per layer, k-means weight sharing as a ``torch.nn.utils.parametrize``
+  reparametrisation (:class:`SharedWeight`), centroid fine-tuning (each centroid's SGD step scaled by
+  ``k / kept`` per layer), and :func:`unshare` / :func:`snapshot` to a :class:`CodedModel` (:mod:`.coded`).
+- :mod:`.coder` - the entropy coder: ``constriction``'s ANS coder, order-0 models from counts stored in the
+  file, for the cluster indices and for the positions (bitmask or gaps, whichever is smaller per layer).
+- :mod:`.fileformat` - the ``mnist-pruning-coded/1`` file (its docstring is the specification), CRC-32 checked.
+- :mod:`.limits` - the information limit of a file's content (:func:`information_limit`).
+- :mod:`.grid` - :class:`CompressConfig` and the grid of the full run; :mod:`.report` - chapter 07's tables.
+"""
+
+from .coded import CodedModel, SharedLayer
+from .fileformat import (
+    FORMAT,
+    MAGIC,
+    decode,
+    decode_header,
+    encode,
+    layer_table,
+    load_coded,
+    load_model,
+    save_coded,
+    size_breakdown,
+)
+from .grid import (
+    BITS,
+    SPARSITIES,
+    CompressConfig,
+    CompressionResult,
+    CompressPoint,
+    CompressStudy,
+    PrunedModel,
+    compress_config_of,
+    compress_point,
+    pruned_model,
+    record_point,
+    run_compression_sweep,
+)
+from .limits import empirical_entropy_bits, information_limit
+from .report import goals_table, steps_table
+from .sharing import (
+    BIAS_DTYPES,
+    DEFAULT_BITS,
+    SharedWeight,
+    bits_text,
+    fine_tune_centroids,
+    layer_bits,
+    share_weights,
+    snapshot,
+    unshare,
+)
+
+__all__ = [
+    "FORMAT",
+    "MAGIC",
+    "DEFAULT_BITS",
+    "BIAS_DTYPES",
+    "SPARSITIES",
+    "BITS",
+    "SharedLayer",
+    "CodedModel",
+    "SharedWeight",
+    "layer_bits",
+    "bits_text",
+    "share_weights",
+    "fine_tune_centroids",
+    "unshare",
+    "snapshot",
+    "encode",
+    "decode",
+    "save_coded",
+    "load_coded",
+    "load_model",
+    "size_breakdown",
+    "decode_header",
+    "layer_table",
+    "information_limit",
+    "empirical_entropy_bits",
+    "CompressConfig",
+    "CompressPoint",
+    "CompressStudy",
+    "PrunedModel",
+    "CompressionResult",
+    "compress_point",
+    "run_compression_sweep",
+    "compress_config_of",
+    "steps_table",
+    "record_point",
+    "pruned_model",
+    "goals_table",
+]
