@@ -155,10 +155,10 @@ def _localise_badge(nb: nbformat.NotebookNode, depth: int) -> None:
 def findings_page(results_dir: str | os.PathLike | None) -> str:
     """The Markdown that book/intro.md includes: the key-findings table of the CSVs in ``results_dir``."""
     from . import compare  # pandas only when the book is really built
-    from .results import load_results, resolve_results_dir
+    from .results import resolve_results_dir
 
     folder = resolve_results_dir(results_dir)
-    df = load_results(folder)
+    df = compare.load_compared(folder)
     sources = []
     for arch in compare.models(df):
         sub = df[df["model"] == arch]
