@@ -7,7 +7,7 @@ Usage::
     from mnist_pruning.results import load_results
     fig = plots.learning_curves({"mlp": history})
     fig = plots.accuracy_vs_sparsity(load_results(""), "mlp")
-    plots.save_figure(fig, "results", "mlp_accuracy_vs_sparsity")   # PNG + SVG, atomically, byte-reproducible
+    plots.save_figure(fig, "results", "mlp_accuracy_vs_sparsity")   # PNG + SVG, atomically, only if changed
     plt.show()
 
 Every figure function returns the ``matplotlib.figure.Figure`` it drew and never calls ``show``/``savefig``.
@@ -17,8 +17,10 @@ is one line (the method, plus the schedule when not one-shot), N:M rows are poin
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -49,6 +51,7 @@ __all__ = [
     "compression_breakdown",
     "compression_frontier",
     "save_figure",
+    "same_svg",
 ]
 
 
@@ -539,17 +542,70 @@ def compression_frontier(df: pd.DataFrame, comp: pd.DataFrame, model: str) -> Fi
     return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: test error vs file bytes")
 
 
+# Two SVGs of one figure drawn on different CPUs differ in the last printed digit of some coordinates (and in
+# the clip-path / marker ids matplotlib hashes from them); below this many SVG units (1/72 in) nobody sees it.
+_SVG_TOLERANCE = 1e-3
+_SVG_NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+_SVG_HASH_ID = re.compile(rb"\b([a-z])[0-9a-f]{10}\b")  # matplotlib's _make_id: a letter + 10 hex digits
+
+
+def _svg_content(svg: bytes) -> tuple[bytes, np.ndarray]:
+    """(the SVG with hashed ids renamed in order of appearance and every number replaced by ``#``, its numbers)."""
+    ids: dict[bytes, bytes] = {}
+    svg = _SVG_HASH_ID.sub(lambda m: ids.setdefault(m.group(0), b"%s_%d" % (m.group(1), len(ids))), svg)
+    return _SVG_NUMBER.sub(b"#", svg), np.array([float(x) for x in _SVG_NUMBER.findall(svg)])
+
+
+def same_svg(a: bytes, b: bytes, tolerance: float = _SVG_TOLERANCE) -> bool:
+    """Whether two SVGs draw the same figure: identical but for numbers within ``tolerance`` of each other and
+    the ids matplotlib derives from them.
+
+    Example::
+
+        >>> same_svg(b'<path d="M 34.994813 0"/>', b'<path d="M 34.994812 0"/>')
+        True
+    """
+    (text_a, num_a), (text_b, num_b) = _svg_content(a), _svg_content(b)
+    return text_a == text_b and num_a.shape == num_b.shape and bool(np.all(np.abs(num_a - num_b) <= tolerance))
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header; None if ``data`` is no PNG."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def save_figure(fig: Figure, results_dir: str | os.PathLike, name: str, dpi: int = 150) -> tuple[Path, Path]:
-    """Write ``fig`` as ``<results_dir>/<name>.png`` and ``.svg``, each atomically; returns both paths."""
+    """Write ``fig`` as ``<results_dir>/<name>.png`` and ``.svg``, each atomically, but only when its content
+    changed; returns both paths.
+
+    Rerunning a chapter on the same CSVs must leave a checkout clean on any CPU, where the last digit of a float
+    may differ: the SVG is rewritten only when :func:`same_svg` says it draws something else, and the PNG (whose
+    antialiased pixels follow the same coordinates) only with it, or when it is missing or of another size.
+
+    Example::
+
+        >>> png, svg = save_figure(fig, "results", "mlp_accuracy_vs_sparsity")  # doctest: +SKIP
+    """
     if not name or Path(name).name != name:
         raise ValueError(f"figure name must be a plain file stem, got {name!r}")
-    out = []
+    png_path, svg_path = (Path(results_dir) / f"{name}.{fmt}" for fmt in ("png", "svg"))
+    new: dict[str, bytes] = {}
     for fmt in ("png", "svg"):
-        path = Path(results_dir) / f"{name}.{fmt}"
         # No date, and a fixed salt for the SVG's clip-path ids (random by default): rerunning on the same
-        # inputs writes the same bytes, so a reader's checkout stays clean.
+        # inputs writes the same bytes.
         metadata = {"Date": None} if fmt == "svg" else None
-        with atomic_write(path) as tmp, plt.rc_context({"svg.hashsalt": "mnist-pruning"}):
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
-        out.append(path)
-    return out[0], out[1]
+        buffer = io.BytesIO()
+        with plt.rc_context({"svg.hashsalt": "mnist-pruning"}):
+            fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
+        new[fmt] = buffer.getvalue()
+    old_svg = svg_path.read_bytes() if svg_path.is_file() else b""
+    old_png = png_path.read_bytes() if png_path.is_file() else b""
+    svg_changed = not same_svg(old_svg, new["svg"])
+    png_changed = svg_changed or _png_size(old_png) != _png_size(new["png"])
+    for path, data, changed in ((png_path, new["png"], png_changed), (svg_path, new["svg"], svg_changed)):
+        if changed:
+            with atomic_write(path) as tmp:
+                tmp.write_bytes(data)
+    return png_path, svg_path

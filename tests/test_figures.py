@@ -4,6 +4,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import re  # noqa: E402
+
 import pytest  # noqa: E402
 
 from mnist_pruning import plots  # noqa: E402
@@ -34,6 +36,38 @@ def test_neighbouring_nm_labels_alternate_above_and_below(results_df):
     assert len(labels) >= 2
     offsets = [t.xyann[1] for t in labels]
     assert all(a * b < 0 for a, b in zip(offsets, offsets[1:], strict=False))
+
+
+def _perturb_last_digit(svg: bytes) -> bytes:
+    """``svg`` as another CPU might write it: the first 6-decimal coordinate one unit off in its last digit, and
+    the first hashed clip-path id (derived from coordinates) different."""
+    number = re.search(rb"\d+\.\d{6}\b", svg).group(0)
+    last = int(number[-1:])
+    changed = number[:-1] + str((last + 1) % 10 if last < 9 else last - 1).encode()
+    old_id = re.search(rb"\bp[0-9a-f]{10}\b", svg).group(0)
+    return svg.replace(number, changed, 1).replace(old_id, b"p0123456789")
+
+
+def test_a_last_digit_difference_leaves_the_saved_files_untouched(tmp_path, results_df):
+    png, svg = plots.save_figure(plots.accuracy_vs_sparsity(results_df, "mlp"), tmp_path, "fig")
+    svg.write_bytes(_perturb_last_digit(svg.read_bytes()))  # as committed from another machine
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (png, svg)}
+    plots.save_figure(plots.accuracy_vs_sparsity(results_df, "mlp"), tmp_path, "fig")
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (png, svg)} == before
+
+
+def test_a_real_change_rewrites_both_files(tmp_path, results_df):
+    png, svg = plots.save_figure(plots.accuracy_vs_sparsity(results_df, "mlp"), tmp_path, "fig")
+    before = {p: p.read_bytes() for p in (png, svg)}
+    changed = results_df.assign(acc_finetuned=results_df["acc_finetuned"] - 0.001)
+    plots.save_figure(plots.accuracy_vs_sparsity(changed, "mlp"), tmp_path, "fig")
+    assert all(p.read_bytes() != before[p] for p in (png, svg))
+
+
+def test_same_svg_tells_coordinates_apart_only_beyond_the_tolerance():
+    assert plots.same_svg(b'<path d="M 34.994813 35"/>', b'<path d="M 34.994812 34.999999"/>')
+    assert not plots.same_svg(b'<path d="M 34.994813 35"/>', b'<path d="M 34.9 35"/>')
+    assert not plots.same_svg(b'<path d="M 1 2"/>', b'<path d="M 1 2 L 3 4"/>')
 
 
 @pytest.mark.parametrize(
