@@ -9,8 +9,12 @@ import re  # noqa: E402
 import pytest  # noqa: E402
 
 from mnist_pruning import plots  # noqa: E402
+from mnist_pruning.compress import steps_table  # noqa: E402
 from mnist_pruning.notebook import format_number  # noqa: E402
-from mnist_pruning.results import load_results  # noqa: E402
+from mnist_pruning.results import COMPRESSION_COLUMNS, compression_csv, load_results, read_results  # noqa: E402
+from mnist_pruning.settings import project_root  # noqa: E402
+
+ROOT = project_root()
 
 
 @pytest.fixture
@@ -82,3 +86,9 @@ def test_same_svg_tells_coordinates_apart_only_beyond_the_tolerance():
 )
 def test_tables_show_whole_numbers_with_separators_and_others_with_four_digits(value, shown):
     assert format_number(value) == shown
+
+
+def test_the_compression_steps_table_shows_a_dash_not_nan():
+    row = read_results(compression_csv(ROOT / "results"), COMPRESSION_COLUMNS)[0]
+    html = steps_table(row).to_html()
+    assert "—" in html and not {"nan", "none"} & set(html.lower().replace("<", " ").replace(">", " ").split())
