@@ -6,7 +6,10 @@ matplotlib.use("Agg")
 
 import re  # noqa: E402
 
+import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 from mnist_pruning import plots  # noqa: E402
 from mnist_pruning.compress import steps_table  # noqa: E402
@@ -92,3 +95,50 @@ def test_the_compression_steps_table_shows_a_dash_not_nan():
     row = read_results(compression_csv(ROOT / "results"), COMPRESSION_COLUMNS)[0]
     html = steps_table(row).to_html()
     assert "—" in html and not {"nan", "none"} & set(html.lower().replace("<", " ").replace(">", " ").split())
+
+
+COMPARISON_FIGURES = ("accuracy_vs_sparsity", "bytes_vs_sparsity", "latency_vs_sparsity", "accuracy_vs_bytes")
+
+
+def _shown_at_book_width(fig) -> tuple[float, list]:
+    """(the scale a reader sees ``fig`` at in the book, its drawn texts): wider than WIDTH_IN, it is shrunk."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    scale = min(1.0, plots.WIDTH_IN / fig.get_tightbbox(renderer).width)
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    return scale, texts
+
+
+@pytest.mark.parametrize("name", COMPARISON_FIGURES)
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_no_text_is_smaller_than_8_pt_at_the_books_width(results_df, name, model):
+    scale, texts = _shown_at_book_width(getattr(plots, name)(results_df, model))
+    small = {t.get_text(): round(scale * t.get_fontsize(), 1) for t in texts if scale * t.get_fontsize() < 7.95}
+    assert not small, f"{name}({model}): text below {plots.MIN_FONT_PT} pt at {plots.WIDTH_IN} in: {small}"
+
+
+@pytest.mark.parametrize("name", COMPARISON_FIGURES)
+def test_legends_sit_outside_every_axes(results_df, name):
+    fig = getattr(plots, name)(results_df, "cnn")
+    fig.canvas.draw()
+    assert fig.legends and not any(ax.get_legend() for ax in fig.axes)
+    legend = fig.legends[0].get_window_extent()
+    assert not any(legend.overlaps(ax.get_window_extent()) for ax in fig.axes), name
+
+
+def test_a_method_has_one_colour_in_every_figure(results_df):
+    colours = {}
+    for name in COMPARISON_FIGURES:
+        fig = getattr(plots, name)(results_df, "mlp")
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                method = line.get_label().split(" ")[0]
+                if method in plots.METHOD_COLORS and method != "dense":
+                    colours.setdefault(method, set()).add(to_hex(line.get_color()))
+    assert colours and all(c == {plots.METHOD_COLORS[m]} for m, c in colours.items()), colours
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
