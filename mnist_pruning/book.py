@@ -155,10 +155,10 @@ def _localise_badge(nb: nbformat.NotebookNode, depth: int) -> None:
 def findings_page(results_dir: str | os.PathLike | None) -> str:
     """The Markdown that book/intro.md includes: the key-findings table of the CSVs in ``results_dir``."""
     from . import compare  # pandas only when the book is really built
-    from .results import load_results, resolve_results_dir
+    from .results import resolve_results_dir
 
     folder = resolve_results_dir(results_dir)
-    df = load_results(folder)
+    df = compare.load_compared(folder)
     sources = []
     for arch in compare.models(df):
         sub = df[df["model"] == arch]
@@ -393,14 +393,21 @@ def _drop_thebe_assets(app: object, pagename: str, templatename: str, context: d
             context[key] = [asset for asset in context[key] if not _is_thebe_asset(asset)]
 
 
+def _default_colour_mode(app: object, config: object) -> None:
+    """Give the theme a default light / dark mode: with none, its script logs a console error on a reader's
+    first visit ("Got invalid theme mode"), which the browser test (tests/test_browser.py) counts as a failure."""
+    config.html_context.setdefault("default_mode", "light")  # type: ignore[attr-defined]  (pydata-sphinx-theme)
+
+
 def setup(app: object) -> dict:
     """Sphinx extension hook (book/_config.yml lists ``mnist_pruning.book`` in ``extra_extensions``).
 
     Jupyter Book 1 always loads sphinx-thebe, which writes a CDN URL for the Thebe library into every page
     (fetched only when a Thebe launch button is pressed, and those are off). Dropping its assets leaves pages
-    that name no network resource at all.
+    that name no network resource at all. It also sets the theme's default colour mode.
     """
     app.connect("html-page-context", _drop_thebe_assets)  # type: ignore[attr-defined]
+    app.connect("config-inited", _default_colour_mode)  # type: ignore[attr-defined]
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 

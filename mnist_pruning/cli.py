@@ -333,12 +333,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     with sweep_executor(args.workers, args.scheduler) as executor:  # connects (or fails) before any training
         csvs = run_sweep(config, executor=executor)
-    from .compare import summary_table
-    from .results import load_results
+    from .compare import load_compared, summary_table
     from .settings import display_path
 
     folder = next(iter(csvs.values())).parent
-    print(summary_table(load_results(folder, models=config.models)).to_string())
+    print(summary_table(load_compared(folder, models=config.models)).to_string())
     print(
         f"\nrows in {', '.join(display_path(p) for p in csvs.values())}; "
         f"done in {time.perf_counter() - start:.0f} s"

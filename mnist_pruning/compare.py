@@ -4,7 +4,7 @@ Usage::
 
     from mnist_pruning import compare, plots
     from mnist_pruning.results import load_results
-    df = load_results("")                       # results/{mlp,cnn}_pruning_results.csv, typed
+    df = compare.load_compared("")              # results/{mlp,cnn}_pruning_results.csv: seed means + speed-ups
     compare.overview(df)                        # what the CSVs hold
     compare.format_smallest(compare.smallest_within(df))   # per model and method: smallest within 0.1 / 0.5 / 1 pp
     print(compare.key_findings_markdown(df))    # the table of the book's introduction
@@ -13,7 +13,10 @@ Usage::
 Every table reads :func:`~mnist_pruning.results.load_results`' default frame: one row per point with the mean
 over seeds, ``<column>_std`` and ``n_seeds`` (:func:`~mnist_pruning.results.aggregate`), so every comparison is
 made on means. A difference smaller than :data:`NOISE_SIGMAS` standard deviations of the dense baseline over
-seeds (:func:`noise_floor`) is reported as no measurable difference.
+seeds (:func:`noise_floor`) is reported as no measurable difference. Speed-ups follow the same rule
+(:func:`speedup_text`): each seed's ratio against the baseline timed in its own run, averaged over seeds, and a
+mean within :data:`NOISE_SIGMAS` of its seed-to-seed standard deviations of 1.00x is no measurable difference
+(:func:`load_compared` adds ``speedup_b1`` / ``speedup_b256`` and their ``_std``).
 
 Everything here reads the CSVs only (nothing is trained or measured again), so the comparison notebook and the
 book build run in seconds. Tables come as DataFrames of numbers (``smallest_within``, ``key_findings``) and as
@@ -29,9 +32,15 @@ from collections.abc import Sequence
 import pandas as pd
 
 from .references import MODEL_TITLES
+from .results import NUMERIC, SPREAD, aggregate, load_results
 
 __all__ = [
     "METHOD_ORDER",
+    "SPEEDUPS",
+    "seed_speedups",
+    "load_compared",
+    "speedup_text",
+    "SPEEDUP_RULE",
     "models",
     "series_order",
     "overview",
@@ -55,6 +64,11 @@ METHOD_ORDER = ("l1", "global", "structured", "nm")
 # Compared accuracies are float fractions read from text; this absorbs rounding without moving a real boundary.
 _EPS = 1e-9
 NOISE_SIGMAS = 2.0  # differences below this many baseline standard deviations are "no measurable difference"
+SPEEDUPS = ("speedup_b1", "speedup_b256")  # per seed: baseline latency / the faster of the row's kernels
+SPEEDUP_RULE = (
+    f"Speed-ups are mean ± std over seeds of each seed's ratio to the dense baseline timed in the same run; "
+    f"one within {NOISE_SIGMAS:g} std of 1.00x is no measurable difference."
+)
 
 
 def models(df: pd.DataFrame) -> list[str]:
@@ -70,6 +84,66 @@ def series_order(df: pd.DataFrame) -> list[str]:
         return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), series)
 
     return sorted(set(df["series"]), key=key)
+
+
+def seed_speedups(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Per-seed rows (``load_results(per_seed=True)``) with :data:`SPEEDUPS` added: at batch 1 and 256, the
+    baseline's latency over the faster of the row's kernels (dense ``latency_b*_ms``, or the sparse
+    ``latency_sparse_b*_ms`` where measured: masks pay only through sparse kernels); NaN where not measured.
+
+    Example::
+
+        >>> seed_speedups(load_results("results", per_seed=True))["speedup_b256"]  # doctest: +SKIP
+    """
+    return seeds.assign(**{f"speedup_b{b}": _speedup(seeds, b) for b in (1, 256)})
+
+
+def _speedup(df: pd.DataFrame, batch: int) -> pd.Series:
+    fastest = df[[f"latency_b{batch}_ms", f"latency_sparse_b{batch}_ms"]].min(axis=1)  # NaN only when both are
+    return df[f"baseline_latency_b{batch}_ms"] / fastest
+
+
+def load_compared(results_dir="", models=("mlp", "cnn")) -> pd.DataFrame:
+    """:func:`~mnist_pruning.results.load_results`' seed means, plus each point's speed-ups (:data:`SPEEDUPS`)
+    as the mean of the per-seed ratios and their seed-to-seed standard deviation (``speedup_b256_std``).
+
+    Ratios are taken per seed before averaging because each seed timed its own baseline in the same run: the
+    spread of those ratios is the noise band of the speed-up.
+
+    Example::
+
+        >>> df = load_compared("results")  # doctest: +SKIP
+        >>> speedup_text(df["speedup_b256"][0], df["speedup_b256_std"][0])  # doctest: +SKIP
+        '1.02x ± 0.05 (no measurable difference)'
+    """
+    seeds = seed_speedups(load_results(results_dir, models=models, per_seed=True))
+    return aggregate(seeds, numeric=NUMERIC + SPEEDUPS, spread=SPREAD + SPEEDUPS)
+
+
+def speedup_text(mean: float, std: float) -> str:
+    """A speed-up with its band ("1.02x ± 0.05"), marked "no measurable difference" when 1.00x is within
+    :data:`NOISE_SIGMAS` standard deviations (the accuracy rule of :func:`difference_text`); "" when not measured.
+
+    Example::
+
+        >>> speedup_text(1.02, 0.05), speedup_text(2.5, 0.1), speedup_text(1.3, float("nan"))
+        ('1.02x ± 0.05 (no measurable difference)', '2.50x ± 0.10', '1.30x')
+    """
+    if pd.isna(mean):
+        return ""
+    if pd.isna(std):
+        return f"{mean:.2f}x"
+    text = f"{mean:.2f}x ± {std:.2f}"
+    return text + " (no measurable difference)" if abs(mean - 1) < NOISE_SIGMAS * std else text
+
+
+def _speedup_columns(df: pd.DataFrame, batch: int) -> tuple[pd.Series, pd.Series]:
+    """(mean, std) of the batch-``batch`` speed-up: :func:`load_compared`'s columns where ``df`` has them, else
+    the ratio of the seed means with no band (NaN std)."""
+    col = f"speedup_b{batch}"
+    if col in df:
+        return df[col], df[f"{col}_std"] if f"{col}_std" in df else pd.Series(math.nan, index=df.index)
+    return _speedup(df, batch), pd.Series(math.nan, index=df.index)
 
 
 def overview(df: pd.DataFrame) -> pd.DataFrame:
@@ -286,9 +360,8 @@ def format_smallest(table: pd.DataFrame) -> pd.DataFrame:
 def key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
     """Per model and series, the most sparse row whose accuracy is within ``tolerance`` (0.005 = 0.5 pp) of its
     baseline: its sparsity, accuracy, compact bytes, how many times smaller than the dense file it is, and its
-    batch-256 latency speedup over the dense baseline (``baseline_latency_b256_ms`` over the faster of
-    ``latency_b256_ms`` and ``latency_sparse_b256_ms``: masks pay only through the sparse kernels). Series with
-    no such row get NaN values.
+    batch-256 latency speed-up over the dense baseline with the faster kernel (:func:`seed_speedups`; mean and
+    std over seeds when ``df`` comes from :func:`load_compared`). Series with no such row get NaN values.
     """
     out = []
     for model, series, dense, ok in _within(df, tolerance):
@@ -317,11 +390,8 @@ def key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
                 )
             }
             record["difference"] = summary["acc_finetuned"] - record["acc_baseline_model"]
-            # the faster of the dense kernels and the sparse ones (to_sparse_inference) the row measured
-            measured = [v for v in (best["latency_b256_ms"], best.get("latency_sparse_b256_ms")) if pd.notna(v)]
-            record["speedup_b256"] = (
-                float(best["baseline_latency_b256_ms"] / min(measured)) if measured else math.nan
-            )
+            mean, std = (v.loc[best.name] for v in _speedup_columns(ok, 256))
+            record["speedup_b256"], record["speedup_b256_std"] = float(mean), float(std)
         out.append(record)
     columns = [
         "model",
@@ -339,6 +409,7 @@ def key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
         "size_compact_bytes",
         "x_smaller",
         "speedup_b256",
+        "speedup_b256_std",
     ]
     return pd.DataFrame(out, columns=columns)
 
@@ -362,7 +433,10 @@ def format_findings(findings: pd.DataFrame) -> pd.DataFrame:
             ],
             "compact file": [_kb(v) for v in findings["size_compact_bytes"]],
             "smaller than dense": [_times(v) for v in findings["x_smaller"]],
-            "speedup, batch 256": ["" if pd.isna(v) else f"{v:.2f}x" for v in findings["speedup_b256"]],
+            "speed-up, batch 256": [
+                speedup_text(v, s)
+                for v, s in zip(findings["speedup_b256"], _std(findings, "speedup_b256"), strict=True)
+            ],
         }
     )
 
@@ -408,6 +482,8 @@ def key_findings_markdown(df: pd.DataFrame, tolerance: float = 0.005) -> str:
         lines += ["| " + " | ".join(rows.columns) + " |", "|" + "---|" * len(rows.columns)]
         lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows.itertuples(False)]
         lines.append("")
+    if findings["speedup_b256"].notna().any():
+        lines += [SPEEDUP_RULE, ""]
     return "\n".join(lines)
 
 
@@ -420,7 +496,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every experiment in one short display table, for the end of a run: per model, method and ratio the
     accuracy after fine-tuning (and the baseline's), the measured sparsity, the compact file against the
     dense baseline's file (for structured rows too: what the smaller model saves over the original) and the
-    batch-256 speed-up with the faster kernel (:func:`_best_speedup_b256`)."""
+    batch-256 speed-up with the faster kernel and, from :func:`load_compared`, its band (:func:`speedup_text`)."""
     out = pd.DataFrame(
         {
             "model": df["model"],
@@ -436,16 +512,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             "smaller than dense": [
                 _times(dense_bytes(df, m) / c) for m, c in zip(df["model"], df["size_compact_bytes"], strict=True)
             ],
-            "faster at b256": [_times(v) for v in _best_speedup_b256(df)],
+            "faster at b256": [speedup_text(v, s) for v, s in zip(*_speedup_columns(df, 256), strict=True)],
         }
     )
     return out.set_index(["model", "method", "ratio"])
-
-
-def _best_speedup_b256(df: pd.DataFrame) -> pd.Series:
-    """Batch-256 speed-up over the dense baseline with the faster of the row's kernels: dense, or sparse where
-    the row has a sparse latency (unstructured, N:M); NaN where latency was not measured."""
-    fastest = df["latency_b256_ms"].where(
-        df["latency_sparse_b256_ms"].isna(), df[["latency_b256_ms", "latency_sparse_b256_ms"]].min(axis=1)
-    )
-    return df["baseline_latency_b256_ms"] / fastest

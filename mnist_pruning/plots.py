@@ -7,18 +7,24 @@ Usage::
     from mnist_pruning.results import load_results
     fig = plots.learning_curves({"mlp": history})
     fig = plots.accuracy_vs_sparsity(load_results(""), "mlp")
-    plots.save_figure(fig, "results", "mlp_accuracy_vs_sparsity")   # PNG + SVG, atomically, byte-reproducible
+    plots.save_figure(fig, "results", "mlp_accuracy_vs_sparsity")   # PNG + SVG, atomically, only if changed
     plt.show()
 
 Every figure function returns the ``matplotlib.figure.Figure`` it drew and never calls ``show``/``savefig``.
+Figures are drawn for the book's content width (:data:`WIDTH_IN`, 7 in) with no text below 8 pt there, panels
+stacked rather than squeezed, legends below the axes (off the data), and one colour per method in every figure
+(:data:`METHOD_COLORS`).
 The comparison figures read a typed results DataFrame (:func:`mnist_pruning.results.load_results`); a *series*
 is one line (the method, plus the schedule when not one-shot), N:M rows are points labelled with their pattern.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -35,6 +41,10 @@ from .files import atomic_write
 from .references import ANCHORS, MODEL_TITLES, SIZE_ANCHORS
 
 __all__ = [
+    "WIDTH_IN",
+    "MIN_FONT_PT",
+    "METHOD_COLORS",
+    "method_color",
     "learning_curves",
     "weight_histograms",
     "conv_filters",
@@ -49,13 +59,76 @@ __all__ = [
     "compression_breakdown",
     "compression_frontier",
     "save_figure",
+    "same_svg",
 ]
 
 
+WIDTH_IN = 7.0  # the book's content width: a wider figure is scaled down, and its text with it
+MIN_FONT_PT = 8.0  # the smallest text at that width
+# One colour per method, in every figure; schedules of a method differ by line style (_SCHEDULE_LINES).
+METHOD_COLORS = {
+    "l1": "#1f77b4",
+    "global": "#2ca02c",
+    "structured": "#d62728",
+    "nm": "#9467bd",
+    "dense": "#000000",
+}
+_SCHEDULE_LINES = {"oneshot": "-", "gradual": "--", "lottery": ":"}
+_RC = {
+    "font.size": 9,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 9,
+    "xtick.labelsize": MIN_FONT_PT,
+    "ytick.labelsize": MIN_FONT_PT,
+    "legend.fontsize": MIN_FONT_PT,
+    "figure.titlesize": 10,
+    "figure.constrained_layout.use": True,  # room for the legends below the axes (loc="outside lower center")
+}
+
+
+def method_color(series: str) -> str:
+    """The colour of a method's series ("global", "global (gradual)", "nm 2:4"): :data:`METHOD_COLORS` of its
+    first word, grey for anything else."""
+    return METHOD_COLORS.get(series.split(" ")[0], "0.45")
+
+
+def _schedule_line(series: str) -> str:
+    schedule = series.partition("(")[2].rstrip(")") or "oneshot"
+    return _SCHEDULE_LINES.get(schedule, "-.")
+
+
+def _styled(draw):
+    """Draw under the book's style (:data:`_RC`); tick labels created later, at draw time, keep its size."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs) -> Figure:
+        with plt.rc_context(_RC):
+            fig = draw(*args, **kwargs)
+        for ax in fig.axes:
+            ax.tick_params(which="both", labelsize=MIN_FONT_PT)
+        return fig
+
+    return wrapper
+
+
+def _legend_below(fig: Figure, axes: Iterable[Axes], ncol: int = 2) -> None:
+    """One legend for ``axes`` below them, outside the data; each label once."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if not label.startswith("_"):
+                seen.setdefault(label, handle)
+    if seen:
+        longest = max(map(len, seen))
+        cols = 1 if longest > 45 else min(ncol, len(seen))
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=cols, frameon=False)
+
+
+@_styled
 def learning_curves(histories: dict[str, list[dict]]) -> Figure:
     """Training loss and validation accuracy per epoch, one line per model (histories log the validation
     split; the test set is evaluated once, on the final model)."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(WIDTH_IN, 3.4))
     for name, history in histories.items():
         epochs = [h["epoch"] for h in history]
         ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label=f"{name} train")
@@ -65,16 +138,20 @@ def learning_curves(histories: dict[str, list[dict]]) -> Figure:
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+    _legend_below(fig, (ax_loss, ax_acc), ncol=3)
     return fig
 
 
+@_styled
 def weight_histograms(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], bins: int = 80) -> Figure:
     """Per layer, the distribution of weight values before pruning and the non-zero ones after fine-tuning."""
     names = list(before)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
+    cols = min(2, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH_IN, 2.4 * rows + 0.5), squeeze=False)
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names, strict=False):
         b = before[name].detach().flatten().cpu().numpy()
         a = after[name].detach().flatten().cpu().numpy()
         lim = float(np.abs(b).max()) or 1.0
@@ -82,19 +159,20 @@ def weight_histograms(before: dict[str, torch.Tensor], after: dict[str, torch.Te
         ax.hist(b, bins=edges, alpha=0.5, label="dense")
         ax.hist(a[a != 0], bins=edges, alpha=0.7, label="kept (non-zero)")
         ax.set(title=f"{name}: {100 * (a == 0).mean():.1f} % zero", xlabel="weight", yscale="log")
-    axes[0][0].set_ylabel("count")
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
+    for row in axes:
+        row[0].set_ylabel("count")
+    _legend_below(fig, axes.flat)
     return fig
 
 
+@_styled
 def conv_filters(weight: torch.Tensor, kept: torch.Tensor | None = None, cols: int = 10) -> Figure:
     """First-layer filters as small images; removed ones (not in ``kept``) are greyed out and crossed."""
     w = weight.detach().cpu()[:, 0]
     n = w.shape[0]
     rows = (n + cols - 1) // cols
     keep = set(range(n)) if kept is None else {int(i) for i in kept}
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 1.0), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH_IN, rows * WIDTH_IN / cols * 1.2 + 0.4), squeeze=False)
     lim = float(w.abs().max()) or 1.0
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
@@ -106,32 +184,34 @@ def conv_filters(weight: torch.Tensor, kept: torch.Tensor | None = None, cols: i
         if i not in keep:
             ax.plot([0, 4], [0, 4], color="k", lw=1)
             ax.plot([0, 4], [4, 0], color="k", lw=1)
-        ax.set_title(f"{i}{'' if i in keep else ' ✗'}", fontsize=7)
-    fig.suptitle(f"conv1 filters: {len(keep)} kept, {n - len(keep)} removed (faded, crossed)", fontsize=9)
-    fig.tight_layout()
+        ax.set_title(f"{i}{'' if i in keep else ' ✗'}", fontsize=MIN_FONT_PT)
+    fig.suptitle(f"conv1 filters: {len(keep)} kept, {n - len(keep)} removed (faded, crossed)")
     return fig
 
 
+@_styled
 def nm_block(before: torch.Tensor, after: torch.Tensor, m: int, rows: int = 8, groups: int = 6) -> Figure:
     """A corner of a weight matrix before and after N:M pruning, with the group boundaries drawn."""
     cols = groups * m
     b = before.detach().cpu().flatten(1)[:rows, :cols].numpy()
     a = after.detach().cpu().flatten(1)[:rows, :cols].numpy()
     lim = float(np.abs(b).max()) or 1.0
-    fig, axes = plt.subplots(1, 2, figsize=(max(6, cols * 0.35), 2.2 + rows * 0.12))
+    stacked = cols > 24  # wide blocks get the full width each, one above the other
+    shape, height = ((2, 1), 2 * (1.2 + rows * WIDTH_IN / cols)) if stacked else ((1, 2), 1.4 + rows * 0.2)
+    fig, axes = plt.subplots(*shape, figsize=(WIDTH_IN, height))
     for ax, mat, title in ((axes[0], b, "dense"), (axes[1], a, "after N:M")):
         shown = np.where(mat == 0, np.nan, mat)
         ax.imshow(shown, cmap="RdBu_r", vmin=-lim, vmax=lim)
         for g in range(1, groups):
             ax.axvline(g * m - 0.5, color="k", lw=1.2)
         ax.set(title=title, xlabel=f"input index (groups of {m})", ylabel="output row")
-    fig.tight_layout()
     return fig
 
 
+@_styled
 def plot_sensitivity(df: pd.DataFrame) -> Figure:
     """Accuracy against the layer's pruning ratio, one line per layer (the output of :func:`sensitivity_scan`)."""
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.2))
     for layer, group in df.groupby("layer", sort=False):
         group = group.sort_values("ratio")
         n = int(group["params"].iloc[0]) if "params" in group else None
@@ -146,29 +226,42 @@ def plot_sensitivity(df: pd.DataFrame) -> Figure:
         title="per-layer sensitivity",
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    _legend_below(fig, [ax])
     return fig
 
 
+@_styled
 def plot_frontier(results: dict, baseline_accuracy: float, title: str = "") -> Figure:
     """Validation accuracy vs sparsity: every lottery round as a curve, the other methods as points, the dense
     baseline (its validation accuracy) as a reference line. The x axis shows the fraction of weights kept on a
     log scale, where the frontier is."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.4))
     markers = iter("osD^v<>")
     for name, r in results.items():
         if hasattr(r, "rounds"):
             kept = [1 - row["sparsity"] for row in r.rounds]
-            ax.plot(kept, [100 * row["accuracy"] for row in r.rounds], marker=".", label=f"{name} (each round)")
+            ax.plot(
+                kept,
+                [100 * row["accuracy"] for row in r.rounds],
+                marker=".",
+                color=method_color(name),
+                label=f"{name} (each round)",
+            )
         else:
-            ax.plot([1 - r.sparsity], [100 * r.accuracy], marker=next(markers), ls="", ms=9, label=name)
+            ax.plot(
+                [1 - r.sparsity],
+                [100 * r.accuracy],
+                marker=next(markers),
+                ls="",
+                ms=9,
+                color=method_color(name),
+                label=name,
+            )
     ax.axhline(100 * baseline_accuracy, color="k", ls="--", lw=1, label="dense baseline")
     ax.set(xscale="log", xlabel="fraction of weights kept (log)", ylabel="validation accuracy (%)", title=title)
     ax.invert_xaxis()
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    _legend_below(fig, [ax])
     return fig
 
 
@@ -176,10 +269,6 @@ def plot_frontier(results: dict, baseline_accuracy: float, title: str = "") -> F
 
 _MARKERS = {"l1": "o", "global": "s", "structured": "D", "nm": "^"}
 _SPARSITY_TICKS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
-
-
-def _color(series: str, order: Sequence[str]) -> str:
-    return f"C{order.index(series) % 10}"
 
 
 def _sparsity_axis(ax: Axes, values: Iterable[float]) -> None:
@@ -206,7 +295,7 @@ def _draw_series(
         if rows.empty:
             continue
         method = rows["method"].iloc[0]
-        color = _color(series, order)
+        color = method_color(series)
         label = f"{series}{suffix}"
         if f"{y}_std" in rows and rows[f"{y}_std"].notna().any():
             ax.errorbar(
@@ -222,17 +311,32 @@ def _draw_series(
             # Neighbouring patterns (3:10 and 2:8, 1:8 and 1:10) sit close: alternate the labels above / below.
             for i, (xv, yv, pattern) in enumerate(zip(rows[x], scale * rows[y], rows["pattern"], strict=True)):
                 offset = (4, 5) if i % 2 == 0 else (4, -11)
-                ax.annotate(pattern, (xv, yv), textcoords="offset points", xytext=offset, fontsize=8, color=color)
+                ax.annotate(
+                    pattern, (xv, yv), textcoords="offset points", xytext=offset, fontsize=MIN_FONT_PT, color=color
+                )
         else:
-            ls = "-" if series == method else "--"
-            ax.plot(rows[x], scale * rows[y], ls=ls, marker=_MARKERS.get(method, "o"), color=color, label=label)
+            ls = _schedule_line(series)
+            hollow = {} if ls == "-" else {"mfc": "white"}  # other schedules: hollow markers on a broken line
+            ax.plot(
+                rows[x],
+                scale * rows[y],
+                ls=ls,
+                marker="P"
+                if ls == _SCHEDULE_LINES["lottery"]
+                else _MARKERS.get(method, "o"),  # lone points differ
+                color=color,
+                label=label,
+                **hollow,
+            )
 
 
-def _finish(fig: Figure, axes: Iterable[Axes], title: str) -> Figure:
+def _finish(fig: Figure, axes: Iterable[Axes], title: str, ncol: int = 2) -> Figure:
+    """Grid, the legend below the axes, the title."""
+    axes = list(axes)
     for ax in axes:
         ax.grid(alpha=0.3, which="both")
+    _legend_below(fig, axes, ncol)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -257,17 +361,18 @@ def _dense_point(ax: Axes, df: pd.DataFrame, model: str) -> None:
     )
 
 
+@_styled
 def accuracy_vs_sparsity(df: pd.DataFrame, model: str, zoom_pp: float = 2.0) -> Figure:
     """Test accuracy after fine-tuning against measured sparsity, one line per method and one point per N:M
     pattern; the dense baseline as a horizontal line and the published anchors (Han et al. 2015) as stars.
 
-    Two panels: the full range, and the same data zoomed to ``zoom_pp`` percentage points below the baseline,
-    where the differences that matter (0.1-1 pp) are visible.
+    Two panels, one above the other: the full range, and the same data zoomed to ``zoom_pp`` percentage points
+    below the baseline, where the differences that matter (0.1-1 pp) are visible.
     """
     sub = df[df["model"] == model]
     order = series_order(sub)
     base = 100 * baseline_accuracy(df, model)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(2, 1, figsize=(WIDTH_IN, 8.6))
     for ax in axes:
         _draw_series(ax, sub, order, "sparsity", "acc_finetuned", scale=100)
         ax.axhline(base, color="k", ls=":", lw=1.2, label=f"dense baseline ({base:.2f} %)")
@@ -284,23 +389,23 @@ def accuracy_vs_sparsity(df: pd.DataFrame, model: str, zoom_pp: float = 2.0) -> 
                     label=f"{a.source} ({100 * a.kept:g} % kept)",
                 )
         _sparsity_axis(ax, [*sub["sparsity"], *(a.sparsity for a in ANCHORS if a.model == model)])
-        ax.set_ylabel("test accuracy after fine-tuning (%, mean ± std)")
+        ax.set_ylabel("test accuracy after\nfine-tuning (%, mean ± std)")
     axes[0].set_title("full range")
     anchors = [100 * a.accuracy for a in ANCHORS if a.model == model]
     # Capped at zoom_pp above the baseline: an anchor far above a weak (smoke) baseline must not undo the zoom.
     top = min(max(base, *(100 * sub["acc_finetuned"].dropna()), *anchors), base + zoom_pp)
     axes[1].set_ylim(base - zoom_pp, top + 0.15 * zoom_pp)
     axes[1].set_title(f"zoom: within {zoom_pp:g} pp of the baseline")
-    axes[0].legend(fontsize=8, loc="best")
     return _finish(fig, axes, f"{MODEL_TITLES.get(model, model)}: accuracy vs sparsity")
 
 
+@_styled
 def bytes_vs_sparsity(df: pd.DataFrame, model: str) -> Figure:
     """Bytes of the compact file against sparsity (log y), with the dense file as reference; N:M rows also
     show their N:M-format size (hollow triangles). Structured rows are smaller dense models."""
     sub = df[df["model"] == model]
     order = series_order(sub)
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.0))
     _draw_series(ax, sub, order, "sparsity", "size_compact_bytes", suffix=" (compact file)")
     nm = sub[(sub["method"] == "nm") & sub["size_nm_bytes"].notna()]
     if not nm.empty:
@@ -311,29 +416,28 @@ def bytes_vs_sparsity(df: pd.DataFrame, model: str) -> Figure:
             marker="^",
             ms=8,
             mfc="none",
-            color=_color(nm["series"].iloc[0], order),
+            color=method_color("nm"),
             label="nm (N:M format)",
         )
     ax.axhline(dense_bytes(df, model), color="k", ls=":", lw=1.2, label="dense file (zeros stored)")
     ax.set_yscale("log")
     ax.set_ylabel("file size (bytes, log scale)")
     _sparsity_axis(ax, sub["sparsity"])
-    ax.legend(fontsize=8)
     return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: file size vs sparsity")
 
 
+@_styled
 def latency_vs_sparsity(df: pd.DataFrame, model: str) -> Figure:
     """CPU forward latency at batch 1 and batch 256 against sparsity, the dense baseline as reference lines."""
     sub = df[df["model"] == model]
     order = series_order(sub)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(2, 1, figsize=(WIDTH_IN, 8.0))
     for ax, batch in zip(axes, (1, 256), strict=True):
         col, base_col = f"latency_b{batch}_ms", f"baseline_latency_b{batch}_ms"
         if sub[col].notna().any():
             _draw_series(ax, sub, order, "sparsity", col)
             ax.axhline(sub[base_col].median(), color="k", ls=":", lw=1.2, label="dense baseline")
             ax.set_ylim(bottom=0)
-            ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "latency not measured", ha="center", va="center", transform=ax.transAxes)
         _sparsity_axis(ax, sub["sparsity"])
@@ -341,13 +445,14 @@ def latency_vs_sparsity(df: pd.DataFrame, model: str) -> Figure:
     return _finish(fig, axes, f"{MODEL_TITLES.get(model, model)}: CPU latency vs sparsity")
 
 
+@_styled
 def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
     """Test error after fine-tuning (%, log y) against compact-file bytes (log x): the trade-off, with the top
     accuracy points (where the methods differ) spread out. The grey step line is the frontier over all methods;
     the black cross is the dense baseline and its file."""
     sub = _with_error(df[df["model"] == model])
     order = series_order(sub)
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.0))
     _draw_series(ax, sub, order, "size_compact_bytes", "error_pct")
     front = pareto_front(sub)
     ax.step(
@@ -364,7 +469,6 @@ def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
     ax.set_xscale("log")
     _error_axis(ax)
     ax.set(xlabel="compact file size (bytes, log scale)", ylabel="test error after fine-tuning (%, log scale)")
-    ax.legend(fontsize=8, loc="upper right")
     return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: error vs file size")
 
 
@@ -383,6 +487,7 @@ def _plain(v: float, _pos: int | None = None) -> str:
     return f"{v:g}"
 
 
+@_styled
 def crossover_figure(df: pd.DataFrame) -> Figure:
     """Latency against the fraction of weights kept, per model (rows) and batch size (columns): dense, the
     converted model (mnist_pruning.sparsity.inference), every layer on the sparse kernel, and the structured
@@ -390,33 +495,35 @@ def crossover_figure(df: pd.DataFrame) -> Figure:
     variant, density, ms)."""
     models = [m for m in MODEL_TITLES if m in set(df.model)]
     batches = sorted(set(df.batch))
-    fig, axes = plt.subplots(
-        len(models), len(batches), figsize=(5.2 * len(batches), 3.6 * len(models)), squeeze=False
-    )
+    cols = min(2, len(batches))  # at most two panels side by side at the book's width
+    panels = [(model, batch) for model in models for batch in batches]
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(WIDTH_IN, 2.9 * rows + 0.6), squeeze=False)
     styles = {
-        "dense": {"color": "k", "ls": ":", "marker": "."},
-        "converted": {"color": "C0", "ls": "-", "marker": "o"},
-        "sparse": {"color": "C1", "ls": "--", "marker": "x"},
-        "structured": {"color": "C2", "ls": "-.", "marker": "s"},
+        "dense": {"color": METHOD_COLORS["dense"], "ls": ":", "marker": "."},
+        "converted": {"color": "#ff7f0e", "ls": "-", "marker": "o"},
+        "sparse": {"color": "#8c564b", "ls": "--", "marker": "x"},
+        "structured": {"color": METHOD_COLORS["structured"], "ls": "-.", "marker": "s"},
     }
-    for row_axes, model in zip(axes, models, strict=True):
-        for ax, batch in zip(row_axes, batches, strict=True):
-            sub = df[(df.model == model) & (df.batch == batch)].sort_values("density")
-            for variant, style in styles.items():
-                line = sub[sub.variant == variant]
-                if not line.empty:  # a map may time only some variants (chapter 04: no structured model)
-                    ax.plot(line.density, line.ms, label=variant, lw=1.5, ms=5, **style)
-            ax.set(xscale="log", yscale="log", xlabel="fraction of weights kept", ylabel="ms per forward (median)")
-            for axis in (ax.xaxis, ax.yaxis):  # plain numbers (0.05, 2), not powers of ten
-                axis.set_major_formatter(FuncFormatter(_plain))
-                axis.set_minor_formatter(
-                    FuncFormatter(lambda v, pos: _plain(v, pos) if _log_mantissa(v) in (2, 3, 5) else "")
-                )
-            ax.set_title(f"{MODEL_TITLES.get(model, model)}, batch {batch}", fontsize=10)
-            ax.invert_xaxis()  # more pruning to the right
-            ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=8)
-    fig.tight_layout()
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax, (model, batch) in zip(axes.flat, panels, strict=False):
+        sub = df[(df.model == model) & (df.batch == batch)].sort_values("density")
+        for variant, style in styles.items():
+            line = sub[sub.variant == variant]
+            if not line.empty:  # a map may time only some variants (chapter 04: no structured model)
+                ax.plot(line.density, line.ms, label=variant, lw=1.5, ms=5, **style)
+        ax.set(xscale="log", yscale="log", xlabel="fraction of weights kept", ylabel="ms per forward")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers (0.05, 2), not powers of ten
+            axis.set_major_formatter(FuncFormatter(_plain))
+            axis.set_minor_formatter(
+                FuncFormatter(lambda v, pos: _plain(v, pos) if _log_mantissa(v) in (2, 3, 5) else "")
+            )
+        ax.set_title(f"{MODEL_TITLES.get(model, model)}, batch {batch}")
+        ax.invert_xaxis()  # more pruning to the right
+        ax.grid(alpha=0.3, which="both")
+    _legend_below(fig, axes.flat, ncol=4)
+    fig.suptitle("median ms per forward pass")
     return fig
 
 
@@ -432,6 +539,7 @@ _PARTS = (
 )
 
 
+@_styled
 def compression_breakdown(comp: pd.DataFrame, model: str) -> Figure:
     """Where the bytes of the coded files go: one stacked bar per (sparsity, bits) row of ``model`` in the
     compression results (:func:`mnist_pruning.results.load_compression_results`), with each file's information
@@ -439,7 +547,7 @@ def compression_breakdown(comp: pd.DataFrame, model: str) -> Figure:
     sub = comp[comp["model"] == model].sort_values(
         ["sparsity_target", "size_coded_bytes"], ascending=[True, False]
     )
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(sub) + 2.5), 4.2))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.0))
     if sub.empty:
         ax.text(0.5, 0.5, "no compression rows", ha="center", va="center", transform=ax.transAxes)
         return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: where the bytes go")
@@ -459,12 +567,13 @@ def compression_breakdown(comp: pd.DataFrame, model: str) -> Figure:
             textcoords="offset points",
             xytext=(0, 3),
             ha="center",
-            fontsize=7,
+            fontsize=MIN_FONT_PT,
+            rotation=90 if len(sub) > 10 else 0,  # more bars than room for a level label each
         )
     labels = [f"{100 * s:g} %\n{_short_bits(b)}" for s, b in zip(sub["sparsity_target"], sub["bits"], strict=True)]
-    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_xticks(x, labels, fontsize=MIN_FONT_PT)
     ax.set(ylabel="coded file (kB)", xlabel="sparsity / bits per index (conv, fc); test error above each bar")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.margins(y=0.12)  # room for the error labels above the tallest bar
     return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: where the bytes go")
 
 
@@ -478,6 +587,7 @@ def _short_bits(bits: str) -> str:
     return "/".join(out)
 
 
+@_styled
 def compression_frontier(df: pd.DataFrame, comp: pd.DataFrame, model: str) -> Figure:
     """Test error (%, log y) against file bytes (log x): every pruning method of the main CSVs with its compact
     file, lzma of the compact files, the coded files of the compression rows each with its information limit
@@ -485,7 +595,7 @@ def compression_frontier(df: pd.DataFrame, comp: pd.DataFrame, model: str) -> Fi
     published references (:data:`mnist_pruning.references.SIZE_ANCHORS`; hollow stars are parameter-count
     ratios, not bytes)."""
     sub = _with_error(df[df["model"] == model]) if len(df) else df
-    fig, ax = plt.subplots(figsize=(8.5, 5.0))
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 6.0))
     if len(sub):
         order = series_order(sub)
         _draw_series(ax, sub, order, "size_compact_bytes", "error_pct", suffix=" (compact file)")
@@ -535,21 +645,73 @@ def compression_frontier(df: pd.DataFrame, comp: pd.DataFrame, model: str) -> Fi
     ax.set_xscale("log")
     _error_axis(ax)
     ax.set(xlabel="file size (bytes, log scale)", ylabel="test error (%, log scale)")
-    ax.legend(fontsize=7, loc="upper right", ncol=1)
     return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: test error vs file bytes")
 
 
+# Two SVGs of one figure drawn on different CPUs differ in the last printed digit of some coordinates (and in
+# the clip-path / marker ids matplotlib hashes from them); below this many SVG units (1/72 in) nobody sees it.
+_SVG_TOLERANCE = 1e-3
+_SVG_NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+_SVG_HASH_ID = re.compile(rb"\b([a-z])[0-9a-f]{10}\b")  # matplotlib's _make_id: a letter + 10 hex digits
+
+
+def _svg_content(svg: bytes) -> tuple[bytes, np.ndarray]:
+    """(the SVG with hashed ids renamed in order of appearance and every number replaced by ``#``, its numbers)."""
+    ids: dict[bytes, bytes] = {}
+    svg = _SVG_HASH_ID.sub(lambda m: ids.setdefault(m.group(0), b"%s_%d" % (m.group(1), len(ids))), svg)
+    return _SVG_NUMBER.sub(b"#", svg), np.array([float(x) for x in _SVG_NUMBER.findall(svg)])
+
+
+def same_svg(a: bytes, b: bytes, tolerance: float = _SVG_TOLERANCE) -> bool:
+    """Whether two SVGs draw the same figure: identical but for numbers within ``tolerance`` of each other and
+    the ids matplotlib derives from them.
+
+    Example::
+
+        >>> same_svg(b'<path d="M 34.994813 0"/>', b'<path d="M 34.994812 0"/>')
+        True
+    """
+    (text_a, num_a), (text_b, num_b) = _svg_content(a), _svg_content(b)
+    return text_a == text_b and num_a.shape == num_b.shape and bool(np.all(np.abs(num_a - num_b) <= tolerance))
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header; None if ``data`` is no PNG."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def save_figure(fig: Figure, results_dir: str | os.PathLike, name: str, dpi: int = 150) -> tuple[Path, Path]:
-    """Write ``fig`` as ``<results_dir>/<name>.png`` and ``.svg``, each atomically; returns both paths."""
+    """Write ``fig`` as ``<results_dir>/<name>.png`` and ``.svg``, each atomically, but only when its content
+    changed; returns both paths.
+
+    Rerunning a chapter on the same CSVs must leave a checkout clean on any CPU, where the last digit of a float
+    may differ: the SVG is rewritten only when :func:`same_svg` says it draws something else, and the PNG (whose
+    antialiased pixels follow the same coordinates) only with it, or when it is missing or of another size.
+
+    Example::
+
+        >>> png, svg = save_figure(fig, "results", "mlp_accuracy_vs_sparsity")  # doctest: +SKIP
+    """
     if not name or Path(name).name != name:
         raise ValueError(f"figure name must be a plain file stem, got {name!r}")
-    out = []
+    png_path, svg_path = (Path(results_dir) / f"{name}.{fmt}" for fmt in ("png", "svg"))
+    new: dict[str, bytes] = {}
     for fmt in ("png", "svg"):
-        path = Path(results_dir) / f"{name}.{fmt}"
         # No date, and a fixed salt for the SVG's clip-path ids (random by default): rerunning on the same
-        # inputs writes the same bytes, so a reader's checkout stays clean.
+        # inputs writes the same bytes.
         metadata = {"Date": None} if fmt == "svg" else None
-        with atomic_write(path) as tmp, plt.rc_context({"svg.hashsalt": "mnist-pruning"}):
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
-        out.append(path)
-    return out[0], out[1]
+        buffer = io.BytesIO()
+        with plt.rc_context({"svg.hashsalt": "mnist-pruning"}):
+            fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
+        new[fmt] = buffer.getvalue()
+    old_svg = svg_path.read_bytes() if svg_path.is_file() else b""
+    old_png = png_path.read_bytes() if png_path.is_file() else b""
+    svg_changed = not same_svg(old_svg, new["svg"])
+    png_changed = svg_changed or _png_size(old_png) != _png_size(new["png"])
+    for path, data, changed in ((png_path, new["png"], png_changed), (svg_path, new["svg"], svg_changed)):
+        if changed:
+            with atomic_write(path) as tmp:
+                tmp.write_bytes(data)
+    return png_path, svg_path

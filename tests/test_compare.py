@@ -521,3 +521,44 @@ def test_key_findings_markdown_states_the_baseline_spread_and_the_noise_floor(tm
     text = compare.key_findings_markdown(results.load_results(seeded(tmp_path)))
     # std of (-0.04, 0, +0.04) pp = 0.04 pp; the floor is twice that
     assert "dense baseline 98.12 ± 0.04 % (mean ± std over 3 seeds; differences below 2 std = 0.08 pp" in text
+
+
+def test_speedup_within_two_std_of_one_is_called_no_measurable_difference():
+    assert compare.speedup_text(0.86, 0.15) == "0.86x ± 0.15 (no measurable difference)"
+    assert compare.speedup_text(2.52, 0.11) == "2.52x ± 0.11"
+    assert compare.speedup_text(1.30, float("nan")) == "1.30x"  # one seed: no band
+    assert compare.speedup_text(float("nan"), 0.1) == ""
+
+
+def scaled_baseline_latency(folder, factors=(0.9, 1.0, 1.1)):
+    """``seeded`` CSVs whose batch-256 baseline latency is multiplied by ``factors[seed]``: every point's per-seed
+    speed-ups are its fixture ratio times the factors."""
+    for model in ("mlp", "cnn"):
+        path = folder / f"{model}_pruning_results.csv"
+        rows = results.read_results(path)
+        for r in rows:
+            if r["baseline_latency_b256_ms"]:
+                factor = factors[int(r["seed"])]
+                r["baseline_latency_b256_ms"] = repr(float(r["baseline_latency_b256_ms"]) * factor)
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=PRUNING.columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+    return folder
+
+
+def test_load_compared_gives_the_mean_and_std_of_per_seed_speedups(tmp_path):
+    compared = compare.load_compared(scaled_baseline_latency(seeded(tmp_path)))
+    point = (compared["model"] == "mlp") & (compared["method"] == "structured") & (compared["ratio"] == 0.5)
+    row = compared[point].iloc[0]
+    fixture = 1.21 / 0.6221  # the fixture's row (test_key_findings_hand_checked)
+    assert row["speedup_b256"] == pytest.approx(fixture)
+    assert row["speedup_b256_std"] == pytest.approx(np.std([0.9 * fixture, fixture, 1.1 * fixture], ddof=1))
+
+
+def test_key_findings_markdown_shows_the_speedup_band_and_its_rule(tmp_path):
+    text = compare.key_findings_markdown(compare.load_compared(scaled_baseline_latency(seeded(tmp_path))))
+    fixture = 1.21 / 0.6221
+    band = compare.speedup_text(fixture, 0.1 * fixture)
+    assert f"| structured | 52.8 % | 97.90 ± 0.04 % | -0.22 pp | 503.7 kB | 2.1x | {band} |" in text
+    assert compare.SPEEDUP_RULE in text

@@ -20,7 +20,8 @@ __all__ = ["steps_table", "goals_table"]
 
 def steps_table(row: Mapping[str, object]):
     """The Deep Compression story of one row, step by step: file bytes, ratio to the dense file and test
-    accuracy of each stage (accuracies of decoded files), then what zstd and lzma make of the usual files."""
+    accuracy of each stage (accuracies of decoded files), then what zstd and lzma make of the usual files. The
+    information limit is a size with no model: its test error reads "—", never NaN."""
     dense = float(row["size_dense_bytes"])
     steps = [
         ("dense baseline (fp32 state_dict file)", dense, row["acc_baseline"]),
@@ -39,7 +40,7 @@ def steps_table(row: Mapping[str, object]):
             {
                 "bytes": float(b),
                 "x smaller than dense": dense / float(b),
-                "test error %": 100 * (1 - float(a)) if a not in (None, "") else None,
+                "test error %": 100 * (1 - float(a)) if a not in (None, "") else "—",  # a size, not a model
             }
             for _, b, a in steps
         ],
