@@ -25,6 +25,7 @@ display versions of strings (``format_*``): integers with thousands separators, 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from .references import MODEL_TITLES
-from .results import NUMERIC, SPREAD, aggregate, load_results
+from .results import PRUNING, aggregate, load_results
 
 __all__ = [
     "METHOD_ORDER",
@@ -103,6 +104,12 @@ def _speedup(df: pd.DataFrame, batch: int) -> pd.Series:
     return df[f"baseline_latency_b{batch}_ms"] / fastest
 
 
+# The pruning rows with each seed's speed-ups: averaged per point like the accuracies, their spread reported.
+_COMPARED = dataclasses.replace(
+    PRUNING, name="compared rows", columns=PRUNING.columns + SPEEDUPS, spread=PRUNING.spread + SPEEDUPS
+)
+
+
 def load_compared(results_dir="", models=("mlp", "cnn")) -> pd.DataFrame:
     """:func:`~mnist_pruning.results.load_results`' seed means, plus each point's speed-ups (:data:`SPEEDUPS`)
     as the mean of the per-seed ratios and their seed-to-seed standard deviation (``speedup_b256_std``).
@@ -117,7 +124,7 @@ def load_compared(results_dir="", models=("mlp", "cnn")) -> pd.DataFrame:
         '1.02x ± 0.05 (no measurable difference)'
     """
     seeds = seed_speedups(load_results(results_dir, models=models, per_seed=True))
-    return aggregate(seeds, numeric=NUMERIC + SPEEDUPS, spread=SPREAD + SPEEDUPS)
+    return aggregate(seeds, _COMPARED)
 
 
 def speedup_text(mean: float, std: float) -> str:

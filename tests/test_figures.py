@@ -14,7 +14,7 @@ from matplotlib.text import Text  # noqa: E402
 from mnist_pruning import plots  # noqa: E402
 from mnist_pruning.compress import steps_table  # noqa: E402
 from mnist_pruning.notebook import format_number  # noqa: E402
-from mnist_pruning.results import COMPRESSION_COLUMNS, compression_csv, load_results, read_results  # noqa: E402
+from mnist_pruning.results import COMPRESSION, load_results, read_results  # noqa: E402
 from mnist_pruning.settings import project_root  # noqa: E402
 
 ROOT = project_root()
@@ -92,7 +92,7 @@ def test_tables_show_whole_numbers_with_separators_and_others_with_four_digits(v
 
 
 def test_the_compression_steps_table_shows_a_dash_not_nan():
-    row = read_results(compression_csv(ROOT / "results"), COMPRESSION_COLUMNS)[0]
+    row = read_results(COMPRESSION.csv(ROOT / "results"), COMPRESSION)[0]
     html = steps_table(row).to_html()
     assert "—" in html and not {"nan", "none"} & set(html.lower().replace("<", " ").replace(">", " ").split())
 
