@@ -39,7 +39,7 @@ from .settings import SMOKE, Paths, paths, smoke_mode
 from .sparsity import measure
 from .sparsity.compact import dense_bytes
 from .sparsity.nm import parse_pattern
-from .sweep import METHODS, SCHEDULES, SweepConfig, SweepStudy, run_experiment
+from .sweep import METHODS, SCHEDULES, SweepConfig, SweepStudy, latency_values, run_experiment
 from .train import TrainConfig
 
 __all__ = [
@@ -113,6 +113,8 @@ class Run:
         )
         acc_baseline = (payload["accuracy"], payload["val_accuracy"])
         result = run_experiment(exp, base, data, config, acc_baseline, self.paths.runs / "experiments")
+        if config.latency:  # a chapter runs alone: its experiment is timed right away
+            result.row.update(latency_values(exp, result.model, base))
         result.csv = record(SweepStudy(config), result.row)
         return result
 

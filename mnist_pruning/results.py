@@ -19,6 +19,7 @@ build read results without importing the training code.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ __all__ = [
     "RESULTS_ENV",
     "read_results",
     "append_row",
+    "update_rows",
     "resolve_results_dir",
     "resolve_figures_dir",
     "load_results",
@@ -281,16 +283,62 @@ def append_row(
     papermill runs - wait for each other instead of each renaming its own copy over the other's rows. A
     TimeoutError names the lock file when it stays held for ``timeout`` seconds."""
     schema.check(row)
+    with _locked(path, timeout):
+        return _append_row_unlocked(path, row, schema)
+
+
+@contextlib.contextmanager
+def _locked(path: str | os.PathLike, timeout: float):
+    """Hold ``<path>.lock`` (see :func:`append_row`); a TimeoutError names it when it stays held."""
     lock = Path(f"{path}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
+    held = FileLock(lock, timeout=timeout)
     try:
-        with FileLock(lock, timeout=timeout):
-            return _append_row_unlocked(path, row, schema)
+        held.acquire()
     except Timeout as e:
         raise TimeoutError(
             f"could not lock {str(lock)!r} within {timeout:g} s: another process (a sweep or a notebook) is "
             f"writing {str(path)!r}; wait for it and run again"
         ) from e
+    try:
+        yield
+    finally:
+        held.release()
+
+
+def update_rows(
+    path: str | os.PathLike,
+    updates: Mapping[tuple[str, ...], Mapping[str, object]],
+    schema: Schema = PRUNING,
+    timeout: float = LOCK_TIMEOUT_S,
+) -> int:
+    """Set columns of rows already in the CSV: ``updates`` maps a run key (:meth:`Schema.key`) to the values of
+    that row to set (a later measuring stage: the rows' latencies). Returns how many rows changed. Unknown column
+    names raise before anything is read; keys not in the CSV are left alone. Locked and atomic like
+    :func:`append_row`."""
+    for values in updates.values():
+        unknown = [c for c in values if c not in schema.columns]
+        if unknown:
+            raise ValueError(f"unknown column(s) {unknown} of the {schema.name}")
+    with _locked(path, timeout):
+        rows = read_results(path, schema)
+        changed = 0
+        for row in rows:
+            values = updates.get(schema.key(row))
+            if values:
+                row.update({c: v for c, v in values.items()})
+                changed += 1
+        if changed:
+            _write(path, rows, schema)
+    return changed
+
+
+def _write(path: str | os.PathLike, rows: list[Mapping[str, object]], schema: Schema) -> None:
+    with atomic_write(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=schema.columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def _append_row_unlocked(path: str | os.PathLike, row: Mapping[str, object], schema: Schema = PRUNING) -> bool:
@@ -299,11 +347,7 @@ def _append_row_unlocked(path: str | os.PathLike, row: Mapping[str, object], sch
     if schema.key(row) in {schema.key(r) for r in rows}:
         return False
     rows.append(dict(row))
-    with atomic_write(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=schema.columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
+    _write(path, rows, schema)
     return True
 
 

@@ -82,21 +82,23 @@ def cached_model(
     config: TrainConfig,
     key: dict,
     make: Callable[[], tuple[nn.Module, list[dict], dict]],
+    what: str,
     device: torch.device | None = None,
 ) -> tuple[nn.Module, dict, bool]:
     """The model checkpointed at ``path`` when it was trained with ``config`` and its payload holds every item of
     ``key``, else ``make()``'s model, saved there with both (a cache keyed by recipe). Returns (model, payload,
     whether it was made now).
 
-    ``make`` returns (model, its training history, extra payload items). A damaged file (a full disk or an
-    interrupted copy truncates it) is reported with a warning naming it and made again, never half-read.
+    ``make`` returns (model, its training history, extra payload items); ``what`` names the model in messages. A
+    damaged file (a full disk or an interrupted copy truncates it) is reported with a warning naming it and made
+    again, never half-read.
     """
     path = Path(path)
     if path.exists():
         try:
             model, payload = load_checkpoint(path, device)
         except CorruptFileError as e:
-            warnings.warn(f"{e}; making it again and replacing it", stacklevel=2)
+            warnings.warn(f"{e}; training {what} again and replacing it", stacklevel=3)
         else:
             if payload.get("train_config") == config.to_dict() and all(
                 payload.get(k) == v for k, v in key.items()
@@ -130,7 +132,7 @@ def baseline(
         return model, history, {"metrics": metrics}
 
     model, payload, _ = cached_model(
-        baseline_path(out_dir, arch, config.seed), config, {"data": data.sizes()}, make
+        baseline_path(out_dir, arch, config.seed), config, {"data": data.sizes()}, make, f"the {arch} baseline"
     )
     return model, payload
 

@@ -32,23 +32,28 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import __version__
 from .checks import check_choices, check_int, check_ratio
 from .config import RunConfig
 from .data import MNISTData
 from .lottery import lottery_ticket
-from .models import MODEL_NAMES, SAMPLE_SHAPE
-from .results import PRUNING, Schema
-from .runner import Accuracy, Study, accuracies, config_hash, run_study
+from .models import MODEL_NAMES, SAMPLE_SHAPE, build_model
+from .parallel import WORKER_THREADS
+from .results import PRUNING, Schema, read_results, update_rows
+from .runner import Accuracy, Study, accuracies, baseline_path, config_hash, run_study
 from .schedules import gradual_prune
+from .settings import show_progress
 from .sparsity import measure
-from .sparsity.compact import save_compact, save_dense
+from .sparsity.compact import load_compact, save_compact, save_dense
 from .sparsity.inference import apply_sparse_plan, plan_sparse_inference
 from .sparsity.nm import NM_PATTERNS, nm_compact_bytes, parse_pattern, pattern_for_ratio
 from .sparsity.structured import apply_structured_masks, apply_surgery
 from .sparsity.unstructured import bake_in, sparsify_
-from .train import TrainConfig, fine_tune
+from .train import TrainConfig, fine_tune, load_checkpoint
+
+_CPU = torch.device("cpu")
 
 __all__ = [
     "BUDGETS",
@@ -249,18 +254,15 @@ def run_experiment(
     config: SweepConfig,
     acc_baseline: Accuracy,
     files_dir: str | os.PathLike,
-    baseline_latency: tuple[float, float] | None = None,
     progress: bool = True,
 ) -> ExperimentResult:
-    """Run one experiment on a copy of ``base_model``: prune, fine-tune, save, measure.
+    """Run one experiment on a copy of ``base_model``: prune, fine-tune, save, measure everything but latency
+    (its columns stay empty: :func:`latency_values` times the saved model later, in a quiet phase).
 
-    ``acc_baseline`` is the baseline's (test, validation) accuracy (:func:`accuracies`). ``baseline_latency``
-    (batch 1, batch 256) is measured now when ``config.latency`` and it is not given.
+    ``acc_baseline`` is the baseline's (test, validation) accuracy (:func:`~mnist_pruning.runner.accuracies`).
     """
     run = _run_oneshot if exp.schedule == "oneshot" else _run_frontier
     model, acc_pruned, epochs, seconds = run(exp, base_model, data, config, progress)
-    if config.latency and baseline_latency is None:
-        baseline_latency = _latencies(base_model)
     return _measure(
         exp,
         model,
@@ -272,7 +274,6 @@ def run_experiment(
         epochs,
         seconds,
         files_dir,
-        baseline_latency,
     )
 
 
@@ -285,18 +286,74 @@ LATENCY_BATCHES = (1, 256)
 SPARSE_PLAN_OPTIONS = {"min_run_time": 0.02, "rounds": 1, "max_density": 0.4}
 
 
-def _latencies(model: nn.Module) -> tuple[float, float]:
-    """CPU latency at batch 1 and 256 of a contiguous CPU copy of ``model``."""
-    return _latency_pairs(copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format))[0]
+# Latency is timed after training, in one process at one thread with nothing else running (measure_latencies):
+# the model, its sparse conversion and its baseline alternate round by round, so drift hits them alike.
+LATENCY_TIMING = measure.Timing(rounds=3, min_run_time=0.1, batches=LATENCY_BATCHES)
 
 
-def _latency_pairs(*models: nn.Module) -> list[tuple[float, float]]:
-    """CPU latency at batch 1 and 256 of each model (on the CPU, timed as given: a sparse model's CSR tensors
-    can be neither deep-copied nor moved), measured alike and interleaved, batch by batch and model after model,
-    so drift from other jobs on the machine hits them all the same."""
-    timing = measure.Timing(rounds=1, min_run_time=0.2, batches=LATENCY_BATCHES)  # one round, as always here
-    timed = measure.time_models(dict(enumerate(models)), timing, SAMPLE_SHAPE)
-    return [(timed[i][1].best_ms, timed[i][256].best_ms) for i in range(len(models))]
+def latency_values(exp: Experiment, model: nn.Module, base_model: nn.Module) -> dict[str, object]:
+    """The latency columns of ``exp``'s row: ``model`` (masks baked in), its sparse conversion (unstructured and
+    N:M rows) and ``base_model``, timed alternately (:data:`LATENCY_TIMING`) on CPU copies."""
+    models = {
+        name: copy.deepcopy(m).cpu().to(memory_format=torch.contiguous_format)
+        for name, m in (("baseline", base_model), ("dense", model))
+    }
+    names: dict[int, str] = {}
+    if exp.method != "structured":  # surgery already made it a smaller dense model: nothing to convert
+        sparse, names = _sparse_inference(models["dense"])
+        if sparse is not None:  # else every layer stays dense: the converted model is the dense one
+            models["sparse"] = sparse
+    timed = measure.time_models(models, LATENCY_TIMING, SAMPLE_SHAPE)
+    values: dict[str, object] = {}
+    for b in LATENCY_BATCHES:
+        values[f"baseline_latency_b{b}_ms"] = timed["baseline"][b].best_ms
+        values[f"latency_b{b}_ms"] = timed["dense"][b].best_ms
+        if names:
+            values[f"latency_sparse_b{b}_ms"] = timed["sparse" if "sparse" in models else "dense"][b].best_ms
+            values[f"sparse_layers_b{b}"] = names[b]
+    return values
+
+
+def saved_model(exp: Experiment, config: SweepConfig) -> nn.Module:
+    """``exp``'s model as the sweep saved it (its compact file, CRC-checked), on the CPU."""
+    state = load_compact(experiment_files(exp, config.paths.runs / "experiments", config)[1])
+    model = build_model(exp.model)
+    widths = {name: state[f"{name}.weight"].shape[0] for name in model.STRUCTURED}
+    model = model.with_widths(widths)  # a surgered model's layers are smaller
+    model.load_state_dict(state)
+    return model
+
+
+def measure_latencies(config: SweepConfig, progress: bool = True) -> int:
+    """Time every row of ``config`` (every seed) whose latency is still empty, on its saved model and its seed's
+    saved baseline, in this process at one torch thread; write each row's latencies as soon as they are measured.
+    Returns how many rows were timed. Run after training, when nothing else runs: that is the quiet phase."""
+    study = SweepStudy(config)
+    todo = []
+    for arch in config.models:
+        path = PRUNING.csv(config.paths.results, arch)
+        empty = {PRUNING.key(r) for r in read_results(path) if r["latency_b1_ms"] == ""}
+        for seed in config.seeds:
+            one = study.for_seed(seed)
+            todo += [(path, one, exp) for exp in one.points() if exp.model == arch and _key(one, exp) in empty]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(WORKER_THREADS)
+    try:
+        bases: dict[tuple[str, int], nn.Module] = {}
+        for path, one, exp in tqdm(todo, desc="latency", disable=not show_progress(progress)):
+            seed = one.config.one_seed()
+            if (exp.model, seed) not in bases:
+                saved = baseline_path(config.paths.runs, exp.model, seed)
+                bases[(exp.model, seed)] = load_checkpoint(saved, _CPU)[0]
+            values = latency_values(exp, saved_model(exp, one.config), bases[(exp.model, seed)])
+            update_rows(path, {_key(one, exp): values})
+    finally:
+        torch.set_num_threads(threads)
+    return len(todo)
+
+
+def _key(study: SweepStudy, exp: Experiment) -> tuple[str, ...]:
+    return PRUNING.key({**study.run_key(exp), "config_hash": study.hash(exp)})
 
 
 def _sparse_inference(model: nn.Module) -> tuple[nn.Module | None, dict[int, str]]:
@@ -361,7 +418,6 @@ def _measure(
     epochs: int,
     seconds: float,
     files_dir: str | os.PathLike,
-    baseline_latency: tuple[float, float] | None,
 ) -> ExperimentResult:
     """Bake the masks in, save the model both ways and measure everything a CSV row holds on what was saved."""
     bake_in(model)
@@ -411,19 +467,6 @@ def _measure(
             nm_compact_bytes(module.weight.detach(), n, m) + module.bias.numel() * module.bias.element_size()
             for _, module in layers
         )
-    if config.latency:
-        row["baseline_latency_b1_ms"], row["baseline_latency_b256_ms"] = baseline_latency
-        if exp.method == "structured":  # surgery already made it a smaller dense model: nothing to convert
-            row["latency_b1_ms"], row["latency_b256_ms"] = _latencies(model)
-        else:
-            sparse, names = _sparse_inference(model)
-            if sparse is None:  # every layer stays dense: the converted model is this one, timed once
-                dense_ms = sparse_ms = _latencies(model)
-            else:
-                dense_ms, sparse_ms = _latency_pairs(model, sparse)
-            row["latency_b1_ms"], row["latency_b256_ms"] = dense_ms
-            row["latency_sparse_b1_ms"], row["latency_sparse_b256_ms"] = sparse_ms
-            row["sparse_layers_b1"], row["sparse_layers_b256"] = names[1], names[256]
     return ExperimentResult(row, model, dense_path, compact_path)
 
 
@@ -435,10 +478,6 @@ class SweepStudy(Study):
     config: SweepConfig
     schema: ClassVar[Schema] = PRUNING
 
-    @property
-    def baseline_latency(self) -> bool:
-        return self.config.latency
-
     def points(self) -> list[Experiment]:
         return experiments(self.config)
 
@@ -448,13 +487,10 @@ class SweepStudy(Study):
     def hash(self, exp: Experiment) -> str:
         return experiment_hash(self.config, exp)
 
-    def baseline_info(self, model: nn.Module, data: MNISTData) -> tuple:
-        return accuracies(model, data), _latencies(model) if self.config.latency else None
-
     def run(self, points, base, info, data, progress) -> list[dict]:
         files = self.config.paths.runs / "experiments"
-        acc, latency = info
-        return [run_experiment(exp, base, data, self.config, acc, files, latency, progress).row for exp in points]
+        (acc,) = info
+        return [run_experiment(exp, base, data, self.config, acc, files, progress).row for exp in points]
 
 
 def run_sweep(
@@ -464,10 +500,14 @@ def run_sweep(
     executor: cf.Executor | None = None,
     workers: int | None = None,
 ) -> dict[str, Path]:
-    """Run every experiment of ``config`` (every seed) not yet in its CSV; return ``{model: csv_path}``
+    """Run every experiment of ``config`` (every seed) not yet in its CSV, then, with ``config.latency``, time
+    every row still without latency (:func:`measure_latencies`); return ``{model: csv_path}``
     (:func:`mnist_pruning.runner.run_study` on a :class:`SweepStudy`: see there for ``executor``, ``workers``
     and ``data``)."""
-    return run_study(SweepStudy(config), progress=progress, data=data, executor=executor, workers=workers)
+    csvs = run_study(SweepStudy(config), progress=progress, data=data, executor=executor, workers=workers)
+    if config.latency:
+        measure_latencies(config, progress)
+    return csvs
 
 
 def settings_json(config: SweepConfig) -> str:

@@ -272,6 +272,38 @@ def test_structured_rows_leave_the_sparse_columns_empty(timed_rows):
     assert [row[c] for c in SPARSE_COLUMNS] == ["", "", "", ""]
 
 
+def test_rows_are_recorded_untimed_and_the_quiet_phase_times_each_once(tmp_path, mnist_small):
+    from mnist_pruning.runner import run_study
+    from mnist_pruning.sweep import SweepStudy, measure_latencies
+
+    config = tiny(tmp_path, ratios=(0.9,), patterns=(), latency=True)
+    path = run_study(SweepStudy(config), progress=False, data=mnist_small)["mlp"]
+    assert [r["latency_b1_ms"] for r in read_results(path)] == ["", "", "", ""]  # nothing timed while training
+    assert measure_latencies(config, progress=False) == 4
+    rows = read_results(path)
+    assert all(float(r[c]) > 0 for r in rows for c in ("latency_b1_ms", "baseline_latency_b256_ms"))
+    assert measure_latencies(config, progress=False) == 0  # a rerun times no row twice
+    assert read_results(path) == rows
+
+
+def test_the_quiet_phase_times_the_saved_model(tmp_path, mnist_small):
+    import torch
+
+    from mnist_pruning.runner import accuracies, baseline
+    from mnist_pruning.sweep import run_experiment, saved_model
+
+    config = tiny(tmp_path, methods=("structured",))
+    base, _ = baseline("mlp", mnist_small, config.baseline_config("mlp"), config.paths.runs, progress=False)
+    exp = Experiment("mlp", "structured", 0.5)
+    result = run_experiment(
+        exp, base, mnist_small, config, accuracies(base, mnist_small), config.paths.runs / "experiments", False
+    )
+    loaded = saved_model(exp, config)
+    x = mnist_small.test_x[:8].cpu()
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), result.model.eval()(x))
+
+
 def test_sparse_columns_stay_empty_without_latency(tmp_path, mnist_small):
     config = tiny(tmp_path, methods=("global",), ratios=(0.9,))
     row = read_results(run_sweep(config, progress=False, data=mnist_small)["mlp"])[0]
@@ -380,9 +412,7 @@ def test_a_failed_experiment_keeps_the_others_rows_and_is_named(tmp_path, mnist_
 
     monkeypatch.setattr(sweep, "_prune", prune)
     config = tiny(tmp_path)
-    with pytest.raises(
-        SweepError, match=r"1 experiment\(s\) failed.*mlp nm 2:4 \(seed 0\): RuntimeError: boom"
-    ):
+    with pytest.raises(SweepError, match=r"1 experiment\(s\) failed.*mlp nm 2:4 \(seed 0\): RuntimeError: boom"):
         run_sweep(config, progress=False, data=mnist_small)
     rows = read_results(PRUNING.csv(tmp_path / "results", "mlp"))
     assert [r["method"] for r in rows] == ["l1", "global", "structured"]

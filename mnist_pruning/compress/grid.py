@@ -258,7 +258,8 @@ def pruned_model(
         return bake_in(result.model).cpu(), result.history, {}
 
     make.seconds = 0.0
-    model, _, _ = cached_model(path, cfg, {"key": key}, make, torch.device("cpu"))
+    what = f"the {arch} model pruned to {sparsity:g}"
+    model, _, _ = cached_model(path, cfg, {"key": key}, make, what, torch.device("cpu"))
     return PrunedModel(model, sparsity, cfg.epochs, make.seconds)
 
 
