@@ -75,7 +75,7 @@ def test_eval_conv_equals_plain_conv_with_theta_masked():
 
 
 @pytest.mark.parametrize("kind", ["linear", "conv"])
-def test_training_output_has_the_local_reparametrisation_mean_and_variance(kind):
+def test_training_output_has_the_kept_weights_mean_and_the_full_variance(kind):
     torch.manual_seed(0)
     plain = nn.Linear(6, 3) if kind == "linear" else nn.Conv2d(2, 3, 3)
     layer = vd.to_variational_(nn.Sequential(plain))[0].train()
@@ -85,7 +85,10 @@ def test_training_output_has_the_local_reparametrisation_mean_and_variance(kind)
     x = one.expand(20000, *one.shape[1:])  # one input, 20,000 independent draws of the pre-activations
     f = nn.functional.linear if kind == "linear" else nn.functional.conv2d
     samples = layer(x)
-    torch.testing.assert_close(samples.mean(0), f(one, layer.weight, layer.bias)[0], rtol=0, atol=0.03)
+    keep = layer.log_alpha() <= layer.threshold
+    assert 0 < keep.sum() < keep.numel()
+    kept = torch.where(keep, layer.weight, 0.0)
+    torch.testing.assert_close(samples.mean(0), f(one, kept, layer.bias)[0], rtol=0, atol=0.03)
     torch.testing.assert_close(samples.var(0), f(one**2, layer.log_sigma2.exp())[0], rtol=0.05, atol=1e-3)
 
 

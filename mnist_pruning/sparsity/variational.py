@@ -14,9 +14,10 @@ log-uniform prior's KL term (approximated as in the paper, :func:`neg_kl`) pushe
 ``log alpha > threshold`` (3, i.e. dropout rate above ~95 %) is noise and removed. The layers parametrise
 ``theta`` (the layer's own ``weight``) and ``log sigma^2`` (``log_sigma2``), the additive reparametrisation that
 keeps gradients of large-alpha weights small. In training they sample pre-activations by the local
-reparametrisation trick (mean ``x theta``, variance ``x^2 sigma^2``); in eval they compute deterministically with
-``theta`` where ``log alpha <= threshold`` and 0 elsewhere, which is exactly what :func:`finalize_` makes
-permanent with ``torch.nn.utils.prune.custom_from_mask``.
+reparametrisation trick (mean ``x theta_kept``, variance ``x^2 sigma^2``); in eval they compute deterministically
+with ``theta_kept``, i.e. ``theta`` where ``log alpha <= threshold`` and 0 elsewhere, which is exactly what
+:func:`finalize_` makes permanent with ``torch.nn.utils.prune.custom_from_mask``. Using ``theta_kept`` in the
+training mean too (the authors' ``train_clip``) trains the network that eval and the finalised model compute.
 
 :class:`VDLinear` and :class:`VDConv2d` subclass ``nn.Linear`` / ``nn.Conv2d``, so their ``weight`` (``theta``)
 is where every tool expects it; the pruning and measurement tools, though, are for the finalised model.
@@ -125,7 +126,7 @@ class VDLinear(_Variational, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return nn.functional.linear(x, self._masked_weight(), self.bias)
-        mean = nn.functional.linear(x, self.weight, self.bias)
+        mean = nn.functional.linear(x, self._masked_weight(), self.bias)
         return self._sampled(mean, nn.functional.linear(x * x, torch.exp(self.log_sigma2)))
 
 
@@ -146,7 +147,7 @@ class VDConv2d(_Variational, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self._conv_forward(x, self._masked_weight(), self.bias)
-        mean = self._conv_forward(x, self.weight, self.bias)
+        mean = self._conv_forward(x, self._masked_weight(), self.bias)
         return self._sampled(mean, self._conv_forward(x * x, torch.exp(self.log_sigma2), None))
 
 
