@@ -31,6 +31,8 @@ What is here (each module's docstring has the details):
 - :mod:`.compact` - the compact sparse file format and the information limit it is measured against.
 - :mod:`.measure` - the one definition of the weights a model computes with, and sparsity, parameters, FLOPs,
   latency.
+- :mod:`.variational` - Sparse Variational Dropout (Molchanov et al. 2017): VD Linear / Conv2d layers, the KL
+  term, and :func:`~.variational.finalize_` back to plain layers with prune masks where ``log alpha > 3``.
 - :mod:`.inference` - :func:`to_sparse_inference`: a baked-in pruned model whose Linear / Conv2d layers run as
   torch.sparse CSR products where, per layer and batch size, that measured faster than dense.
 
