@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -43,6 +44,7 @@ __all__ = [
     "TrainConfig",
     "get_device",
     "PRECISIONS",
+    "OPTIMIZERS",
     "bf16_supported",
     "train_one_epoch",
     "evaluate",
@@ -54,6 +56,7 @@ __all__ = [
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
+OPTIMIZERS = ("sgd", "adam")
 
 
 def bf16_supported(device: torch.device | None = None) -> bool:
@@ -70,7 +73,7 @@ def bf16_supported(device: torch.device | None = None) -> bool:
 
 @dataclass
 class TrainConfig:
-    """How a model is trained (SGD with Nesterov momentum and a cosine learning-rate decay)."""
+    """How a model is trained (SGD with Nesterov momentum, or Adam, and a cosine learning-rate decay)."""
 
     epochs: int = 20  # passes over the training set
     batch_size: int = 128  # images per optimizer step
@@ -80,9 +83,11 @@ class TrainConfig:
     warmup: float = 0.03  # fraction of steps with a linear learning-rate warm-up (keeps early steps stable)
     seed: int = 0  # seeds init (when training from scratch) and the batch order
     precision: str = "auto"  # "bf16" autocast (fp32 master weights) | "fp32"; "auto" = bf16 where supported
+    optimizer: str = "sgd"  # "sgd" (Nesterov, `momentum`) | "adam" (default betas; `momentum` unused)
 
     def __post_init__(self) -> None:
         check_choice(self.precision, PRECISIONS, "precision")
+        check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         if self.precision == "auto":
             self.precision = "bf16" if bf16_supported() else "fp32"
         check_int(self.epochs, "epochs")
@@ -101,7 +106,10 @@ class TrainConfig:
         return cls(**{**defaults[arch], **overrides})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["optimizer"] == "sgd":  # configs from before the field existed keep their dict, hence their hashes
+            del d["optimizer"]
+        return d
 
 
 def get_device() -> torch.device:
@@ -119,11 +127,13 @@ def train_one_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     after_step=None,
     precision: str = "fp32",
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> float:
-    """One pass over ``(x, y)`` in seeded random order; returns the mean training loss.
+    """One pass over ``(x, y)`` in seeded random order; returns the mean training loss (penalty included).
 
     ``after_step()`` is called after every optimizer step, outside autocast (gradual pruning hooks in there and
-    ranks float32 weights). ``precision="bf16"`` runs forward and loss in bfloat16 autocast.
+    ranks float32 weights). ``precision="bf16"`` runs forward and loss in bfloat16 autocast. ``penalty()``, when
+    given, is called once per step, outside autocast, and added to the cross-entropy (e.g. a KL term).
     """
     model.train()
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -133,6 +143,8 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             loss = nn.functional.cross_entropy(model(xb), yb)
+        if penalty is not None:
+            loss = loss + penalty()
         loss.backward()
         optimizer.step()
         if scheduler is not None:
@@ -160,13 +172,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def _optimizer(model: nn.Module, config: TrainConfig, steps: int):
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.momentum > 0,
-        weight_decay=config.weight_decay,
-    )
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.momentum > 0,
+            weight_decay=config.weight_decay,
+        )
     warm = int(config.warmup * steps)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps - warm, 1))
     if warm == 0:
@@ -182,8 +197,11 @@ def fine_tune(
     desc: str = "fine-tune",
     progress: bool = True,
     after_step=None,
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> list[dict[str, float]]:
     """Train an existing model in place for ``config.epochs``; returns per-epoch history.
+
+    ``penalty()`` is added to every step's loss (see :func:`train_one_epoch`).
 
     History rows: ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy`` (the validation split, float32),
     ``seconds`` (cumulative, evaluation included).
@@ -201,7 +219,7 @@ def fine_tune(
     bar = tqdm(range(1, config.epochs + 1), desc=desc, disable=not show_progress(progress), leave=False)
     for epoch in bar:
         train_loss = train_one_epoch(
-            model, x, y, optimizer, config.batch_size, generator, scheduler, after_step, config.precision
+            model, x, y, optimizer, config.batch_size, generator, scheduler, after_step, config.precision, penalty
         )
         metrics = evaluate(model, data.val_x, data.val_y)
         history.append(

@@ -135,3 +135,47 @@ def test_bf16_training_keeps_float32_weights_and_tracks_fp32_training(mnist_smal
     # bf16 keeps ~3 significant digits: the mean loss over the same batches agrees to about 1 %
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
     assert losses["bf16"] != losses["fp32"]  # it really ran in another precision
+
+
+def test_sgd_config_dict_is_the_one_from_before_the_optimizer_field():
+    # Sweep caches and result rows are keyed on TrainConfig.to_dict(): an SGD config serialises as it always did.
+    keys = ["epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup", "seed", "precision"]
+    assert list(TrainConfig().to_dict()) == keys
+    assert TrainConfig(optimizer="adam").to_dict()["optimizer"] == "adam"
+
+
+@pytest.mark.parametrize("bad", ["Adam", "rmsprop", None])
+def test_unknown_optimizer_raises_naming_it(bad):
+    with pytest.raises(ValueError, match=f"optimizer {bad!r}"):
+        TrainConfig(optimizer=bad)
+
+
+@pytest.mark.parametrize(("name", "cls"), [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam)])
+def test_fine_tune_steps_with_the_configured_optimizer(name, cls, monkeypatch):
+    from mnist_pruning import train as train_module
+    from mnist_pruning.models import build_model
+
+    used = []
+    monkeypatch.setattr(cls, "step", lambda self, *a, **k: used.append(type(self)))
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    config = TrainConfig(epochs=1, batch_size=4, optimizer=name)
+    optimizer, _ = train_module._optimizer(build_model("mlp"), config, 2)
+    assert type(optimizer) is cls
+    gen = torch.Generator().manual_seed(0)
+    train_module.train_one_epoch(build_model("mlp"), x, y, optimizer, 4, gen)
+    assert used == [cls, cls]
+
+
+def test_penalty_is_added_to_every_steps_loss():
+    from mnist_pruning.models import build_model
+    from mnist_pruning.train import train_one_epoch
+
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    losses = {}
+    for penalty in (None, lambda: torch.tensor(2.5)):
+        torch.manual_seed(0)
+        model = build_model("mlp")
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        gen = torch.Generator().manual_seed(0)
+        losses[penalty is None] = train_one_epoch(model, x, y, optimizer, 4, gen, penalty=penalty)
+    assert losses[False] == pytest.approx(losses[True] + 2.5, abs=1e-5)

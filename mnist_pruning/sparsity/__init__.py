@@ -32,6 +32,8 @@ What is here (each module's docstring has the details):
 - :mod:`.measure` - the one definition of the weights a model computes with, and sparsity, parameters, FLOPs,
   latency (:func:`time_models`: alternating rounds, best median and noise band).
 - :mod:`.kernels` - :class:`SparseLinear` / :class:`SparseConv2d`, Linear and Conv2d as CSR products.
+- :mod:`.variational` - Sparse Variational Dropout (Molchanov et al. 2017): VD Linear / Conv2d layers, the KL
+  term, and :func:`~.variational.finalize_` back to plain layers with prune masks where ``log alpha > 3``.
 - :mod:`.inference` - :func:`to_sparse_inference`: a baked-in pruned model whose Linear / Conv2d layers run as
   torch.sparse CSR products where, per layer and batch size, that measured faster than dense.
 
