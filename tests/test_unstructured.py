@@ -363,3 +363,58 @@ def test_bad_absolute_or_per_layer_arguments_raise_before_any_layer_is_touched(m
     with pytest.raises(ValueError, match=re.escape(message)):
         sparsify_(model, method, **kwargs)
     assert not masked(model)
+
+
+# ------------------------------------------------------------------------------------- density floors
+
+
+def _kept(module) -> float:
+    from mnist_pruning.sparsity.measure import effective_weight
+
+    return (effective_weight(module) != 0).float().mean().item()
+
+
+def test_a_density_floor_keeps_its_share_of_the_layer_while_the_target_is_met():
+    from mnist_pruning.models import build_model
+    from mnist_pruning.sparsity import sparsity
+
+    torch.manual_seed(0)
+    model = build_model("cnn")
+    with torch.no_grad():
+        model.conv1.weight.mul_(1e-3)  # so small that one global threshold would remove all of conv1
+    sparsify_(model, "global", 0.99, absolute=True, floors={"conv1": 0.5})
+    assert _kept(model.conv1) >= 0.5
+    total = sum(m.weight.numel() for m in (model.conv1, model.conv2, model.fc1, model.fc2))
+    assert round(sparsity(model) * total) == round(0.99 * total)
+
+
+def test_without_a_floor_the_same_global_threshold_empties_the_small_layer():
+    from mnist_pruning.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cnn")
+    with torch.no_grad():
+        model.conv1.weight.mul_(1e-3)
+    sparsify_(model, "global", 0.99, absolute=True)
+    assert _kept(model.conv1) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"floors": {"conv1": 1.5}}, r"floor of 'conv1' must be a fraction of weights kept in \(0, 1\], got 1.5"),
+        ({"floors": {"conv9": 0.5}}, r"unknown layers \['conv9'\] in floors"),
+        ({"floors": {"conv1": 0.5}, "absolute": False}, r"floors= .* is for method 'global' with absolute=True"),
+        ({"ratio": 0.9999, "floors": {"fc2": 1.0, "conv1": 1.0}}, r"cannot be reached with floors keeping 5500"),
+    ],
+)
+def test_bad_floors_raise_before_any_layer_is_touched(kwargs, message):
+    from torch.nn.utils import prune
+
+    from mnist_pruning.models import build_model
+
+    model = build_model("cnn")
+    kwargs = {"ratio": 0.99, "absolute": True, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        sparsify_(model, "global", **kwargs)
+    assert not any(prune.is_pruned(m) for m in model.modules() if m is not model)

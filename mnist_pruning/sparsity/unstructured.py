@@ -46,6 +46,7 @@ the size), and after :func:`bake_in` it is dense with zeros. Smaller files need 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -108,13 +109,49 @@ def _check_ratios(method: str, ratio: object, layers: list[tuple[str, nn.Module]
     return {name: check_ratio(r, f"ratio of {name}") for name, r in ratio.items()}
 
 
-def _prune_absolute(modules: list[nn.Module], amount: float) -> None:
-    """:class:`AbsoluteMagnitude` over the weights of ``modules`` together, written into their masks in place."""
+def _check_floors(
+    floors: object, method: str, ratio: object, absolute: bool, layers: list[tuple[str, nn.Module]]
+) -> dict:
+    """``floors`` checked: a mapping of chosen layer names to the fraction of their weights always kept, (0, 1];
+    only with ``global`` and ``absolute=True``, and leaving enough weights to reach ``ratio``."""
+    if not floors:
+        return {}
+    if method != "global" or not absolute or not isinstance(floors, Mapping):
+        raise ValueError(
+            f"floors= (a mapping {{layer: fraction kept}}) is for method 'global' with absolute=True; got "
+            f"method={method!r}, absolute={absolute!r}, floors={floors!r}"
+        )
+    names = [name for name, _ in layers]
+    unknown = [name for name in floors if name not in names]
+    if unknown:
+        raise ValueError(f"unknown layers {unknown} in floors; allowed: {names}")
+    for name, value in floors.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ValueError(f"the floor of {name!r} must be a fraction of weights kept in (0, 1], got {value!r}")
+    sizes = {name: module.weight.numel() for name, module in layers}
+    total = sum(sizes.values())
+    protected = sum(math.ceil(f * sizes[name]) for name, f in floors.items())
+    if round(ratio * total) > total - protected:
+        raise ValueError(
+            f"a sparsity of {ratio:g} cannot be reached with floors keeping {protected} of {total} weights"
+        )
+    return dict(floors)
+
+
+def _prune_absolute(modules: list[nn.Module], amount: float, floors: list[float] | None = None) -> None:
+    """:class:`AbsoluteMagnitude` over the weights of ``modules`` together, written into their masks in place;
+    ``floors[i]``: the fraction of module ``i``'s weights that is never pruned (its largest, ranked above all)."""
     for module in modules:
         if not prune.is_pruned(module):
             prune.identity(module, "weight")  # torch's reparametrisation, all ones: later steps write into it
     with torch.no_grad():
-        scores = torch.cat([effective_weight(m).abs().flatten() for m in modules])
+        ranked = [effective_weight(m).abs().flatten() for m in modules]
+        for i, floor in enumerate(floors or []):
+            if floor:
+                kept = ranked[i].topk(math.ceil(floor * ranked[i].numel())).indices
+                ranked[i] = ranked[i].clone()
+                ranked[i][kept] = math.inf  # above any |w|: never among the smallest
+        scores = torch.cat(ranked)
         current = torch.cat([m.weight_mask.flatten() for m in modules])
         keep = AbsoluteMagnitude(amount).compute_mask(scores, current)
         offset = 0
@@ -133,6 +170,7 @@ def sparsify_(
     pattern: str | None = None,
     filter_fn: FilterFn | None = None,
     absolute: bool = False,
+    floors: Mapping[str, float] | None = None,
 ) -> nn.Module:
     """Attach pruning masks to the weights of ``model``'s chosen layers in place; return ``model``.
 
@@ -146,6 +184,9 @@ def sparsify_(
         absolute: False: on top of existing masks ``ratio`` is relative to the weights still unpruned (torch's
             convention). True: ``ratio`` is the sparsity to end at, the zeros already there counted, and a mask
             only gains zeros (see the module docstring).
+        floors: with ``global`` and ``absolute=True``, ``{layer name: fraction}`` of each named layer's weights
+            that is always kept (its largest): one global threshold would otherwise nearly empty a small layer
+            that matters, like LeNet-5's 500-weight conv1.
 
     Returns:
         ``model``, with ``weight_orig`` parameters, ``weight_mask`` buffers and torch's prune hooks.
@@ -153,14 +194,16 @@ def sparsify_(
     Raises:
         ValueError: an unknown method, a ratio outside [0, 1), a pattern with ``l1`` / ``global`` or a ratio with
             ``nm``, ``absolute`` with ``nm``, per-layer ratios with another method than ``l1``, a layer name that
-            is not one of the chosen layers (the message lists them), or no layer chosen. All checked before any
-            layer is touched.
+            is not one of the chosen layers (the message lists them), floors outside (0, 1] or without global and
+            absolute, floors that leave too few weights to reach ``ratio``, or no layer chosen. All checked before
+            any layer is touched.
 
     Example::
 
         >>> sparsify_(model, "global", 0.9)
         >>> sparsify_(model, "global", 0.95, absolute=True)      # 5 % more of all weights, not 95 % of the rest
         >>> sparsify_(model, "l1", {"fc1": 0.9, "fc3": 0.5})
+        >>> sparsify_(model, "global", 0.99, absolute=True, floors={"conv1": 0.5})
     """
     check_choice(method, METHODS, "method")
     layers = prunable_layers(model, filter_fn)
@@ -175,6 +218,7 @@ def sparsify_(
         if pattern is not None:
             raise ValueError(f"pattern= is for method 'nm', not {method!r}; got pattern={pattern!r}")
         ratio = _check_ratios(method, ratio, layers)
+    floors = _check_floors(floors, method, ratio, absolute, layers)
     if not layers:
         raise ValueError("filter_fn accepted no Linear / Conv2d layer of the model: nothing to prune")
     if isinstance(ratio, dict):
@@ -188,9 +232,11 @@ def sparsify_(
         for _, module in layers:
             nm_unstructured(module, "weight", n, m)
     elif absolute:
-        groups = [[module] for _, module in layers] if method == "l1" else [[module for _, module in layers]]
-        for modules in groups:
-            _prune_absolute(modules, ratio)
+        if method == "l1":
+            for _, module in layers:
+                _prune_absolute([module], ratio)
+        else:
+            _prune_absolute([module for _, module in layers], ratio, [floors.get(name, 0.0) for name, _ in layers])
     elif method == "l1":
         for _, module in layers:
             prune.l1_unstructured(module, "weight", amount=ratio)
