@@ -12,8 +12,8 @@ Usage::
 ``fine_tune`` is ``train`` on an existing (possibly pruned) model. A model with ``torch.nn.utils.prune`` masks
 trains through :class:`~mnist_pruning.sparsity.masked.MaskedTraining`: plain weights holding exact zeros, masks
 held aside and put back at the end, so pruned weights stay exactly zero (momentum and weight decay included), the
-weights it computes with are bitwise those of training with the prune hooks attached, and no forward recomputes
-``weight_orig * weight_mask``.
+weights it computes with are those of training with the prune hooks attached (bitwise in one memory format), and
+no forward recomputes ``weight_orig * weight_mask``.
 
 The device is picked once, by :func:`get_device`: CUDA when present, else CPU. Histories log the validation
 split (``mnist_pruning.data``): the test set is evaluated once per final model, by the caller, and only reported.

@@ -20,7 +20,9 @@ while the optimizer's momentum there was not zero).
 
 What it equals: the weights the model computes with are bitwise those of training with the masks attached (a
 kept entry gets the same gradient, times 1, and the optimizer updates entries element-wise; a pruned one is zero
-either way, up to the sign of the zero). Only ``weight_orig``'s pruned entries differ: with the hooks the optimizer
+either way, up to the sign of the zero), in the same memory format. The weight keeps ``weight_orig``'s layout,
+where the hooks' ``orig * mask`` can lose it (channels_last with one input channel is ambiguous, so a convolution
+on an MNIST image ran NCHW and reordered its output): there float32 convolutions round differently. Only ``weight_orig``'s pruned entries differ: with the hooks the optimizer
 moves them (weight decay, momentum) where no forward ever reads them; here they are zero. So a mask may only gain
 zeros while training: a pruned weight's old value is gone, :meth:`MaskedTraining.pruning` raises if a mask lost a
 zero. After the exit the pruning hook is a ``CustomFromMask`` whatever method computed the mask (torch keeps no
@@ -135,8 +137,14 @@ class MaskedTraining:
         self.masks = {}
         for module, name in pruned_tensors(self.model):
             mask = self.masks[(module, name)] = getattr(module, f"{name}_mask").detach()
+            layout = torch.empty_like(getattr(module, f"{name}_orig"))  # the strides it had (channels_last...)
             prune.remove(module, name)  # the same Parameter object, now `name`, holding orig * mask
-            hook = getattr(module, name).register_post_accumulate_grad_hook(self._masking(mask))
+            param = getattr(module, name)
+            if param.stride() != layout.stride():
+                # orig * mask can come out NCHW where a size-1 dim makes the layout ambiguous (conv1's one input
+                # channel): convolution would then run NCHW and reorder its output; keep the parameter's layout.
+                param.data = layout.copy_(param.data)
+            hook = param.register_post_accumulate_grad_hook(self._masking(mask))
             self._grad_handles.append(hook)
 
     def _attach(self) -> None:
