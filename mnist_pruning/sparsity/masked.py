@@ -22,11 +22,12 @@ What it equals: the weights the model computes with are bitwise those of trainin
 kept entry gets the same gradient, times 1, and the optimizer updates entries element-wise; a pruned one is zero
 either way, up to the sign of the zero), in the same memory format. The weight keeps ``weight_orig``'s layout,
 where the hooks' ``orig * mask`` can lose it (channels_last with one input channel is ambiguous, so a convolution
-on an MNIST image ran NCHW and reordered its output): there float32 convolutions round differently. Only ``weight_orig``'s pruned entries differ: with the hooks the optimizer
-moves them (weight decay, momentum) where no forward ever reads them; here they are zero. So a mask may only gain
-zeros while training: a pruned weight's old value is gone, :meth:`MaskedTraining.pruning` raises if a mask lost a
-zero. After the exit the pruning hook is a ``CustomFromMask`` whatever method computed the mask (torch keeps no
-method once a mask is removed); the mask is what counts.
+on an MNIST image ran NCHW and reordered its output): there float32 convolutions round differently. Only
+``weight_orig``'s pruned entries differ: with the hooks the optimizer moves them (weight decay, momentum) where no
+forward ever reads them; here they are zero. So a mask may only gain zeros while training: a pruned weight's old
+value is gone, :meth:`MaskedTraining.pruning` raises if a mask lost a zero. After the exit the pruning hook is a
+``CustomFromMask`` whatever method computed the mask (torch keeps no method once a mask is removed); the mask is
+what counts.
 """
 
 from __future__ import annotations
