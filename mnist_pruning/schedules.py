@@ -34,6 +34,7 @@ from torch.nn.utils import prune
 
 from .checks import check_choice, check_fraction, check_int, check_ratio
 from .data import MNISTData
+from .sparsity.masked import MaskedTraining
 from .sparsity.measure import prunable_layers, sparsity
 from .sparsity.unstructured import sparsify_
 from .train import TrainConfig, evaluate, fine_tune
@@ -248,18 +249,26 @@ def gradual_prune(
             on_prune(step, model)
 
     counter = [0]
+    masked = MaskedTraining(model)  # fine_tune trains through it: the masks are held aside between events
 
     def after_step() -> None:
         counter[0] += 1
         if counter[0] in events:
-            prune_now(counter[0])
+            with masked.pruning():  # torch's prune masks back on while prune_to writes them (and on_prune reads)
+                prune_now(counter[0])
 
     start = time.perf_counter()
     _attach(model)
     if 0 in events:
         prune_now(0)
     history = fine_tune(
-        model, data, config, desc=f"gradual {method} {final_ratio:g}", progress=progress, after_step=after_step
+        model,
+        data,
+        config,
+        desc=f"gradual {method} {final_ratio:g}",
+        progress=progress,
+        after_step=after_step,
+        masked=masked,
     )
     return result_of(model, history, config, start, log)
 

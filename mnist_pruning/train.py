@@ -9,9 +9,11 @@ Usage::
     print(evaluate(model, mnist.val_x, mnist.val_y))        # {'loss': ..., 'accuracy': 0.98...}
     save_checkpoint("runs/mlp_baseline.pt", model, TrainConfig.for_model("mlp"), history)
 
-``fine_tune`` is ``train`` on an existing (possibly pruned) model: while ``torch.nn.utils.prune`` masks are
-attached, the forward pass uses ``weight_orig * weight_mask``, so pruned weights stay exactly zero whatever the
-optimizer does to ``weight_orig`` (momentum and weight decay included).
+``fine_tune`` is ``train`` on an existing (possibly pruned) model. A model with ``torch.nn.utils.prune`` masks
+trains through :class:`~mnist_pruning.sparsity.masked.MaskedTraining`: plain weights holding exact zeros, masks
+held aside and put back at the end, so pruned weights stay exactly zero (momentum and weight decay included), the
+weights it computes with are those of training with the prune hooks attached (bitwise in one memory format), and
+no forward recomputes ``weight_orig * weight_mask``.
 
 The device is picked once, by :func:`get_device`: CUDA when present, else CPU. Histories log the validation
 split (``mnist_pruning.data``): the test set is evaluated once per final model, by the caller, and only reported.
@@ -39,6 +41,9 @@ from .data import MNISTData, batches
 from .files import CorruptFileError, load_torch, save_torch
 from .models import ModelConfig, build_model
 from .settings import show_progress
+from .sparsity.masked import MaskedTraining
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> a scalar loss
 
 __all__ = [
     "TrainConfig",
@@ -128,12 +133,14 @@ def train_one_epoch(
     after_step=None,
     precision: str = "fp32",
     penalty: Callable[[], torch.Tensor] | None = None,
+    loss_fn: LossFn | None = None,
 ) -> float:
     """One pass over ``(x, y)`` in seeded random order; returns the mean training loss (penalty included).
 
     ``after_step()`` is called after every optimizer step, outside autocast (gradual pruning hooks in there and
     ranks float32 weights). ``precision="bf16"`` runs forward and loss in bfloat16 autocast. ``penalty()``, when
-    given, is called once per step, outside autocast, and added to the cross-entropy (e.g. a KL term).
+    given, is called once per step, outside autocast, and added to the loss (e.g. a KL term). ``loss_fn(logits,
+    x, y)`` replaces the cross-entropy (e.g. :class:`~mnist_pruning.distill.Distillation`).
     """
     model.train()
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -142,7 +149,8 @@ def train_one_epoch(
     for xb, yb in batches(x, y, batch_size, shuffle=True, generator=generator):
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            loss = nn.functional.cross_entropy(model(xb), yb)
+            logits = model(xb)
+            loss = nn.functional.cross_entropy(logits, yb) if loss_fn is None else loss_fn(logits, xb, yb)
         if penalty is not None:
             loss = loss + penalty()
         loss.backward()
@@ -198,40 +206,61 @@ def fine_tune(
     progress: bool = True,
     after_step=None,
     penalty: Callable[[], torch.Tensor] | None = None,
+    masked: MaskedTraining | None = None,
+    loss_fn: LossFn | None = None,
 ) -> list[dict[str, float]]:
     """Train an existing model in place for ``config.epochs``; returns per-epoch history.
 
-    ``penalty()`` is added to every step's loss (see :func:`train_one_epoch`).
+    ``penalty()`` is added to every step's loss, ``loss_fn`` replaces the cross-entropy (see
+    :func:`train_one_epoch`).
 
     History rows: ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy`` (the validation split, float32),
     ``seconds`` (cumulative, evaluation included).
+
+    Pruning masks are held aside while training and attached again at the end (see the module docstring).
+    ``masked`` is the :class:`~mnist_pruning.sparsity.masked.MaskedTraining` of ``model`` to train through (None:
+    a new one); give one when ``after_step`` changes masks, which it then does inside ``masked.pruning()``.
     """
+    if masked is not None and masked.model is not model:
+        raise ValueError("masked= must be a MaskedTraining of the model being trained (masked.model is model)")
     device = next(model.parameters()).device
     if device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         # oneDNN's channels-last convolutions train LeNet-5 ~1.7x faster on CPU than the default NCHW path.
         model.to(memory_format=torch.channels_last)  # undone below, so saved/reloaded models compute alike
     x, y = data.train_x.to(device), data.train_y.to(device)
     steps_per_epoch = math.ceil(x.shape[0] / config.batch_size)
-    optimizer, scheduler = _optimizer(model, config, config.epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(config.seed)
     history = []
     start = time.perf_counter()
     bar = tqdm(range(1, config.epochs + 1), desc=desc, disable=not show_progress(progress), leave=False)
-    for epoch in bar:
-        train_loss = train_one_epoch(
-            model, x, y, optimizer, config.batch_size, generator, scheduler, after_step, config.precision, penalty
-        )
-        metrics = evaluate(model, data.val_x, data.val_y)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "val_loss": metrics["loss"],
-                "val_accuracy": metrics["accuracy"],
-                "seconds": time.perf_counter() - start,
-            }
-        )
-        bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{metrics['accuracy']:.4f}")
+    with masked or MaskedTraining(model) as training:
+        optimizer, scheduler = _optimizer(model, config, config.epochs * steps_per_epoch)
+        training.watch(optimizer)
+        for epoch in bar:
+            train_loss = train_one_epoch(
+                model,
+                x,
+                y,
+                optimizer,
+                config.batch_size,
+                generator,
+                scheduler,
+                after_step,
+                config.precision,
+                penalty,
+                loss_fn,
+            )
+            metrics = evaluate(model, data.val_x, data.val_y)
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "val_loss": metrics["loss"],
+                    "val_accuracy": metrics["accuracy"],
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            bar.set_postfix(loss=f"{train_loss:.4f}", acc=f"{metrics['accuracy']:.4f}")
     model.to(memory_format=torch.contiguous_format)
     return history
 

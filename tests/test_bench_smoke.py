@@ -63,8 +63,11 @@ def test_train_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     fraction = re.search(rf"fraction \(CNN training / torch\.mm\): {NUMBER}%\s+GOAL >= 40%: (PASS|FAIL)", out)
     assert fraction and float(fraction.group(1)) > 0, out
     assert re.search(r"GOAL >= 2x: (PASS|FAIL|NOT MEASURED)", out), out  # bf16: measured only where native
-    parts = re.search(rf"a fine-tuning epoch ~{NUMBER} s: training steps \d+ %, the masks' recomputation", out)
-    assert parts and float(parts.group(1)) > 0, out
+    masked = re.search(rf"masked / unmasked epoch: {NUMBER}x\s+GOAL <= 1.15x: (PASS|FAIL)", out)
+    assert masked and float(masked.group(1)) > 0, out
+    assert re.search(r"precision (bf16|fp32) \(CPU capability \w+", out), out  # part (e) says what it trained in
+    epoch = re.search(rf"fine_tune epoch \(validation included\) / unmasked training steps: {NUMBER}x\s+GOAL", out)
+    assert epoch and float(epoch.group(1)) > 0, out
     for arch, goal in (("mlp", "8"), ("cnn", "2.5")):
         peer = re.search(rf"{arch}: package {NUMBER} s, hand-written {NUMBER} s: {NUMBER}x\s+GOAL >= {goal}x", out)
         assert peer and float(peer.group(3)) > 0, out

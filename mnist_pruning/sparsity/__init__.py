@@ -11,7 +11,8 @@ Usage::
 
     sp.sparsify_(net, "global", 0.9)                    # torch.nn.utils.prune masks, one threshold for all layers
     sp.sparsify_(net, "nm", pattern="2:4", filter_fn=lambda mod, fqn: fqn != "5")   # or N:M, layers chosen
-    ...                                                 # fine-tune: pruned weights stay exactly zero
+    with sp.MaskedTraining(net) as masked:              # fine-tune: masks held aside, pruned weights stay 0
+        ...                                             # (masked.watch(optimizer); see .masked)
     sp.bake_in(net)                                     # prune.remove: dense tensors with the zeros in them
     sp.sparsity(net), sp.count_nonzero_parameters(net)  # counted in the weights, never taken from the request
     sp.save_compact(net, "net.safetensors")             # non-zeros + positions (+ a CRC); ~9x smaller at 90 %
@@ -25,6 +26,8 @@ What is here (each module's docstring has the details):
 
 - :mod:`.unstructured` - :func:`sparsify_` (``l1`` per layer, ``global``, ``nm``) with torchao's ``filter_fn``
   convention, and :func:`bake_in`.
+- :mod:`.masked` - :class:`MaskedTraining`: a masked model trains as plain weights, masks held aside and put back,
+  with the same weights as training through the prune hooks.
 - :mod:`.nm` - :class:`NMPruning`, a ``torch.nn.utils.prune.BasePruningMethod``; pattern checks and the N:M format.
 - :mod:`.structured` - units chosen by L2 norm (``ln_structured``) and surgery on any chain of Linear / Conv2d
   layers (:class:`Link`, traced from an ``nn.Sequential`` or named), biases folded so outputs stay equal.
@@ -50,6 +53,7 @@ from .inference import (
     plan_sparse_inference,
     to_sparse_inference,
 )
+from .masked import MaskedTraining, pruned_tensors
 from .measure import (
     Latency,
     Timing,
@@ -72,6 +76,8 @@ __all__ = [
     "METHODS",
     "sparsify_",
     "bake_in",
+    "MaskedTraining",
+    "pruned_tensors",
     "NMPruning",
     "nm_unstructured",
     "check_nm",
