@@ -129,8 +129,9 @@ PRUNING = Schema(
         "model",  # mlp | cnn
         "method",  # l1 | global | nm | structured
         "pattern",  # N:M pattern for method=nm, else empty
-        "schedule",  # oneshot | gradual | lottery
-        "ratio",  # requested fraction of weights (units, for structured) removed
+        "schedule",  # oneshot | gradual | lottery | ablation | frontier | vd
+        "recipe",  # ablation / frontier: the training recipe (mnist_pruning.frontier.RECIPES), else empty
+        "ratio",  # requested fraction of weights (units, for structured) removed; 0 for vd (it chooses its own)
         "sparsity",  # measured: zero fraction of prunable weights (structured: removed fraction of parameters)
         "params_total",  # parameters of the architecture (structured: of the smaller model)
         "params_nonzero",  # non-zero parameters, biases included
@@ -168,11 +169,21 @@ PRUNING = Schema(
         "torch_version",
     ),
     text=(
-        *("model", "method", "pattern", "schedule", "precision", "device", "config_hash", "version"),
+        *("model", "method", "pattern", "schedule", "recipe", "precision", "device", "config_hash", "version"),
         *("torch_version", "sparse_layers_b1", "sparse_layers_b256"),
     ),
-    run_key=("model", "method", "pattern", "schedule", "ratio", "finetune_epochs", "seed", "config_hash"),
-    point_key=("model", "method", "pattern", "schedule", "ratio"),
+    run_key=(
+        "model",
+        "method",
+        "pattern",
+        "schedule",
+        "recipe",
+        "ratio",
+        "finetune_epochs",
+        "seed",
+        "config_hash",
+    ),
+    point_key=("model", "method", "pattern", "schedule", "recipe", "ratio"),
     spread=(
         *("acc_baseline", "acc_pruned", "acc_finetuned", "acc_val_baseline", "acc_val_pruned"),
         "acc_val_finetuned",
@@ -180,7 +191,7 @@ PRUNING = Schema(
     added=frozenset(
         {
             *("acc_val_baseline", "acc_val_pruned", "acc_val_finetuned", "precision", "latency_sparse_b1_ms"),
-            *("latency_sparse_b256_ms", "sparse_layers_b1", "sparse_layers_b256"),
+            *("latency_sparse_b256_ms", "sparse_layers_b1", "sparse_layers_b256", "recipe"),
         }
     ),
 )
@@ -413,8 +424,9 @@ def load_results(
         raise ValueError(f"unknown model(s) {bad} in {str(folder)!r}; allowed: {list(models)}")
     df["series"] = [series_name(m, s) for m, s in zip(df["method"], df["schedule"], strict=True)]
     df["label"] = [
-        f"{m} {p}" + ("" if s == "oneshot" else f" ({s})") if m == "nm" and p else series_name(m, s)
-        for m, p, s in zip(df["method"], df["pattern"], df["schedule"], strict=True)
+        (f"{m} {p}" + ("" if s == "oneshot" else f" ({s})") if m == "nm" and p else series_name(m, s))
+        + (f" {r}" if r else "")
+        for m, p, s, r in zip(df["method"], df["pattern"], df["schedule"], df["recipe"], strict=True)
     ]
     if not dedupe:
         return df.reset_index(drop=True)

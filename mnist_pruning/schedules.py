@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -36,8 +36,8 @@ from .checks import check_choice, check_fraction, check_int, check_ratio
 from .data import MNISTData
 from .sparsity.masked import MaskedTraining
 from .sparsity.measure import prunable_layers, sparsity
-from .sparsity.unstructured import sparsify_
-from .train import TrainConfig, evaluate, fine_tune
+from .sparsity.unstructured import _check_floors, sparsify_
+from .train import LossFn, TrainConfig, evaluate, fine_tune
 
 __all__ = [
     "UNSTRUCTURED_METHODS",
@@ -128,16 +128,17 @@ def masks(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def prune_to(model: nn.Module, method: str, target: float) -> float:
+def prune_to(model: nn.Module, method: str, target: float, floors: Mapping[str, float] | None = None) -> float:
     """Prune ``model`` in place to the ABSOLUTE sparsity ``target`` by magnitude; return the measured sparsity.
 
     ``sparsify_(model, method, target, absolute=True)`` on every prunable layer: ``l1`` prunes
     ``round(target * n_layer)`` weights of every layer, ``global`` ``round(target * n_all)`` over all prunable
     layers, smallest ``|weight_orig * weight_mask|`` first. Masks already attached are respected (their zeros stay
-    zeros), so this never un-prunes; a target below the current sparsity changes nothing.
+    zeros), so this never un-prunes; a target below the current sparsity changes nothing. ``floors`` (``global``
+    only): the fraction of each named layer's weights always kept.
     """
     check_choice(method, UNSTRUCTURED_METHODS, "method")
-    sparsify_(model, method, check_ratio(target, "target"), absolute=True)
+    sparsify_(model, method, check_ratio(target, "target"), absolute=True, floors=floors)
     return sparsity(model)
 
 
@@ -199,6 +200,8 @@ def gradual_prune(
     end_fraction: float = 2 / 3,
     progress: bool = True,
     on_prune: Callable[[int, nn.Module], None] | None = None,
+    floors: Mapping[str, float] | None = None,
+    loss_fn: LossFn | None = None,
 ) -> PruneResult:
     """Gradual magnitude pruning (Zhu & Gupta 2017) while fine-tuning ``model`` in place for ``config.epochs``.
 
@@ -208,10 +211,13 @@ def gradual_prune(
     Every ``prune_every`` steps (default: 20 pruning steps over the window) the masks are recomputed to the
     :class:`CubicSchedule` sparsity from the current magnitudes, by ``method`` (``"l1"`` per layer or
     ``"global"``); see the module docstring for why masks only gain zeros. ``on_prune(step, model)`` is called
-    after every pruning event (step 0 = before training).
+    after every pruning event (step 0 = before training). ``floors`` keeps a share of named layers at every event
+    (``global`` only, see :func:`~mnist_pruning.sparsity.sparsify_`); ``loss_fn`` replaces the cross-entropy
+    (e.g. :class:`~mnist_pruning.distill.Distillation` from the dense model).
     """
     check_choice(method, UNSTRUCTURED_METHODS, "method")
     final_ratio = check_ratio(final_ratio, "final_ratio")
+    _check_floors(floors, method, final_ratio, True, prunable_layers(model))
     initial_ratio = check_ratio(initial_ratio, "initial_ratio")
     begin_fraction = check_fraction(begin_fraction, "begin_fraction", 0.0, 1.0)
     end_fraction = check_fraction(end_fraction, "end_fraction", 0.0, 1.0)
@@ -243,7 +249,7 @@ def gradual_prune(
 
     def prune_now(step: int) -> None:
         target = schedule(step)
-        measured = prune_to(model, method, target)
+        measured = prune_to(model, method, target, floors)
         log.append({"step": step, "epoch": step / spe, "target": target, "sparsity": measured})
         if on_prune is not None:
             on_prune(step, model)
@@ -269,6 +275,7 @@ def gradual_prune(
         progress=progress,
         after_step=after_step,
         masked=masked,
+        loss_fn=loss_fn,
     )
     return result_of(model, history, config, start, log)
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import copy
+import dataclasses
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,8 +35,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
-from .checks import check_choices, check_int, check_ratio
+from . import __version__, frontier
+from .checks import check_choice, check_choices, check_int, check_ratio
 from .config import RunConfig
 from .data import MNISTData
 from .lottery import lottery_ticket
@@ -52,6 +53,7 @@ from .sparsity.nm import NM_PATTERNS, nm_compact_bytes, parse_pattern, pattern_f
 from .sparsity.structured import apply_structured_masks, apply_surgery
 from .sparsity.unstructured import bake_in, sparsify_
 from .train import TrainConfig, fine_tune, load_checkpoint
+from .vd import VDConfig
 
 _CPU = torch.device("cpu")
 
@@ -79,7 +81,7 @@ RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
 # oneshot: prune once, then fine-tune. gradual: Zhu & Gupta's cubic schedule while training. lottery: iterative
 # magnitude pruning with rewinding to the initialisation (Frankle & Carbin 2019). See mnist_pruning.schedules
 # and mnist_pruning.lottery.
-SCHEDULES = ("oneshot", "gradual", "lottery")
+SCHEDULES = ("oneshot", "gradual", "lottery", "ablation", "frontier", "vd")
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,14 @@ class Experiment:
     ratio: float  # fraction removed; for nm it is 1 - n/m
     pattern: str = ""  # "n:m" for method="nm"
     schedule: str = "oneshot"
+    recipe: str = ""  # ablation / frontier: a name of mnist_pruning.frontier.RECIPES[model]
 
     @property
     def label(self) -> str:
+        if self.schedule == "vd":
+            return f"{self.model} sparse VD"
         detail = self.pattern if self.method == "nm" else f"{self.ratio:g}"
-        return f"{self.model} {self.method} {detail}"
+        return f"{self.model} {self.method} {detail}" + (f" {self.recipe}" if self.recipe else "")
 
 
 @dataclass
@@ -131,6 +136,10 @@ class SweepConfig(RunConfig):
     frontier_epochs: int | None = None  # epochs of a gradual run; None = BUDGETS
     lottery_rounds: int = 3  # pruning rounds of a lottery run (each removes the same fraction of what is left)
     lottery_epochs: int | None = None  # lottery's dense training and each round (x (rounds + 1)); None = BUDGETS
+    recipes: dict[str, str] = field(default_factory=dict)  # the frontier schedule's recipe per model (chosen on
+    # validation by mnist_pruning.frontier.choose_recipes from the ablation's rows)
+    recipe_epochs: int | None = None  # every recipe's epochs (smoke runs); None = each recipe's own
+    vd_epochs: int | None = None  # Sparse VD epochs; None = mnist_pruning.frontier.VD_BUDGETS
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -145,6 +154,18 @@ class SweepConfig(RunConfig):
         check_int(self.lottery_rounds, "lottery_rounds")
         for arch in self.models:
             self.budget(arch)  # validates every override
+        for name in ("recipe_epochs", "vd_epochs"):
+            if getattr(self, name) is not None:
+                check_int(getattr(self, name), name)
+        for arch, name in self.recipes.items():
+            check_choice(arch, MODEL_NAMES, "model")
+            frontier.check_recipe(arch, name)
+        missing = [arch for arch in self.models if arch not in self.recipes]
+        if "frontier" in self.schedules and missing:
+            raise ValueError(
+                f"the frontier schedule needs a recipe for {missing} (recipes={{model: name}}, chosen on "
+                "validation by mnist_pruning.frontier.choose_recipes after the ablation)"
+            )
 
     def budget(self, arch: str) -> Budget:
         """The model's :data:`BUDGETS` entry with this config's overrides applied (and validated)."""
@@ -169,7 +190,21 @@ class SweepConfig(RunConfig):
             return budget.frontier_epochs
         if exp.schedule == "lottery":
             return budget.lottery_epochs * (self.lottery_rounds + 1)
+        if exp.schedule in ("ablation", "frontier"):
+            return self.recipe(exp).epochs
+        if exp.schedule == "vd":
+            return self.vd_config(exp.model).epochs
         return budget.finetune_epochs
+
+    def recipe(self, exp: Experiment) -> frontier.Recipe:
+        """The recipe an ablation / frontier experiment trains with (its epochs overridden by recipe_epochs)."""
+        recipe = frontier.RECIPES[exp.model][exp.recipe]
+        return recipe if self.recipe_epochs is None else dataclasses.replace(recipe, epochs=self.recipe_epochs)
+
+    def vd_config(self, arch: str) -> VDConfig:
+        """The Sparse VD run of ``arch`` (:data:`mnist_pruning.frontier.VD_BUDGETS`, or vd_epochs)."""
+        epochs = frontier.VD_BUDGETS[arch] if self.vd_epochs is None else self.vd_epochs
+        return VDConfig(epochs=epochs, seed=self.one_seed(), precision=self.precision)
 
     def finetune_config(self, arch: str) -> TrainConfig:
         budget = self.budget(arch)
@@ -208,6 +243,18 @@ def experiments(config: SweepConfig) -> list[Experiment]:
                         out.extend(Experiment(arch, method, r, schedule=schedule) for r in config.frontier_ratios)
                     if schedule == "lottery" and method == "global":
                         out.extend(Experiment(arch, method, r, schedule=schedule) for r in config.frontier_ratios)
+        if "ablation" in config.schedules:
+            for name in frontier.RECIPES[arch]:
+                out.extend(
+                    Experiment(arch, "global", r, schedule="ablation", recipe=name) for r in config.frontier_ratios
+                )
+        if "frontier" in config.schedules:
+            recipe = config.recipes[arch]
+            out.extend(
+                Experiment(arch, "global", s, schedule="frontier", recipe=recipe) for s in frontier.SPARSITIES
+            )
+        if "vd" in config.schedules:
+            out.append(Experiment(arch, "vd", 0.0, schedule="vd"))
     return out
 
 
@@ -220,8 +267,12 @@ def experiment_hash(config: SweepConfig, exp: Experiment) -> str:
         key["finetune"] = config.finetune_config(exp.model).to_dict()
     elif exp.schedule == "gradual":
         key["gradual_epochs"] = budget.frontier_epochs
-    else:
+    elif exp.schedule == "lottery":
         key["lottery"] = [config.lottery_rounds, budget.lottery_epochs]
+    elif exp.schedule == "vd":
+        key["vd"] = asdict(config.vd_config(exp.model))
+    else:
+        key["recipe"] = config.recipe(exp).key()
     return config_hash(key)
 
 
@@ -388,6 +439,7 @@ def experiment_files(exp: Experiment, files_dir: str | os.PathLike, config: Swee
     recipe, data) make the names unique per run, so a later run never replaces the files of an earlier row."""
     detail = (exp.pattern or f"{exp.ratio:g}").replace(":", "of")
     suffix = "" if exp.schedule == "oneshot" else f"_{exp.schedule}"
+    suffix += f"_{exp.recipe.replace('+', '-')}" if exp.recipe else ""
     stem = f"{exp.model}_{exp.method}_{detail}{suffix}_seed{config.one_seed()}_{experiment_hash(config, exp)}"
     return Path(files_dir) / f"{stem}.dense.pt", Path(files_dir) / f"{stem}.safetensors"
 
@@ -395,8 +447,15 @@ def experiment_files(exp: Experiment, files_dir: str | os.PathLike, config: Swee
 def _run_frontier(
     exp: Experiment, base_model: nn.Module, data: MNISTData, config: SweepConfig, progress: bool
 ) -> tuple[nn.Module, None, int, float]:
-    """Gradual pruning from the baseline, or a lottery ticket trained from scratch (it needs its own early
-    iterate to rewind to)."""
+    """Gradual pruning or a frontier recipe from the baseline, Sparse VD from the baseline, or a lottery ticket
+    trained from scratch (it needs its own early iterate to rewind to)."""
+    if exp.schedule == "vd":
+        result = frontier.run_vd(base_model, data, config.vd_config(exp.model), progress)
+        return result.model, None, result.epochs, result.seconds
+    if exp.schedule in ("ablation", "frontier"):
+        recipe, recipe_cfg = config.recipe(exp), config.baseline_config(exp.model)
+        result = frontier.run_recipe(base_model, data, exp.ratio, recipe, recipe_cfg, progress)
+        return result.model, None, result.epochs, result.seconds
     train_cfg = config.schedule_config(exp)
     if exp.schedule == "gradual":
         result = gradual_prune(
@@ -433,6 +492,7 @@ def _measure(
             "method": exp.method,
             "pattern": exp.pattern,
             "schedule": exp.schedule,
+            "recipe": exp.recipe,
             "ratio": f"{exp.ratio:.6g}",
             "sparsity": measure.sparsity(model),
             "params_total": measure.count_parameters(model),
