@@ -31,6 +31,7 @@ import torch
 from . import __version__
 from .compress import compress_config_of, run_compression_sweep
 from .files import atomic_write, check_writable_dir, load_torch
+from .frontier import choose_recipes
 from .parallel import WORKER_THREADS, check_workers, default_workers, sweep_executor
 from .results import load_results
 from .runner import baseline_path
@@ -171,8 +172,13 @@ def full_run(
         run_sweep(config, progress=progress, executor=executor)
         record["seconds"]["sweep"] = round(time.perf_counter() - start, 1)
         t = time.perf_counter()
-        # every seed prunes its own baseline, as in the sweep, on the same workers
-        run_compression_sweep(compress_config_of(config), progress=progress, executor=executor)
+        recipes = dict(config.recipes)
+        if "frontier" in config.schedules:  # chosen on validation from the ablation, as the sweep chose them
+            missing = tuple(arch for arch in config.models if arch not in recipes)
+            recipes.update(choose_recipes(p.results, missing) if missing else {})
+        record["recipes"] = recipes
+        # every seed prunes its own baseline, as in the sweep, on the same workers, with the frontier's recipe
+        run_compression_sweep(compress_config_of(config, recipes=recipes), progress=progress, executor=executor)
         record["seconds"]["compression"] = round(time.perf_counter() - t, 1)
     record["sweep_time"] = sweep_time(config, record["seconds"]["sweep"], workers if scheduler is None else None)
 

@@ -160,12 +160,6 @@ class SweepConfig(RunConfig):
         for arch, name in self.recipes.items():
             check_choice(arch, MODEL_NAMES, "model")
             frontier.check_recipe(arch, name)
-        missing = [arch for arch in self.models if arch not in self.recipes]
-        if "frontier" in self.schedules and missing:
-            raise ValueError(
-                f"the frontier schedule needs a recipe for {missing} (recipes={{model: name}}, chosen on "
-                "validation by mnist_pruning.frontier.choose_recipes after the ablation)"
-            )
 
     def budget(self, arch: str) -> Budget:
         """The model's :data:`BUDGETS` entry with this config's overrides applied (and validated)."""
@@ -249,6 +243,8 @@ def experiments(config: SweepConfig) -> list[Experiment]:
                     Experiment(arch, "global", r, schedule="ablation", recipe=name) for r in config.frontier_ratios
                 )
         if "frontier" in config.schedules:
+            if arch not in config.recipes:
+                raise ValueError(f"the frontier schedule needs a recipe for {arch!r}: recipes={{model: name}}")
             recipe = config.recipes[arch]
             out.extend(
                 Experiment(arch, "global", s, schedule="frontier", recipe=recipe) for s in frontier.SPARSITIES
@@ -561,10 +557,19 @@ def run_sweep(
     workers: int | None = None,
 ) -> dict[str, Path]:
     """Run every experiment of ``config`` (every seed) not yet in its CSV, then, with ``config.latency``, time
-    every row still without latency (:func:`measure_latencies`); return ``{model: csv_path}``
+    every row still without latency (:func:`measure_latencies`); return ``{model: csv_path}``. The frontier
+    schedule runs last, with ``config.recipes`` or, for a model without one, the recipe
+    :func:`mnist_pruning.frontier.choose_recipes` picks on validation from the ablation's rows
     (:func:`mnist_pruning.runner.run_study` on a :class:`SweepStudy`: see there for ``executor``, ``workers``
     and ``data``)."""
-    csvs = run_study(SweepStudy(config), progress=progress, data=data, executor=executor, workers=workers)
+    where = dict(progress=progress, data=data, executor=executor, workers=workers)
+    first = dataclasses.replace(config, schedules=tuple(s for s in config.schedules if s != "frontier"))
+    csvs = run_study(SweepStudy(first), **where) if first.schedules else {}
+    if "frontier" in config.schedules:
+        missing = tuple(arch for arch in config.models if arch not in config.recipes)
+        chosen = frontier.choose_recipes(config.paths.results, missing) if missing else {}
+        config = dataclasses.replace(config, recipes={**chosen, **config.recipes})
+        csvs = run_study(SweepStudy(dataclasses.replace(config, schedules=("frontier",))), **where)
     if config.latency:
         measure_latencies(config, progress)
     return csvs

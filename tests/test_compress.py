@@ -11,6 +11,7 @@ from tiny import tiny_model
 from torch.nn.utils import parametrize
 
 from mnist_pruning import compress as C
+from mnist_pruning import frontier
 from mnist_pruning.compress.coder import encode_indices
 from mnist_pruning.files import CorruptFileError
 from mnist_pruning.models import ModelConfig, build_model
@@ -407,3 +408,13 @@ def test_compression_frontier_draws_the_seed_spread_as_error_bars(fixture_result
     fig = plots.compression_frontier(load_results(fixture_results), comp, "cnn")
     bars = [c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]
     assert bars and all(c.has_yerr for c in bars)
+
+
+def test_a_frontier_recipe_prunes_the_grid_and_names_another_configuration():
+    plain = C.CompressConfig(models=("cnn",))
+    recipe = C.CompressConfig(models=("cnn",), recipes={"cnn": "long+kd+floor"})
+    assert recipe.prune_config("cnn").epochs == frontier.RECIPES["cnn"]["long+kd+floor"].epochs
+    assert recipe.recipe("cnn").floors == (("conv1", 0.5),) and plain.recipe("cnn") is None
+    assert recipe.hash("cnn") != plain.hash("cnn")
+    with pytest.raises(ValueError, match="unknown recipe 'best' for 'cnn'"):
+        C.CompressConfig(models=("cnn",), recipes={"cnn": "best"})

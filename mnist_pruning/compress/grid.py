@@ -15,6 +15,7 @@ pruned -> shared -> fine-tuned -> file -> decoded, every accuracy measured on de
 from __future__ import annotations
 
 import copy
+import dataclasses
 import lzma
 import math
 import tempfile
@@ -32,6 +33,7 @@ from .. import __version__
 from ..checks import check_choice, check_choices, check_int, check_ratio
 from ..config import RunConfig
 from ..data import MNISTData
+from ..frontier import RECIPES, Recipe, check_recipe, run_recipe
 from ..models import MODEL_NAMES, build_model
 from ..results import COMPRESSION, Schema
 from ..runner import Study, accuracies, cached_model, config_hash, record, run_study
@@ -104,9 +106,13 @@ class CompressConfig(RunConfig):
     centroid_lr: float = CENTROID_LR
     codebook_dtype: str = "F32"  # shared values stored as F32 or F16
     bias_dtype: str = "float16"  # biases stored as float16 or float32
+    recipes: dict[str, str] = field(default_factory=dict)  # per model, the frontier recipe that prunes
+    # (mnist_pruning.frontier.RECIPES); a model without one: plain gradual pruning at the sweep's budget
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for arch, name in self.recipes.items():
+            check_recipe(check_choice(arch, MODEL_NAMES, "model"), name)
         self.models = check_choices(self.models, MODEL_NAMES, "model")
         self.sparsities = {m: tuple(self.sparsities.get(m, SPARSITIES[m])) for m in self.models}
         for m, values in self.sparsities.items():
@@ -125,8 +131,17 @@ class CompressConfig(RunConfig):
         check_choice(self.bias_dtype, tuple(BIAS_DTYPES), "bias dtype")
         TrainConfig(epochs=1, lr=self.centroid_lr)
 
+    def recipe(self, arch: str) -> Recipe | None:
+        """The frontier recipe that prunes ``arch`` (its epochs: :meth:`prune_config`'s), or None."""
+        if arch not in self.recipes:
+            return None
+        return dataclasses.replace(RECIPES[arch][self.recipes[arch]], epochs=self.prune_config(arch).epochs)
+
     def prune_config(self, arch: str) -> TrainConfig:
-        epochs = self.prune_epochs.get(arch, BUDGETS[arch].frontier_epochs)
+        default = (
+            RECIPES[arch][self.recipes[arch]].epochs if arch in self.recipes else BUDGETS[arch].frontier_epochs
+        )
+        epochs = self.prune_epochs.get(arch, default)
         lr = self.baseline_config(arch).lr
         return TrainConfig(epochs=epochs, lr=lr, seed=self.one_seed(), precision=self.precision)
 
@@ -144,6 +159,8 @@ class CompressConfig(RunConfig):
             "dtypes": [self.codebook_dtype, self.bias_dtype],
             "data": [self.subset, self.test_subset],
         }
+        if arch in self.recipes:  # only then: the hashes of plain gradual pruning stay those of earlier rows
+            key["recipe"] = self.recipe(arch).key()
         return config_hash(key)
 
     def points(self) -> list[CompressPoint]:
@@ -249,11 +266,19 @@ def pruned_model(
     cfg = config.prune_config(arch)
     path = config.paths.runs / "compress" / f"{arch}_gradual_{sparsity:g}_seed{config.seed}.pt"
     recipe = {"baseline": config.baseline_config(arch).to_dict(), "prune": cfg.to_dict()}
+    if arch in config.recipes:
+        recipe["recipe"] = config.recipe(arch).key()
     key = {"recipe": recipe, "sparsity": sparsity, "data": [len(data.train_y), len(data.test_y)]}
 
     def make():
         device = next(base.parameters()).device
-        result = gradual_prune(copy.deepcopy(base), data.to(device), "global", sparsity, cfg, progress=progress)
+        recipe = config.recipe(arch)
+        if recipe is None:
+            result = gradual_prune(
+                copy.deepcopy(base), data.to(device), "global", sparsity, cfg, progress=progress
+            )
+        else:
+            result = run_recipe(base, data.to(device), sparsity, recipe, config.baseline_config(arch), progress)
         make.seconds = result.seconds
         return bake_in(result.model).cpu(), result.history, {}
 
