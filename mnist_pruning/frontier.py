@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 
+import pandas as pd
 from torch import nn
 
 from .data import MNISTData
@@ -34,6 +35,7 @@ from .train import TrainConfig
 from .vd import VDConfig, sparse_vd
 
 __all__ = [
+    "ablation_table",
     "Recipe",
     "RECIPES",
     "SPARSITIES",
@@ -119,15 +121,50 @@ def choose_recipes(results_dir="", models: tuple[str, ...] = MODEL_NAMES) -> dic
     :data:`TIE_PP` of the best that comes earlier in :data:`RECIPES` (cheaper) wins. Raises when a model has no
     ablation rows (run the ``ablation`` schedule first) or a recipe lacks seeds the others have."""
     df = load_results(results_dir, models=models)
-    chosen = {}
-    for arch in models:
-        rows = df[(df["model"] == arch) & (df["schedule"] == "ablation")]
-        if rows.empty:
-            raise ValueError(f"no ablation rows for {arch!r} in the results: run the 'ablation' schedule first")
-        val = {r: 100 * float(v) for r, v in zip(rows["recipe"], rows["acc_val_finetuned"], strict=True)}
-        seeds = set(rows["n_seeds"])
-        if len(seeds) != 1:
-            raise ValueError(f"the {arch} ablation recipes have different numbers of seeds: {sorted(seeds)}")
-        best = max(val.values())
-        chosen[arch] = next(name for name in RECIPES[arch] if name in val and val[name] >= best - TIE_PP)
-    return chosen
+    return {arch: _choose(df, arch) for arch in models}
+
+
+def _choose(df: pd.DataFrame, arch: str) -> str:
+    rows = df[(df["model"] == arch) & (df["schedule"] == "ablation")]
+    if rows.empty:
+        raise ValueError(f"no ablation rows for {arch!r} in the results: run the 'ablation' schedule first")
+    seeds = set(rows["n_seeds"])
+    if len(seeds) != 1:
+        raise ValueError(f"the {arch} ablation recipes have different numbers of seeds: {sorted(seeds)}")
+    val = {r: 100 * float(v) for r, v in zip(rows["recipe"], rows["acc_val_finetuned"], strict=True)}
+    best = max(val.values())
+    return next(name for name in RECIPES[arch] if name in val and val[name] >= best - TIE_PP)
+
+
+def ablation_table(df: pd.DataFrame, model: str) -> pd.DataFrame:
+    """The ablation of ``model`` from :func:`~mnist_pruning.results.load_results`' seed means: per recipe its
+    ingredients, validation accuracy (what the choice reads) and test accuracy as mean ± std over the seeds, the
+    measured sparsity, and which recipe :func:`choose_recipes` picks. Empty without ablation rows."""
+    rows = df[(df["model"] == model) & (df["schedule"] == "ablation")]
+    if rows.empty:
+        return pd.DataFrame()
+    chosen = _choose(df, model)
+    out = []
+    for name in [r for r in RECIPES[model] if r in set(rows["recipe"])]:
+        row = rows[rows["recipe"] == name].iloc[0]
+        recipe = RECIPES[model][name]
+        out.append(
+            {
+                "recipe": name,
+                "epochs": int(row["finetune_epochs"]),
+                "distillation (T, weight)": "—"
+                if recipe.distill is None
+                else f"{recipe.distill[0]:g}, {recipe.distill[1]:g}",
+                "density floor": ", ".join(f"{layer} {100 * f:g} %" for layer, f in recipe.floors) or "—",
+                "validation %": _pm(row["acc_val_finetuned"], row["acc_val_finetuned_std"]),
+                "test %": _pm(row["acc_finetuned"], row["acc_finetuned_std"]),
+                "sparsity %": f"{100 * row['sparsity']:.2f}",
+                "seeds": int(row["n_seeds"]),
+                "chosen": "yes" if name == chosen else "",
+            }
+        )
+    return pd.DataFrame(out).set_index("recipe")
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f}" + ("" if std != std else f" ± {100 * std:.2f}")

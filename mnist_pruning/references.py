@@ -46,10 +46,19 @@ class Anchor:
         return 1.0 - self.kept
 
 
-# Han et al. 2015, Tables 1-3: 8 % of the weights kept, 1.59 % / 0.77 % error.
 ANCHORS = (
+    # Han et al. 2015, Tables 1-3: 8 % of the weights kept, 1.59 % / 0.77 % error.
     Anchor("mlp", "Han et al. 2015", 0.08, 0.9841),
     Anchor("cnn", "Han et al. 2015", 0.08, 0.9923),
+    # Han et al. 2016, Deep Compression, Tables 1-3: the same pruning, 1.58 % / 0.74 % error.
+    Anchor("mlp", "Deep Compression 2016", 0.08, 0.9842),
+    Anchor("cnn", "Deep Compression 2016", 0.08, 0.9926),
+    # Guo, Yao & Chen 2016, Dynamic Network Surgery, Table 1: 267K -> 4.8K and 431K -> 4.0K parameters.
+    Anchor("mlp", "DNS 2016", 4.8 / 267, 0.9801),
+    Anchor("cnn", "DNS 2016", 4.0 / 431, 0.9909),
+    # Molchanov et al. 2017, Sparse Variational Dropout, Table 1: 68x and 280x fewer weights.
+    Anchor("mlp", "Sparse VD 2017", 1 / 68, 0.9808),
+    Anchor("cnn", "Sparse VD 2017", 1 / 280, 0.9925),
 )
 
 
