@@ -27,15 +27,15 @@ import torch
 
 from .checks import check_choices
 from .models import MODEL_NAMES
-from .parallel import check_workers, default_workers, sweep_executor
+from .parallel import _default_workers, check_workers, sweep_executor
 from .sparsity.nm import NM_PATTERNS
 from .sweep import METHODS, RATIOS, SCHEDULES, SweepConfig, run_sweep
 
-FULL_SEEDS = (0, 1, 2)  # run --full: three seeds, so every point is a mean with a spread
+_FULL_SEEDS = (0, 1, 2)  # run --full: three seeds, so every point is a mean with a spread
 
 # The README's quick main job: the whole pipeline, every method, on a budget that fits ~3 minutes on 2 cores.
 # These are defaults: whatever the user passes (--ratios, --patterns, ...) wins.
-QUICK = {
+_QUICK = {
     "ratios": (0.5, 0.9, 0.99),
     "patterns": ("2:4",),
     "finetune_epochs": 1,
@@ -46,7 +46,7 @@ QUICK = {
 
 
 def _seeds(args: argparse.Namespace, full: bool = False) -> tuple[int, ...]:
-    """``--seeds``, else ``--seed``, else the full run's :data:`FULL_SEEDS` or seed 0."""
+    """``--seeds``, else ``--seed``, else the full run's :data:`_FULL_SEEDS` or seed 0."""
     seed, seeds = getattr(args, "seed", None), getattr(args, "seeds", None)
     if seed is not None and seeds is not None:
         raise ValueError(f"give --seed ({seed}) or --seeds ({' '.join(map(str, seeds))}), not both")
@@ -54,12 +54,12 @@ def _seeds(args: argparse.Namespace, full: bool = False) -> tuple[int, ...]:
         return tuple(seeds)
     if seed is not None:
         return (seed,)
-    return FULL_SEEDS if full else (0,)
+    return _FULL_SEEDS if full else (0,)
 
 
 def _sweep_config(args: argparse.Namespace, quick: bool = False) -> SweepConfig:
     """The sweep the arguments ask for; options the user left out take the quick run's or the sweep's defaults."""
-    defaults = dict(QUICK) if quick else {"ratios": RATIOS, "patterns": NM_PATTERNS}
+    defaults = dict(_QUICK) if quick else {"ratios": RATIOS, "patterns": NM_PATTERNS}
     given = {
         "ratios": args.ratios,
         "patterns": args.patterns,
@@ -105,7 +105,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-pruning", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--workers",
             type=int,
             default=None,
-            help=f"local worker processes, 1 torch thread each (default: one per core, here {default_workers()}; "
+            help=f"local worker processes, 1 torch thread each (default: one per core, here {_default_workers()}; "
             "1: in this process)",
         )
         p.add_argument(
@@ -263,7 +263,7 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = _build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)

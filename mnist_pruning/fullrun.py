@@ -31,7 +31,7 @@ import torch
 from . import __version__
 from .compress import compress_config_of, run_compression_sweep
 from .files import atomic_write, check_writable_dir, load_torch
-from .parallel import WORKER_THREADS, check_workers, default_workers, sweep_executor
+from .parallel import _WORKER_THREADS, _default_workers, check_workers, sweep_executor
 from .results import load_results
 from .runner import baseline_path
 from .settings import paths
@@ -143,7 +143,7 @@ def full_run(
     p = config.paths
     check_writable_dir(p.results)
     if scheduler is None:
-        workers = default_workers() if workers is None else check_workers(workers)
+        workers = _default_workers() if workers is None else check_workers(workers)
     record: dict = {
         "settings": json.loads(settings_json(config)),
         "versions": {
@@ -161,7 +161,7 @@ def full_run(
             "seeds": list(config.seeds),
             "workers": workers,  # local processes (None with a scheduler)
             # torch threads per worker; in this process (workers=1) whatever it was given
-            "worker_threads": torch.get_num_threads() if workers == 1 and scheduler is None else WORKER_THREADS,
+            "worker_threads": torch.get_num_threads() if workers == 1 and scheduler is None else _WORKER_THREADS,
             "scheduler": scheduler,
         },
         "seconds": {},

@@ -36,7 +36,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from .compare import baseline_accuracy, dense_bytes, pareto_front, series_order
+from .compare import _baseline_accuracy, _pareto_front, _series_order, dense_bytes
 from .files import atomic_write
 from .references import ANCHORS, MODEL_TITLES, SIZE_ANCHORS
 
@@ -352,7 +352,7 @@ def _dense_point(ax: Axes, df: pd.DataFrame, model: str) -> None:
     """The dense baseline on an error-vs-bytes axis: its file's bytes, its mean test error."""
     ax.plot(
         dense_bytes(df, model),
-        100 * (1 - baseline_accuracy(df, model)),
+        100 * (1 - _baseline_accuracy(df, model)),
         marker="X",
         ms=10,
         color="k",
@@ -370,8 +370,8 @@ def accuracy_vs_sparsity(df: pd.DataFrame, model: str, zoom_pp: float = 2.0) -> 
     below the baseline, where the differences that matter (0.1-1 pp) are visible.
     """
     sub = df[df["model"] == model]
-    order = series_order(sub)
-    base = 100 * baseline_accuracy(df, model)
+    order = _series_order(sub)
+    base = 100 * _baseline_accuracy(df, model)
     fig, axes = plt.subplots(2, 1, figsize=(WIDTH_IN, 8.6))
     for ax in axes:
         _draw_series(ax, sub, order, "sparsity", "acc_finetuned", scale=100)
@@ -404,7 +404,7 @@ def bytes_vs_sparsity(df: pd.DataFrame, model: str) -> Figure:
     """Bytes of the compact file against sparsity (log y), with the dense file as reference; N:M rows also
     show their N:M-format size (hollow triangles). Structured rows are smaller dense models."""
     sub = df[df["model"] == model]
-    order = series_order(sub)
+    order = _series_order(sub)
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.0))
     _draw_series(ax, sub, order, "sparsity", "size_compact_bytes", suffix=" (compact file)")
     nm = sub[(sub["method"] == "nm") & sub["size_nm_bytes"].notna()]
@@ -430,7 +430,7 @@ def bytes_vs_sparsity(df: pd.DataFrame, model: str) -> Figure:
 def latency_vs_sparsity(df: pd.DataFrame, model: str) -> Figure:
     """CPU forward latency at batch 1 and batch 256 against sparsity, the dense baseline as reference lines."""
     sub = df[df["model"] == model]
-    order = series_order(sub)
+    order = _series_order(sub)
     fig, axes = plt.subplots(2, 1, figsize=(WIDTH_IN, 8.0))
     for ax, batch in zip(axes, (1, 256), strict=True):
         col, base_col = f"latency_b{batch}_ms", f"baseline_latency_b{batch}_ms"
@@ -451,10 +451,10 @@ def accuracy_vs_bytes(df: pd.DataFrame, model: str) -> Figure:
     accuracy points (where the methods differ) spread out. The grey step line is the frontier over all methods;
     the black cross is the dense baseline and its file."""
     sub = _with_error(df[df["model"] == model])
-    order = series_order(sub)
+    order = _series_order(sub)
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 5.0))
     _draw_series(ax, sub, order, "size_compact_bytes", "error_pct")
-    front = pareto_front(sub)
+    front = _pareto_front(sub)
     ax.step(
         front["size_compact_bytes"],
         100 * (1 - front["acc_finetuned"]),
@@ -597,7 +597,7 @@ def compression_frontier(df: pd.DataFrame, comp: pd.DataFrame, model: str) -> Fi
     sub = _with_error(df[df["model"] == model]) if len(df) else df
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 6.0))
     if len(sub):
-        order = series_order(sub)
+        order = _series_order(sub)
         _draw_series(ax, sub, order, "size_compact_bytes", "error_pct", suffix=" (compact file)")
         _dense_point(ax, df, model)
     rows = comp[comp["model"] == model] if len(comp) else comp

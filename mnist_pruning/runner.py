@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from .config import RunConfig
 from .data import MNISTData, fetch_mnist
 from .files import CorruptFileError, check_writable_dir
-from .parallel import WORKER_THREADS, InlineExecutor, available_cores, check_workers, sweep_executor
+from .parallel import _WORKER_THREADS, _available_cores, _InlineExecutor, check_workers, sweep_executor
 from .results import Schema, append_row, read_results
 from .settings import show_progress
 from .train import TrainConfig, evaluate, get_device, load_checkpoint, save_checkpoint, train
@@ -292,7 +292,7 @@ def run_study(
     """
     if workers is not None:
         check_workers(workers)
-    if data is not None and (not isinstance(executor, (InlineExecutor, type(None))) or (workers or 1) > 1):
+    if data is not None and (not isinstance(executor, (_InlineExecutor, type(None))) or (workers or 1) > 1):
         raise ValueError("data= runs the study in this process; leave executor and workers out with it")
     p = study.config.paths
     check_writable_dir(p.runs)
@@ -306,8 +306,8 @@ def run_study(
     with contextlib.ExitStack() as stack:
         if executor is None:
             in_process = data is not None or workers == 1
-            executor = InlineExecutor() if in_process else stack.enter_context(sweep_executor(workers))
-        inline = isinstance(executor, InlineExecutor)
+            executor = _InlineExecutor() if in_process else stack.enter_context(sweep_executor(workers))
+        inline = isinstance(executor, _InlineExecutor)
         if inline:
             stack.callback(_DATA_CACHE.clear)  # in this process, the data must not outlive the study
         local = isinstance(executor, cf.ProcessPoolExecutor)
@@ -325,7 +325,7 @@ class _Tasks:
 
     def __init__(self, study, todo, executor, data, progress: bool, local: bool):
         self.study, self.executor, self.data, self.local = study, executor, data, local
-        self.inline = isinstance(executor, InlineExecutor)
+        self.inline = isinstance(executor, _InlineExecutor)
         self.absolute = study.with_config(study.config.absolute())
         self.groups: dict[tuple[str, int], dict[Hashable, list]] = {}
         for seed, point in todo:
@@ -341,8 +341,8 @@ class _Tasks:
         if self.inline:
             return None  # in this process tasks keep its torch threads
         if not self.local:
-            return WORKER_THREADS
-        return max(WORKER_THREADS, available_cores() // max(busy, 1))
+            return _WORKER_THREADS
+        return max(_WORKER_THREADS, _available_cores() // max(busy, 1))
 
     def run(self) -> None:
         ready: collections.deque[tuple] = collections.deque(("baseline", key, None) for key in self.groups)

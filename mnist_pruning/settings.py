@@ -21,13 +21,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SMOKE_ENV", "Paths", "project_root", "paths", "smoke_mode", "SMOKE", "display_path", "show_progress"]
+__all__ = ["Paths", "project_root", "paths", "smoke_mode", "SMOKE", "display_path", "show_progress"]
 
-SMOKE_ENV = "MNIST_PRUNING_SMOKE"
+_SMOKE_ENV = "MNIST_PRUNING_SMOKE"
 
 
 @dataclass(frozen=True)
-class SmokeBudget:
+class _SmokeBudget:
     """The small configuration notebooks and tests switch to when ``MNIST_PRUNING_SMOKE=1``."""
 
     subset: int = 2000  # class-balanced training images
@@ -37,7 +37,7 @@ class SmokeBudget:
     finetune_epochs: int = 1  # fine-tuning epochs
 
 
-SMOKE = SmokeBudget()
+SMOKE = _SmokeBudget()
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Paths:
 
 def smoke_mode() -> bool:
     """True when ``$MNIST_PRUNING_SMOKE`` is set to something other than ``""``/``0``/``false``."""
-    return os.environ.get(SMOKE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return os.environ.get(_SMOKE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _is_project(folder: Path) -> bool:

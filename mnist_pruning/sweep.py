@@ -40,7 +40,7 @@ from .config import RunConfig
 from .data import MNISTData
 from .lottery import lottery_ticket
 from .models import MODEL_NAMES, SAMPLE_SHAPE, build_model
-from .parallel import WORKER_THREADS
+from .parallel import _WORKER_THREADS
 from .results import PRUNING, Schema, read_results, update_rows
 from .runner import Accuracy, Study, accuracies, baseline_path, config_hash, run_study
 from .schedules import gradual_prune
@@ -337,7 +337,7 @@ def measure_latencies(config: SweepConfig, progress: bool = True) -> int:
             one = study.for_seed(seed)
             todo += [(path, one, exp) for exp in one.points() if exp.model == arch and _key(one, exp) in empty]
     threads = torch.get_num_threads()
-    torch.set_num_threads(WORKER_THREADS)
+    torch.set_num_threads(_WORKER_THREADS)
     try:
         bases: dict[tuple[str, int], nn.Module] = {}
         for path, one, exp in tqdm(todo, desc="latency", disable=not show_progress(progress)):

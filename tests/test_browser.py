@@ -183,7 +183,7 @@ def test_every_page_loads_with_its_images_and_no_console_error(browser, site, ht
     for page in _pages(html):
         problems += page_problems(browser, site, html, page, SCREENSHOTS / f"{_page_name(page)}.png")
     assert not problems, "\n".join(problems)
-    assert {f"{_page_name(f'_chapters/{name}.html')}.png" for name, _ in book.CHAPTERS} <= {
+    assert {f"{_page_name(f'_chapters/{name}.html')}.png" for name, _ in book._CHAPTERS} <= {
         p.name for p in SCREENSHOTS.iterdir()
     }
 
@@ -192,7 +192,7 @@ def test_the_sidebar_reaches_every_chapter(browser, site):
     browser.get(site + "intro.html")
     links = browser.find_elements(By.CSS_SELECTOR, "nav.bd-docs-nav a.reference.internal")
     hrefs = {unquote(urlsplit(a.get_attribute("href")).path) for a in links}
-    missing = [name for name, _ in book.CHAPTERS if f"/_chapters/{name}.html" not in hrefs]
+    missing = [name for name, _ in book._CHAPTERS if f"/_chapters/{name}.html" not in hrefs]
     assert not missing, f"intro.html: the sidebar has no link to {missing}"
     for href in sorted(hrefs):
         browser.get(site + href.lstrip("/"))

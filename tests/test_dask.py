@@ -72,7 +72,7 @@ def test_an_unreachable_scheduler_is_a_value_error_naming_it():
 def test_the_sweep_command_refuses_an_unreachable_scheduler_before_any_work(tmp_path, monkeypatch, capsys):
     from mnist_pruning.cli import main
 
-    monkeypatch.setattr(parallel, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(parallel, "_CONNECT_TIMEOUT_S", 1.0)
     results = tmp_path / "results"
     results.mkdir()
     fixture = Path(__file__).resolve().parent / "fixtures" / "mlp_pruning_results.csv"

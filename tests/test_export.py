@@ -8,7 +8,7 @@ from mnist_pruning import sparsity as sp
 from mnist_pruning.models import build_model
 from mnist_pruning.speed import Timing
 
-for _name in export.ONNX_PACKAGES:  # export imports them only when used
+for _name in export._ONNX_PACKAGES:  # export imports them only when used
     pytest.importorskip(_name)
 
 QUICK = Timing(rounds=1, min_run_time=0.01, batches=(1, 8))
@@ -30,7 +30,7 @@ def report(tmp_path_factory):
 
 def test_onnxruntime_outputs_match_pytorch_for_every_batch_size(tmp_path):
     model = build_model("cnn").eval()
-    session = export.ort_session(export.export_onnx(model, tmp_path / "cnn.onnx"))
+    session = export._ort_session(export.export_onnx(model, tmp_path / "cnn.onnx"))
     for batch in (1, 5, 64):
         x = torch.randn(batch, 1, 28, 28)
         with torch.inference_mode():
