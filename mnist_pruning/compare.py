@@ -117,7 +117,8 @@ def load_compared(results_dir="", models=("mlp", "cnn")) -> pd.DataFrame:
 
 def speedup_text(mean: float, std: float) -> str:
     """A speed-up with its band ("1.02x ± 0.05"), marked "no measurable difference" when 1.00x is within
-    :data:`_NOISE_SIGMAS` standard deviations (the accuracy rule of :func:`_difference_text`); "" when not measured.
+    :data:`_NOISE_SIGMAS` standard deviations (the accuracy rule of :func:`_difference_text`); "" when not
+    measured.
 
     Example::
 

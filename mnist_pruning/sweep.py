@@ -48,7 +48,7 @@ from .settings import show_progress
 from .sparsity import measure
 from .sparsity.compact import load_compact, save_compact, save_dense
 from .sparsity.inference import apply_sparse_plan, plan_sparse_inference
-from .sparsity.nm import NM_PATTERNS, nm_compact_bytes, parse_pattern, pattern_for_ratio
+from .sparsity.nm import NM_PATTERNS, _nm_compact_bytes, _pattern_for_ratio, parse_pattern
 from .sparsity.structured import apply_structured_masks, apply_surgery
 from .sparsity.unstructured import bake_in, sparsify_
 from .train import TrainConfig, fine_tune, load_checkpoint
@@ -194,7 +194,7 @@ def experiments(config: SweepConfig) -> list[Experiment]:
             if method == "nm":
                 patterns = list(config.patterns)
                 for r in config.ratios:
-                    p = pattern_for_ratio(r)
+                    p = _pattern_for_ratio(r)
                     if p not in patterns:
                         patterns.append(p)
                 for p in patterns:
@@ -464,7 +464,7 @@ def _measure(
     if exp.method == "nm":
         n, m = parse_pattern(exp.pattern)
         row["size_nm_bytes"] = sum(
-            nm_compact_bytes(module.weight.detach(), n, m) + module.bias.numel() * module.bias.element_size()
+            _nm_compact_bytes(module.weight.detach(), n, m) + module.bias.numel() * module.bias.element_size()
             for _, module in layers
         )
     return ExperimentResult(row, model, dense_path, compact_path)

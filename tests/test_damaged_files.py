@@ -28,7 +28,7 @@ from mnist_pruning import sparsity as sp
 from mnist_pruning.files import load_torch
 from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.results import append_row, read_results
-from mnist_pruning.sparsity.compact import position_bytes
+from mnist_pruning.sparsity.compact import _position_bytes
 from mnist_pruning.train import TrainConfig, load_checkpoint, save_checkpoint
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -87,7 +87,7 @@ def compact_parts(data: bytes) -> dict[str, int]:
         n = math.prod(int(s) for s in shape.split(",")) if shape != "-" else 1
         itemsize = {"F32": 4, "F64": 8, "F16": 2, "BF16": 2}.get(dtype, 4)
         values = (n if encoding == "dense" else int(nnz)) * itemsize
-        positions = position_bytes(encoding, n, int(nnz))
+        positions = _position_bytes(encoding, n, int(nnz))
         parts[f"{name} values ({encoding})"] = offset + values // 2
         if positions:
             parts[f"{name} positions ({encoding})"] = offset + values + positions // 2

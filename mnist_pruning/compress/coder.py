@@ -135,7 +135,7 @@ def encode_positions(coding: str, positions: np.ndarray, n: int) -> tuple[bytes,
 
 
 def decode_positions(coding: str, table: bytes, stream: bytes, n: int, nnz: int) -> np.ndarray:
-    """The ``nnz`` sorted positions below ``n`` of :func:`encode_positions`; ValueError for anything else."""
+    """The ``nnz`` sorted positions below ``n`` of :func:`_encode_positions`; ValueError for anything else."""
     if nnz in (0, n):
         if table or stream:
             raise ValueError("an empty or full layer has no position sections")

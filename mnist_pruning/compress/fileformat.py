@@ -43,7 +43,14 @@ from torch import nn
 from ..checks import check_choice
 from ..files import CorruptFileError, atomic_write
 from ..models import ModelConfig
-from ..sparsity._binary import DTYPE_BY_NAME, DTYPE_NAMES, invalid_file, parse_shape, shape_text, tensor_from_bytes
+from ..sparsity._binary import (
+    _DTYPE_BY_NAME,
+    _DTYPE_NAMES,
+    _invalid_file,
+    _parse_shape,
+    _shape_text,
+    _tensor_from_bytes,
+)
 from .coded import CodedModel, SharedLayer
 from .coder import POSITION_CODINGS, decode_indices, decode_positions, encode_indices, encode_positions
 from .sharing import CODEBOOK_DTYPES, MAX_BITS
@@ -90,7 +97,7 @@ def encode(coded: CodedModel, position_coding: str | None = None) -> bytes:
     every layer; by default each layer gets the smaller one."""
     if position_coding is not None:
         check_choice(position_coding, POSITION_CODINGS, "position coding")
-    records = [f"model {coded.config.arch} {shape_text(coded.config.widths)}"]
+    records = [f"model {coded.config.arch} {_shape_text(coded.config.widths)}"]
     payload: list[bytes] = []
     for name, layer in coded.layers.items():
         if layer.codebook.dtype not in (np.float32, np.float16):
@@ -99,15 +106,15 @@ def encode(coded: CodedModel, position_coding: str | None = None) -> bytes:
         coding, sections = _layer_sections(layer, position_coding)
         lengths = ",".join(str(len(s)) for s in sections)
         records.append(
-            f"shared {name} {shape_text(layer.shape)} {layer.bits} {layer.nnz} {len(layer.codebook)} {dtype} "
+            f"shared {name} {_shape_text(layer.shape)} {layer.bits} {layer.nnz} {len(layer.codebook)} {dtype} "
             f"{coding} {lengths}"
         )
         payload.extend(sections)
     for name, t in coded.tensors.items():
-        if DTYPE_NAMES.get(t.dtype) not in RAW_DTYPES:
+        if _DTYPE_NAMES.get(t.dtype) not in RAW_DTYPES:
             raise ValueError(f"tensor {name!r} has unsupported dtype {t.dtype}")
         data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        records.append(f"raw {name} {shape_text(t.shape)} {DTYPE_NAMES[t.dtype]} {len(data)}")
+        records.append(f"raw {name} {_shape_text(t.shape)} {_DTYPE_NAMES[t.dtype]} {len(data)}")
         payload.append(data)
     header = ";".join(records).encode("ascii")
     if len(header) >= 1 << 16:
@@ -128,7 +135,7 @@ def save_coded(coded: CodedModel, path: str | os.PathLike, position_coding: str 
 
 
 def _bad(source: str, why: str) -> CorruptFileError:
-    return invalid_file(source, FORMAT, why, "coded model file", "write it again with save_coded")
+    return _invalid_file(source, FORMAT, why, "coded model file", "write it again with save_coded")
 
 
 def _crc_ok(data: bytes) -> bool:
@@ -166,7 +173,7 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
     records = [r.split(" ") for r in header.split(";")]
     if not records or records[0][0] != "model" or len(records[0]) != 3:
         raise ValueError("the header does not start with a model record")
-    config = ModelConfig.from_dict({"arch": records[0][1], "widths": parse_shape(records[0][2])})
+    config = ModelConfig.from_dict({"arch": records[0][1], "widths": _parse_shape(records[0][2])})
     layers: dict[str, SharedLayer] = {}
     tensors: dict[str, torch.Tensor] = {}
     info: list[dict] = []
@@ -185,7 +192,7 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
         if name in layers or name in tensors:
             raise ValueError(f"{name!r} appears twice")
         if kind == "shared" and len(fields) == 9:
-            shape = parse_shape(fields[2])
+            shape = _parse_shape(fields[2])
             bits, nnz, k = (int(f) for f in fields[3:6])
             dtype, coding = fields[6], fields[7]
             lengths = [int(x) for x in fields[8].split(",")]
@@ -194,7 +201,7 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
                 raise ValueError(f"record of {name!r} has an unknown dtype or position coding")
             if not 1 <= bits <= MAX_BITS or not 0 <= nnz <= n or not (0 <= k <= min(nnz, 1 << bits)):
                 raise ValueError(f"record of {name!r} has impossible bits / nnz / k")
-            itemsize = DTYPE_BY_NAME[dtype].itemsize
+            itemsize = _DTYPE_BY_NAME[dtype].itemsize
             if lengths[0] != k * itemsize or min(lengths) < 0:
                 raise ValueError(f"codebook of {name!r} is {lengths[0]} bytes, {k} x {itemsize} expected")
             codebook_b, table, stream, ptable, pstream = (take(x) for x in lengths)
@@ -209,10 +216,10 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
             sizes["positions"] += lengths[3] + lengths[4]
             info.append({"name": name, "coding": coding, "lengths": lengths, "k": k, "nnz": nnz, "numel": n})
         elif kind == "raw" and len(fields) == 5 and fields[3] in RAW_DTYPES:
-            shape, dtype, length = parse_shape(fields[2]), DTYPE_BY_NAME[fields[3]], int(fields[4])
+            shape, dtype, length = _parse_shape(fields[2]), _DTYPE_BY_NAME[fields[3]], int(fields[4])
             if length != math.prod(shape) * dtype.itemsize:
                 raise ValueError(f"{name!r} is {length} bytes, its shape and dtype say otherwise")
-            tensors[name] = tensor_from_bytes(take(length), dtype).reshape(shape).clone()
+            tensors[name] = _tensor_from_bytes(take(length), dtype).reshape(shape).clone()
             sizes["biases"] += length
         else:
             raise ValueError(f"unknown record {' '.join(fields)[:60]!r}")

@@ -36,7 +36,7 @@ from ..models import MODEL_NAMES, build_model
 from ..results import COMPRESSION, Schema
 from ..runner import Study, accuracies, cached_model, config_hash, record, run_study
 from ..schedules import gradual_prune
-from ..sparsity.compact import _dense_file, encode_compact, load_compact, position_bytes
+from ..sparsity.compact import _dense_file, _encode_compact, _position_bytes, load_compact
 from ..sparsity.measure import sparsity as measured_sparsity
 from ..sparsity.unstructured import bake_in
 from ..sweep import BUDGETS
@@ -217,7 +217,7 @@ def _fixed_width_bytes(coded: CodedModel, header: int) -> int:
     for layer in coded.layers.values():
         k = len(layer.codebook)
         total += math.ceil(layer.nnz * max(1, math.ceil(math.log2(k))) / 8) if k > 1 else 0
-        total += position_bytes("ef", layer.numel, layer.nnz) + layer.codebook.nbytes
+        total += _position_bytes("ef", layer.numel, layer.nnz) + layer.codebook.nbytes
     return total + sum(t.numel() * t.element_size() for t in coded.tensors.values())
 
 
@@ -286,7 +286,7 @@ def compress_point(
     arch = pruned.model.config.arch
     bits = layer_bits(pruned.model, per_layer=dict(bits))
     start = time.perf_counter()
-    dense, compact = _dense_file(pruned.model), encode_compact(pruned.model)
+    dense, compact = _dense_file(pruned.model), _encode_compact(pruned.model)
     as_loaded = build_model(pruned.model.config)
     as_loaded.load_state_dict(_load_compact_bytes(compact))
     acc_pruned = evaluate(as_loaded, data.test_x, data.test_y)["accuracy"]

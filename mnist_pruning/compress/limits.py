@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sparsity._binary import log2_binomial
+from ..sparsity._binary import _log2_binomial
 from .coded import CodedModel
 
 __all__ = ["empirical_entropy_bits", "information_limit"]
@@ -34,7 +34,7 @@ def information_limit(coded: CodedModel) -> dict[str, float]:
     values = positions = codebooks = 0.0
     for layer in coded.layers.values():
         values += empirical_entropy_bits(layer.indices)
-        positions += log2_binomial(layer.numel, layer.nnz)
+        positions += _log2_binomial(layer.numel, layer.nnz)
         codebooks += 8 * layer.codebook.nbytes
     biases = sum(8 * t.numel() * t.element_size() for t in coded.tensors.values())
     out = {"values": values / 8, "positions": positions / 8, "codebooks": codebooks / 8, "biases": biases / 8}

@@ -36,7 +36,7 @@ from torch.nn.utils import parametrize, prune
 
 from ..checks import check_choice
 from ..models import ModelConfig, build_model
-from ..sparsity._binary import DTYPE_BY_NAME
+from ..sparsity._binary import _DTYPE_BY_NAME
 from ..sparsity.measure import prunable_layers
 from ..train import evaluate, train_one_epoch
 from .coded import CodedModel, SharedLayer
@@ -134,7 +134,7 @@ class SharedWeight(nn.Module):
     @torch.no_grad()
     def round_codebook(self) -> None:
         """Round the codebook to its stored dtype in place (no-op for F32): what trains is what the file holds."""
-        self.codebook.copy_(self.codebook.to(DTYPE_BY_NAME[self.codebook_dtype]).float())
+        self.codebook.copy_(self.codebook.to(_DTYPE_BY_NAME[self.codebook_dtype]).float())
 
 
 def _sharing(module: nn.Module) -> SharedWeight | None:
@@ -204,7 +204,7 @@ def share_weights(
         else:
             codebook, labels = np.zeros(1), np.zeros(0, dtype=np.int64)
         # Rounded to the stored dtype now, so what trains is what the file can hold.
-        codebook = torch.from_numpy(codebook.astype(np.float32)).to(DTYPE_BY_NAME[codebook_dtype]).float()
+        codebook = torch.from_numpy(codebook.astype(np.float32)).to(_DTYPE_BY_NAME[codebook_dtype]).float()
         index = torch.zeros(w.shape, dtype=torch.int64)
         index[keep] = torch.from_numpy(labels)
         device = module.weight.device
@@ -281,7 +281,7 @@ def snapshot(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
         if shared is None:
             raise ValueError(f"layer {name!r} does not share its weights; call share_weights first")
         keep = shared.keep.detach().cpu().bool().reshape(-1)
-        codebook = shared.codebook.detach().cpu().to(DTYPE_BY_NAME[shared.codebook_dtype])
+        codebook = shared.codebook.detach().cpu().to(_DTYPE_BY_NAME[shared.codebook_dtype])
         indices = shared.index.detach().cpu().reshape(-1)[keep].numpy().astype(np.int64)
         k = int(indices.max()) + 1 if len(indices) else 0
         layers[f"{name}.weight"] = SharedLayer(

@@ -49,32 +49,25 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..checks import check_choice, check_fraction, check_int
-from .kernels import SparseConv2d, SparseLinear, conv_csr, conv_geometry, csr_mm, linear_csr
-from .measure import FilterFn, Timing, prunable_layers, time_models
+from .kernels import SparseConv2d, SparseLinear, _conv_geometry
+from .measure import Timing, _FilterFn, prunable_layers, time_models
 
 __all__ = [
-    "KERNELS",
     "LayerPlan",
-    "SparseLinear",
-    "SparseConv2d",
-    "linear_csr",
-    "conv_csr",
-    "csr_mm",
     "plan_sparse_inference",
     "apply_sparse_plan",
     "to_sparse_inference",
-    "check_convertible",
 ]
 
-KERNELS = ("dense", "sparse")
-DEFAULT_BATCH_SIZES = (1, 256)
-MAX_DENSITY = 1.0  # time every layer that has zeros
+_KERNELS = ("dense", "sparse")
+_DEFAULT_BATCH_SIZES = (1, 256)
+_MAX_DENSITY = 1.0  # time every layer that has zeros
 # A layer runs sparse only where that measured at least 10 % faster: closer than that is timing noise on a shared
 # 2-core machine (two identical models differ by that much), and dense is the choice that cannot lose.
-SPARSE_MARGIN = 0.9
+_SPARSE_MARGIN = 0.9
 # A convolution's CSR matrix has nnz(W) * H_out * W_out entries (8 bytes each, plus int64 temporaries while it
 # is built); beyond this it would cost more memory than it can save time, so the layer stays dense.
-MAX_CONV_ENTRIES = 1 << 24
+_MAX_CONV_ENTRIES = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -116,7 +109,7 @@ def _pruned_looking_weights(module: nn.Module) -> list[str]:
     ]
 
 
-def check_convertible(model: nn.Module, filter_fn: FilterFn | None = None) -> list[tuple[str, nn.Module]]:
+def _check_convertible(model: nn.Module, filter_fn: _FilterFn | None = None) -> list[tuple[str, nn.Module]]:
     """The ``(name, layer)`` pairs to convert (:func:`~.measure.prunable_layers`), after checking the whole model;
     a ValueError names the first layer that cannot be converted and says why (see the module docstring)."""
     for name, module in model.named_modules():
@@ -162,12 +155,12 @@ def _check_force(force: str | Mapping[int, str] | None, batch_sizes: tuple[int, 
     if force is None:
         return None
     if isinstance(force, str):
-        return {b: check_choice(force, KERNELS, "force") for b in batch_sizes}
+        return {b: check_choice(force, _KERNELS, "force") for b in batch_sizes}
     if not isinstance(force, Mapping) or set(force) != set(batch_sizes):
         raise ValueError(
             f"force must be 'dense', 'sparse' or a mapping of every batch size {batch_sizes} to one, got {force!r}"
         )
-    return {b: check_choice(force[b], KERNELS, f"force[{b}]") for b in batch_sizes}
+    return {b: check_choice(force[b], _KERNELS, f"force[{b}]") for b in batch_sizes}
 
 
 # ---------------------------------------------------------------------------------------- plan and convert
@@ -242,11 +235,11 @@ def _best_ms(candidates: dict[str, nn.Module], x: torch.Tensor, timing: Timing) 
 def plan_sparse_inference(
     model: nn.Module,
     sample_shape: Sequence[int],
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    batch_sizes: Sequence[int] = _DEFAULT_BATCH_SIZES,
     *,
     force: str | Mapping[int, str] | None = None,
-    filter_fn: FilterFn | None = None,
-    max_density: float = MAX_DENSITY,
+    filter_fn: _FilterFn | None = None,
+    max_density: float = _MAX_DENSITY,
     min_run_time: float = 0.05,
     rounds: int = 3,
 ) -> list[LayerPlan]:
@@ -269,7 +262,7 @@ def plan_sparse_inference(
     forced = _check_force(force, sizes)
     max_density = check_fraction(max_density, "max_density")
     timing = Timing(rounds=rounds, min_run_time=min_run_time)
-    layers = check_convertible(model, filter_fn)
+    layers = _check_convertible(model, filter_fn)
     work = copy.deepcopy(model).eval()
     layers = [(name, work.get_submodule(name)) for name, _ in layers]
     order, shapes, channels_last = _trace(work, layers, shape)
@@ -288,8 +281,8 @@ def plan_sparse_inference(
         entries = nonzero * _positions(module, shapes[name]) if isinstance(module, nn.Conv2d) else nonzero
         if nonzero == params:
             row = LayerPlan(*common, dense, reason="no zeros")
-        elif entries > MAX_CONV_ENTRIES:
-            row = LayerPlan(*common, dense, reason=f"its CSR matrix would exceed {MAX_CONV_ENTRIES:,} entries")
+        elif entries > _MAX_CONV_ENTRIES:
+            row = LayerPlan(*common, dense, reason=f"its CSR matrix would exceed {_MAX_CONV_ENTRIES:,} entries")
         elif forced is not None:
             row = LayerPlan(*common, {b: forced[b] == "sparse" for b in sizes}, reason="forced")
         elif nonzero / params > max_density:
@@ -303,7 +296,7 @@ def plan_sparse_inference(
             for b in sizes:
                 best = _best_ms(candidates, _input_of(work, name, b, shape), replace(timing, batches=(b,)))
                 ms[b] = (best["dense"], best["sparse"])
-            faster = {b: ms[b][1] < SPARSE_MARGIN * ms[b][0] for b in sizes}
+            faster = {b: ms[b][1] < _SPARSE_MARGIN * ms[b][0] for b in sizes}
             row = LayerPlan(*common, faster, ms=ms, reason="measured")
         plan.append(row)
         work.set_submodule(name, _converted(module, row))
@@ -336,7 +329,7 @@ def _counts(module: nn.Module) -> tuple[int, int]:
 
 
 def _positions(conv: nn.Conv2d, input_shape: tuple[int, ...]) -> int:
-    _, (out_h, out_w) = conv_geometry(conv, input_shape[-2], input_shape[-1])
+    _, (out_h, out_w) = _conv_geometry(conv, input_shape[-2], input_shape[-1])
     return out_h * out_w
 
 
@@ -346,7 +339,7 @@ def apply_sparse_plan(model: nn.Module, plan: Sequence[LayerPlan]) -> nn.Module:
     If any layer runs sparse, its Conv2d layers that do become :class:`SparseConv2d` and all its planned Linear
     layers :class:`SparseLinear` (dense-only ones included, see there); otherwise the copy is just the model.
     """
-    check_convertible(model)
+    _check_convertible(model)
     converted = copy.deepcopy(model).eval()
     if not any(row.any_sparse for row in plan):
         return converted
@@ -361,7 +354,7 @@ def apply_sparse_plan(model: nn.Module, plan: Sequence[LayerPlan]) -> nn.Module:
 def to_sparse_inference(
     model: nn.Module,
     sample_shape: Sequence[int],
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    batch_sizes: Sequence[int] = _DEFAULT_BATCH_SIZES,
     **plan_options,
 ) -> nn.Module:
     """``apply_sparse_plan(model, plan_sparse_inference(model, sample_shape, batch_sizes, **plan_options))``: a

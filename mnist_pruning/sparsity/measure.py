@@ -44,9 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..checks import check_int
 
 __all__ = [
-    "FilterFn",
     "prunable_layers",
-    "effective_tensor",
     "effective_weight",
     "effective_state_dict",
     "count_parameters",
@@ -63,15 +61,15 @@ __all__ = [
     "torch_benchmark",
 ]
 
-FilterFn = Callable[[nn.Module, str], bool]  # (module, fully qualified name) -> prune this layer?
-StateDictLike = nn.Module | Mapping[str, torch.Tensor]
+_FilterFn = Callable[[nn.Module, str], bool]  # (module, fully qualified name) -> prune this layer?
+_StateDictLike = nn.Module | Mapping[str, torch.Tensor]
 
 
 def _is_weighted_layer(module: nn.Module, fqn: str) -> bool:
     return isinstance(module, (nn.Linear, nn.Conv2d))
 
 
-def prunable_layers(model: nn.Module, filter_fn: FilterFn | None = None) -> list[tuple[str, nn.Module]]:
+def prunable_layers(model: nn.Module, filter_fn: _FilterFn | None = None) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` of every Linear / Conv2d layer (forward-declaration order) that ``filter_fn`` accepts.
 
     ``filter_fn(module, fqn)`` is asked only about Linear and Conv2d layers, the ones whose ``weight`` the
@@ -93,7 +91,7 @@ def _folded(lookup: Callable[[str], object], name: str) -> object:
     return lookup(name)
 
 
-def effective_tensor(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
+def _effective_tensor(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
     """The ``name`` tensor ``module`` computes with (detached): ``<name>_orig * <name>_mask`` while a prune mask is
     attached, else the attribute itself (``None`` for a layer built with ``bias=False``).
 
@@ -106,14 +104,14 @@ def effective_tensor(module: nn.Module, name: str = "weight") -> torch.Tensor | 
 
 
 def effective_weight(module: nn.Module) -> torch.Tensor:
-    """:func:`effective_tensor` of ``weight``."""
-    weight = effective_tensor(module, "weight")
+    """:func:`_effective_tensor` of ``weight``."""
+    weight = _effective_tensor(module, "weight")
     if weight is None:
         raise ValueError(f"{type(module).__name__} has no weight")
     return weight
 
 
-def effective_state_dict(model_or_state_dict: StateDictLike) -> dict[str, torch.Tensor]:
+def effective_state_dict(model_or_state_dict: _StateDictLike) -> dict[str, torch.Tensor]:
     """The tensors the model computes with: CPU copies, prune reparametrisation folded in, zeros as ``+0.0``.
 
     ``<name>_orig`` with a matching ``<name>_mask`` becomes ``<name> = orig * mask`` (the same product the prune
@@ -146,7 +144,7 @@ def _effective_parameters(model: nn.Module):
     """Every parameter as the model computes with it, once: a masked ``weight_orig`` as ``orig * mask``."""
     for module in model.modules():
         for name, _ in module.named_parameters(recurse=False):
-            yield effective_tensor(module, name.removesuffix("_orig"))
+            yield _effective_tensor(module, name.removesuffix("_orig"))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -160,7 +158,7 @@ def count_nonzero_parameters(model: nn.Module) -> int:
     return sum(int(torch.count_nonzero(t).item()) for t in _effective_parameters(model))
 
 
-def layer_sparsity(model: nn.Module, filter_fn: FilterFn | None = None) -> list[dict]:
+def layer_sparsity(model: nn.Module, filter_fn: _FilterFn | None = None) -> list[dict]:
     """One record per prunable layer (weights only, biases excluded): layer, shape, params, nonzero, sparsity.
 
     A list of dicts, so ``pandas.DataFrame(layer_sparsity(model))`` is a table.
@@ -181,7 +179,7 @@ def layer_sparsity(model: nn.Module, filter_fn: FilterFn | None = None) -> list[
     return rows
 
 
-def sparsity(model: nn.Module, filter_fn: FilterFn | None = None) -> float:
+def sparsity(model: nn.Module, filter_fn: _FilterFn | None = None) -> float:
     """Fraction of prunable weights (biases excluded) that are exactly zero."""
     rows = layer_sparsity(model, filter_fn)
     total = sum(r["params"] for r in rows)
@@ -222,7 +220,7 @@ def flops(model: nn.Module, sample_shape: Sequence[int]) -> int:
 
 
 def layer_flops(
-    model: nn.Module, sample_shape: Sequence[int], filter_fn: FilterFn | None = None
+    model: nn.Module, sample_shape: Sequence[int], filter_fn: _FilterFn | None = None
 ) -> dict[str, int]:
     """Dense FLOPs per sample of each prunable layer, keyed by its name in ``model.named_modules()``."""
     counts = _count_flops(model, sample_shape).get_flop_counts()
@@ -234,7 +232,7 @@ def layer_flops(
     }
 
 
-def effective_flops(model: nn.Module, sample_shape: Sequence[int], filter_fn: FilterFn | None = None) -> int:
+def effective_flops(model: nn.Module, sample_shape: Sequence[int], filter_fn: _FilterFn | None = None) -> int:
     """FLOPs per sample a sparse kernel would do: each prunable layer's dense FLOPs times its weight density.
 
     An approximation: it assumes work is proportional to the surviving weights (true for a CSR matmul; a conv
@@ -321,7 +319,7 @@ class Latency:
 # Blocks per median without autorange: 5, or 3 for a call slower than min_run_time / 3 (5 would take several times
 # what was asked). Not blocked_autorange there: it grows its block size in steps of 10x, so a 10 us call was timed
 # for ~0.2 s whatever min_run_time asked.
-FEW_BLOCKS = (3, 5)
+_FEW_BLOCKS = (3, 5)
 
 
 def _median_ms(call: Callable, arg: object, min_run_time: float, threads: int, autorange: bool) -> float:
@@ -335,7 +333,7 @@ def _median_ms(call: Callable, arg: object, min_run_time: float, threads: int, a
     start = time.perf_counter()
     call(arg)
     once = time.perf_counter() - start
-    blocks = min(FEW_BLOCKS[1], max(FEW_BLOCKS[0], math.ceil(min_run_time / once)))
+    blocks = min(_FEW_BLOCKS[1], max(_FEW_BLOCKS[0], math.ceil(min_run_time / once)))
     number = max(1, round(min_run_time / blocks / once))
     return statistics.median(timer.timeit(number).mean for _ in range(blocks)) * 1e3
 

@@ -57,7 +57,6 @@ from ..checks import check_n_of_m
 
 __all__ = [
     "NM_PATTERNS",
-    "PROJECT_RATIO_PATTERNS",
     "NMPruning",
     "nm_unstructured",
     "nm_mask",
@@ -65,11 +64,6 @@ __all__ = [
     "nm_violations",
     "parse_pattern",
     "format_pattern",
-    "pattern_for_ratio",
-    "index_bits",
-    "encode_nm",
-    "decode_nm",
-    "nm_compact_bytes",
     "pad_to_multiple",
     "semi_structured_available",
 ]
@@ -79,7 +73,7 @@ NM_PATTERNS: tuple[str, ...] = ("2:4", "1:4", "2:8", "1:8", "1:16")
 
 # The project's sparsity ratios and the N:M that prunes exactly that fraction. 0.5 maps to 2:4 rather than the
 # equivalent 1:2 because 2:4 is the pattern hardware accelerates (and it is less constraining than 1:2).
-PROJECT_RATIO_PATTERNS: dict[float, str] = {0.3: "7:10", 0.5: "2:4", 0.7: "3:10", 0.9: "1:10", 0.99: "1:100"}
+_PROJECT_RATIO_PATTERNS: dict[float, str] = {0.3: "7:10", 0.5: "2:4", 0.7: "3:10", 0.9: "1:10", 0.99: "1:100"}
 
 _MAX_RATIO_M = 100
 _PATTERN_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
@@ -210,7 +204,7 @@ def format_pattern(n: int, m: int) -> str:
     return f"{n}:{m}"
 
 
-def pattern_for_ratio(ratio: float) -> str:
+def _pattern_for_ratio(ratio: float) -> str:
     """The N:M pattern that prunes exactly the fraction ``ratio`` of every full group.
 
     The project's ratios are fixed (0.3 -> "7:10", 0.5 -> "2:4", 0.7 -> "3:10", 0.9 -> "1:10",
@@ -220,8 +214,8 @@ def pattern_for_ratio(ratio: float) -> str:
     if not isinstance(ratio, numbers.Real) or isinstance(ratio, bool) or not 0.0 < float(ratio) < 1.0:
         raise ValueError(f"ratio (fraction of weights pruned) must be a number with 0 < ratio < 1, got {ratio!r}")
     ratio = float(ratio)
-    if ratio in PROJECT_RATIO_PATTERNS:
-        return PROJECT_RATIO_PATTERNS[ratio]
+    if ratio in _PROJECT_RATIO_PATTERNS:
+        return _PROJECT_RATIO_PATTERNS[ratio]
     density = 1.0 - ratio
     frac = Fraction(density).limit_denominator(_MAX_RATIO_M)
     # 1e-9 absorbs float rounding of e.g. 1 - 0.8 while rejecting genuinely inexact ratios like 0.123.
@@ -233,7 +227,7 @@ def pattern_for_ratio(ratio: float) -> str:
     return format_pattern(frac.numerator, frac.denominator)
 
 
-def index_bits(m: int) -> int:
+def _index_bits(m: int) -> int:
     """Bits needed for a position inside a group of ``m``: ``ceil(log2 m)`` (2 for 2:4, as NVIDIA's metadata)."""
     return (int(m) - 1).bit_length()
 
@@ -255,14 +249,14 @@ def _unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     return (stream.reshape(count, bits) * weights).sum(dim=1)
 
 
-def encode_nm(weight: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
-    """Compact N:M storage of a weight that satisfies the pattern; inverse of :func:`decode_nm`.
+def _encode_nm(weight: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
+    """Compact N:M storage of a weight that satisfies the pattern; inverse of :func:`_decode_nm`.
 
     Every zero-padded group stores exactly ``n`` slots, so the layout is fixed by the shape alone:
 
     - ``values``: ``[out * groups * n]`` in the weight's dtype (fp32 here), slots in position order; a group
       with fewer than ``n`` non-zeros (a weight fine-tuned to exactly 0, a short padded tail) fills the spare
-      slots with zeros taken from the group itself. Zeros are stored as +0.0 (see :func:`decode_nm`).
+      slots with zeros taken from the group itself. Zeros are stored as +0.0 (see :func:`_decode_nm`).
     - ``indices``: each slot's position in its group, ``index_bits(m)`` bits each, bit-packed little-endian
       into uint8 (2 bits per kept value for 2:4, like NVIDIA's sparse metadata).
     - ``shape``: the dense shape (int64); ``nm``: ``[n, m]`` (int64).
@@ -286,14 +280,14 @@ def encode_nm(weight: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
     values = torch.gather(groups, -1, slots) + 0.0
     return {
         "values": values.reshape(-1).contiguous(),
-        "indices": _pack_bits(slots.reshape(-1), index_bits(m)),
+        "indices": _pack_bits(slots.reshape(-1), _index_bits(m)),
         "shape": torch.tensor(list(weight.shape), dtype=torch.int64),
         "nm": torch.tensor([n, m], dtype=torch.int64),
     }
 
 
-def decode_nm(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Dense weight from :func:`encode_nm`'s dict.
+def _decode_nm(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Dense weight from :func:`_encode_nm`'s dict.
 
     Bitwise equal to the encoded weight except that every zero comes back as +0.0: pruning by ``mask * orig``
     leaves -0.0 wherever a negative weight was pruned, and keeping that sign would cost a bit per pruned
@@ -310,7 +304,7 @@ def decode_nm(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
     out_rows, cols = shape[0], math.prod(shape[1:])
     n_groups = -(-cols // m)
     count = out_rows * n_groups * n
-    bits = index_bits(m)
+    bits = _index_bits(m)
     n_bytes = -(-count * bits // 8)
     if values.numel() != count or packed.numel() != n_bytes or packed.dtype != torch.uint8:
         raise ValueError(
@@ -325,9 +319,9 @@ def decode_nm(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
     return dense.reshape(out_rows, n_groups * m)[:, :cols].reshape(shape).contiguous()
 
 
-def nm_compact_bytes(weight: torch.Tensor, n: int, m: int) -> int:
-    """Bytes of all tensors :func:`encode_nm` produces for ``weight`` (values + packed indices + shape + nm)."""
-    return sum(t.numel() * t.element_size() for t in encode_nm(weight, n, m).values())
+def _nm_compact_bytes(weight: torch.Tensor, n: int, m: int) -> int:
+    """Bytes of all tensors :func:`_encode_nm` produces for ``weight`` (values + packed indices + shape + nm)."""
+    return sum(t.numel() * t.element_size() for t in _encode_nm(weight, n, m).values())
 
 
 def pad_to_multiple(t: torch.Tensor, row_multiple: int, col_multiple: int) -> torch.Tensor:

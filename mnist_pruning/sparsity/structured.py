@@ -78,19 +78,13 @@ from .unstructured import bake_in
 __all__ = [
     "Link",
     "trace_links",
-    "resolve_links",
-    "units_removed",
     "apply_structured_masks",
-    "kept_units",
-    "prune_out_units",
-    "prune_in_units",
-    "fold_removed_units",
     "surgery",
     "apply_surgery",
     "shrink",
 ]
 
-Activation = Callable[[torch.Tensor], torch.Tensor]
+_Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -99,7 +93,7 @@ class Link:
 
     producer: str  # name (as in named_modules) of the Linear / Conv2d whose output units can be removed
     consumer: str  # the Linear / Conv2d that reads them: its input channels / columns go with them
-    activation: Activation | None = None  # what an output value goes through on the way (ReLU ...); None: nothing
+    activation: _Activation | None = None  # what an output value goes through on the way (ReLU ...); None: nothing
 
 
 # Modules that act on every value alone: a removed unit's constant goes through them.
@@ -128,7 +122,7 @@ def _weighted(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, nn.Conv2d))
 
 
-def _compose(functions: Sequence[nn.Module]) -> Activation | None:
+def _compose(functions: Sequence[nn.Module]) -> _Activation | None:
     if not functions:
         return None
     return nn.Sequential(*functions)
@@ -180,7 +174,7 @@ def trace_links(model: nn.Sequential) -> list[Link]:
     return links
 
 
-def resolve_links(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> list[Link]:
+def _resolve_links(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> list[Link]:
     """The links to use: ``links`` (``Link``s or ``(producer, consumer[, activation])`` tuples), else the model's
     ``structured_links()``, else :func:`trace_links`. Checked: every name is a Linear / Conv2d of the model,
     each producer feeds one consumer, and the consumer's inputs fit the producer's units."""
@@ -231,7 +225,7 @@ def _check_layers(links: Sequence[Link], layers: Iterable[str] | str | None) -> 
     return [link for link in links if link.producer in names]
 
 
-def units_removed(units: int, ratio: float) -> int:
+def _units_removed(units: int, ratio: float) -> int:
     """Units removed of ``units`` at ``ratio``: ``round(ratio * units)``, at most ``units - 1``."""
     ratio = check_ratio(ratio, what="units")
     return min(round(ratio * check_int(units, "units")), int(units) - 1)
@@ -253,7 +247,7 @@ def apply_structured_masks(
     indices}``. Everything is checked before any layer is touched, so a ValueError leaves the model as it was.
     """
     ratio = check_ratio(ratio, what="units")
-    chosen = _check_layers(resolve_links(model, links), layers)
+    chosen = _check_layers(_resolve_links(model, links), layers)
     already = [link.producer for link in chosen if hasattr(_layer(model, link.producer), "weight_mask")]
     if already:
         # A second ln_structured would count `amount` among the surviving units only (PruningContainer),
@@ -262,7 +256,7 @@ def apply_structured_masks(
     kept = {}
     for link in chosen:
         module = _layer(model, link.producer)
-        prune.ln_structured(module, "weight", amount=units_removed(module.weight.shape[0], ratio), n=2, dim=0)
+        prune.ln_structured(module, "weight", amount=_units_removed(module.weight.shape[0], ratio), n=2, dim=0)
         kept[link.producer] = _kept_from(module.weight_mask)
     return kept
 
@@ -275,10 +269,10 @@ def _kept_from(source: torch.Tensor) -> torch.Tensor:
     return kept
 
 
-def kept_units(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> dict[str, torch.Tensor]:
+def _kept_units(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> dict[str, torch.Tensor]:
     """``{producer: sorted kept unit indices}`` by the rule :func:`surgery` uses (mask rows, else weight rows)."""
     out = {}
-    for link in resolve_links(model, links):
+    for link in _resolve_links(model, links):
         module = _layer(model, link.producer)
         out[link.producer] = _kept_from(getattr(module, "weight_mask", module.weight))
     return out
@@ -287,19 +281,19 @@ def kept_units(model: nn.Module, links: Iterable[Link | tuple] | None = None) ->
 # ------------------------------------------------------------------------------- surgery on plain tensors
 
 
-def prune_out_units(w: torch.Tensor, b: torch.Tensor | None, keep: torch.Tensor):
+def _prune_out_units(w: torch.Tensor, b: torch.Tensor | None, keep: torch.Tensor):
     """Keep only output units ``keep`` of a Linear ``[out, in]`` or Conv2d ``[out, in, kh, kw]`` weight + bias."""
     return w.index_select(0, keep).contiguous(), None if b is None else b.index_select(0, keep).contiguous()
 
 
-def prune_in_units(w: torch.Tensor, keep: torch.Tensor, group: int = 1) -> torch.Tensor:
+def _prune_in_units(w: torch.Tensor, keep: torch.Tensor, group: int = 1) -> torch.Tensor:
     """Keep only the inputs of units ``keep``: Conv2d input channels, Linear columns; a Linear after ``flatten``
     of a conv output has ``group = H*W`` consecutive columns per channel (flatten is channel-major)."""
     columns = (keep[:, None] * group + torch.arange(group, device=keep.device)[None, :]).flatten()
     return w.index_select(1, columns).contiguous()
 
 
-def fold_removed_units(
+def _fold_removed_units(
     w_next: torch.Tensor, units: int, removed: torch.Tensor, constants: torch.Tensor
 ) -> torch.Tensor:
     """What to add to the consumer's bias so it no longer needs the removed units' constant outputs.
@@ -324,8 +318,8 @@ def surgery(
     producers and consumers cut, removed units' constants folded into the consumers' biases), which a model of
     those widths loads with ``strict=True``.
     """
-    resolved = resolve_links(model, links)
-    keep = kept_units(model, resolved)
+    resolved = _resolve_links(model, links)
+    keep = _kept_units(model, resolved)
     sd = effective_state_dict(model)
     for link in resolved:  # any order: a removed unit's row is zero, so folding into it adds exactly zero
         consumer = _layer(model, link.consumer)
@@ -347,12 +341,12 @@ def surgery(
             if padded or nb_key not in sd:
                 why = "is padded (its borders would mix the constant with zeros)" if padded else "has no bias"
                 raise ValueError(f"cannot fold {link.producer!r}'s removed units into {link.consumer!r}: it {why}")
-            sd[nb_key] = sd[nb_key] + fold_removed_units(sd[nw_key], units, removed, constants)
-        sd[w_key], new_bias = prune_out_units(sd[w_key], sd.get(b_key), keep[link.producer])
+            sd[nb_key] = sd[nb_key] + _fold_removed_units(sd[nw_key], units, removed, constants)
+        sd[w_key], new_bias = _prune_out_units(sd[w_key], sd.get(b_key), keep[link.producer])
         if new_bias is not None:
             sd[b_key] = new_bias
         group = sd[nw_key].shape[1] // units if isinstance(consumer, nn.Linear) else 1
-        sd[nw_key] = prune_in_units(sd[nw_key], keep[link.producer], group)
+        sd[nw_key] = _prune_in_units(sd[nw_key], keep[link.producer], group)
     return {p: int(k.numel()) for p, k in keep.items()}, sd
 
 

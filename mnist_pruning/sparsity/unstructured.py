@@ -53,7 +53,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..checks import check_choice, check_ratio
-from .measure import FilterFn, effective_weight, prunable_layers
+from .measure import _FilterFn, effective_weight, prunable_layers
 from .nm import nm_unstructured, parse_pattern
 
 __all__ = ["METHODS", "AbsoluteMagnitude", "sparsify_", "bake_in"]
@@ -131,7 +131,7 @@ def sparsify_(
     ratio: float | Mapping[str, float] | None = None,
     *,
     pattern: str | None = None,
-    filter_fn: FilterFn | None = None,
+    filter_fn: _FilterFn | None = None,
     absolute: bool = False,
 ) -> nn.Module:
     """Attach pruning masks to the weights of ``model``'s chosen layers in place; return ``model``.
