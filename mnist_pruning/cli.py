@@ -247,7 +247,7 @@ def _compress(args: argparse.Namespace) -> int:
         hit = df[
             (df["model"] == arch)
             & (df["sparsity_target"].round(6) == round(s, 6))
-            & (df["bits"] == C.bits_text(dict(point.bits)))
+            & (df["bits"] == C.sharing._bits_text(dict(point.bits)))
             & (df["seed"] == args.seed)
         ]
         row = hit.iloc[-1].to_dict()

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .compress import compress_config_of, run_compression_sweep
+from .compress import run_compression_sweep
+from .compress.grid import _compress_config_of
 from .files import atomic_write, check_writable_dir, load_torch
 from .parallel import _WORKER_THREADS, _default_workers, check_workers, sweep_executor
 from .results import load_results
@@ -172,7 +173,7 @@ def full_run(
         record["seconds"]["sweep"] = round(time.perf_counter() - start, 1)
         t = time.perf_counter()
         # every seed prunes its own baseline, as in the sweep, on the same workers
-        run_compression_sweep(compress_config_of(config), progress=progress, executor=executor)
+        run_compression_sweep(_compress_config_of(config), progress=progress, executor=executor)
         record["seconds"]["compression"] = round(time.perf_counter() - t, 1)
     record["sweep_time"] = sweep_time(config, record["seconds"]["sweep"], workers if scheduler is None else None)
 

@@ -30,9 +30,7 @@ The steps (Han et al. 2016, "Deep Compression", sections 3-4), one module each:
 from .coded import CodedModel, SharedLayer
 from .fileformat import (
     FORMAT,
-    MAGIC,
     decode,
-    decode_header,
     encode,
     layer_table,
     load_coded,
@@ -46,21 +44,16 @@ from .grid import (
     CompressConfig,
     CompressionResult,
     CompressPoint,
-    CompressStudy,
     PrunedModel,
-    compress_config_of,
     compress_point,
     pruned_model,
     record_point,
     run_compression_sweep,
 )
-from .limits import empirical_entropy_bits, information_limit
+from .limits import information_limit
 from .report import goals_table, steps_table
 from .sharing import (
-    BIAS_DTYPES,
-    DEFAULT_BITS,
     SharedWeight,
-    bits_text,
     fine_tune_centroids,
     layer_bits,
     share_weights,
@@ -70,16 +63,12 @@ from .sharing import (
 
 __all__ = [
     "FORMAT",
-    "MAGIC",
-    "DEFAULT_BITS",
-    "BIAS_DTYPES",
     "SPARSITIES",
     "BITS",
     "SharedLayer",
     "CodedModel",
     "SharedWeight",
     "layer_bits",
-    "bits_text",
     "share_weights",
     "fine_tune_centroids",
     "unshare",
@@ -90,18 +79,14 @@ __all__ = [
     "load_coded",
     "load_model",
     "size_breakdown",
-    "decode_header",
     "layer_table",
     "information_limit",
-    "empirical_entropy_bits",
     "CompressConfig",
     "CompressPoint",
-    "CompressStudy",
     "PrunedModel",
     "CompressionResult",
     "compress_point",
     "run_compression_sweep",
-    "compress_config_of",
     "steps_table",
     "record_point",
     "pruned_model",
