@@ -19,7 +19,6 @@ __all__ = [
     "PUBLISHED_BASELINE",
     "MODEL_TITLES",
     "SIZE_ANCHORS",
-    "PUBLISHED_DENSE_BYTES",
     "COMPRESSION_GOALS",
 ]
 
@@ -69,8 +68,6 @@ class _SizeAnchor:
 
 # Published dense fp32 sizes in Han et al. 2016 (Table 1): 1070 KB and 1720 KB (266,200 / 431,080 x 4 bytes: the
 # paper's KB is 1000 bytes). The ratios of the other papers are applied to these.
-PUBLISHED_DENSE_BYTES = {"mlp": 1_070_000, "cnn": 1_720_000}
-
 SIZE_ANCHORS = (
     # Han et al. 2016, Deep Compression, Table 1: prune + k-means weight sharing + Huffman coding.
     _SizeAnchor("mlp", "Deep Compression (Han et al. 2016)", 27_000, 0.0158, "1070 KB -> 27 KB (40x)"),
