@@ -7,7 +7,7 @@ Usage::
     mnist-pruning sweep --models mlp --methods global --ratios 0.5 0.9 --finetune-epochs 2
     mnist-pruning sweep --seeds 0 1 2 --workers 2 # three seeds, two local worker processes
     mnist-pruning sweep --scheduler tcp://host:8786   # the experiments on a Dask cluster (pip install '.[dask]')
-    mnist-pruning run                             # quick but real pipeline run (~3 min) -> runs/quick/
+    mnist-pruning run                             # quick but real pipeline run -> runs/quick/
     mnist-pruning run --full                      # full sweep (seeds 0 1 2), executed chapters, book -> results/
     mnist-pruning compress --model mlp --sparsity 0.95 --bits-fc 5   # prune, share, fine-tune, entropy-code
     mnist-pruning compress --sweep                # the compression grid of both models -> compression_results.csv
@@ -33,7 +33,7 @@ from .sweep import METHODS, RATIOS, SCHEDULES, SweepConfig, run_sweep
 
 _FULL_SEEDS = (0, 1, 2)  # run --full: three seeds, so every point is a mean with a spread
 
-# The README's quick main job: the whole pipeline, every method, on a budget that fits ~3 minutes on 2 cores.
+# The README's quick main job: the whole pipeline, every method, on a budget small enough for a 2-core laptop.
 # These are defaults: whatever the user passes (--ratios, --patterns, ...) wins.
 _QUICK = {
     "ratios": (0.5, 0.9, 0.99),

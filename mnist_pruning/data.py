@@ -3,7 +3,7 @@
 Usage::
 
     from mnist_pruning.data import load_mnist, batches
-    mnist = load_mnist()                    # fetches on first use, verifies sha256, ~0.5 s afterwards
+    mnist = load_mnist()                    # fetches on first use, verifies sha256; in memory afterwards
     mnist = load_mnist(subset=2000)         # a class-balanced 2,000-image training subset (smoke runs)
     mnist.val_x, mnist.val_y                # the fixed validation hold-out: every choice is made on it
     for x, y in batches(mnist.train_x, mnist.train_y, 128, shuffle=True, seed=0):
@@ -24,8 +24,8 @@ learning rates, schedules and per-layer ratios are chosen on validation accuracy
 evaluated once per final model and only reported (Blalock et al. 2020, "What is the state of neural network
 pruning?"). ``val_size`` takes a class-balanced part of that hold-out (smoke runs), never other images.
 
-Batches are served by slicing the in-memory tensors with a seeded permutation: about 9x faster per MLP epoch than a
-``DataLoader`` with a per-sample ``ToTensor``/``Normalize`` pipeline on a 2-core CPU (see ``bench/``).
+Batches are served by slicing the in-memory tensors with a seeded permutation, not by a ``DataLoader`` with a
+per-sample ``ToTensor``/``Normalize`` pipeline, which costs far more per epoch (``bench/train_speed.py``).
 """
 
 from __future__ import annotations

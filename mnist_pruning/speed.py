@@ -198,7 +198,7 @@ def crossover(
 
 def _wins(df: pd.DataFrame):
     """Per model and batch (in the table's order): which variant stands for the sparse kernels (``converted``
-    when timed, else ``sparse``), the kept fractions where it runs sparse layers and is >= WIN x faster than
+    when timed, else ``sparse``), the kept fractions where it runs sparse layers and is >= _WIN x faster than
     dense with its best speed-up, and those where the structured model is the fastest variant (None when the
     structured model was not timed)."""
     for (model, batch), sub in df[df.density < 1].groupby(["model", "batch"], sort=False):

@@ -71,8 +71,7 @@ __all__ = [
 
 # The grid of the full run: per model, the sparsities pruned (each pruned model is trained once and reused for
 # every bits setting) and the (conv, fc) bits per index. The MLP has no convolution: only its fc bits vary. Sized
-# for the 2-core machine: a gradual pruning run costs ~20 s (MLP, 20 epochs) / ~95 s (CNN, 6 epochs) there, a
-# bits setting ~5 s / ~30 s (k-means, centroid fine-tuning, coding, decoding, evaluations).
+# for a 2-core machine (the README gives the grid's run time).
 SPARSITIES = {"mlp": (0.95, 0.98, 0.99), "cnn": (0.95, 0.99)}
 BITS = {"mlp": ((8, 5), (6, 4), (5, 3), (4, 2)), "cnn": ((8, 5), (6, 4), (5, 3))}
 # Centroid fine-tuning: a short run at a low learning rate (the codebook has few, shared degrees of freedom).

@@ -20,7 +20,7 @@ Usage::
 The converted model is for inference (``torch.inference_mode()``): its weights are buffers, not parameters, so
 nothing trains them. Float32 on the CPU, the configuration measured; ``model`` itself is never changed.
 
-The kernels are :class:`SparseLinear` and :class:`SparseConv2d` (:mod:`.kernels`, re-exported here).
+The kernels are :class:`~.kernels.SparseLinear` and :class:`~.kernels.SparseConv2d` (:mod:`.kernels`).
 
 When sparse wins depends on the density *and* the batch size (a sparse product has a fixed cost a small dense
 one does not), so :func:`plan_sparse_inference` measures: layer by layer in the order they run, dense against
@@ -72,7 +72,12 @@ _MAX_CONV_ENTRIES = 1 << 24
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """What :func:`plan_sparse_inference` decided for one Linear / Conv2d layer, and why."""
+    """What :func:`plan_sparse_inference` decided for one Linear / Conv2d layer, and why.
+
+    Example::
+
+        >>> [(p.layer, p.sparse) for p in plan_sparse_inference(net, (1, 28, 28))]   # {batch: runs sparse?}
+    """
 
     layer: str  # name in model.named_modules()
     kind: str  # "Linear" or "Conv2d"
@@ -246,16 +251,30 @@ def plan_sparse_inference(
     """Decide, per Linear / Conv2d layer (those ``filter_fn`` accepts) and per batch size, dense or sparse.
 
     ``force=None`` measures: layer by layer in the order they run, each layer's dense and sparse kernels are
-    timed on the input it sees at each batch size in the model converted so far (so in the memory layout the
-    layers before it leave), ``rounds`` alternating Timer medians of ``min_run_time`` s each with
-    ``torch.get_num_threads()`` threads, best kept; sparse is chosen where it is at least 10 % faster. Then the
-    converted model is timed whole against the dense one at each batch size, and where it is not faster every
-    layer runs dense at that size (what happens between layers is in neither layer's timing).
-    ``force="sparse"`` / ``"dense"`` or ``{batch: "sparse" | "dense"}`` decides without timing.
+    timed on the input it sees at each batch size in the model converted so far, ``rounds`` alternating Timer
+    medians of ``min_run_time`` s each, best kept; sparse is chosen where it is clearly faster. Then the converted
+    model is timed whole against the dense one at each batch size, and where it is not faster every layer runs
+    dense at that size. A layer with no zeros, or that no forward calls, stays dense untimed.
 
-    Either way a layer with no zeros or one that no forward calls stays dense untimed, and so, when measuring,
-    does one denser than ``max_density`` (default 1: none; a lower bound saves planning time). Returns one
-    :class:`LayerPlan` per layer, in the order they run; ``model`` is not changed.
+    Args:
+        model: a baked-in pruned model; not changed.
+        sample_shape: the shape of one sample without the batch dimension.
+        batch_sizes: the batch sizes to decide for.
+        force: ``"sparse"`` / ``"dense"`` or ``{batch: "sparse" | "dense"}``: decide without timing.
+        filter_fn: ``filter_fn(module, fqn) -> bool`` choosing layers; default: every Linear and Conv2d.
+        max_density: layers denser than this stay dense untimed (default 1: none).
+        min_run_time: seconds per Timer median.
+        rounds: alternating rounds per layer.
+
+    Returns:
+        One :class:`LayerPlan` per layer, in the order they run.
+
+    Raises:
+        ValueError: a bad argument (naming it), or a layer with prune masks still attached.
+
+    Example::
+
+        >>> plan = plan_sparse_inference(net, (1, 28, 28), (1, 256)); fast = apply_sparse_plan(net, plan)
     """
     shape = tuple(check_int(d, f"every dimension of sample_shape {tuple(sample_shape)!r}") for d in sample_shape)
     sizes = _check_batch_sizes(batch_sizes)
@@ -338,6 +357,20 @@ def apply_sparse_plan(model: nn.Module, plan: Sequence[LayerPlan]) -> nn.Module:
 
     If any layer runs sparse, its Conv2d layers that do become :class:`SparseConv2d` and all its planned Linear
     layers :class:`SparseLinear` (dense-only ones included, see there); otherwise the copy is just the model.
+
+    Args:
+        model: the model the plan was made for.
+        plan: from :func:`plan_sparse_inference`.
+
+    Returns:
+        The converted copy, for ``torch.inference_mode()``.
+
+    Raises:
+        ValueError: a layer's non-zeros changed since the plan was made, or masks are attached.
+
+    Example::
+
+        >>> fast = apply_sparse_plan(net, plan_sparse_inference(net, (1, 28, 28), force="sparse"))
     """
     _check_convertible(model)
     converted = copy.deepcopy(model).eval()
@@ -357,6 +390,23 @@ def to_sparse_inference(
     batch_sizes: Sequence[int] = _DEFAULT_BATCH_SIZES,
     **plan_options,
 ) -> nn.Module:
-    """``apply_sparse_plan(model, plan_sparse_inference(model, sample_shape, batch_sizes, **plan_options))``: a
-    new model for ``torch.inference_mode()`` whose layers run sparse where that measured faster."""
+    """A new model for ``torch.inference_mode()`` whose layers run sparse where that measured faster:
+    ``apply_sparse_plan(model, plan_sparse_inference(model, sample_shape, batch_sizes, **plan_options))``.
+
+    Args:
+        model: a baked-in pruned model; not changed.
+        sample_shape: the shape of one sample without the batch dimension.
+        batch_sizes: the batch sizes to decide for.
+        **plan_options: passed to :func:`plan_sparse_inference`.
+
+    Returns:
+        The converted copy.
+
+    Raises:
+        ValueError: as :func:`plan_sparse_inference`.
+
+    Example::
+
+        >>> sp.bake_in(net); fast = to_sparse_inference(net, (1, 28, 28))
+    """
     return apply_sparse_plan(model, plan_sparse_inference(model, sample_shape, batch_sizes, **plan_options))

@@ -51,8 +51,8 @@ def _csr(indices_rows: torch.Tensor, indices_cols: torch.Tensor, values: torch.T
             torch.stack([indices_rows, indices_cols]), values, shape, check_invariants=True
         ).coalesce()
         csr = coo.to_sparse_csr()
-        # MKL's sparse BLAS (LP64, used for batch 1) takes int32 indices and converts int64 ones on every call,
-        # which measured 1.3-1.5x slower for these layer sizes; torch's own kernel takes either.
+        # MKL's sparse BLAS (LP64, used for batch 1) takes int32 indices and converts int64 ones on every call;
+        # torch's own kernel takes either.
         return torch.sparse_csr_tensor(
             csr.crow_indices().to(torch.int32),
             csr.col_indices().to(torch.int32),
@@ -123,7 +123,7 @@ def _csr_mm(csr: torch.Tensor, dense: torch.Tensor, bias_column: torch.Tensor | 
     """``csr @ dense (+ bias_column)`` for a contiguous ``dense``.
 
     ``reduce="sum"`` makes ``torch.sparse.mm`` use torch's own vectorised, multi-threaded CSR kernel instead of
-    MKL's sparse BLAS (which ``torch.mm`` / ``torch.addmm`` call): 1.3-1.6x faster for every LeNet layer here.
+    MKL's sparse BLAS (which ``torch.mm`` / ``torch.addmm`` call), which ``bench/sparse_speed.py`` measured slower.
     """
     out = torch.sparse.mm(csr, dense, "sum")
     return out if bias_column is None else out.add_(bias_column)
@@ -157,7 +157,11 @@ class SparseLinear(nn.Module):
     take activations in either memory layout: row-major, as any layer gives them, or the transposed
     (feature-major) one a SparseLinear returns for a batch, which the next SparseLinear consumes without a copy
     (``W @ x^T`` on the CSR or the dense weight). That is why, once any Linear of a model runs sparse, its other
-    Linear layers become dense-only SparseLinears: ``F.linear`` on a transposed input is up to 4x slower.
+    Linear layers become dense-only SparseLinears: ``F.linear`` would copy a transposed input first.
+
+    Example::
+
+        >>> fast = apply_sparse_plan(net, plan_sparse_inference(net, (1, 28, 28), force="sparse")); fast[1]
     """
 
     def __init__(self, linear: nn.Linear, sparse: Mapping[int, bool]) -> None:
@@ -182,8 +186,8 @@ class SparseLinear(nn.Module):
         if x.dim() != 2:
             lead = x.shape[:-1]
             return self.forward(x.reshape(-1, self.in_features)).reshape(*lead, self.out_features)
-        # Tensors are read from self._buffers directly: Module.__getattr__ costs ~1.5 us per tensor on this CPU,
-        # as much as the whole sparse product of a batch-1 layer.
+        # Tensors are read from self._buffers directly: Module.__getattr__ per tensor costs as much as the whole
+        # sparse product of a batch-1 layer.
         tensors = self._buffers
         n = x.shape[0]
         csr, weight = tensors["weight_csr"], tensors["weight"]
@@ -221,6 +225,13 @@ class SparseConv2d(nn.Module):
 
     ``weight_csr`` is that matrix (``nnz(W) * H_out * W_out`` entries); ``weight`` the dense weight, kept only
     when some batch size runs dense (``F.conv2d``).
+
+    Raises:
+        ValueError: (forward) an input of another shape than the one it was converted for.
+
+    Example::
+
+        >>> to_sparse_inference(cnn, (1, 28, 28), force="sparse").conv1   # a SparseConv2d
     """
 
     def __init__(self, conv: nn.Conv2d, in_shape: Sequence[int], channels_last: bool, sparse: Mapping[int, bool]):

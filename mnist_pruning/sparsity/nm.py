@@ -98,10 +98,25 @@ def _groups(rows: torch.Tensor, m: int, fill: float) -> torch.Tensor:
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """Boolean mask keeping, in every (padded) group of ``m``, the ``n`` entries with the largest ``|scores|``.
+    """Boolean mask keeping, in every (zero-padded) group of ``m`` along the last dimension, the ``n`` entries with
+    the largest ``|scores|``.
 
-    ``keep`` (same shape, non-zero = still allowed) restricts the choice to those entries; entries outside it
-    are never kept, and a group with fewer than ``n`` allowed entries keeps all of them.
+    Args:
+        scores: importance scores, e.g. a Linear weight ``[out, in]``.
+        n: entries kept per group, ``1 <= n < m``.
+        m: group size, ``m >= 2``.
+        keep: optional, same shape, non-zero = still allowed; entries outside it are never kept, and a group with
+            fewer than ``n`` allowed entries keeps all of them.
+
+    Returns:
+        A bool tensor of ``scores``' shape.
+
+    Raises:
+        ValueError: a bad ``n`` / ``m``, ``keep`` of another shape, or NaN scores.
+
+    Example::
+
+        >>> nm_mask(torch.tensor([[0.1, -3.0, 2.0, 0.5]]), 2, 4)   # tensor([[False, True, True, False]])
     """
     n, m = check_n_of_m(n, m)
     rows = _rows(scores, "scores tensor")
@@ -138,6 +153,13 @@ class NMPruning(prune.BasePruningMethod):
     Args:
         n: weights kept per group, ``1 <= n < m``.
         m: group size, ``m >= 2``.
+
+    Raises:
+        ValueError: a bad ``n`` / ``m``, naming it.
+
+    Example::
+
+        >>> NMPruning.apply(layer, "weight", n=2, m=4)   # as prune.l1_unstructured; prune.remove undoes it
     """
 
     # "global" makes PruningContainer pass the full tensor and previous mask instead of a flattened slice of
@@ -164,29 +186,93 @@ class NMPruning(prune.BasePruningMethod):
 def nm_unstructured(
     module: nn.Module, name: str, n: int, m: int, importance_scores: torch.Tensor | None = None
 ) -> nn.Module:
-    """Prune ``module.<name>`` to the N:M pattern by magnitude, like ``prune.l1_unstructured``; returns ``module``.
+    """Prune ``module.<name>`` to the N:M pattern by magnitude, like ``prune.l1_unstructured``.
 
     Adds ``<name>_orig`` (parameter) and ``<name>_mask`` (buffer); undo the reparametrisation with
     ``prune.remove(module, name)``. Calling it again (or any other ``prune`` method) stacks the masks.
+
+    Args:
+        module: the layer to prune.
+        name: the parameter, usually ``"weight"``.
+        n: weights kept per group, ``1 <= n < m``.
+        m: group size, ``m >= 2``.
+        importance_scores: ranks the weights instead of ``|weight|`` (same shape).
+
+    Returns:
+        ``module``.
+
+    Raises:
+        ValueError: a bad ``n`` / ``m``.
+
+    Example::
+
+        >>> nm_unstructured(nn.Linear(8, 4), "weight", 2, 4)
     """
     NMPruning.apply(module, name, n=n, m=m, importance_scores=importance_scores)
     return module
 
 
 def nm_violations(tensor: torch.Tensor, n: int, m: int) -> int:
-    """Number of (zero-padded) groups of ``m`` holding more than ``n`` non-zeros."""
+    """Number of (zero-padded) groups of ``m`` holding more than ``n`` non-zeros.
+
+    Args:
+        tensor: a weight; groups run along its last dimension (flattened filters for a conv weight).
+        n: non-zeros allowed per group.
+        m: group size.
+
+    Returns:
+        0 when ``tensor`` follows the pattern.
+
+    Raises:
+        ValueError: a bad ``n`` / ``m``.
+
+    Example::
+
+        >>> nm_violations(torch.ones(4, 8), 2, 4)   # 8: every group holds 4
+    """
     n, m = check_n_of_m(n, m)
     nonzero = _groups((_rows(tensor) != 0).to(torch.int32), m, 0)
     return int((nonzero.sum(dim=-1) > n).sum().item())
 
 
 def check_nm(tensor: torch.Tensor, n: int, m: int) -> bool:
-    """True if every (zero-padded) group of ``m`` consecutive inputs has at most ``n`` non-zeros."""
+    """Whether every (zero-padded) group of ``m`` consecutive inputs has at most ``n`` non-zeros.
+
+    Args:
+        tensor: a weight, as for :func:`nm_violations`.
+        n: non-zeros allowed per group.
+        m: group size.
+
+    Returns:
+        True if ``tensor`` follows the N:M pattern.
+
+    Raises:
+        ValueError: a bad ``n`` / ``m``.
+
+    Example::
+
+        >>> sparsify_(net, "nm", pattern="2:4"); check_nm(net[1].weight, 2, 4)   # True
+    """
     return nm_violations(tensor, n, m) == 0
 
 
 def parse_pattern(pattern: str) -> tuple[int, int]:
-    """``"2:4"`` -> ``(2, 4)``; ValueError for anything that is not a valid ``"N:M"`` with ``1 <= N < M``."""
+    """Read an ``"N:M"`` pattern.
+
+    Args:
+        pattern: a string like ``"2:4"``.
+
+    Returns:
+        ``(n, m)``.
+
+    Raises:
+        TypeError: ``pattern`` is not a string.
+        ValueError: not two integers ``"N:M"`` with ``1 <= N < M``.
+
+    Example::
+
+        >>> parse_pattern("2:4")   # (2, 4)
+    """
     if not isinstance(pattern, str):
         raise TypeError(f"N:M pattern must be a string like '2:4', got {type(pattern).__name__} {pattern!r}")
     match = _PATTERN_RE.match(pattern)
@@ -199,7 +285,22 @@ def parse_pattern(pattern: str) -> tuple[int, int]:
 
 
 def format_pattern(n: int, m: int) -> str:
-    """``(2, 4)`` -> ``"2:4"`` (validated)."""
+    """Write an N:M pattern, validated.
+
+    Args:
+        n: non-zeros per group, ``1 <= n < m``.
+        m: group size, ``m >= 2``.
+
+    Returns:
+        ``"n:m"``.
+
+    Raises:
+        ValueError: a bad ``n`` / ``m``.
+
+    Example::
+
+        >>> format_pattern(2, 4)   # "2:4"
+    """
     n, m = check_n_of_m(n, m)
     return f"{n}:{m}"
 
@@ -325,9 +426,24 @@ def _nm_compact_bytes(weight: torch.Tensor, n: int, m: int) -> int:
 
 
 def pad_to_multiple(t: torch.Tensor, row_multiple: int, col_multiple: int) -> torch.Tensor:
-    """Zero-pad a 2-D tensor on the bottom/right to multiples of the given sizes (for semi-structured kernels).
+    """Zero-pad a 2-D tensor on the bottom / right to multiples of the given sizes (for semi-structured kernels).
 
     Zero padding keeps an N:M pattern valid because groups start at column 0 (see module docstring).
+
+    Args:
+        t: a 2-D tensor.
+        row_multiple: rows are padded to a multiple of this.
+        col_multiple: columns are padded to a multiple of this.
+
+    Returns:
+        A zero-padded copy of ``t``.
+
+    Raises:
+        ValueError: ``t`` is not 2-D.
+
+    Example::
+
+        >>> pad_to_multiple(torch.ones(300, 784), 64, 64).shape   # torch.Size([320, 832])
     """
     if t.dim() != 2:
         raise ValueError(f"pad_to_multiple needs a 2-D tensor, got shape {tuple(t.shape)}")
@@ -335,8 +451,15 @@ def pad_to_multiple(t: torch.Tensor, row_multiple: int, col_multiple: int) -> to
 
 
 def semi_structured_available() -> bool:
-    """True if 2:4 sparse matmuls can run here: CUDA with compute capability >= 8.0 and
-    ``torch.sparse.to_sparse_semi_structured`` present."""
+    """Whether 2:4 sparse matmuls can run here.
+
+    Returns:
+        True on CUDA with compute capability >= 8.0 and ``torch.sparse.to_sparse_semi_structured`` present.
+
+    Example::
+
+        >>> semi_structured_available()   # False on a CPU-only machine
+    """
     if not hasattr(torch.sparse, "to_sparse_semi_structured") or not torch.cuda.is_available():
         return False
     major, _minor = torch.cuda.get_device_capability()

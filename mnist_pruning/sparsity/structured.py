@@ -89,7 +89,13 @@ _Activation = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class Link:
-    """``producer``'s output units feed ``consumer`` and nothing else; see the module docstring."""
+    """``producer``'s output units feed ``consumer`` and nothing else, through ``activation``; see the module
+    docstring.
+
+    Example::
+
+        >>> Link("conv1", "conv2", torch.relu)
+    """
 
     producer: str  # name (as in named_modules) of the Linear / Conv2d whose output units can be removed
     consumer: str  # the Linear / Conv2d that reads them: its input channels / columns go with them
@@ -136,11 +142,22 @@ def _transparent(module: nn.Module) -> bool:
 
 
 def trace_links(model: nn.Sequential) -> list[Link]:
-    """The links of an ``nn.Sequential`` (nested ones flattened): each Linear / Conv2d but the last feeds the
-    next one, through elementwise activations, pooling, flatten and dropout only.
+    """The links of an ``nn.Sequential`` (nested ones flattened): each Linear / Conv2d but the last feeds the next
+    one, through elementwise activations, pooling, flatten and dropout only.
 
-    Any other module between two weighted layers (normalisation, attention, a custom block) raises a
-    ValueError naming it, since surgery could not keep the outputs equal across it.
+    Args:
+        model: an ``nn.Sequential``.
+
+    Returns:
+        One :class:`Link` per pair of consecutive weighted layers.
+
+    Raises:
+        ValueError: ``model`` is not an ``nn.Sequential``, or another module sits between two weighted layers
+            (normalisation, attention, a custom block: surgery could not keep the outputs equal across it).
+
+    Example::
+
+        >>> trace_links(net)   # [Link("1", "3", ...), Link("3", "5", ...)]
     """
     if not isinstance(model, nn.Sequential):
         raise ValueError(
@@ -242,9 +259,25 @@ def apply_structured_masks(
 ) -> dict[str, torch.Tensor]:
     """Mask the weakest (L2 norm) ``ratio`` of the output units of every producer (or of ``layers``), in place.
 
-    Uses ``prune.ln_structured(module, "weight", amount=k, n=2, dim=0)`` with ``k = units_removed(units,
-    ratio)``, so shapes stay and ``weight_orig`` / ``weight_mask`` appear. Returns ``{layer: sorted kept unit
-    indices}``. Everything is checked before any layer is touched, so a ValueError leaves the model as it was.
+    Uses ``prune.ln_structured(module, "weight", amount=k, n=2, dim=0)``, so shapes stay and ``weight_orig`` /
+    ``weight_mask`` appear.
+
+    Args:
+        model: the model; masks attach to its producers.
+        ratio: the fraction of units removed, in [0, 1).
+        links: the links (default: traced from an ``nn.Sequential``).
+        layers: the producers to mask (default: all).
+
+    Returns:
+        ``{layer: sorted kept unit indices}``.
+
+    Raises:
+        ValueError: a bad ratio, an unknown layer, a layer already masked, or links that cannot be traced; all
+            checked before any layer is touched.
+
+    Example::
+
+        >>> apply_structured_masks(net, 0.5); small = apply_surgery(net)
     """
     ratio = check_ratio(ratio, what="units")
     chosen = _check_layers(_resolve_links(model, links), layers)
@@ -314,9 +347,22 @@ def surgery(
 ) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
     """Physically remove the masked (or all-zero) units of every producer; ``model`` is not modified.
 
-    Returns ``{producer: units kept}`` and the model's whole state_dict (CPU tensors, masks folded in,
-    producers and consumers cut, removed units' constants folded into the consumers' biases), which a model of
-    those widths loads with ``strict=True``.
+    Removed units' constants are folded into the consumers' biases, so the outputs stay equal.
+
+    Args:
+        model: a model with structured masks (or all-zero units).
+        links: the links (default: traced from an ``nn.Sequential``).
+
+    Returns:
+        ``{producer: units kept}`` and the whole state_dict (CPU tensors, masks folded in, producers and consumers
+        cut), which a model of those widths loads with ``strict=True``.
+
+    Raises:
+        ValueError: a removed unit's constant output cannot be folded into its consumer, naming both.
+
+    Example::
+
+        >>> widths, state = surgery(masked_net)
     """
     resolved = _resolve_links(model, links)
     keep = _kept_units(model, resolved)
@@ -390,8 +436,22 @@ def _copy(model: nn.Module) -> nn.Module:
 
 
 def apply_surgery(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> nn.Module:
-    """A new, smaller model computing what the masked ``model`` computes (see :func:`surgery`); ``model`` is not
-    modified. The new model sits on ``model``'s device, in its train / eval mode, with no masks attached."""
+    """A new, smaller model computing what the masked ``model`` computes (see :func:`surgery`).
+
+    Args:
+        model: a model with structured masks; not modified.
+        links: the links (default: traced from an ``nn.Sequential``).
+
+    Returns:
+        The new model, on ``model``'s device, in its train / eval mode, with no masks attached.
+
+    Raises:
+        ValueError: as :func:`surgery`.
+
+    Example::
+
+        >>> apply_structured_masks(net, 0.5); small = apply_surgery(net)
+    """
     widths, state_dict = surgery(model, links)
     if hasattr(model, "with_widths"):
         small = model.with_widths(widths)
@@ -416,7 +476,24 @@ def shrink(
     layers: Iterable[str] | str | None = None,
 ) -> nn.Module:
     """A new, smaller model: mask a copy of ``model`` at ``ratio`` (:func:`apply_structured_masks`) and cut the
-    units out (:func:`apply_surgery`). ``model`` itself is left untouched."""
+    units out (:func:`apply_surgery`). ``model`` itself is left untouched.
+
+    Args:
+        model: any chain of Linear / Conv2d layers.
+        ratio: the fraction of each producer's units removed, in [0, 1).
+        links: the links (default: traced from an ``nn.Sequential``).
+        layers: the producers to shrink (default: all).
+
+    Returns:
+        The smaller model.
+
+    Raises:
+        ValueError: as :func:`apply_structured_masks` and :func:`surgery`.
+
+    Example::
+
+        >>> small = shrink(net, 0.5)   # half the hidden units, outputs kept equal to the masked model's
+    """
     masked = _copy(model)
     apply_structured_masks(masked, ratio, links, layers)
     return apply_surgery(masked, links)

@@ -182,7 +182,18 @@ def _replace(model: nn.Module, fqn: str, new: nn.Module) -> None:
 
 
 def variational_layers(model: nn.Module) -> list[tuple[str, VDLinear | VDConv2d]]:
-    """``(name, module)`` of every VD layer of ``model``, in ``named_modules`` order."""
+    """Every VD layer of ``model``.
+
+    Args:
+        model: any module.
+
+    Returns:
+        ``(name, module)`` pairs, in ``named_modules`` order.
+
+    Example::
+
+        >>> to_variational_(net); [name for name, _ in variational_layers(net)]   # ["1", "3", "5"]
+    """
     return [(name, m) for name, m in model.named_modules() if isinstance(m, _Variational)]
 
 
@@ -229,14 +240,36 @@ def to_variational_(
 
 
 def kl(model: nn.Module) -> torch.Tensor:
-    """Sum of the KL terms of all VD layers of ``model`` (0 when there are none)."""
+    """The KL term of Sparse VD: the sum over all VD layers of ``model``.
+
+    Args:
+        model: any module.
+
+    Returns:
+        A scalar tensor with gradients (0 when there are no VD layers).
+
+    Example::
+
+        >>> loss = F.cross_entropy(model(x), y) + kl(model) / n_train
+    """
     terms = [m.kl() for _, m in variational_layers(model)]
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
 @torch.no_grad()
 def log_alpha(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``{layer name: log alpha}`` (detached copies) of every VD layer."""
+    """``log alpha`` of every weight of every VD layer.
+
+    Args:
+        model: any module.
+
+    Returns:
+        ``{layer name: log alpha}``, detached copies.
+
+    Example::
+
+        >>> {name: (la > 3).float().mean() for name, la in log_alpha(model).items()}   # the share removed
+    """
     return {name: m.log_alpha().detach().clone() for name, m in variational_layers(model)}
 
 
