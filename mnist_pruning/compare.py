@@ -353,6 +353,13 @@ def format_smallest(table: pd.DataFrame) -> pd.DataFrame:
     ).set_index(["model", "method", "within"])
 
 
+# what a key finding takes from the summary of the sparsest row within tolerance
+_BEST_FIELDS = (
+    *("label", "ratio", "sparsity", "acc_finetuned", "acc_finetuned_std", "n_seeds"),
+    *("size_compact_bytes", "x_smaller"),
+)
+
+
 def _key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
     """Per model and series, the most sparse row whose accuracy is within ``tolerance`` (0.005 = 0.5 pp) of its
     baseline: its sparsity, accuracy, compact bytes, how many times smaller than the dense file it is, and its
@@ -372,19 +379,7 @@ def _key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
         if not ok.empty:
             best = ok.sort_values(["sparsity", "acc_finetuned"], ascending=[False, False]).iloc[0]
             summary = _summary(best, dense)
-            record |= {
-                k: summary[k]
-                for k in (
-                    "label",
-                    "ratio",
-                    "sparsity",
-                    "acc_finetuned",
-                    "acc_finetuned_std",
-                    "n_seeds",
-                    "size_compact_bytes",
-                    "x_smaller",
-                )
-            }
+            record |= {k: summary[k] for k in _BEST_FIELDS}
             record["difference"] = summary["acc_finetuned"] - record["acc_baseline_model"]
             mean, std = (v.loc[best.name] for v in _speedup_columns(ok, 256))
             record["speedup_b256"], record["speedup_b256_std"] = float(mean), float(std)

@@ -18,35 +18,9 @@ The comparison figures read a typed results DataFrame (:func:`mnist_pruning.resu
 is one line (the method, plus the schedule when not one-shot), N:M rows are points labelled with their pattern.
 """
 
-from .compression import compression_breakdown, compression_frontier
-from .pruning import (
-    accuracy_vs_bytes,
-    accuracy_vs_sparsity,
-    bytes_vs_sparsity,
-    conv_filters,
-    crossover_figure,
-    latency_vs_sparsity,
-    learning_curves,
-    nm_block,
-    plot_frontier,
-    plot_sensitivity,
-    weight_histograms,
-)
-from .style import save_figure
+from . import compression, pruning, style
+from .compression import *  # noqa: F403 - each module's __all__ is what this package exports
+from .pruning import *  # noqa: F403
+from .style import *  # noqa: F403
 
-__all__ = [
-    "learning_curves",
-    "weight_histograms",
-    "conv_filters",
-    "nm_block",
-    "plot_sensitivity",
-    "plot_frontier",
-    "accuracy_vs_sparsity",
-    "bytes_vs_sparsity",
-    "latency_vs_sparsity",
-    "accuracy_vs_bytes",
-    "crossover_figure",
-    "compression_breakdown",
-    "compression_frontier",
-    "save_figure",
-]
+__all__ = pruning.__all__ + compression.__all__ + style.__all__

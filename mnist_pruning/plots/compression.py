@@ -9,16 +9,7 @@ from matplotlib.figure import Figure
 
 from ..compare import _series_order
 from ..references import MODEL_TITLES, SIZE_ANCHORS
-from .style import (
-    _MIN_FONT_PT,
-    _WIDTH_IN,
-    _dense_point,
-    _draw_series,
-    _error_axis,
-    _finish,
-    _styled,
-    _with_error,
-)
+from . import style
 
 __all__ = ["compression_breakdown", "compression_frontier"]
 
@@ -32,7 +23,7 @@ _PARTS = (
 )
 
 
-@_styled
+@style._styled
 def compression_breakdown(comp: pd.DataFrame, model: str) -> Figure:
     """Where the bytes of the coded files go: one stacked bar per (sparsity, bits) row of ``model`` in the
     compression results (:func:`mnist_pruning.results.load_compression_results`), with each file's information
@@ -40,10 +31,10 @@ def compression_breakdown(comp: pd.DataFrame, model: str) -> Figure:
     sub = comp[comp["model"] == model].sort_values(
         ["sparsity_target", "size_coded_bytes"], ascending=[True, False]
     )
-    fig, ax = plt.subplots(figsize=(_WIDTH_IN, 5.0))
+    fig, ax = plt.subplots(figsize=(style._WIDTH_IN, 5.0))
     if sub.empty:
         ax.text(0.5, 0.5, "no compression rows", ha="center", va="center", transform=ax.transAxes)
-        return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: where the bytes go")
+        return style._finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: where the bytes go")
     x = np.arange(len(sub))
     bottom = np.zeros(len(sub))
     for i, (col, label) in enumerate(_PARTS):
@@ -60,14 +51,14 @@ def compression_breakdown(comp: pd.DataFrame, model: str) -> Figure:
             textcoords="offset points",
             xytext=(0, 3),
             ha="center",
-            fontsize=_MIN_FONT_PT,
+            fontsize=style._MIN_FONT_PT,
             rotation=90 if len(sub) > 10 else 0,  # more bars than room for a level label each
         )
     labels = [f"{100 * s:g} %\n{_short_bits(b)}" for s, b in zip(sub["sparsity_target"], sub["bits"], strict=True)]
-    ax.set_xticks(x, labels, fontsize=_MIN_FONT_PT)
+    ax.set_xticks(x, labels, fontsize=style._MIN_FONT_PT)
     ax.set(ylabel="coded file (kB)", xlabel="sparsity / bits per index (conv, fc); test error above each bar")
     ax.margins(y=0.12)  # room for the error labels above the tallest bar
-    return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: where the bytes go")
+    return style._finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: where the bytes go")
 
 
 def _short_bits(bits: str) -> str:
@@ -80,19 +71,19 @@ def _short_bits(bits: str) -> str:
     return "/".join(out)
 
 
-@_styled
+@style._styled
 def compression_frontier(df: pd.DataFrame, comp: pd.DataFrame, model: str) -> Figure:
     """Test error (%, log y) against file bytes (log x): every pruning method of the main CSVs with its compact
     file, lzma of the compact files, the coded files of the compression rows each with its information limit
     beside it (hollow marker, joined by a thin line; error bars: +-1 std over seeds), the dense baseline, and the
     published references (:data:`mnist_pruning.references.SIZE_ANCHORS`; hollow stars are parameter-count
     ratios, not bytes)."""
-    sub = _with_error(df[df["model"] == model]) if len(df) else df
-    fig, ax = plt.subplots(figsize=(_WIDTH_IN, 6.0))
+    sub = style._with_error(df[df["model"] == model]) if len(df) else df
+    fig, ax = plt.subplots(figsize=(style._WIDTH_IN, 6.0))
     if len(sub):
         order = _series_order(sub)
-        _draw_series(ax, sub, order, "size_compact_bytes", "error_pct", suffix=" (compact file)")
-        _dense_point(ax, df, model)
+        style._draw_series(ax, sub, order, "size_compact_bytes", "error_pct", suffix=" (compact file)")
+        style._dense_point(ax, df, model)
     rows = comp[comp["model"] == model] if len(comp) else comp
     if len(rows):
         err = 100 * (1 - rows["acc_pruned"])
@@ -136,6 +127,6 @@ def compression_frontier(df: pd.DataFrame, comp: pd.DataFrame, model: str) -> Fi
             label=f"{anchor.source}: {anchor.note}",
         )
     ax.set_xscale("log")
-    _error_axis(ax)
+    style._error_axis(ax)
     ax.set(xlabel="file size (bytes, log scale)", ylabel="test error (%, log scale)")
-    return _finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: test error vs file bytes")
+    return style._finish(fig, [ax], f"{MODEL_TITLES.get(model, model)}: test error vs file bytes")
