@@ -354,10 +354,7 @@ def format_smallest(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # what a key finding takes from the summary of the sparsest row within tolerance
-_BEST_FIELDS = (
-    *("label", "ratio", "sparsity", "acc_finetuned", "acc_finetuned_std", "n_seeds"),
-    *("size_compact_bytes", "x_smaller"),
-)
+_BEST_FIELDS = "label ratio sparsity acc_finetuned acc_finetuned_std n_seeds size_compact_bytes x_smaller".split()
 
 
 def _key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
