@@ -40,7 +40,7 @@ from pathlib import Path
 
 import nbformat
 
-from .settings import display_path, paths, project_root
+from .settings import _project_root, display_path, paths
 
 __all__ = [
     "BookError",
@@ -75,7 +75,7 @@ class BookError(RuntimeError):
 
 
 def _default_book_dir() -> Path:
-    return project_root() / "book"
+    return _project_root() / "book"
 
 
 # ---------------------------------------------------------------------------------------------------- prepare
@@ -202,9 +202,11 @@ def _prepare(
             page = chapters_dir / f"{name}.md"
             page.write_text(_stub_page(name, title, executed))
             out.append(_ChapterSource(name, page, False, 0))
-    from .files import atomic_write  # imports torch: not at module level, Sphinx loads this module as an extension
+    from .files import (
+        _atomic_write,  # imports torch: not at module level, Sphinx loads this module as an extension
+    )
 
-    with atomic_write(book / _GENERATED_DIR / _FINDINGS) as tmp:
+    with _atomic_write(book / _GENERATED_DIR / _FINDINGS) as tmp:
         tmp.write_text(findings)
     return out
 

@@ -27,9 +27,11 @@ import torch
 
 from .checks import check_choices
 from .models import MODEL_NAMES
-from .parallel import _default_workers, check_workers, sweep_executor
+from .parallel import _check_workers, _default_workers, sweep_executor
 from .sparsity.nm import NM_PATTERNS
 from .sweep import METHODS, RATIOS, SCHEDULES, SweepConfig, run_sweep
+
+__all__ = ["main"]
 
 _FULL_SEEDS = (0, 1, 2)  # run --full: three seeds, so every point is a mean with a spread
 
@@ -314,7 +316,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     quick = args.command == "run" and not args.full
     config = _sweep_config(args, quick=quick)
     if args.workers is not None:
-        check_workers(args.workers)
+        _check_workers(args.workers)
         if args.scheduler is not None:
             raise ValueError(
                 f"--workers {args.workers} counts local processes; with --scheduler the cluster's workers run "

@@ -42,7 +42,6 @@ __all__ = [
     "overview",
     "noise_floor",
     "noise_table",
-    "dense_bytes",
     "smallest_within",
     "format_smallest",
     "key_findings_markdown",
@@ -213,7 +212,7 @@ def _difference_text(difference: float, floor: float) -> str:
     return text + " (no measurable difference)" if not pd.isna(floor) and abs(difference) < floor else text
 
 
-def dense_bytes(df: pd.DataFrame, model: str) -> float:
+def _dense_bytes(df: pd.DataFrame, model: str) -> float:
     """File bytes of the dense baseline's ordinary ``state_dict`` file.
 
     Masked (unstructured / N:M) models keep the architecture's shapes, so their dense file is the baseline's:
@@ -253,7 +252,7 @@ def _within(df: pd.DataFrame, tolerance: float):
     least their own ``acc_baseline`` minus ``tolerance``."""
     for model in models(df):
         sub = df[df["model"] == model]
-        dense = dense_bytes(df, model)
+        dense = _dense_bytes(df, model)
         for series in _series_order(sub):
             rows = sub[sub["series"] == series]
             yield model, series, dense, rows[rows["acc_finetuned"] >= rows["acc_baseline"] - tolerance - _EPS]
@@ -436,7 +435,7 @@ def key_findings_markdown(df: pd.DataFrame, tolerance: float = 0.005) -> str:
     under any section."""
     findings = _key_findings(df, tolerance)
     table = _format_findings(findings).drop(columns="model")
-    dense = {m: dense_bytes(df, m) for m in models(df)}
+    dense = {m: _dense_bytes(df, m) for m in models(df)}
     lines = []
     for model in models(df):
         mask = (findings["model"] == model).to_numpy()
@@ -499,7 +498,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             "sparsity": [_pct(v, 1) for v in df["sparsity"]],
             "compact file": [_kb(v) for v in df["size_compact_bytes"]],
             "smaller than dense": [
-                _times(dense_bytes(df, m) / c) for m, c in zip(df["model"], df["size_compact_bytes"], strict=True)
+                _times(_dense_bytes(df, m) / c) for m, c in zip(df["model"], df["size_compact_bytes"], strict=True)
             ],
             "faster at b256": [speedup_text(v, s) for v, s in zip(*_speedup_columns(df, 256), strict=True)],
         }

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .files import atomic_write, check_writable_dir
+from .files import _atomic_write, _check_writable_dir
 from .models import SAMPLE_SHAPE
 from .sparsity.measure import Timing, flops, time_models
 
@@ -85,8 +85,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike) -> Path:
         verbose=False,
     )
     path = Path(path)
-    check_writable_dir(path.parent)
-    with atomic_write(path) as tmp:
+    _check_writable_dir(path.parent)
+    with _atomic_write(path) as tmp:
         program.save(str(tmp))
     return path
 
@@ -151,7 +151,7 @@ def onnx_report(
     timing = timing or Timing()
     for model in models.values():
         _check_exportable(model)
-    folder = check_writable_dir(folder)
+    folder = _check_writable_dir(folder)
     rows, sessions, eager = {}, {}, {}
     for name, model in models.items():
         path = export_onnx(model, folder / f"{name.replace(' ', '_').replace(':', 'of')}.onnx")

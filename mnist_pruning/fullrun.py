@@ -31,8 +31,8 @@ import torch
 from . import __version__
 from .compress import run_compression_sweep
 from .compress.grid import _compress_config_of
-from .files import atomic_write, check_writable_dir, load_torch
-from .parallel import _WORKER_THREADS, _default_workers, check_workers, sweep_executor
+from .files import _atomic_write, _check_writable_dir, _load_torch
+from .parallel import _WORKER_THREADS, _check_workers, _default_workers, sweep_executor
 from .results import load_results
 from .runner import baseline_path
 from .settings import paths
@@ -65,7 +65,7 @@ def execute_chapters(
     import papermill as pm
 
     root = paths().root
-    out = check_writable_dir(out_dir)
+    out = _check_writable_dir(out_dir)
     seconds = {}
     user_setting = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"
@@ -79,7 +79,7 @@ def execute_chapters(
                     "results_dir": os.path.relpath(Path(results_dir).resolve(), root / "notebooks"),
                 }
             start = time.perf_counter()
-            with atomic_write(out / f"{name}.ipynb") as tmp:
+            with _atomic_write(out / f"{name}.ipynb") as tmp:
                 pm.execute_notebook(
                     str(root / "notebooks" / f"{name}.ipynb"),
                     str(tmp),
@@ -108,7 +108,7 @@ def sweep_time(config: SweepConfig, wall_seconds: float, workers: int | None) ->
     for arch in config.models:
         for seed in config.seeds:
             path = baseline_path(p.runs, arch, seed)
-            history = load_torch(path)["history"] if path.exists() else []
+            history = _load_torch(path)["history"] if path.exists() else []
             baselines[arch] = round(baselines.get(arch, 0.0) + (history[-1]["seconds"] if history else 0.0), 1)
     experiments: dict[str, dict[str, float]] = {}
     try:
@@ -142,9 +142,9 @@ def full_run(
     ``workers``: local worker processes for the sweep (None: one per core; 1: in this process); ``scheduler``: a
     Dask scheduler's address instead (see :mod:`mnist_pruning.parallel`)."""
     p = config.paths
-    check_writable_dir(p.results)
+    _check_writable_dir(p.results)
     if scheduler is None:
-        workers = _default_workers() if workers is None else check_workers(workers)
+        workers = _default_workers() if workers is None else _check_workers(workers)
     record: dict = {
         "settings": json.loads(settings_json(config)),
         "versions": {
@@ -186,6 +186,6 @@ def full_run(
         build(executed_dir=executed, results_dir=p.results, require_all=True)
         record["seconds"]["book"] = round(time.perf_counter() - t, 1)
     record["seconds"]["total"] = round(time.perf_counter() - start, 1)
-    with atomic_write(Path(p.results) / "run.json") as tmp:
+    with _atomic_write(Path(p.results) / "run.json") as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     return record

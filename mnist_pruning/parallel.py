@@ -35,7 +35,7 @@ from collections.abc import Iterator
 
 from .checks import check_int
 
-__all__ = ["check_workers", "connect", "sweep_executor"]
+__all__ = ["sweep_executor"]
 
 # Torch threads per worker process: on a 2-core machine two busy processes at 2 threads each slow each other 3-30x,
 # so the pool runs one process per core at one thread each.
@@ -55,7 +55,7 @@ def _default_workers() -> int:
     return max(1, _available_cores() // _WORKER_THREADS)
 
 
-def check_workers(workers: object) -> int:
+def _check_workers(workers: object) -> int:
     """``workers`` as an int >= 1; else a ValueError naming it."""
     return check_int(workers, "workers")
 
@@ -105,7 +105,7 @@ def _local_pool(workers: int) -> cf.ProcessPoolExecutor:
     )
 
 
-def connect(address: str, timeout: float | None = None):
+def _connect(address: str, timeout: float | None = None):
     """A ``distributed.Client`` for the scheduler at ``address`` with at least one worker, every worker running
     one thread; a ValueError naming the address when it cannot be reached within ``timeout`` seconds (None:
     :data:`_CONNECT_TIMEOUT_S`) or its workers do not fit (see the module docstring)."""
@@ -145,7 +145,7 @@ def sweep_executor(workers: int | None = None, scheduler: str | None = None) -> 
     """The executor for ``workers`` local processes (None: :func:`_default_workers`; 1: :class:`_InlineExecutor`)
     or, with ``scheduler``, the Dask cluster at that address; shut down (pending tasks cancelled) on exit."""
     if scheduler is not None:
-        client = connect(scheduler)
+        client = _connect(scheduler)
         # pure=False: every submission is a run with side effects (files), never deduplicated by Dask.
         executor = client.get_executor(pure=False)
         try:
@@ -154,7 +154,7 @@ def sweep_executor(workers: int | None = None, scheduler: str | None = None) -> 
             executor.shutdown(wait=False)
             client.close()
         return
-    workers = _default_workers() if workers is None else check_workers(workers)
+    workers = _default_workers() if workers is None else _check_workers(workers)
     if workers == 1:
         yield _InlineExecutor()
         return

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .files import CorruptFileError, atomic_write
-from .settings import paths, project_root, smoke_mode
+from .files import CorruptFileError, _atomic_write
+from .settings import _project_root, paths, smoke_mode
 
 __all__ = [
     "Schema",
@@ -332,7 +332,7 @@ def update_rows(
 
 
 def _write(path: str | os.PathLike, rows: list[Mapping[str, object]], schema: Schema) -> None:
-    with atomic_write(path) as tmp:
+    with _atomic_write(path) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=schema.columns, lineterminator="\n")
             writer.writeheader()
@@ -362,7 +362,7 @@ def resolve_results_dir(results_dir: str | os.PathLike | None = "") -> Path:
         return paths().results
     p = Path(chosen).expanduser()
     if not p.is_absolute() and not p.exists():
-        p = project_root() / p
+        p = _project_root() / p
     return p
 
 
@@ -374,7 +374,7 @@ def resolve_figures_dir(figures_dir: str | os.PathLike | None, results_dir: str 
     if not str(figures_dir or ""):
         return paths().results if smoke_mode() else Path(results_dir)
     p = Path(str(figures_dir)).expanduser()
-    return p if p.is_absolute() or p.exists() else project_root() / p
+    return p if p.is_absolute() or p.exists() else _project_root() / p
 
 
 def load_results(

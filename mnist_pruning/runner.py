@@ -41,10 +41,10 @@ from tqdm.auto import tqdm
 
 from .config import RunConfig
 from .data import MNISTData, fetch_mnist
-from .files import CorruptFileError, check_writable_dir
-from .parallel import _WORKER_THREADS, _available_cores, _InlineExecutor, check_workers, sweep_executor
+from .files import CorruptFileError, _check_writable_dir
+from .parallel import _WORKER_THREADS, _available_cores, _check_workers, _InlineExecutor, sweep_executor
 from .results import Schema, append_row, read_results
-from .settings import show_progress
+from .settings import _show_progress
 from .train import TrainConfig, evaluate, get_device, load_checkpoint, save_checkpoint, train
 
 __all__ = [
@@ -291,12 +291,12 @@ def run_study(
     this process, all seeds on that data.
     """
     if workers is not None:
-        check_workers(workers)
+        _check_workers(workers)
     if data is not None and (not isinstance(executor, (_InlineExecutor, type(None))) or (workers or 1) > 1):
         raise ValueError("data= runs the study in this process; leave executor and workers out with it")
     p = study.config.paths
-    check_writable_dir(p.runs)
-    check_writable_dir(p.results)
+    _check_writable_dir(p.runs)
+    _check_writable_dir(p.results)
     todo = pending(study)  # also validates existing CSVs before any training
     csvs = {arch: study.schema.csv(p.results, arch) for arch in study.models}
     if not todo:
@@ -333,7 +333,7 @@ class _Tasks:
             self.groups.setdefault((point.model, seed), {}).setdefault(one.group(point), []).append(point)
         n_groups = sum(len(g) for g in self.groups.values())
         total = len(self.groups) + n_groups
-        self.bar = tqdm(total=total, desc=study.schema.name, disable=not show_progress(progress))
+        self.bar = tqdm(total=total, desc=study.schema.name, disable=not _show_progress(progress))
         self.task_progress = progress and self.inline
         self.failures: dict[str, BaseException] = {}
 

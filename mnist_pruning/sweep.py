@@ -44,7 +44,7 @@ from .parallel import _WORKER_THREADS
 from .results import PRUNING, Schema, read_results, update_rows
 from .runner import Accuracy, Study, accuracies, baseline_path, config_hash, run_study
 from .schedules import gradual_prune
-from .settings import show_progress
+from .settings import _show_progress
 from .sparsity import measure
 from .sparsity.compact import load_compact, save_compact, save_dense
 from .sparsity.inference import apply_sparse_plan, plan_sparse_inference
@@ -340,7 +340,7 @@ def measure_latencies(config: SweepConfig, progress: bool = True) -> int:
     torch.set_num_threads(_WORKER_THREADS)
     try:
         bases: dict[tuple[str, int], nn.Module] = {}
-        for path, one, exp in tqdm(todo, desc="latency", disable=not show_progress(progress)):
+        for path, one, exp in tqdm(todo, desc="latency", disable=not _show_progress(progress)):
             seed = one.config.one_seed()
             if (exp.model, seed) not in bases:
                 saved = baseline_path(config.paths.runs, exp.model, seed)

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from mnist_pruning import book
-from mnist_pruning.settings import project_root
+from mnist_pruning.settings import _project_root
 
 INSTALL = "apt-get install chromium chromium-driver (Debian) and pip install selenium (the test extra)"
 webdriver = pytest.importorskip("selenium.webdriver", reason=f"selenium is not installed: {INSTALL}")
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER), reason=f"no chromium and chromedriver on PATH: {INSTALL}"
 )
 
-ROOT = project_root()
+ROOT = _project_root()
 SCREENSHOTS = ROOT / "runs" / "browser"
 # What a page's HTML depends on: a book older than any of these is rebuilt.
 INPUTS = ("results/notebooks", "results/mlp_pruning_results.csv", "results/cnn_pruning_results.csv", "book")

@@ -129,7 +129,7 @@ def test_dense_bytes_with_only_structured_rows(tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     df = results.load_results(tmp_path)
-    dense = compare.dense_bytes(df, "cnn")
+    dense = compare._dense_bytes(df, "cnn")
     assert dense == dense_bytes(build_model("cnn"))
     assert dense > max(int(r["size_dense_bytes"]) for r in rows)
     table = compare.smallest_within(df)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from mnist_pruning import sparsity as sp
-from mnist_pruning.files import CorruptFileError, load_torch
+from mnist_pruning.files import CorruptFileError, _load_torch
 from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.results import append_row, read_results
 from mnist_pruning.sparsity.compact import _position_bytes
@@ -157,7 +157,7 @@ def _write_checkpoint(path: Path) -> object:
     model = build_model(ModelConfig("cnn", (6, 10, 30)))
     history = [{"epoch": 1, "train_loss": 0.5, "test_loss": 0.4, "test_accuracy": 0.9, "seconds": 1.5}]
     save_checkpoint(path, model, TrainConfig(epochs=1), history, metrics={"accuracy": 0.9})
-    return _checkpoint_content(model, load_torch(path))
+    return _checkpoint_content(model, _load_torch(path))
 
 
 def _write_structured_checkpoint(path: Path) -> object:
@@ -165,7 +165,7 @@ def _write_structured_checkpoint(path: Path) -> object:
     small = sp.shrink(build_model("mlp"), 0.9)  # surgered: widths (30, 10), saved like any model
     assert small.config == ModelConfig("mlp", (30, 10))
     save_checkpoint(path, small, ratio=0.9)
-    return _checkpoint_content(small, load_torch(path))
+    return _checkpoint_content(small, _load_torch(path))
 
 
 def _read_checkpoint(path: Path) -> object:
@@ -175,7 +175,7 @@ def _read_checkpoint(path: Path) -> object:
 
 KINDS = {
     "compact": Kind(_write_compact, sp.load_compact, lambda data, path: compact_parts(data)),
-    "dense state_dict": Kind(_write_dense, load_torch, zip_parts),
+    "dense state_dict": Kind(_write_dense, _load_torch, zip_parts),
     "checkpoint": Kind(_write_checkpoint, _read_checkpoint, zip_parts),
     "structured checkpoint": Kind(_write_structured_checkpoint, _read_checkpoint, zip_parts),
 }

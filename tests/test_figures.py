@@ -15,9 +15,9 @@ from mnist_pruning import plots  # noqa: E402
 from mnist_pruning.compress import steps_table  # noqa: E402
 from mnist_pruning.notebook import format_number  # noqa: E402
 from mnist_pruning.results import COMPRESSION, load_results, read_results  # noqa: E402
-from mnist_pruning.settings import project_root  # noqa: E402
+from mnist_pruning.settings import _project_root  # noqa: E402
 
-ROOT = project_root()
+ROOT = _project_root()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from mnist_pruning.files import load_torch
+from mnist_pruning.files import _load_torch
 from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.sparsity.measure import count_parameters
 from mnist_pruning.sparsity.structured import (
@@ -206,7 +206,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(arch: str, tmp_path) -> N
     save_checkpoint(path, small, ratio=0.7)
     raw = torch.load(path, weights_only=True)  # loadable without unpickling any module
     assert raw["model_config"] == small.config.to_dict() and raw["ratio"] == 0.7
-    assert load_torch(path)["state_dict"].keys() == small.state_dict().keys()
+    assert _load_torch(path)["state_dict"].keys() == small.state_dict().keys()
     reloaded, payload = load_checkpoint(path, device=torch.device("cpu"))
     assert reloaded.config == small.config == _expected(SMALL[arch], 0.7) and payload["ratio"] == 0.7
     x = _inputs()

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ..checks import check_choice
-from ..files import CorruptFileError, atomic_write
+from ..files import CorruptFileError, _atomic_write
 from ..models import ModelConfig
 from ..sparsity._binary import (
     _DTYPE_BY_NAME,
@@ -122,7 +122,7 @@ def encode(coded: CodedModel, position_coding: str | None = None) -> bytes:
 def save_coded(coded: CodedModel, path: str | os.PathLike, position_coding: str | None = None) -> int:
     """Write :func:`encode`'s bytes atomically; return the file size in bytes."""
     data = encode(coded, position_coding)
-    with atomic_write(path) as tmp:
+    with _atomic_write(path) as tmp:
         tmp.write_bytes(data)
     return len(data)
 

@@ -10,7 +10,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from ..compare import _baseline_accuracy, _pareto_front, _series_order, dense_bytes
+from ..compare import _baseline_accuracy, _dense_bytes, _pareto_front, _series_order
 from ..references import ANCHORS, MODEL_TITLES
 from .style import (
     _METHOD_COLORS,
@@ -246,7 +246,7 @@ def bytes_vs_sparsity(df: pd.DataFrame, model: str) -> Figure:
             color=_method_color("nm"),
             label="nm (N:M format)",
         )
-    ax.axhline(dense_bytes(df, model), color="k", ls=":", lw=1.2, label="dense file (zeros stored)")
+    ax.axhline(_dense_bytes(df, model), color="k", ls=":", lw=1.2, label="dense file (zeros stored)")
     ax.set_yscale("log")
     ax.set_ylabel("file size (bytes, log scale)")
     _sparsity_axis(ax, sub["sparsity"])

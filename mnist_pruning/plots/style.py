@@ -18,8 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from ..compare import _baseline_accuracy, dense_bytes
-from ..files import atomic_write
+from ..compare import _baseline_accuracy, _dense_bytes
+from ..files import _atomic_write
 
 __all__ = ["save_figure"]
 
@@ -174,7 +174,7 @@ def _with_error(rows: pd.DataFrame) -> pd.DataFrame:
 def _dense_point(ax: Axes, df: pd.DataFrame, model: str) -> None:
     """The dense baseline on an error-vs-bytes axis: its file's bytes, its mean test error."""
     ax.plot(
-        dense_bytes(df, model),
+        _dense_bytes(df, model),
         100 * (1 - _baseline_accuracy(df, model)),
         marker="X",
         ms=10,
@@ -263,6 +263,6 @@ def save_figure(fig: Figure, results_dir: str | os.PathLike, name: str, dpi: int
     png_changed = svg_changed or _png_size(old_png) != _png_size(new["png"])
     for path, data, changed in ((png_path, new["png"], png_changed), (svg_path, new["svg"], svg_changed)):
         if changed:
-            with atomic_write(path) as tmp:
+            with _atomic_write(path) as tmp:
                 tmp.write_bytes(data)
     return png_path, svg_path

@@ -53,7 +53,7 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
-from ..files import CorruptFileError, UnsafeFileError, atomic_write
+from ..files import CorruptFileError, UnsafeFileError, _atomic_write
 from ._binary import (
     _DTYPE_BY_NAME,
     _DTYPE_NAMES,
@@ -246,7 +246,7 @@ def save_compact(model_or_state_dict: _StateDictLike, path: str | os.PathLike) -
         >>> sp.sparsify_(net, "global", 0.9); save_compact(net, "net.safetensors")   # ~ 1/9 of the dense bytes
     """
     data = _encode_compact(model_or_state_dict)
-    with atomic_write(path) as tmp:
+    with _atomic_write(path) as tmp:
         tmp.write_bytes(data)
     return len(data)
 
@@ -394,7 +394,7 @@ def save_dense(model_or_state_dict: _StateDictLike, path: str | os.PathLike) -> 
         >>> save_dense(net, "net.pt")
     """
     data = _dense_file(model_or_state_dict)
-    with atomic_write(path) as tmp:
+    with _atomic_write(path) as tmp:
         tmp.write_bytes(data)
     return len(data)
 
