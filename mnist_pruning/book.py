@@ -12,12 +12,12 @@ or from Python::
     from mnist_pruning.book import build
     report = build(executed_dir="runs/executed", results_dir="results")
 
-Steps: (1) copy ``<executed>/<chapter>.ipynb`` for every chapter of :data:`CHAPTERS` into ``book/_chapters/``
+Steps: (1) copy ``<executed>/<chapter>.ipynb`` for every chapter of :data:`_CHAPTERS` into ``book/_chapters/``
 (notebooks executed by papermill; a copy is refused if a code cell never ran or raised); a chapter with no executed
 notebook becomes a stub page saying "not executed in this build", or fails the build with ``require_all``;
 (2) render :func:`mnist_pruning.compare.key_findings_markdown` of the CSVs into ``book/_generated/findings.md``,
 which ``book/intro.md`` includes, so the introduction never holds hand-typed numbers; (3) run
-``jupyter-book build book/ -W -n --keep-going --all`` (every warning fails the build); (4) :func:`check_html`:
+``jupyter-book build book/ -W -n --keep-going --all`` (every warning fails the build); (4) :func:`_check_html`:
 every page exists, chapters show their figures (``<img>`` tags whose files exist), and nothing is loaded from the
 network (no external scripts, stylesheets, fonts, images or frames).
 
@@ -40,27 +40,17 @@ from pathlib import Path
 
 import nbformat
 
-from .settings import display_path, paths, project_root
+from .settings import _project_root, display_path, paths
 
 __all__ = [
-    "CHAPTERS",
-    "ChapterSource",
-    "HtmlReport",
     "BookError",
-    "default_book_dir",
-    "check_executed",
-    "prepare",
-    "findings_page",
-    "offline_env",
-    "run_jupyter_book",
-    "check_html",
     "build",
     "main",
     "setup",
 ]
 
 # (notebook stem, title of the stub page shown when the chapter was not executed). Same order as book/_toc.yml.
-CHAPTERS: tuple[tuple[str, str], ...] = (
+_CHAPTERS: tuple[tuple[str, str], ...] = (
     ("01_baseline", "01 · Baseline"),
     ("02_prune", "02 · Unstructured pruning"),
     ("03_structured", "03 · Structured pruning"),
@@ -69,13 +59,13 @@ CHAPTERS: tuple[tuple[str, str], ...] = (
     ("06_frontier", "06 · Schedules and the frontier"),
     ("07_compress", "07 · Weight sharing and entropy coding"),
 )
-CHAPTERS_DIR = "_chapters"
-GENERATED_DIR = "_generated"
-FINDINGS = "findings.md"
-HTML_DIR = Path("_build") / "html"
+_CHAPTERS_DIR = "_chapters"
+_GENERATED_DIR = "_generated"
+_FINDINGS = "findings.md"
+_HTML_DIR = Path("_build") / "html"
 # Notebooks link the public Colab badge image; the book shows a local copy so that no page loads from the web.
-COLAB_BADGE_URL = "https://colab.research.google.com/assets/colab-badge.svg"
-LOCAL_BADGE = "_assets/colab-badge.svg"
+_COLAB_BADGE_URL = "https://colab.research.google.com/assets/colab-badge.svg"
+_LOCAL_BADGE = "_assets/colab-badge.svg"
 # Cells myst-nb does not render (their outputs are not expected in the HTML).
 _HIDDEN_TAGS = {"remove-cell", "remove-output"}
 
@@ -84,15 +74,15 @@ class BookError(RuntimeError):
     """The book could not be prepared, built or checked; the message says what and where."""
 
 
-def default_book_dir() -> Path:
-    return project_root() / "book"
+def _default_book_dir() -> Path:
+    return _project_root() / "book"
 
 
 # ---------------------------------------------------------------------------------------------------- prepare
 
 
 @dataclass
-class ChapterSource:
+class _ChapterSource:
     """Where a chapter page came from."""
 
     name: str  # notebook stem, e.g. "05_compare"
@@ -112,7 +102,7 @@ def _image_outputs(nb: nbformat.NotebookNode) -> int:
     return count
 
 
-def check_executed(path: str | os.PathLike) -> nbformat.NotebookNode:
+def _check_executed(path: str | os.PathLike) -> nbformat.NotebookNode:
     """Read an executed notebook; BookError if a code cell never ran or raised (the book must not show that)."""
     path = Path(path)
     try:
@@ -146,13 +136,13 @@ def _stub_page(name: str, title: str, executed_dir: Path) -> str:
 
 def _localise_badge(nb: nbformat.NotebookNode, depth: int) -> None:
     """Point the Colab badge image at the book's local copy (the link itself still goes to Colab)."""
-    local = "../" * depth + LOCAL_BADGE
+    local = "../" * depth + _LOCAL_BADGE
     for cell in nb.cells:
-        if cell.cell_type == "markdown" and COLAB_BADGE_URL in cell.source:
-            cell.source = cell.source.replace(COLAB_BADGE_URL, local)
+        if cell.cell_type == "markdown" and _COLAB_BADGE_URL in cell.source:
+            cell.source = cell.source.replace(_COLAB_BADGE_URL, local)
 
 
-def findings_page(results_dir: str | os.PathLike | None) -> str:
+def _findings_page(results_dir: str | os.PathLike | None) -> str:
     """The Markdown that book/intro.md includes: the key-findings table of the CSVs in ``results_dir``."""
     from . import compare  # pandas only when the book is really built
     from .results import resolve_results_dir
@@ -173,48 +163,50 @@ def findings_page(results_dir: str | os.PathLike | None) -> str:
     )
 
 
-def prepare(
+def _prepare(
     executed_dir: str | os.PathLike,
     results_dir: str | os.PathLike | None = "",
     book_dir: str | os.PathLike | None = None,
     require_all: bool = False,
-) -> list[ChapterSource]:
+) -> list[_ChapterSource]:
     """Fill ``book/_chapters/`` and ``book/_generated/`` (see the module docstring); returns the chapters."""
-    book = Path(book_dir) if book_dir else default_book_dir()
+    book = Path(book_dir) if book_dir else _default_book_dir()
     executed = Path(executed_dir)
     if not (book / "_toc.yml").is_file():
         raise BookError(f"{str(book)!r} has no _toc.yml; pass the book's source folder")
-    missing = [name for name, _ in CHAPTERS if not (executed / f"{name}.ipynb").is_file()]
+    missing = [name for name, _ in _CHAPTERS if not (executed / f"{name}.ipynb").is_file()]
     if require_all and missing:
         raise BookError(f"no executed notebook for {', '.join(missing)} in {str(executed)!r} (--require-all)")
-    notebooks = {name: check_executed(executed / f"{name}.ipynb") for name, _ in CHAPTERS if name not in missing}
+    notebooks = {name: _check_executed(executed / f"{name}.ipynb") for name, _ in _CHAPTERS if name not in missing}
 
     try:
-        findings = findings_page(results_dir)
+        findings = _findings_page(results_dir)
     except FileNotFoundError as e:
         if require_all:
             raise BookError(str(e)) from e
         findings = f"```{{note}}\nNo key findings in this build: {e}.\n```\n"
 
-    chapters_dir = book / CHAPTERS_DIR
+    chapters_dir = book / _CHAPTERS_DIR
     # Rebuilt from scratch: a stale stub .md next to a fresh .ipynb would make two pages for one TOC entry.
     shutil.rmtree(chapters_dir, ignore_errors=True)
     chapters_dir.mkdir(parents=True)
     out = []
-    for name, title in CHAPTERS:
+    for name, title in _CHAPTERS:
         if name in notebooks:
             nb = notebooks[name]
             _localise_badge(nb, depth=1)
             page = chapters_dir / f"{name}.ipynb"
             nbformat.write(nb, page)
-            out.append(ChapterSource(name, page, True, _image_outputs(nb)))
+            out.append(_ChapterSource(name, page, True, _image_outputs(nb)))
         else:
             page = chapters_dir / f"{name}.md"
             page.write_text(_stub_page(name, title, executed))
-            out.append(ChapterSource(name, page, False, 0))
-    from .files import atomic_write  # imports torch: not at module level, Sphinx loads this module as an extension
+            out.append(_ChapterSource(name, page, False, 0))
+    from .files import (
+        _atomic_write,  # imports torch: not at module level, Sphinx loads this module as an extension
+    )
 
-    with atomic_write(book / GENERATED_DIR / FINDINGS) as tmp:
+    with _atomic_write(book / _GENERATED_DIR / _FINDINGS) as tmp:
         tmp.write_text(findings)
     return out
 
@@ -230,7 +222,7 @@ def _jupyter_book() -> str:
     return found
 
 
-def offline_env(base: dict[str, str] | None = None) -> dict[str, str]:
+def _offline_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """A copy of the environment in which every HTTP(S) request fails at once: all proxies point at a closed
     local port. The build needs no network, and this makes sure of it even on a machine (CI) that has one."""
     env = dict(os.environ if base is None else base)
@@ -241,12 +233,14 @@ def offline_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_jupyter_book(book_dir: str | os.PathLike | None = None, quiet: bool = False, offline: bool = True) -> None:
+def _run_jupyter_book(
+    book_dir: str | os.PathLike | None = None, quiet: bool = False, offline: bool = True
+) -> None:
     """``jupyter-book build <book> -W -n --keep-going --all``: warnings are errors, every page is rebuilt; with
-    ``offline`` (default) under :func:`offline_env`."""
-    book = Path(book_dir) if book_dir else default_book_dir()
+    ``offline`` (default) under :func:`_offline_env`."""
+    book = Path(book_dir) if book_dir else _default_book_dir()
     cmd = [_jupyter_book(), "build", str(book), "-W", "-n", "--keep-going", "--all"]
-    env = offline_env() if offline else None
+    env = _offline_env() if offline else None
     result = subprocess.run(cmd, capture_output=quiet, text=True, env=env)
     if result.returncode != 0:
         tail = "\n".join(((result.stdout or "") + (result.stderr or "")).splitlines()[-40:]) if quiet else ""
@@ -312,8 +306,8 @@ class _Scan(HTMLParser):
 
 
 @dataclass
-class HtmlReport:
-    """What :func:`check_html` found; ``problems`` empty means the check passed."""
+class _HtmlReport:
+    """What :func:`_check_html` found; ``problems`` empty means the check passed."""
 
     pages: dict[str, int] = field(default_factory=dict)  # page (relative to html/) -> figures shown
     external: list[str] = field(default_factory=list)  # "file: resource" loaded from the network
@@ -328,31 +322,31 @@ def _is_figure(src: str) -> bool:
     return "colab-badge" not in src
 
 
-def check_html(
-    book_dir: str | os.PathLike | None = None, chapters: Sequence[ChapterSource] | None = None
-) -> HtmlReport:
+def _check_html(
+    book_dir: str | os.PathLike | None = None, chapters: Sequence[_ChapterSource] | None = None
+) -> _HtmlReport:
     """Check the built HTML: the intro and every chapter page exist; a chapter shows at least as many figures as
     its notebook has image outputs (at least one if it has any), and every local ``<img>`` file exists; no page
     or stylesheet loads anything from the network.
 
     Without ``chapters`` (e.g. ``--check-only``), the expected figures are counted from ``book/_chapters/``.
     """
-    book = Path(book_dir) if book_dir else default_book_dir()
-    html = book / HTML_DIR
-    report = HtmlReport()
+    book = Path(book_dir) if book_dir else _default_book_dir()
+    html = book / _HTML_DIR
+    report = _HtmlReport()
     if chapters is None:
         chapters = []
-        for name, _ in CHAPTERS:
-            nb_path = book / CHAPTERS_DIR / f"{name}.ipynb"
+        for name, _ in _CHAPTERS:
+            nb_path = book / _CHAPTERS_DIR / f"{name}.ipynb"
             if nb_path.exists():
                 nb = nbformat.read(nb_path, as_version=4)
-                chapters.append(ChapterSource(name, nb_path, True, _image_outputs(nb)))
+                chapters.append(_ChapterSource(name, nb_path, True, _image_outputs(nb)))
             else:
-                chapters.append(ChapterSource(name, book / CHAPTERS_DIR / f"{name}.md", False, 0))
+                chapters.append(_ChapterSource(name, book / _CHAPTERS_DIR / f"{name}.md", False, 0))
     if not html.is_dir():
         report.problems.append(f"no built HTML in {str(html)!r}")
         return report
-    expected = {"intro.html": 0} | {f"{CHAPTERS_DIR}/{c.name}.html": c.figures for c in chapters}
+    expected = {"intro.html": 0} | {f"{_CHAPTERS_DIR}/{c.name}.html": c.figures for c in chapters}
     for page, figures in expected.items():
         path = html / page
         if not path.is_file():
@@ -420,11 +414,11 @@ def build(
     book_dir: str | os.PathLike | None = None,
     require_all: bool = False,
     quiet: bool = False,
-) -> HtmlReport:
+) -> _HtmlReport:
     """Prepare, build and check the book; BookError when any step fails (the report's problems in the message)."""
-    chapters = prepare(executed_dir, results_dir, book_dir, require_all)
-    run_jupyter_book(book_dir, quiet=quiet)
-    report = check_html(book_dir, chapters)
+    chapters = _prepare(executed_dir, results_dir, book_dir, require_all)
+    _run_jupyter_book(book_dir, quiet=quiet)
+    report = _check_html(book_dir, chapters)
     if not report.ok:
         raise BookError("the built book failed its check:\n  " + "\n  ".join(report.problems))
     return report
@@ -449,21 +443,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prepare-only", action="store_true", help="copy chapters and write findings; no build")
     parser.add_argument("--check-only", action="store_true", help="only check an existing book/_build/html")
     args = parser.parse_args(argv)
-    book = Path(args.book) if args.book else default_book_dir()
+    book = Path(args.book) if args.book else _default_book_dir()
     try:
         if args.check_only:
-            report = check_html(book)
+            report = _check_html(book)
             if not report.ok:
                 raise BookError("the built book failed its check:\n  " + "\n  ".join(report.problems))
         else:
             executed = Path(args.executed) if args.executed else paths().runs / "executed"
-            chapters = prepare(executed, args.results, book, args.require_all)
+            chapters = _prepare(executed, args.results, book, args.require_all)
             for c in chapters:
                 print(f"{c.name}: {'executed notebook' if c.executed else 'STUB (not executed in this build)'}")
             if args.prepare_only:
                 return 0
-            run_jupyter_book(book)
-            report = check_html(book, chapters)
+            _run_jupyter_book(book)
+            report = _check_html(book, chapters)
             if not report.ok:
                 raise BookError("the built book failed its check:\n  " + "\n  ".join(report.problems))
     except BookError as e:
@@ -471,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for page, figures in report.pages.items():
         print(f"ok {page}: {figures} figures")
-    print(f"book: {book / HTML_DIR / 'intro.html'} (no external resources)")
+    print(f"book: {book / _HTML_DIR / 'intro.html'} (no external resources)")
     return 0
 
 

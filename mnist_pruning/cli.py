@@ -7,7 +7,7 @@ Usage::
     mnist-pruning sweep --models mlp --methods global --ratios 0.5 0.9 --finetune-epochs 2
     mnist-pruning sweep --seeds 0 1 2 --workers 2 # three seeds, two local worker processes
     mnist-pruning sweep --scheduler tcp://host:8786   # the experiments on a Dask cluster (pip install '.[dask]')
-    mnist-pruning run                             # quick but real pipeline run (~3 min) -> runs/quick/
+    mnist-pruning run                             # quick but real pipeline run -> runs/quick/
     mnist-pruning run --full                      # full sweep (seeds 0 1 2), executed chapters, book -> results/
     mnist-pruning compress --model mlp --sparsity 0.95 --bits-fc 5   # prune, share, fine-tune, entropy-code
     mnist-pruning compress --sweep                # the compression grid of both models -> compression_results.csv
@@ -27,15 +27,17 @@ import torch
 
 from .checks import check_choices
 from .models import MODEL_NAMES
-from .parallel import check_workers, default_workers, sweep_executor
+from .parallel import _check_workers, _default_workers, sweep_executor
 from .sparsity.nm import NM_PATTERNS
 from .sweep import METHODS, RATIOS, SCHEDULES, SweepConfig, run_sweep
 
-FULL_SEEDS = (0, 1, 2)  # run --full: three seeds, so every point is a mean with a spread
+__all__ = ["main"]
 
-# The README's quick main job: the whole pipeline, every method, on a budget that fits ~3 minutes on 2 cores.
+_FULL_SEEDS = (0, 1, 2)  # run --full: three seeds, so every point is a mean with a spread
+
+# The README's quick main job: the whole pipeline, every method, on a budget small enough for a 2-core laptop.
 # These are defaults: whatever the user passes (--ratios, --patterns, ...) wins.
-QUICK = {
+_QUICK = {
     "ratios": (0.5, 0.9, 0.99),
     "patterns": ("2:4",),
     "finetune_epochs": 1,
@@ -46,7 +48,7 @@ QUICK = {
 
 
 def _seeds(args: argparse.Namespace, full: bool = False) -> tuple[int, ...]:
-    """``--seeds``, else ``--seed``, else the full run's :data:`FULL_SEEDS` or seed 0."""
+    """``--seeds``, else ``--seed``, else the full run's :data:`_FULL_SEEDS` or seed 0."""
     seed, seeds = getattr(args, "seed", None), getattr(args, "seeds", None)
     if seed is not None and seeds is not None:
         raise ValueError(f"give --seed ({seed}) or --seeds ({' '.join(map(str, seeds))}), not both")
@@ -54,12 +56,12 @@ def _seeds(args: argparse.Namespace, full: bool = False) -> tuple[int, ...]:
         return tuple(seeds)
     if seed is not None:
         return (seed,)
-    return FULL_SEEDS if full else (0,)
+    return _FULL_SEEDS if full else (0,)
 
 
 def _sweep_config(args: argparse.Namespace, quick: bool = False) -> SweepConfig:
     """The sweep the arguments ask for; options the user left out take the quick run's or the sweep's defaults."""
-    defaults = dict(QUICK) if quick else {"ratios": RATIOS, "patterns": NM_PATTERNS}
+    defaults = dict(_QUICK) if quick else {"ratios": RATIOS, "patterns": NM_PATTERNS}
     given = {
         "ratios": args.ratios,
         "patterns": args.patterns,
@@ -105,7 +107,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnist-pruning", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -144,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--workers",
             type=int,
             default=None,
-            help=f"local worker processes, 1 torch thread each (default: one per core, here {default_workers()}; "
+            help=f"local worker processes, 1 torch thread each (default: one per core, here {_default_workers()}; "
             "1: in this process)",
         )
         p.add_argument(
@@ -247,7 +249,7 @@ def _compress(args: argparse.Namespace) -> int:
         hit = df[
             (df["model"] == arch)
             & (df["sparsity_target"].round(6) == round(s, 6))
-            & (df["bits"] == C.bits_text(dict(point.bits)))
+            & (df["bits"] == C.sharing._bits_text(dict(point.bits)))
             & (df["seed"] == args.seed)
         ]
         row = hit.iloc[-1].to_dict()
@@ -263,7 +265,7 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = _build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
@@ -314,7 +316,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     quick = args.command == "run" and not args.full
     config = _sweep_config(args, quick=quick)
     if args.workers is not None:
-        check_workers(args.workers)
+        _check_workers(args.workers)
         if args.scheduler is not None:
             raise ValueError(
                 f"--workers {args.workers} counts local processes; with --scheduler the cluster's workers run "

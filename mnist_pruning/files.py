@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write", "save_torch", "load_torch", "UnsafeFileError", "CorruptFileError", "check_writable_dir"]
+__all__ = ["UnsafeFileError", "CorruptFileError"]
 
 
 class UnsafeFileError(ValueError):
@@ -35,7 +35,7 @@ class CorruptFileError(ValueError):
     """A file this package wrote is damaged (truncated, altered) or is not the kind of file expected."""
 
 
-def check_writable_dir(path: str | os.PathLike) -> Path:
+def _check_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` if needed and check that files can be written in it; raise a clear ValueError if not."""
     p = Path(path)
     if p.exists() and not p.is_dir():
@@ -50,7 +50,7 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+def _atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -72,15 +72,15 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def save_torch(obj: object, path: str | os.PathLike) -> Path:
+def _save_torch(obj: object, path: str | os.PathLike) -> Path:
     """``torch.save`` a tree of tensors/numbers/strings atomically; returns the path."""
-    with atomic_write(path) as tmp:
+    with _atomic_write(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
 
 
-def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> object:
-    """Load a file written by :func:`save_torch`: integrity checked, no code executed (``weights_only=True``).
+def _load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> object:
+    """Load a file written by :func:`_save_torch`: integrity checked, no code executed (``weights_only=True``).
 
     ``torch.save`` writes a zip archive whose entries carry CRC-32s, but ``torch.load`` never checks them: a
     flipped bit loads silently as different weights, and a truncated file fails deep inside torch with

@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .compress import compress_config_of, run_compression_sweep
-from .files import atomic_write, check_writable_dir, load_torch
+from .compress import run_compression_sweep
+from .compress.grid import _compress_config_of
+from .files import _atomic_write, _check_writable_dir, _load_torch
 from .frontier import choose_recipes
-from .parallel import WORKER_THREADS, check_workers, default_workers, sweep_executor
+from .parallel import _WORKER_THREADS, _check_workers, _default_workers, sweep_executor
 from .results import load_results
 from .runner import baseline_path
 from .settings import paths
@@ -65,7 +66,7 @@ def execute_chapters(
     import papermill as pm
 
     root = paths().root
-    out = check_writable_dir(out_dir)
+    out = _check_writable_dir(out_dir)
     seconds = {}
     user_setting = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"
@@ -79,7 +80,7 @@ def execute_chapters(
                     "results_dir": os.path.relpath(Path(results_dir).resolve(), root / "notebooks"),
                 }
             start = time.perf_counter()
-            with atomic_write(out / f"{name}.ipynb") as tmp:
+            with _atomic_write(out / f"{name}.ipynb") as tmp:
                 pm.execute_notebook(
                     str(root / "notebooks" / f"{name}.ipynb"),
                     str(tmp),
@@ -108,7 +109,7 @@ def sweep_time(config: SweepConfig, wall_seconds: float, workers: int | None) ->
     for arch in config.models:
         for seed in config.seeds:
             path = baseline_path(p.runs, arch, seed)
-            history = load_torch(path)["history"] if path.exists() else []
+            history = _load_torch(path)["history"] if path.exists() else []
             baselines[arch] = round(baselines.get(arch, 0.0) + (history[-1]["seconds"] if history else 0.0), 1)
     experiments: dict[str, dict[str, float]] = {}
     try:
@@ -142,9 +143,9 @@ def full_run(
     ``workers``: local worker processes for the sweep (None: one per core; 1: in this process); ``scheduler``: a
     Dask scheduler's address instead (see :mod:`mnist_pruning.parallel`)."""
     p = config.paths
-    check_writable_dir(p.results)
+    _check_writable_dir(p.results)
     if scheduler is None:
-        workers = default_workers() if workers is None else check_workers(workers)
+        workers = _default_workers() if workers is None else _check_workers(workers)
     record: dict = {
         "settings": json.loads(settings_json(config)),
         "versions": {
@@ -162,7 +163,7 @@ def full_run(
             "seeds": list(config.seeds),
             "workers": workers,  # local processes (None with a scheduler)
             # torch threads per worker; in this process (workers=1) whatever it was given
-            "worker_threads": torch.get_num_threads() if workers == 1 and scheduler is None else WORKER_THREADS,
+            "worker_threads": torch.get_num_threads() if workers == 1 and scheduler is None else _WORKER_THREADS,
             "scheduler": scheduler,
         },
         "seconds": {},
@@ -178,7 +179,7 @@ def full_run(
             recipes.update(choose_recipes(p.results, missing) if missing else {})
         record["recipes"] = recipes
         # every seed prunes its own baseline, as in the sweep, on the same workers, with the frontier's recipe
-        run_compression_sweep(compress_config_of(config, recipes=recipes), progress=progress, executor=executor)
+        run_compression_sweep(_compress_config_of(config, recipes=recipes), progress=progress, executor=executor)
         record["seconds"]["compression"] = round(time.perf_counter() - t, 1)
     record["sweep_time"] = sweep_time(config, record["seconds"]["sweep"], workers if scheduler is None else None)
 
@@ -191,6 +192,6 @@ def full_run(
         build(executed_dir=executed, results_dir=p.results, require_all=True)
         record["seconds"]["book"] = round(time.perf_counter() - t, 1)
     record["seconds"]["total"] = round(time.perf_counter() - start, 1)
-    with atomic_write(Path(p.results) / "run.json") as tmp:
+    with _atomic_write(Path(p.results) / "run.json") as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -29,13 +29,13 @@ from torch import nn
 from .checks import check_choice, check_int
 from .sparsity.structured import Link
 
-__all__ = ["MODEL_NAMES", "DEFAULT_WIDTHS", "SAMPLE_SHAPE", "ModelConfig", "MLP", "LeNet5", "build_model"]
+__all__ = ["MODEL_NAMES", "SAMPLE_SHAPE", "ModelConfig", "MLP", "LeNet5", "build_model"]
 
 MODEL_NAMES = ("mlp", "cnn")
 # Hidden widths of the published architectures: MLP (fc1, fc2); CNN (conv1 filters, conv2 filters, fc1 units).
-DEFAULT_WIDTHS = {"mlp": (300, 100), "cnn": (20, 50, 500)}
+_DEFAULT_WIDTHS = {"mlp": (300, 100), "cnn": (20, 50, 500)}
 SAMPLE_SHAPE = (1, 28, 28)  # one MNIST image as the models take it: channels, height, width
-NUM_CLASSES = 10
+_NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_choice(self.arch, MODEL_NAMES, "model")
-        widths = tuple(self.widths) if self.widths else DEFAULT_WIDTHS[self.arch]
-        expected = len(DEFAULT_WIDTHS[self.arch])
+        widths = tuple(self.widths) if self.widths else _DEFAULT_WIDTHS[self.arch]
+        expected = len(_DEFAULT_WIDTHS[self.arch])
         if len(widths) != expected:
             raise ValueError(f"widths for {self.arch!r} must be {expected} positive integers, got {self.widths!r}")
         object.__setattr__(self, "widths", tuple(check_int(w, f"every width of {self.widths!r}") for w in widths))
@@ -98,7 +98,7 @@ class MLP(_LeNet):
         h1, h2 = self.config.widths
         self.fc1 = nn.Linear(SAMPLE_SHAPE[1] * SAMPLE_SHAPE[2], h1)
         self.fc2 = nn.Linear(h1, h2)
-        self.fc3 = nn.Linear(h2, NUM_CLASSES)
+        self.fc3 = nn.Linear(h2, _NUM_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(x, 1)
@@ -122,7 +122,7 @@ class LeNet5(_LeNet):
         self.conv1 = nn.Conv2d(SAMPLE_SHAPE[0], c1, kernel_size=5)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=5)
         self.fc1 = nn.Linear(c2 * self.FEATURE_HW * self.FEATURE_HW, h)
-        self.fc2 = nn.Linear(h, NUM_CLASSES)
+        self.fc2 = nn.Linear(h, _NUM_CLASSES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.max_pool2d(self.conv1(x), 2)

@@ -31,7 +31,7 @@ from .checks import check_choice, check_int, check_n_of_m, check_ratio
 from .compress import CompressConfig
 from .config import RunConfig
 from .data import MNISTData, data_root
-from .files import check_writable_dir
+from .files import _check_writable_dir
 from .models import MODEL_NAMES, SAMPLE_SHAPE
 from .references import PUBLISHED_BASELINE
 from .runner import accuracies, baseline, record
@@ -185,7 +185,7 @@ def setup(
     if data_dir:
         data_root(data_dir)  # raises if it exists and is not a directory
     p = paths(data_dir or None, out_dir or None, checked.get("results_dir"))
-    check_writable_dir(p.runs)
+    _check_writable_dir(p.runs)
     folders = {"data_dir": str(p.data) if p.data else None, "out_dir": str(p.runs), "results_dir": str(p.results)}
     baseline_epochs = dict.fromkeys(models, epochs) if epochs else {}
     run = Run(

@@ -8,7 +8,7 @@ Usage::
     with sweep_executor(scheduler="tcp://host:8786") as pool:    # an existing Dask cluster (pip install '.[dask]')
         run_sweep(config, executor=pool)
 
-Every executor is a :class:`concurrent.futures.Executor`: :class:`InlineExecutor` (``workers=1``: the task runs
+Every executor is a :class:`concurrent.futures.Executor`: :class:`_InlineExecutor` (``workers=1``: the task runs
 inside ``submit``, simplest to debug), a :class:`~concurrent.futures.ProcessPoolExecutor` started with ``spawn``
 (forking a process that has initialised torch's thread pools is unsafe), or Dask distributed's ``ClientExecutor``
 (``Client.get_executor``); no job queue of this project's own. Tasks get only small arguments (a config, an
@@ -35,32 +35,32 @@ from collections.abc import Iterator
 
 from .checks import check_int
 
-__all__ = ["WORKER_THREADS", "InlineExecutor", "default_workers", "check_workers", "connect", "sweep_executor"]
+__all__ = ["sweep_executor"]
 
 # Torch threads per worker process: on a 2-core machine two busy processes at 2 threads each slow each other 3-30x,
 # so the pool runs one process per core at one thread each.
-WORKER_THREADS = 1
-CONNECT_TIMEOUT_S = 10.0  # how long to wait for a Dask scheduler (and a first worker) before giving up
+_WORKER_THREADS = 1
+_CONNECT_TIMEOUT_S = 10.0  # how long to wait for a Dask scheduler (and a first worker) before giving up
 
 
-def available_cores() -> int:
+def _available_cores() -> int:
     """Cores this process may run on (its affinity mask where the platform has one, else ``os.cpu_count``)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
 
 
-def default_workers() -> int:
-    """One worker per :data:`WORKER_THREADS` of the available cores, at least one."""
-    return max(1, available_cores() // WORKER_THREADS)
+def _default_workers() -> int:
+    """One worker per :data:`_WORKER_THREADS` of the available cores, at least one."""
+    return max(1, _available_cores() // _WORKER_THREADS)
 
 
-def check_workers(workers: object) -> int:
+def _check_workers(workers: object) -> int:
     """``workers`` as an int >= 1; else a ValueError naming it."""
     return check_int(workers, "workers")
 
 
-class InlineExecutor(cf.Executor):
+class _InlineExecutor(cf.Executor):
     """Runs each task inside ``submit`` and returns its finished future: ``--workers 1`` as an executor, so the
     sweep has one code path. A task's exception is stored in its future (as a pool would); KeyboardInterrupt
     and SystemExit propagate at once."""
@@ -93,23 +93,23 @@ def _init_worker(threads: int, parent: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
-def local_pool(workers: int) -> cf.ProcessPoolExecutor:
-    """``workers`` spawned processes with :data:`WORKER_THREADS` torch threads each."""
+def _local_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """``workers`` spawned processes with :data:`_WORKER_THREADS` torch threads each."""
     import multiprocessing
 
     return cf.ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(WORKER_THREADS, os.getpid()),
+        initargs=(_WORKER_THREADS, os.getpid()),
     )
 
 
-def connect(address: str, timeout: float | None = None):
+def _connect(address: str, timeout: float | None = None):
     """A ``distributed.Client`` for the scheduler at ``address`` with at least one worker, every worker running
     one thread; a ValueError naming the address when it cannot be reached within ``timeout`` seconds (None:
-    :data:`CONNECT_TIMEOUT_S`) or its workers do not fit (see the module docstring)."""
-    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+    :data:`_CONNECT_TIMEOUT_S`) or its workers do not fit (see the module docstring)."""
+    timeout = _CONNECT_TIMEOUT_S if timeout is None else timeout
     if not isinstance(address, str) or not address.strip():
         raise ValueError(f"scheduler must be an address such as 'tcp://host:8786', got {address!r}")
     try:
@@ -142,10 +142,10 @@ def connect(address: str, timeout: float | None = None):
 
 @contextlib.contextmanager
 def sweep_executor(workers: int | None = None, scheduler: str | None = None) -> Iterator[cf.Executor]:
-    """The executor for ``workers`` local processes (None: :func:`default_workers`; 1: :class:`InlineExecutor`)
+    """The executor for ``workers`` local processes (None: :func:`_default_workers`; 1: :class:`_InlineExecutor`)
     or, with ``scheduler``, the Dask cluster at that address; shut down (pending tasks cancelled) on exit."""
     if scheduler is not None:
-        client = connect(scheduler)
+        client = _connect(scheduler)
         # pure=False: every submission is a run with side effects (files), never deduplicated by Dask.
         executor = client.get_executor(pure=False)
         try:
@@ -154,11 +154,11 @@ def sweep_executor(workers: int | None = None, scheduler: str | None = None) -> 
             executor.shutdown(wait=False)
             client.close()
         return
-    workers = default_workers() if workers is None else check_workers(workers)
+    workers = _default_workers() if workers is None else _check_workers(workers)
     if workers == 1:
-        yield InlineExecutor()
+        yield _InlineExecutor()
         return
-    pool = local_pool(workers)
+    pool = _local_pool(workers)
     try:
         yield pool
     except BaseException:

@@ -15,13 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "Anchor",
     "ANCHORS",
     "PUBLISHED_BASELINE",
     "MODEL_TITLES",
-    "SizeAnchor",
     "SIZE_ANCHORS",
-    "PUBLISHED_DENSE_BYTES",
     "COMPRESSION_GOALS",
 ]
 
@@ -33,7 +30,7 @@ PUBLISHED_BASELINE = {"mlp": 0.9836, "cnn": 0.9920}
 
 
 @dataclass(frozen=True)
-class Anchor:
+class _Anchor:
     """A published pruned result to mark on the accuracy figure."""
 
     model: str  # mlp | cnn
@@ -48,22 +45,22 @@ class Anchor:
 
 ANCHORS = (
     # Han et al. 2015, Tables 1-3: 8 % of the weights kept, 1.59 % / 0.77 % error.
-    Anchor("mlp", "Han et al. 2015", 0.08, 0.9841),
-    Anchor("cnn", "Han et al. 2015", 0.08, 0.9923),
+    _Anchor("mlp", "Han et al. 2015", 0.08, 0.9841),
+    _Anchor("cnn", "Han et al. 2015", 0.08, 0.9923),
     # Han et al. 2016, Deep Compression, Tables 1-3: the same pruning, 1.58 % / 0.74 % error.
-    Anchor("mlp", "Deep Compression 2016", 0.08, 0.9842),
-    Anchor("cnn", "Deep Compression 2016", 0.08, 0.9926),
+    _Anchor("mlp", "Deep Compression 2016", 0.08, 0.9842),
+    _Anchor("cnn", "Deep Compression 2016", 0.08, 0.9926),
     # Guo, Yao & Chen 2016, Dynamic Network Surgery, Table 1: 267K -> 4.8K and 431K -> 4.0K parameters.
-    Anchor("mlp", "DNS 2016", 4.8 / 267, 0.9801),
-    Anchor("cnn", "DNS 2016", 4.0 / 431, 0.9909),
+    _Anchor("mlp", "DNS 2016", 4.8 / 267, 0.9801),
+    _Anchor("cnn", "DNS 2016", 4.0 / 431, 0.9909),
     # Molchanov et al. 2017, Sparse Variational Dropout, Table 1: 68x and 280x fewer weights.
-    Anchor("mlp", "Sparse VD 2017", 1 / 68, 0.9808),
-    Anchor("cnn", "Sparse VD 2017", 1 / 280, 0.9925),
+    _Anchor("mlp", "Sparse VD 2017", 1 / 68, 0.9808),
+    _Anchor("cnn", "Sparse VD 2017", 1 / 280, 0.9925),
 )
 
 
 @dataclass(frozen=True)
-class SizeAnchor:
+class _SizeAnchor:
     """A published compressed model to mark on the error-vs-bytes frontier (chapter 07)."""
 
     model: str  # mlp | cnn
@@ -80,18 +77,16 @@ class SizeAnchor:
 
 # Published dense fp32 sizes in Han et al. 2016 (Table 1): 1070 KB and 1720 KB (266,200 / 431,080 x 4 bytes: the
 # paper's KB is 1000 bytes). The ratios of the other papers are applied to these.
-PUBLISHED_DENSE_BYTES = {"mlp": 1_070_000, "cnn": 1_720_000}
-
 SIZE_ANCHORS = (
     # Han et al. 2016, Deep Compression, Table 1: prune + k-means weight sharing + Huffman coding.
-    SizeAnchor("mlp", "Deep Compression (Han et al. 2016)", 27_000, 0.0158, "1070 KB -> 27 KB (40x)"),
-    SizeAnchor("cnn", "Deep Compression (Han et al. 2016)", 44_000, 0.0074, "1720 KB -> 44 KB (39x)"),
+    _SizeAnchor("mlp", "Deep Compression (Han et al. 2016)", 27_000, 0.0158, "1070 KB -> 27 KB (40x)"),
+    _SizeAnchor("cnn", "Deep Compression (Han et al. 2016)", 44_000, 0.0074, "1720 KB -> 44 KB (39x)"),
     # Molchanov et al. 2017, Sparse Variational Dropout, Table 1: fewer *parameters*, no file format.
-    SizeAnchor("mlp", "Sparse VD (Molchanov et al. 2017)", 1_070_000 / 68, 0.0192, "68x fewer weights", False),
-    SizeAnchor("cnn", "Sparse VD (Molchanov et al. 2017)", 1_720_000 / 280, 0.0075, "280x fewer weights", False),
+    _SizeAnchor("mlp", "Sparse VD (Molchanov et al. 2017)", 1_070_000 / 68, 0.0192, "68x fewer weights", False),
+    _SizeAnchor("cnn", "Sparse VD (Molchanov et al. 2017)", 1_720_000 / 280, 0.0075, "280x fewer weights", False),
     # Louizos et al. 2017, Bayesian Compression (BC-GHS after bit-precision reduction), as its reference code's
     # README states it: ~419x smaller.
-    SizeAnchor("cnn", "Bayesian Compression (Louizos et al. 2017)", 1_720_000 / 419, 0.010, "~419x smaller"),
+    _SizeAnchor("cnn", "Bayesian Compression (Louizos et al. 2017)", 1_720_000 / 419, 0.010, "~419x smaller"),
 )
 
 # The goals of chapter 07 (issue 12): the largest file and the largest test error each model should reach.

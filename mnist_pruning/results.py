@@ -30,14 +30,13 @@ import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from .files import CorruptFileError, atomic_write
-from .settings import paths, project_root, smoke_mode
+from .files import CorruptFileError, _atomic_write
+from .settings import _project_root, paths, smoke_mode
 
 __all__ = [
     "Schema",
     "PRUNING",
     "COMPRESSION",
-    "RESULTS_ENV",
     "read_results",
     "append_row",
     "update_rows",
@@ -45,8 +44,6 @@ __all__ = [
     "resolve_figures_dir",
     "load_results",
     "load_compression_results",
-    "aggregate",
-    "series_name",
 ]
 
 
@@ -243,7 +240,8 @@ COMPRESSION = Schema(
     point_key=("model", "sparsity_target", "bits", "prune_epochs", "centroid_epochs"),
     spread=("acc_baseline", "acc_pruned", "acc_shared", "acc_test", "acc_val", "size_coded_bytes"),
 )
-RESULTS_ENV = "MNIST_PRUNING_RESULTS"  # used when results_dir is "": lets nbval (which cannot pass parameters) aim
+# used when results_dir is "": lets nbval (which cannot pass parameters) aim
+_RESULTS_ENV = "MNIST_PRUNING_RESULTS"
 
 
 def read_results(path: str | os.PathLike, schema: Schema = PRUNING) -> list[dict[str, str]]:
@@ -279,11 +277,11 @@ def read_results(path: str | os.PathLike, schema: Schema = PRUNING) -> list[dict
     return rows
 
 
-LOCK_TIMEOUT_S = 120.0  # how long append_row waits for another writer of the same CSV
+_LOCK_TIMEOUT_S = 120.0  # how long append_row waits for another writer of the same CSV
 
 
 def append_row(
-    path: str | os.PathLike, row: Mapping[str, object], schema: Schema = PRUNING, timeout: float = LOCK_TIMEOUT_S
+    path: str | os.PathLike, row: Mapping[str, object], schema: Schema = PRUNING, timeout: float = _LOCK_TIMEOUT_S
 ) -> bool:
     """Append ``row`` to the CSV at ``path`` unless a row with the same run key (:meth:`Schema.key`) is there;
     return whether it was appended. A row without exactly the schema's columns raises before anything is read
@@ -321,7 +319,7 @@ def update_rows(
     path: str | os.PathLike,
     updates: Mapping[tuple[str, ...], Mapping[str, object]],
     schema: Schema = PRUNING,
-    timeout: float = LOCK_TIMEOUT_S,
+    timeout: float = _LOCK_TIMEOUT_S,
 ) -> int:
     """Set columns of rows already in the CSV: ``updates`` maps a run key (:meth:`Schema.key`) to the values of
     that row to set (a later measuring stage: the rows' latencies). Returns how many rows changed. Unknown column
@@ -345,7 +343,7 @@ def update_rows(
 
 
 def _write(path: str | os.PathLike, rows: list[Mapping[str, object]], schema: Schema) -> None:
-    with atomic_write(path) as tmp:
+    with _atomic_write(path) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=schema.columns, lineterminator="\n")
             writer.writeheader()
@@ -370,12 +368,12 @@ def resolve_results_dir(results_dir: str | os.PathLike | None = "") -> Path:
     because nbval and JupyterLab run notebooks from ``notebooks/`` while papermill runs them from the caller's
     directory.
     """
-    chosen = str(results_dir or "") or os.environ.get(RESULTS_ENV, "")
+    chosen = str(results_dir or "") or os.environ.get(_RESULTS_ENV, "")
     if not chosen:
         return paths().results
     p = Path(chosen).expanduser()
     if not p.is_absolute() and not p.exists():
-        p = project_root() / p
+        p = _project_root() / p
     return p
 
 
@@ -387,7 +385,7 @@ def resolve_figures_dir(figures_dir: str | os.PathLike | None, results_dir: str 
     if not str(figures_dir or ""):
         return paths().results if smoke_mode() else Path(results_dir)
     p = Path(str(figures_dir)).expanduser()
-    return p if p.is_absolute() or p.exists() else project_root() / p
+    return p if p.is_absolute() or p.exists() else _project_root() / p
 
 
 def load_results(
@@ -406,7 +404,7 @@ def load_results(
     with the most seeds, the later one on a tie (an extra budget run with one seed does not displace the 3-seed
     grid);
     within it, the last row of each seed (a rerun with changed settings replaces that seed's row). Then, unless
-    ``per_seed``, the seeds are averaged by :func:`aggregate`: one row per point. ``dedupe=False`` returns every
+    ``per_seed``, the seeds are averaged by :func:`_aggregate`: one row per point. ``dedupe=False`` returns every
     row as stored.
     """
     folder = resolve_results_dir(results_dir)
@@ -415,23 +413,23 @@ def load_results(
         names = " and/or ".join(PRUNING.csv(folder, arch).name for arch in models)
         raise FileNotFoundError(
             f"no results CSV in {str(folder)!r} (expected {names}); run the sweep first or set results_dir / "
-            f"${RESULTS_ENV}"
+            f"${_RESULTS_ENV}"
         )
     df = _typed(pd.DataFrame([row for path in found for row in read_results(path)], columns=list(PRUNING.columns)))
     df["schedule"] = df["schedule"].replace("", "oneshot")
     bad = sorted(set(df["model"]) - set(models))
     if bad:
         raise ValueError(f"unknown model(s) {bad} in {str(folder)!r}; allowed: {list(models)}")
-    df["series"] = [series_name(m, s) for m, s in zip(df["method"], df["schedule"], strict=True)]
+    df["series"] = [_series_name(m, s) for m, s in zip(df["method"], df["schedule"], strict=True)]
     df["label"] = [
-        (f"{m} {p}" + ("" if s == "oneshot" else f" ({s})") if m == "nm" and p else series_name(m, s))
+        (f"{m} {p}" + ("" if s == "oneshot" else f" ({s})") if m == "nm" and p else _series_name(m, s))
         + (f" {r}" if r else "")
         for m, p, s, r in zip(df["method"], df["pattern"], df["schedule"], df["recipe"], strict=True)
     ]
     if not dedupe:
         return df.reset_index(drop=True)
     df = _one_configuration_per_point(df)
-    return df.reset_index(drop=True) if per_seed else aggregate(df)
+    return df.reset_index(drop=True) if per_seed else _aggregate(df)
 
 
 def _one_configuration_per_point(df):
@@ -449,7 +447,7 @@ def _one_configuration_per_point(df):
     return kept.drop(columns="_order")
 
 
-def aggregate(df, schema: Schema = PRUNING):
+def _aggregate(df, schema: Schema = PRUNING):
     """One row per point (``schema.point_key``) of per-seed rows: numeric columns are the mean over seeds, the
     others the first row's, ``n_seeds`` how many seeds, ``seeds`` which (e.g. "0 1 2"), and ``<column>_std`` the
     sample standard deviation (n - 1 in the denominator; NaN for a single seed) of each ``schema.spread`` column.
@@ -481,7 +479,7 @@ def load_compression_results(
     """The compression CSV as a typed pandas DataFrame (empty, with the columns, when there is none).
 
     With ``dedupe`` the last row of each (model, sparsity_target, bits, seed) is kept, then, unless
-    ``per_seed``, the seeds of each point are averaged by :func:`aggregate` (means, ``n_seeds``, ``seeds`` and
+    ``per_seed``, the seeds of each point are averaged by :func:`_aggregate` (means, ``n_seeds``, ``seeds`` and
     ``<column>_std`` of the spread columns). ``dedupe=False`` returns every row as stored."""
     path = COMPRESSION.csv(resolve_results_dir(results_dir))
     df = _typed(pd.DataFrame(read_results(path, COMPRESSION), columns=list(COMPRESSION.columns)), COMPRESSION)
@@ -490,7 +488,7 @@ def load_compression_results(
     df = df.drop_duplicates(subset=["model", "sparsity_target", "bits", "seed"], keep="last")
     if per_seed:
         return df.reset_index(drop=True)
-    return aggregate(df, COMPRESSION)
+    return _aggregate(df, COMPRESSION)
 
 
 def _typed(df, schema: Schema = PRUNING):
@@ -502,6 +500,6 @@ def _typed(df, schema: Schema = PRUNING):
     return df
 
 
-def series_name(method: str, schedule: str) -> str:
+def _series_name(method: str, schedule: str) -> str:
     """The series a row belongs to: its method, plus its schedule when not one-shot."""
     return method if schedule in ("", "oneshot") else f"{method} ({schedule})"

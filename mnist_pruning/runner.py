@@ -41,10 +41,10 @@ from tqdm.auto import tqdm
 
 from .config import RunConfig
 from .data import MNISTData, fetch_mnist
-from .files import CorruptFileError, check_writable_dir
-from .parallel import WORKER_THREADS, InlineExecutor, available_cores, check_workers, sweep_executor
+from .files import CorruptFileError, _check_writable_dir
+from .parallel import _WORKER_THREADS, _available_cores, _check_workers, _InlineExecutor, sweep_executor
 from .results import Schema, append_row, read_results
-from .settings import show_progress
+from .settings import _show_progress
 from .train import TrainConfig, evaluate, get_device, load_checkpoint, save_checkpoint, train
 
 __all__ = [
@@ -291,12 +291,12 @@ def run_study(
     this process, all seeds on that data.
     """
     if workers is not None:
-        check_workers(workers)
-    if data is not None and (not isinstance(executor, (InlineExecutor, type(None))) or (workers or 1) > 1):
+        _check_workers(workers)
+    if data is not None and (not isinstance(executor, (_InlineExecutor, type(None))) or (workers or 1) > 1):
         raise ValueError("data= runs the study in this process; leave executor and workers out with it")
     p = study.config.paths
-    check_writable_dir(p.runs)
-    check_writable_dir(p.results)
+    _check_writable_dir(p.runs)
+    _check_writable_dir(p.results)
     todo = pending(study)  # also validates existing CSVs before any training
     csvs = {arch: study.schema.csv(p.results, arch) for arch in study.models}
     if not todo:
@@ -306,8 +306,8 @@ def run_study(
     with contextlib.ExitStack() as stack:
         if executor is None:
             in_process = data is not None or workers == 1
-            executor = InlineExecutor() if in_process else stack.enter_context(sweep_executor(workers))
-        inline = isinstance(executor, InlineExecutor)
+            executor = _InlineExecutor() if in_process else stack.enter_context(sweep_executor(workers))
+        inline = isinstance(executor, _InlineExecutor)
         if inline:
             stack.callback(_DATA_CACHE.clear)  # in this process, the data must not outlive the study
         local = isinstance(executor, cf.ProcessPoolExecutor)
@@ -325,7 +325,7 @@ class _Tasks:
 
     def __init__(self, study, todo, executor, data, progress: bool, local: bool):
         self.study, self.executor, self.data, self.local = study, executor, data, local
-        self.inline = isinstance(executor, InlineExecutor)
+        self.inline = isinstance(executor, _InlineExecutor)
         self.absolute = study.with_config(study.config.absolute())
         self.groups: dict[tuple[str, int], dict[Hashable, list]] = {}
         for seed, point in todo:
@@ -333,7 +333,7 @@ class _Tasks:
             self.groups.setdefault((point.model, seed), {}).setdefault(one.group(point), []).append(point)
         n_groups = sum(len(g) for g in self.groups.values())
         total = len(self.groups) + n_groups
-        self.bar = tqdm(total=total, desc=study.schema.name, disable=not show_progress(progress))
+        self.bar = tqdm(total=total, desc=study.schema.name, disable=not _show_progress(progress))
         self.task_progress = progress and self.inline
         self.failures: dict[str, BaseException] = {}
 
@@ -341,8 +341,8 @@ class _Tasks:
         if self.inline:
             return None  # in this process tasks keep its torch threads
         if not self.local:
-            return WORKER_THREADS
-        return max(WORKER_THREADS, available_cores() // max(busy, 1))
+            return _WORKER_THREADS
+        return max(_WORKER_THREADS, _available_cores() // max(busy, 1))
 
     def run(self) -> None:
         ready: collections.deque[tuple] = collections.deque(("baseline", key, None) for key in self.groups)

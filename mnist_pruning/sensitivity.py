@@ -30,20 +30,19 @@ from .sparsity.unstructured import sparsify_
 from .train import TrainConfig, evaluate, fine_tune
 
 __all__ = [
-    "SENSITIVITY_RATIOS",
     "sensitivity_scan",
     "ratios_from_sensitivity",
     "one_shot_layers",
 ]
 
 # Ratios a sensitivity scan tries by default: dense (the reference) up to the 0.99 frontier.
-SENSITIVITY_RATIOS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+_SENSITIVITY_RATIOS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 def sensitivity_scan(
     model: nn.Module,
     data: MNISTData,
-    ratios: Sequence[float] = SENSITIVITY_RATIOS,
+    ratios: Sequence[float] = _SENSITIVITY_RATIOS,
     split: str = "val",
     max_samples: int | None = 10_000,
 ) -> pd.DataFrame:

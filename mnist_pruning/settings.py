@@ -21,13 +21,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SMOKE_ENV", "Paths", "project_root", "paths", "smoke_mode", "SMOKE", "display_path", "show_progress"]
+__all__ = ["Paths", "paths", "smoke_mode", "SMOKE", "display_path"]
 
-SMOKE_ENV = "MNIST_PRUNING_SMOKE"
+_SMOKE_ENV = "MNIST_PRUNING_SMOKE"
 
 
 @dataclass(frozen=True)
-class SmokeBudget:
+class _SmokeBudget:
     """The small configuration notebooks and tests switch to when ``MNIST_PRUNING_SMOKE=1``."""
 
     subset: int = 2000  # class-balanced training images
@@ -37,7 +37,7 @@ class SmokeBudget:
     finetune_epochs: int = 1  # fine-tuning epochs
 
 
-SMOKE = SmokeBudget()
+SMOKE = _SmokeBudget()
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Paths:
 
 def smoke_mode() -> bool:
     """True when ``$MNIST_PRUNING_SMOKE`` is set to something other than ``""``/``0``/``false``."""
-    return os.environ.get(SMOKE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return os.environ.get(_SMOKE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _is_project(folder: Path) -> bool:
@@ -58,7 +58,7 @@ def _is_project(folder: Path) -> bool:
     return toml.is_file() and 'name = "mnist-pruning"' in toml.read_text(errors="ignore")
 
 
-def project_root(start: str | os.PathLike | None = None) -> Path:
+def _project_root(start: str | os.PathLike | None = None) -> Path:
     """The project checkout: with ``start``, the nearest folder at or above it whose pyproject.toml is this
     project's (else ``start``). Without, first the checkout holding this package, then the same search from the
     current directory."""
@@ -80,7 +80,7 @@ def paths(
     results_dir: str | os.PathLike | None = None,
 ) -> Paths:
     """Resolve the data, runs and results folders (arguments win; smoke mode redirects the defaults)."""
-    root = project_root()
+    root = _project_root()
     smoke = smoke_mode()
     base_runs = root / "runs" / "smoke" if smoke else root / "runs"
     if data_dir in (None, "") and not os.environ.get("MNIST_PRUNING_DATA"):
@@ -96,7 +96,7 @@ def paths(
     )
 
 
-def show_progress(progress: bool) -> bool:
+def _show_progress(progress: bool) -> bool:
     """Whether to draw a progress bar: ``progress``, unless ``$TQDM_DISABLE`` is set. tqdm reads that variable
     only for arguments left at their defaults, and this package always passes ``disable=``, so the published
     chapters (executed with ``TQDM_DISABLE=1``) would otherwise still show bars."""
@@ -107,6 +107,6 @@ def display_path(path: str | os.PathLike) -> str:
     """``path`` relative to the project root when inside it, so published pages show no machine's folders."""
     p = Path(path).resolve()
     try:
-        return str(p.relative_to(project_root()))
+        return str(p.relative_to(_project_root()))
     except ValueError:
         return str(p)

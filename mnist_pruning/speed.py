@@ -50,11 +50,9 @@ from .sparsity.nm import parse_pattern
 __all__ = [
     "VARIANTS",
     "FORMATS",
-    "WIN",
     "Timing",
     "pick_format",
     "pruned_copy",
-    "structured_like",
     "crossover",
     "where_each_wins",
     "crossover_text",
@@ -62,7 +60,7 @@ __all__ = [
 
 VARIANTS = ("dense", "converted", "sparse", "structured")
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
-WIN = 1.1  # "sparse kernels win": the converted model runs sparse layers and is at least 10 % faster than dense
+_WIN = 1.1  # "sparse kernels win": the converted model runs sparse layers and is at least 10 % faster than dense
 
 
 def pick_format(
@@ -107,7 +105,7 @@ def pruned_copy(dense: nn.Module, point: float | str, fmt: torch.memory_format) 
     return model.eval().to(memory_format=fmt)
 
 
-def structured_like(dense: nn.Module, target: int) -> tuple[float, nn.Module]:
+def _structured_like(dense: nn.Module, target: int) -> tuple[float, nn.Module]:
     """``(ratio, shrink(dense, ratio))`` whose parameter count is nearest ``target`` (parameters fall as the
     ratio grows, so a bisection over [0, 0.99] finds it)."""
     low, high = 0.0, 0.99
@@ -169,7 +167,7 @@ def crossover(
         if "sparse" in variants:
             candidates["sparse"] = sp.to_sparse_inference(pruned, SAMPLE_SHAPE, timing.batches, force="sparse")
         if "structured" in variants:
-            ratio, small = structured_like(base, nonzero)
+            ratio, small = _structured_like(base, nonzero)
             candidates["structured"] = small.to(memory_format=fmt)
             computes_with["structured"] = sp.count_parameters(small)
         timed = time_models(candidates, timing, SAMPLE_SHAPE)
@@ -200,7 +198,7 @@ def crossover(
 
 def _wins(df: pd.DataFrame):
     """Per model and batch (in the table's order): which variant stands for the sparse kernels (``converted``
-    when timed, else ``sparse``), the kept fractions where it runs sparse layers and is >= WIN x faster than
+    when timed, else ``sparse``), the kept fractions where it runs sparse layers and is >= _WIN x faster than
     dense with its best speed-up, and those where the structured model is the fastest variant (None when the
     structured model was not timed)."""
     for (model, batch), sub in df[df.density < 1].groupby(["model", "batch"], sort=False):
@@ -211,7 +209,7 @@ def _wins(df: pd.DataFrame):
         # model again (a fallback), and its ratio to dense only shows the timing noise.
         runs_sparse = set(timed[timed.sparse_layers != "-"].density) if kind == "converted" else set(ms.index)
         speedup = timed.set_index("density").speedup
-        sparse_wins = [d for d in ms.index if d in runs_sparse and speedup[d] >= WIN]
+        sparse_wins = [d for d in ms.index if d in runs_sparse and speedup[d] >= _WIN]
         best = max(sparse_wins, key=speedup.__getitem__) if sparse_wins else None
         structured_best = (
             [d for d in ms.index if ms.loc[d, "structured"] <= ms.loc[d].min()] if "structured" in ms else None
@@ -227,7 +225,7 @@ def where_each_wins(df: pd.DataFrame) -> list[str]:
     lines = []
     for model, batch, kind, sparse_wins, _, structured_best in _wins(df):
         kept = ", ".join(f"{d:g}" for d in sparse_wins) or "none"
-        line = f"  {model} b{batch}: {kind} >= {WIN:g}x dense at kept {kept}"
+        line = f"  {model} b{batch}: {kind} >= {_WIN:g}x dense at kept {kept}"
         if structured_best is not None:
             line += "; structured fastest at kept " + (", ".join(f"{d:g}" for d in structured_best) or "none")
         lines.append(line)
@@ -246,11 +244,11 @@ def crossover_text(df: pd.DataFrame) -> str:
     for model, batch, kind, sparse_wins, (best, speedup), structured_best in _wins(df):
         if sparse_wins:
             text = (
-                f"At batch {batch} the sparse kernels beat dense by at least {WIN:g}x with "
+                f"At batch {batch} the sparse kernels beat dense by at least {_WIN:g}x with "
                 f"{_kept_list(sparse_wins)} of the weights kept (best {speedup:.1f}x, at {100 * best:g} %)"
             )
         else:
-            text = f"At batch {batch} the sparse kernels never beat dense by {WIN:g}x at the densities measured"
+            text = f"At batch {batch} the sparse kernels never beat dense by {_WIN:g}x at the densities measured"
             if kind == "converted":
                 text += " (the converted model falls back to dense kernels where they lose)"
         if structured_best:

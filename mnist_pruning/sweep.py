@@ -41,15 +41,15 @@ from .config import RunConfig
 from .data import MNISTData
 from .lottery import lottery_ticket
 from .models import MODEL_NAMES, SAMPLE_SHAPE, build_model
-from .parallel import WORKER_THREADS
+from .parallel import _WORKER_THREADS
 from .results import PRUNING, Schema, read_results, update_rows
 from .runner import Accuracy, Study, accuracies, baseline_path, config_hash, run_study
 from .schedules import gradual_prune
-from .settings import show_progress
+from .settings import _show_progress
 from .sparsity import measure
 from .sparsity.compact import load_compact, save_compact, save_dense
 from .sparsity.inference import apply_sparse_plan, plan_sparse_inference
-from .sparsity.nm import NM_PATTERNS, nm_compact_bytes, parse_pattern, pattern_for_ratio
+from .sparsity.nm import NM_PATTERNS, _nm_compact_bytes, _pattern_for_ratio, parse_pattern
 from .sparsity.structured import apply_structured_masks, apply_surgery
 from .sparsity.unstructured import bake_in, sparsify_
 from .train import TrainConfig, fine_tune, load_checkpoint
@@ -223,7 +223,7 @@ def experiments(config: SweepConfig) -> list[Experiment]:
             if method == "nm":
                 patterns = list(config.patterns)
                 for r in config.ratios:
-                    p = pattern_for_ratio(r)
+                    p = _pattern_for_ratio(r)
                     if p not in patterns:
                         patterns.append(p)
                 for p in patterns:
@@ -384,10 +384,10 @@ def measure_latencies(config: SweepConfig, progress: bool = True) -> int:
             one = study.for_seed(seed)
             todo += [(path, one, exp) for exp in one.points() if exp.model == arch and _key(one, exp) in empty]
     threads = torch.get_num_threads()
-    torch.set_num_threads(WORKER_THREADS)
+    torch.set_num_threads(_WORKER_THREADS)
     try:
         bases: dict[tuple[str, int], nn.Module] = {}
-        for path, one, exp in tqdm(todo, desc="latency", disable=not show_progress(progress)):
+        for path, one, exp in tqdm(todo, desc="latency", disable=not _show_progress(progress)):
             seed = one.config.one_seed()
             if (exp.model, seed) not in bases:
                 saved = baseline_path(config.paths.runs, exp.model, seed)
@@ -520,7 +520,7 @@ def _measure(
     if exp.method == "nm":
         n, m = parse_pattern(exp.pattern)
         row["size_nm_bytes"] = sum(
-            nm_compact_bytes(module.weight.detach(), n, m) + module.bias.numel() * module.bias.element_size()
+            _nm_compact_bytes(module.weight.detach(), n, m) + module.bias.numel() * module.bias.element_size()
             for _, module in layers
         )
     return ExperimentResult(row, model, dense_path, compact_path)

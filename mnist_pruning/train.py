@@ -38,9 +38,9 @@ from tqdm.auto import tqdm
 
 from .checks import check_choice, check_fraction, check_int
 from .data import MNISTData, batches
-from .files import CorruptFileError, load_torch, save_torch
+from .files import CorruptFileError, _load_torch, _save_torch
 from .models import ModelConfig, build_model
-from .settings import show_progress
+from .settings import _show_progress
 from .sparsity.masked import MaskedTraining
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> a scalar loss
@@ -232,7 +232,7 @@ def fine_tune(
     generator = torch.Generator().manual_seed(config.seed)
     history = []
     start = time.perf_counter()
-    bar = tqdm(range(1, config.epochs + 1), desc=desc, disable=not show_progress(progress), leave=False)
+    bar = tqdm(range(1, config.epochs + 1), desc=desc, disable=not _show_progress(progress), leave=False)
     with masked or MaskedTraining(model) as training:
         optimizer, scheduler = _optimizer(model, config, config.epochs * steps_per_epoch)
         training.watch(optimizer)
@@ -295,13 +295,13 @@ def save_checkpoint(
         "history": history or [],
         **extra,
     }
-    save_torch(payload, path)
+    _save_torch(payload, path)
 
 
 def load_checkpoint(path: str | os.PathLike, device: torch.device | None = None) -> tuple[nn.Module, dict]:
     """Rebuild the model of a checkpoint (integrity checked, weights only, no code executed); return it and the
     whole payload. A damaged file raises :class:`~mnist_pruning.files.CorruptFileError` naming it."""
-    payload = load_torch(path)
+    payload = _load_torch(path)
     try:
         model = build_model(ModelConfig.from_dict(payload["model_config"]))
         model.load_state_dict(payload["state_dict"])

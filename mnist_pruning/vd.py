@@ -57,8 +57,8 @@ class VDConfig:
         check_fraction(self.lr, "lr", 1e-12, 1.0)
         check_fraction(self.kl_weight, "kl_weight", 0.0, 100.0)
         check_fraction(self.kl_warmup, "kl_warmup", 0.0, 1.0)
-        check_fraction(self.threshold, "threshold", *variational.LOG_ALPHA_RANGE)
-        check_fraction(self.log_sigma2, "log_sigma2", *variational.LOG_SIGMA2_RANGE)
+        check_fraction(self.threshold, "threshold", *variational._LOG_ALPHA_RANGE)
+        check_fraction(self.log_sigma2, "log_sigma2", *variational._LOG_SIGMA2_RANGE)
         check_choice(self.precision, PRECISIONS, "precision")
 
     def train_config(self) -> TrainConfig:

@@ -28,11 +28,11 @@ def load_bench(name: str) -> ModuleType:
 
 
 def test_train_speed_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    from mnist_pruning.data import MNIST_FILES, raw_dir
+    from mnist_pruning.data import _MNIST_FILES, _raw_dir
 
     # Never fetch from a smoke test (load_mnist would); the data tests cover fetching and checksums.
-    if not all((raw_dir() / name).is_file() for name in MNIST_FILES):
-        pytest.skip(f"MNIST files not in {raw_dir()}")
+    if not all((_raw_dir() / name).is_file() for name in _MNIST_FILES):
+        pytest.skip(f"MNIST files not in {_raw_dir()}")
     bench = load_bench("train_speed")
     rc = bench.main(
         [
@@ -147,9 +147,9 @@ def test_sparse_speed_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 
 
 def test_sparse_speed_onnx_smoke(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from mnist_pruning.export import ONNX_PACKAGES
+    from mnist_pruning.export import _ONNX_PACKAGES
 
-    for name in ONNX_PACKAGES:
+    for name in _ONNX_PACKAGES:
         pytest.importorskip(name)
     bench = load_bench("sparse_speed")
     argv = ["--smoke", "--models", "mlp", "--threads", "1", "--batch", "16", "--runs", str(tmp_path)]

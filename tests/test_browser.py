@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from mnist_pruning import book
-from mnist_pruning.settings import project_root
+from mnist_pruning.settings import _project_root
 
 INSTALL = "apt-get install chromium chromium-driver (Debian) and pip install selenium (the test extra)"
 webdriver = pytest.importorskip("selenium.webdriver", reason=f"selenium is not installed: {INSTALL}")
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER), reason=f"no chromium and chromedriver on PATH: {INSTALL}"
 )
 
-ROOT = project_root()
+ROOT = _project_root()
 SCREENSHOTS = ROOT / "runs" / "browser"
 # What a page's HTML depends on: a book older than any of these is rebuilt.
 INPUTS = ("results/notebooks", "results/mlp_pruning_results.csv", "results/cnn_pruning_results.csv", "book")
@@ -183,7 +183,7 @@ def test_every_page_loads_with_its_images_and_no_console_error(browser, site, ht
     for page in _pages(html):
         problems += page_problems(browser, site, html, page, SCREENSHOTS / f"{_page_name(page)}.png")
     assert not problems, "\n".join(problems)
-    assert {f"{_page_name(f'_chapters/{name}.html')}.png" for name, _ in book.CHAPTERS} <= {
+    assert {f"{_page_name(f'_chapters/{name}.html')}.png" for name, _ in book._CHAPTERS} <= {
         p.name for p in SCREENSHOTS.iterdir()
     }
 
@@ -192,7 +192,7 @@ def test_the_sidebar_reaches_every_chapter(browser, site):
     browser.get(site + "intro.html")
     links = browser.find_elements(By.CSS_SELECTOR, "nav.bd-docs-nav a.reference.internal")
     hrefs = {unquote(urlsplit(a.get_attribute("href")).path) for a in links}
-    missing = [name for name, _ in book.CHAPTERS if f"/_chapters/{name}.html" not in hrefs]
+    missing = [name for name, _ in book._CHAPTERS if f"/_chapters/{name}.html" not in hrefs]
     assert not missing, f"intro.html: the sidebar has no link to {missing}"
     for href in sorted(hrefs):
         browser.get(site + href.lstrip("/"))

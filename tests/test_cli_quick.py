@@ -2,22 +2,22 @@
 
 import pytest
 
-from mnist_pruning.cli import QUICK, _sweep_config, build_parser
+from mnist_pruning.cli import _QUICK, _build_parser, _sweep_config
 from mnist_pruning.fullrun import execute_chapters
 
 
 def config_for(*argv):
-    args = build_parser().parse_args(["run", *argv])
+    args = _build_parser().parse_args(["run", *argv])
     args.schedules = ["oneshot"]
     return _sweep_config(args, quick=True)
 
 
 def test_quick_run_uses_its_budget_when_nothing_is_given():
     config = config_for()
-    assert config.ratios == QUICK["ratios"]
-    assert config.patterns == QUICK["patterns"]
-    assert config.finetune_epochs == QUICK["finetune_epochs"]
-    assert config.baseline_epochs == QUICK["baseline_epochs"]
+    assert config.ratios == _QUICK["ratios"]
+    assert config.patterns == _QUICK["patterns"]
+    assert config.finetune_epochs == _QUICK["finetune_epochs"]
+    assert config.baseline_epochs == _QUICK["baseline_epochs"]
 
 
 @pytest.mark.parametrize(
@@ -37,10 +37,10 @@ def test_quick_run_keeps_what_the_user_passed(argv, field, expected):
 def test_the_quick_run_is_one_seed_and_the_full_run_three_unless_told_otherwise():
     assert config_for().seeds == (0,)
     assert config_for("--seeds", "3", "4").seeds == (3, 4)
-    full = build_parser().parse_args(["run", "--full"])
+    full = _build_parser().parse_args(["run", "--full"])
     full.schedules = ["oneshot"]
     assert _sweep_config(full).seeds == (0, 1, 2)
-    one = build_parser().parse_args(["run", "--full", "--seed", "5"])
+    one = _build_parser().parse_args(["run", "--full", "--seed", "5"])
     one.schedules = ["oneshot"]
     assert _sweep_config(one).seeds == (5,)
 

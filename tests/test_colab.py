@@ -53,7 +53,7 @@ def test_badge_opens_the_chapter_from_the_pyproject_repository(path):
     owner_name = URL.removeprefix("https://github.com/")
     link = f"https://colab.research.google.com/github/{owner_name}/blob/{refresh.REF}/notebooks/{path.name}"
     first = nbformat.read(path, as_version=4).cells[0].source
-    assert f"[![Open In Colab]({book.COLAB_BADGE_URL})]({link})" in first
+    assert f"[![Open In Colab]({book._COLAB_BADGE_URL})]({link})" in first
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -214,7 +214,7 @@ class Session:
         _kernelspec(self.jupyter, "not-colab-sim", python, colab=False)
 
     def env(self, **overrides: str) -> dict[str, str]:
-        env = book.offline_env()  # nothing may come from the network
+        env = book._offline_env()  # nothing may come from the network
         env.pop("PYTHONPATH", None)  # the package under test must come from the clone, not from this checkout
         env.update(
             JUPYTER_PATH=str(self.jupyter),

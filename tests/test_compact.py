@@ -17,20 +17,20 @@ from torch.nn.utils import prune
 
 from mnist_pruning.files import CorruptFileError, UnsafeFileError
 from mnist_pruning.models import build_model
-from mnist_pruning.sparsity._binary import log2_binomial, parse_shape, shape_text
+from mnist_pruning.sparsity._binary import _log2_binomial, _parse_shape, _shape_text
 from mnist_pruning.sparsity.compact import (
-    ENCODINGS,
-    FORMAT,
+    _ENCODINGS,
+    _FORMAT,
+    _decode_positions,
+    _encode_compact,
+    _encode_positions,
+    _information_limit_bits,
+    _position_bytes,
     compact_bytes,
     compact_ratio,
     compact_summary,
-    decode_positions,
     dense_bytes,
-    encode_compact,
-    encode_positions,
-    information_limit_bits,
     load_compact,
-    position_bytes,
     save_compact,
     save_dense,
 )
@@ -130,14 +130,14 @@ EDGE_CASES = {
 }
 
 
-@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("encoding", _ENCODINGS)
 @pytest.mark.parametrize("case", sorted(EDGE_CASES))
 def test_each_position_encoding_round_trips_edge_cases(encoding: str, case: str) -> None:
     mask = EDGE_CASES[case]
     n, idx = mask.size, np.flatnonzero(mask).astype(np.int64)
-    data = encode_positions(encoding, idx, n)
-    assert len(data) == position_bytes(encoding, n, len(idx))
-    decoded = decode_positions(encoding, np.frombuffer(data, dtype=np.uint8), n, len(idx))
+    data = _encode_positions(encoding, idx, n)
+    assert len(data) == _position_bytes(encoding, n, len(idx))
+    decoded = _decode_positions(encoding, np.frombuffer(data, dtype=np.uint8), n, len(idx))
     expected = np.arange(n) if encoding == "dense" else idx
     np.testing.assert_array_equal(decoded, expected)
 
@@ -153,11 +153,11 @@ def test_compact_round_trips_1d_4d_tiny_and_empty_shapes(tmp_path: Path, shape: 
 
 def test_elias_fano_is_chosen_and_near_the_limit_at_high_sparsity() -> None:
     idx = np.sort(np.random.default_rng(0).choice(1_000_000, size=1000, replace=False)).astype(np.int64)
-    ef_bits = 8 * position_bytes("ef", 1_000_000, 1000)
-    limit = information_limit_bits(1_000_000, 1000, value_bits=0)
+    ef_bits = 8 * _position_bytes("ef", 1_000_000, 1000)
+    limit = _information_limit_bits(1_000_000, 1000, value_bits=0)
     assert ef_bits <= 1.05 * limit
-    assert ef_bits < 8 * min(position_bytes(e, 1_000_000, 1000) for e in ("bitmask", "index"))
-    assert len(encode_positions("ef", idx, 1_000_000)) * 8 == ef_bits
+    assert ef_bits < 8 * min(_position_bytes(e, 1_000_000, 1000) for e in ("bitmask", "index"))
+    assert len(_encode_positions("ef", idx, 1_000_000)) * 8 == ef_bits
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -189,11 +189,11 @@ def test_dense_file_size_does_not_fall_with_sparsity(tmp_path: Path, arch: str) 
 
 
 def test_information_limit_matches_exact_binomial() -> None:
-    assert information_limit_bits(100, 100) == pytest.approx(3200)
-    assert information_limit_bits(100, 0) == pytest.approx(0, abs=1e-9)
-    assert information_limit_bits(1000, 10, value_bits=8) == pytest.approx(80 + math.log2(math.comb(1000, 10)))
+    assert _information_limit_bits(100, 100) == pytest.approx(3200)
+    assert _information_limit_bits(100, 0) == pytest.approx(0, abs=1e-9)
+    assert _information_limit_bits(1000, 10, value_bits=8) == pytest.approx(80 + math.log2(math.comb(1000, 10)))
     with pytest.raises(ValueError):
-        information_limit_bits(10, 11)
+        _information_limit_bits(10, 11)
 
 
 class _Marker:
@@ -261,7 +261,7 @@ def _documented_crc(layout: str, blob: torch.Tensor) -> str:
 def test_the_checksum_is_the_documented_crc32_of_layout_and_blob(tmp_path: Path) -> None:
     save_compact(pruned("mlp", 0.9), tmp_path / "m.safetensors")
     meta, blob = _parts(tmp_path / "m.safetensors")
-    assert meta["format"] == FORMAT == "mnist-pruning-compact/2"
+    assert meta["format"] == _FORMAT == "mnist-pruning-compact/2"
     assert re.fullmatch(r"[0-9a-f]{8}", meta["crc32"])
     assert meta["crc32"] == _documented_crc(meta["layout"], blob)
 
@@ -306,7 +306,7 @@ def test_encode_compact_is_the_file_save_compact_writes(tmp_path: Path) -> None:
     # Not byte for byte: safetensors writes the metadata keys in hash-map (random) order. Same size and content.
     model = pruned("cnn", 0.9)
     n = save_compact(model, tmp_path / "m.safetensors")
-    (tmp_path / "e.safetensors").write_bytes(encode_compact(model))
+    (tmp_path / "e.safetensors").write_bytes(_encode_compact(model))
     assert n == (tmp_path / "m.safetensors").stat().st_size == (tmp_path / "e.safetensors").stat().st_size
     assert n == compact_bytes(model)
     assert_bitwise_equal(load_compact(tmp_path / "e.safetensors"), load_compact(tmp_path / "m.safetensors"))
@@ -314,9 +314,9 @@ def test_encode_compact_is_the_file_save_compact_writes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("n", "k"), [(1, 0), (10, 3), (784, 40), (300 * 784, 11_760)])
 def test_log2_binomial_is_log2_of_math_comb(n, k):
-    assert log2_binomial(n, k) == pytest.approx(math.log2(math.comb(n, k)), rel=1e-9, abs=1e-9)
+    assert _log2_binomial(n, k) == pytest.approx(math.log2(math.comb(n, k)), rel=1e-9, abs=1e-9)
 
 
 @pytest.mark.parametrize("shape", [(), (0,), (7,), (300, 784), (20, 1, 5, 5)])
 def test_shape_text_round_trips_through_parse_shape(shape):
-    assert parse_shape(shape_text(shape)) == shape
+    assert _parse_shape(_shape_text(shape)) == shape

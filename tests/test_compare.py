@@ -99,13 +99,13 @@ def test_rerun_rows_last_one_wins(tmp_path, fixture_results):
 
 
 def test_resolve_results_dir(monkeypatch, tmp_path):
-    monkeypatch.delenv(results.RESULTS_ENV, raising=False)
+    monkeypatch.delenv(results._RESULTS_ENV, raising=False)
     monkeypatch.delenv("MNIST_PRUNING_SMOKE", raising=False)
     monkeypatch.chdir(ROOT)
     assert results.resolve_results_dir("") == ROOT / "results"
     monkeypatch.setenv("MNIST_PRUNING_SMOKE", "1")
     assert results.resolve_results_dir("") == ROOT / "runs" / "smoke" / "results"
-    monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path))
+    monkeypatch.setenv(results._RESULTS_ENV, str(tmp_path))
     assert results.resolve_results_dir("") == tmp_path
     assert results.resolve_results_dir(FIXTURES) == FIXTURES  # an argument wins over the variable
     # nbval runs notebooks from notebooks/: a relative path falls back to the project root
@@ -129,7 +129,7 @@ def test_dense_bytes_with_only_structured_rows(tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     df = results.load_results(tmp_path)
-    dense = compare.dense_bytes(df, "cnn")
+    dense = compare._dense_bytes(df, "cnn")
     assert dense == dense_bytes(build_model("cnn"))
     assert dense > max(int(r["size_dense_bytes"]) for r in rows)
     table = compare.smallest_within(df)
@@ -209,7 +209,7 @@ def test_latency_not_measured(tmp_path, fixture_results):
     df = results.load_results(folder)
     fig = plots.latency_vs_sparsity(df, "mlp")
     assert any(t.get_text() == "latency not measured" for t in fig.axes[0].texts)
-    findings = compare.key_findings(df)
+    findings = compare._key_findings(df)
     assert findings.loc[findings["model"] == "mlp", "speedup_b256"].isna().all()
     assert "nan" not in compare.key_findings_markdown(df)
 
@@ -318,7 +318,7 @@ def test_format_smallest(df):
 
 
 def test_key_findings_match_raw_csv(df):
-    findings = compare.key_findings(df)
+    findings = compare._key_findings(df)
     for model in ("mlp", "cnn"):
         rows = raw_rows(model)
         dense = max(int(r["size_dense_bytes"]) for r in rows)
@@ -342,7 +342,7 @@ def test_key_findings_match_raw_csv(df):
 
 
 def test_key_findings_hand_checked(df):
-    f = compare.key_findings(df).set_index(["model", "series"])
+    f = compare._key_findings(df).set_index(["model", "series"])
     # mlp structured: 0.3 (98.00) and 0.5 (97.90) are within 0.5 pp of 98.12, 0.7 (97.45) is not -> ratio 0.5;
     # its batch-256 latency is 0.6221 ms against the baseline's 1.21 ms.
     s = f.loc[("mlp", "structured")]
@@ -512,9 +512,9 @@ def test_smallest_within_judges_the_mean_not_the_best_seed(tmp_path):
 
 
 def test_difference_within_the_noise_floor_is_called_no_measurable_difference():
-    assert compare.difference_text(-0.0005, 0.0016) == "-0.05 pp (no measurable difference)"
-    assert compare.difference_text(-0.0030, 0.0016) == "-0.30 pp"
-    assert compare.difference_text(-0.0005, float("nan")) == "-0.05 pp"
+    assert compare._difference_text(-0.0005, 0.0016) == "-0.05 pp (no measurable difference)"
+    assert compare._difference_text(-0.0030, 0.0016) == "-0.30 pp"
+    assert compare._difference_text(-0.0005, float("nan")) == "-0.05 pp"
 
 
 def test_key_findings_markdown_states_the_baseline_spread_and_the_noise_floor(tmp_path):
@@ -561,4 +561,4 @@ def test_key_findings_markdown_shows_the_speedup_band_and_its_rule(tmp_path):
     fixture = 1.21 / 0.6221
     band = compare.speedup_text(fixture, 0.1 * fixture)
     assert f"| structured | 52.8 % | 97.90 ± 0.04 % | -0.22 pp | 503.7 kB | 2.1x | {band} |" in text
-    assert compare.SPEEDUP_RULE in text
+    assert compare._SPEEDUP_RULE in text

@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 
 from mnist_pruning import compress as C
 from mnist_pruning import frontier
-from mnist_pruning.compress.coder import encode_indices
+from mnist_pruning.compress.coder import _encode_indices
 from mnist_pruning.files import CorruptFileError
 from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.sparsity.measure import prunable_layers
@@ -175,8 +175,8 @@ def test_coded_index_stream_is_within_2_percent_of_its_empirical_entropy(k):
     p = rng.dirichlet(np.ones(k) * 0.5)
     indices = rng.choice(k, size=20000, p=p)
     indices = np.unique(indices, return_inverse=True)[1].astype(np.int64)  # every entry used
-    _, stream = encode_indices(indices, int(indices.max()) + 1)
-    entropy_bytes = C.empirical_entropy_bits(indices) / 8
+    _, stream = _encode_indices(indices, int(indices.max()) + 1)
+    entropy_bytes = C.limits._empirical_entropy_bits(indices) / 8
     assert len(stream) <= 1.02 * entropy_bytes + 8
 
 
@@ -234,7 +234,7 @@ def _with_header(data: bytes, edit) -> bytes:
 def test_wrong_section_lengths_are_refused_even_with_a_valid_crc():
     data = C.encode(_coded())
     assert C.decode(_with_header(data, lambda h: h))  # the helper itself keeps a valid file valid
-    record = next(r for r in C.decode_header(data) if r.startswith("shared"))
+    record = next(r for r in C.fileformat._decode_header(data) if r.startswith("shared"))
     *head, lengths = record.split(" ")
     sizes = [int(x) for x in lengths.split(",")]
     sizes[2] += 4  # the index stream claims one word more
@@ -278,7 +278,7 @@ def test_per_layer_bits_override_the_kind_defaults():
         "fc1": 4,
         "fc2": 2,
     }
-    assert C.bits_text({"fc1": 5, "fc2": 3}) == "fc1=5;fc2=3"
+    assert C.sharing._bits_text({"fc1": 5, "fc2": 3}) == "fc1=5;fc2=3"
 
 
 def test_cli_compress_smoke(tmp_path, capsys):

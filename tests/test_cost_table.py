@@ -7,13 +7,13 @@ import pytest
 from mnist_pruning.models import build_model
 from mnist_pruning.notebook import cost_table
 from mnist_pruning.results import read_results
-from mnist_pruning.settings import project_root
+from mnist_pruning.settings import _project_root
 
 NUMBERS = ("params_nonzero", "flops_dense", "flops_effective", "size_dense_bytes", "size_compact_bytes")
 
 
 def fixture_row(method: str, ratio: str) -> dict:
-    rows = read_results(project_root() / "tests" / "fixtures" / "mlp_pruning_results.csv")
+    rows = read_results(_project_root() / "tests" / "fixtures" / "mlp_pruning_results.csv")
     row = next(r for r in rows if r["method"] == method and r["ratio"] == ratio and r["schedule"] == "oneshot")
     return {k: float(v) if k in NUMBERS or ("latency" in k and v) else v for k, v in row.items()}
 

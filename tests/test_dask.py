@@ -66,13 +66,13 @@ def test_a_local_cluster_gives_the_in_process_rows(tmp_path):
 
 def test_an_unreachable_scheduler_is_a_value_error_naming_it():
     with pytest.raises(ValueError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:9' within 1 s"):
-        parallel.connect(UNREACHABLE, timeout=1)
+        parallel._connect(UNREACHABLE, timeout=1)
 
 
 def test_the_sweep_command_refuses_an_unreachable_scheduler_before_any_work(tmp_path, monkeypatch, capsys):
     from mnist_pruning.cli import main
 
-    monkeypatch.setattr(parallel, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(parallel, "_CONNECT_TIMEOUT_S", 1.0)
     results = tmp_path / "results"
     results.mkdir()
     fixture = Path(__file__).resolve().parent / "fixtures" / "mlp_pruning_results.csv"
@@ -94,4 +94,4 @@ def test_a_cluster_whose_workers_run_several_threads_is_refused():
         ) as cluster,
         pytest.raises(ValueError, match=r"must run one thread each \(start them with --nthreads 1"),
     ):
-        parallel.connect(cluster.scheduler_address, timeout=5)
+        parallel._connect(cluster.scheduler_address, timeout=5)

@@ -21,8 +21,8 @@ def _rows(x: torch.Tensor) -> set[bytes]:
 
 def test_validation_images_are_held_out_of_training():
     full = D.load_mnist()
-    images = D._read_idx(D.raw_dir() / "train-images-idx3-ubyte")
-    held = D.validation_indices(D._read_idx(D.raw_dir() / "train-labels-idx1-ubyte").long())
+    images = D._read_idx(D._raw_dir() / "train-images-idx3-ubyte")
+    held = D.validation_indices(D._read_idx(D._raw_dir() / "train-labels-idx1-ubyte").long())
     keep = torch.ones(60000, dtype=torch.bool)
     keep[held] = False
     assert held.unique().numel() == 5000 and int(keep.sum()) == 55000
@@ -75,7 +75,8 @@ def test_subset_is_class_balanced(mnist_small):
 
 def test_subset_is_reproducible_and_seed_dependent():
     y = torch.arange(1000) % 10
-    a, b, c = D.balanced_subset(y, 95, seed=1), D.balanced_subset(y, 95, seed=1), D.balanced_subset(y, 95, seed=2)
+    subset = D._balanced_subset
+    a, b, c = subset(y, 95, seed=1), subset(y, 95, seed=1), subset(y, 95, seed=2)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert y[a].bincount().tolist() == [10] * 5 + [9] * 5
 
@@ -91,17 +92,17 @@ def test_shuffled_batches_cover_every_sample_once_in_seeded_order():
 
 @pytest.fixture
 def raw_copy(tmp_path):
-    src = D.raw_dir()
-    D.verify_mnist()
+    src = D._raw_dir()
+    D._verify_mnist()
     dest = tmp_path / "MNIST" / "raw"
     dest.mkdir(parents=True)
-    for name in D.MNIST_FILES:
+    for name in D._MNIST_FILES:
         shutil.copy(src / name, dest / name)
     return tmp_path
 
 
 def test_verify_accepts_the_original_files(raw_copy):
-    assert D.verify_mnist(raw_copy) == raw_copy / "MNIST" / "raw"
+    assert D._verify_mnist(raw_copy) == raw_copy / "MNIST" / "raw"
 
 
 def test_altered_byte_is_reported_with_expected_and_found_checksums(raw_copy):
@@ -110,14 +111,14 @@ def test_altered_byte_is_reported_with_expected_and_found_checksums(raw_copy):
     blob[100] ^= 0xFF
     path.write_bytes(bytes(blob))
     with pytest.raises(D.DataIntegrityError, match=r"t10k-labels-idx1-ubyte is corrupted: expected sha256 ff7bcf"):
-        D.verify_mnist(raw_copy)
+        D._verify_mnist(raw_copy)
 
 
 def test_truncated_file_is_reported_with_its_size(raw_copy):
     path = raw_copy / "MNIST" / "raw" / "train-labels-idx1-ubyte"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(D.DataIntegrityError, match=r"wrong size: expected 60008 bytes, found 1000"):
-        D.verify_mnist(raw_copy)
+        D._verify_mnist(raw_copy)
 
 
 def test_missing_file_is_reported_by_name(raw_copy):
@@ -127,7 +128,7 @@ def test_missing_file_is_reported_by_name(raw_copy):
 
 
 def test_fetch_repairs_a_corrupted_file_from_a_local_source(raw_copy, monkeypatch):
-    good = D.raw_dir()
+    good = D._raw_dir()
     path = raw_copy / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
     path.write_bytes(b"garbage")
 
@@ -139,7 +140,7 @@ def test_fetch_repairs_a_corrupted_file_from_a_local_source(raw_copy, monkeypatc
 
     monkeypatch.setattr(D, "_fetch_torchvision", local_source)
     D.fetch_mnist(raw_copy, verbose=False)
-    D.verify_mnist(raw_copy)
+    D._verify_mnist(raw_copy)
 
 
 def test_fetch_failing_everywhere_says_where_to_put_the_files(raw_copy, monkeypatch):

@@ -15,9 +15,9 @@ from mnist_pruning import plots  # noqa: E402
 from mnist_pruning.compress import steps_table  # noqa: E402
 from mnist_pruning.notebook import format_number  # noqa: E402
 from mnist_pruning.results import COMPRESSION, load_results, read_results  # noqa: E402
-from mnist_pruning.settings import project_root  # noqa: E402
+from mnist_pruning.settings import _project_root  # noqa: E402
 
-ROOT = project_root()
+ROOT = _project_root()
 
 
 @pytest.fixture
@@ -72,9 +72,9 @@ def test_a_real_change_rewrites_both_files(tmp_path, results_df):
 
 
 def test_same_svg_tells_coordinates_apart_only_beyond_the_tolerance():
-    assert plots.same_svg(b'<path d="M 34.994813 35"/>', b'<path d="M 34.994812 34.999999"/>')
-    assert not plots.same_svg(b'<path d="M 34.994813 35"/>', b'<path d="M 34.9 35"/>')
-    assert not plots.same_svg(b'<path d="M 1 2"/>', b'<path d="M 1 2 L 3 4"/>')
+    assert plots.style._same_svg(b'<path d="M 34.994813 35"/>', b'<path d="M 34.994812 34.999999"/>')
+    assert not plots.style._same_svg(b'<path d="M 34.994813 35"/>', b'<path d="M 34.9 35"/>')
+    assert not plots.style._same_svg(b'<path d="M 1 2"/>', b'<path d="M 1 2 L 3 4"/>')
 
 
 @pytest.mark.parametrize(
@@ -104,7 +104,7 @@ def _shown_at_book_width(fig) -> tuple[float, list]:
     """(the scale a reader sees ``fig`` at in the book, its drawn texts): wider than WIDTH_IN, it is shrunk."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    scale = min(1.0, plots.WIDTH_IN / fig.get_tightbbox(renderer).width)
+    scale = min(1.0, plots.style._WIDTH_IN / fig.get_tightbbox(renderer).width)
     texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
     return scale, texts
 
@@ -114,7 +114,8 @@ def _shown_at_book_width(fig) -> tuple[float, list]:
 def test_no_text_is_smaller_than_8_pt_at_the_books_width(results_df, name, model):
     scale, texts = _shown_at_book_width(getattr(plots, name)(results_df, model))
     small = {t.get_text(): round(scale * t.get_fontsize(), 1) for t in texts if scale * t.get_fontsize() < 7.95}
-    assert not small, f"{name}({model}): text below {plots.MIN_FONT_PT} pt at {plots.WIDTH_IN} in: {small}"
+    style = plots.style
+    assert not small, f"{name}({model}): text below {style._MIN_FONT_PT} pt at {style._WIDTH_IN} in: {small}"
 
 
 @pytest.mark.parametrize("name", COMPARISON_FIGURES)
@@ -133,9 +134,9 @@ def test_a_method_has_one_colour_in_every_figure(results_df):
         for ax in fig.axes:
             for line in ax.get_lines():
                 method = line.get_label().split(" ")[0]
-                if method in plots.METHOD_COLORS and method != "dense":
+                if method in plots.style._METHOD_COLORS and method != "dense":
                     colours.setdefault(method, set()).add(to_hex(line.get_color()))
-    assert colours and all(c == {plots.METHOD_COLORS[m]} for m, c in colours.items()), colours
+    assert colours and all(c == {plots.style._METHOD_COLORS[m]} for m, c in colours.items()), colours
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ from mnist_pruning.fullrun import CHAPTER_PARAMETERS, execute_chapters
 
 
 def test_every_chapter_has_full_run_parameters():
-    from mnist_pruning.book import CHAPTERS
+    from mnist_pruning.book import _CHAPTERS
 
-    assert list(CHAPTER_PARAMETERS) == [name for name, _ in CHAPTERS]
+    assert list(CHAPTER_PARAMETERS) == [name for name, _ in _CHAPTERS]
 
 
 def test_execute_chapters_writes_an_executed_notebook(tmp_path, monkeypatch):

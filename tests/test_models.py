@@ -3,7 +3,7 @@ import torch
 
 from mnist_pruning.models import MLP, SAMPLE_SHAPE, LeNet5, ModelConfig, build_model
 from mnist_pruning.sparsity.measure import count_nonzero_parameters, count_parameters, prunable_layers
-from mnist_pruning.sparsity.structured import resolve_links
+from mnist_pruning.sparsity.structured import _resolve_links
 
 
 @pytest.mark.parametrize(("name", "expected"), [("mlp", 266_610), ("cnn", 431_080)])
@@ -60,7 +60,7 @@ def test_a_config_of_the_other_family_is_refused():
 def test_structured_links_join_every_structured_layer_to_the_next(arch, structured):
     model = build_model(arch)
     assert type(model).STRUCTURED == structured
-    links = resolve_links(model)  # checked: names exist, the consumer's inputs fit the producer's units
+    links = _resolve_links(model)  # checked: names exist, the consumer's inputs fit the producer's units
     assert [link.producer for link in links] == list(structured)
     layers = [n for n, _ in prunable_layers(model)]
     assert [link.consumer for link in links] == [layers[layers.index(p) + 1] for p in structured]

@@ -17,18 +17,18 @@ from torch.nn.utils import prune
 from mnist_pruning.sparsity.nm import (
     NM_PATTERNS,
     NMPruning,
+    _decode_nm,
+    _encode_nm,
+    _index_bits,
+    _nm_compact_bytes,
+    _pattern_for_ratio,
     check_nm,
-    decode_nm,
-    encode_nm,
     format_pattern,
-    index_bits,
-    nm_compact_bytes,
     nm_mask,
     nm_unstructured,
     nm_violations,
     pad_to_multiple,
     parse_pattern,
-    pattern_for_ratio,
     semi_structured_available,
 )
 
@@ -220,7 +220,7 @@ def nm_weight(shape: tuple[int, ...], n: int, m: int, seed: int) -> torch.Tensor
 @pytest.mark.parametrize(("n", "m"), [(2, 4), (1, 4), (2, 8), (1, 16), (3, 10), (7, 10), (1, 100)])
 def test_encode_decode_roundtrip_is_bitwise(shape: tuple[int, ...], n: int, m: int) -> None:
     w = nm_weight(shape, n, m, seed=12)
-    decoded = decode_nm(encode_nm(w, n, m))
+    decoded = _decode_nm(_encode_nm(w, n, m))
     assert decoded.dtype == w.dtype and decoded.shape == w.shape
     assert torch.equal(decoded, w)
     # Bit for bit, once the -0.0 that mask * weight leaves at pruned negative weights is read as +0.0.
@@ -233,7 +233,7 @@ def test_encode_decode_roundtrip_with_kept_values_exactly_zero() -> None:
     w[tuple(kept[::3].T)] = 0.0  # as if fine-tuning drove some kept weights to exactly 0
     w[tuple(kept[1::7].T)] = -0.0
     w[1] = 0.0  # a whole row of empty groups
-    decoded = decode_nm(encode_nm(w, 2, 4))
+    decoded = _decode_nm(_encode_nm(w, 2, 4))
     assert torch.equal(decoded, w)
     assert torch.equal(decoded.view(torch.int32), (w + 0.0).view(torch.int32))
     assert not torch.signbit(decoded[decoded == 0]).any()  # every zero, pruned or kept, decodes as +0.0
@@ -242,7 +242,7 @@ def test_encode_decode_roundtrip_with_kept_values_exactly_zero() -> None:
 def test_encode_refuses_weight_that_breaks_the_pattern() -> None:
     torch.manual_seed(14)
     with pytest.raises(ValueError, match="not 2:4 sparse: 2 groups"):
-        encode_nm(torch.randn(1, 8), 2, 4)
+        _encode_nm(torch.randn(1, 8), 2, 4)
 
 
 @pytest.mark.parametrize(
@@ -250,25 +250,25 @@ def test_encode_refuses_weight_that_breaks_the_pattern() -> None:
 )
 def test_metadata_is_ceil_log2_m_bits_per_kept_value(n: int, m: int, bits: int) -> None:
     w = nm_weight((8, 3 * m), n, m, seed=15)
-    d = encode_nm(w, n, m)
+    d = _encode_nm(w, n, m)
     kept_slots = 8 * 3 * n
-    assert index_bits(m) == bits
+    assert _index_bits(m) == bits
     assert d["values"].numel() == kept_slots and d["values"].dtype == torch.float32
     assert d["indices"].dtype == torch.uint8 and d["indices"].numel() == math.ceil(kept_slots * bits / 8)
 
 
 def test_2_4_metadata_is_two_bits_per_kept_value() -> None:
     w = nm_weight((8, 16), 2, 4, seed=16)
-    d = encode_nm(w, 2, 4)
+    d = _encode_nm(w, 2, 4)
     kept = 8 * 16 // 2
     assert d["indices"].numel() * 8 == 2 * kept  # 64 kept values -> 128 bits -> 16 bytes
-    assert nm_compact_bytes(w, 2, 4) == kept * 4 + kept * 2 // 8 + d["shape"].numel() * 8 + 2 * 8
+    assert _nm_compact_bytes(w, 2, 4) == kept * 4 + kept * 2 // 8 + d["shape"].numel() * 8 + 2 * 8
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (30, 25), (20, 1, 5, 5)])
 def test_compact_2_4_is_smaller_than_dense(shape: tuple[int, ...]) -> None:
     w = nm_weight(shape, 2, 4, seed=17)
-    assert nm_compact_bytes(w, 2, 4) < w.numel() * 4
+    assert _nm_compact_bytes(w, 2, 4) < w.numel() * 4
 
 
 def test_encoded_dict_survives_safetensors_and_weights_only_torch_load() -> None:
@@ -276,19 +276,19 @@ def test_encoded_dict_survives_safetensors_and_weights_only_torch_load() -> None
     from safetensors.torch import save as st_save
 
     w = nm_weight((5, 3, 5, 5), 2, 4, seed=18)
-    d = encode_nm(w, 2, 4)
-    assert torch.equal(decode_nm(st_load(st_save(d))), w)
+    d = _encode_nm(w, 2, 4)
+    assert torch.equal(_decode_nm(st_load(st_save(d))), w)
     buf = io.BytesIO()
     torch.save(d, buf)
     buf.seek(0)
-    assert torch.equal(decode_nm(torch.load(buf, weights_only=True)), w)
+    assert torch.equal(_decode_nm(torch.load(buf, weights_only=True)), w)
 
 
 def test_decode_rejects_corrupt_dict() -> None:
-    d = encode_nm(nm_weight((4, 8), 1, 10, seed=19), 1, 10)
+    d = _encode_nm(nm_weight((4, 8), 1, 10, seed=19), 1, 10)
     d["indices"] = torch.full_like(d["indices"], 0xFF)  # position 15 in a group of 10
     with pytest.raises(ValueError, match="corrupt"):
-        decode_nm(d)
+        _decode_nm(d)
 
 
 @pytest.mark.parametrize(
@@ -323,7 +323,7 @@ def test_parse_and_format_pattern_roundtrip(pattern: str) -> None:
     [(0.3, "7:10"), (0.5, "2:4"), (0.7, "3:10"), (0.9, "1:10"), (0.99, "1:100"), (0.75, "1:4"), (0.8, "1:5")],
 )
 def test_pattern_for_ratio_prunes_exactly_that_ratio(ratio: float, pattern: str) -> None:
-    assert pattern_for_ratio(ratio) == pattern
+    assert _pattern_for_ratio(ratio) == pattern
     n, m = parse_pattern(pattern)
     assert 1 - n / m == pytest.approx(ratio)
 
@@ -331,7 +331,7 @@ def test_pattern_for_ratio_prunes_exactly_that_ratio(ratio: float, pattern: str)
 @pytest.mark.parametrize("ratio", [0.123, 0.995, 0.0, 1.0, -0.5, True])
 def test_pattern_for_ratio_rejects_unrepresentable_ratios(ratio: float) -> None:
     with pytest.raises(ValueError, match="ratio"):
-        pattern_for_ratio(ratio)
+        _pattern_for_ratio(ratio)
 
 
 @pytest.mark.skipif(

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_pruning.compress import compress_config_of, run_compression_sweep
+from mnist_pruning.compress import run_compression_sweep
+from mnist_pruning.compress.grid import _compress_config_of as compress_config_of
 from mnist_pruning.sweep import SweepConfig, run_sweep
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "rows_before_runner"

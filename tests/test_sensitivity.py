@@ -14,7 +14,7 @@ from tiny import n_weights, tiny_model
 
 from mnist_pruning.plots import plot_sensitivity
 from mnist_pruning.sensitivity import (
-    SENSITIVITY_RATIOS,
+    _SENSITIVITY_RATIOS,
     one_shot_layers,
     ratios_from_sensitivity,
     sensitivity_scan,
@@ -73,8 +73,8 @@ def test_one_shot_layers_prunes_each_layer_to_its_own_ratio(mnist_small):
 
 
 def test_default_scan_ratios_start_dense_and_reach_the_frontier():
-    assert SENSITIVITY_RATIOS[0] == 0.0 and SENSITIVITY_RATIOS[-1] == 0.99
-    assert list(SENSITIVITY_RATIOS) == sorted(SENSITIVITY_RATIOS)
+    assert _SENSITIVITY_RATIOS[0] == 0.0 and _SENSITIVITY_RATIOS[-1] == 0.99
+    assert list(_SENSITIVITY_RATIOS) == sorted(_SENSITIVITY_RATIOS)
 
 
 @pytest.mark.parametrize(

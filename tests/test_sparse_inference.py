@@ -13,7 +13,8 @@ from torch import nn
 
 from mnist_pruning import sparsity as sp
 from mnist_pruning.models import SAMPLE_SHAPE, build_model
-from mnist_pruning.sparsity.inference import SparseConv2d, SparseLinear, apply_sparse_plan, plan_sparse_inference
+from mnist_pruning.sparsity.inference import apply_sparse_plan, plan_sparse_inference
+from mnist_pruning.sparsity.kernels import SparseConv2d, SparseLinear
 
 BOTH = {1: "sparse", 256: "sparse"}
 # float32 sums in another order: the CSR product adds the same terms as the dense one, minus the zeros.

@@ -344,7 +344,7 @@ def test_surgery_gives_a_smaller_model_with_the_masked_models_outputs(name, rati
     small = sp.apply_surgery(masked, links=MODELS[name][2])
     assert type(small) is type(masked) and not any(prune.is_pruned(m) for m in small.modules())
     for producer, count in units.items():
-        expected = count - sp.structured.units_removed(count, ratio)
+        expected = count - sp.structured._units_removed(count, ratio)
         assert small.get_submodule(producer).weight.shape[0] == expected == kept[producer].numel(), producer
     assert sp.count_parameters(small) < dense_params
     x = inputs(name)

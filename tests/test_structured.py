@@ -13,16 +13,16 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from mnist_pruning.files import load_torch
+from mnist_pruning.files import _load_torch
 from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.sparsity.measure import count_parameters
 from mnist_pruning.sparsity.structured import (
+    _kept_units,
+    _units_removed,
     apply_structured_masks,
     apply_surgery,
-    kept_units,
     shrink,
     surgery,
-    units_removed,
 )
 from mnist_pruning.train import load_checkpoint, save_checkpoint
 
@@ -62,7 +62,7 @@ def _expected(config: ModelConfig, ratio: float, layers: tuple[str, ...] | None 
     return ModelConfig(
         config.arch,
         tuple(
-            w - units_removed(w, ratio) if layers is None or n in layers else w
+            w - _units_removed(w, ratio) if layers is None or n in layers else w
             for n, w in zip(names, config.widths, strict=True)
         ),
     )
@@ -96,7 +96,7 @@ def test_outputs_differ_without_bias_folding(arch: str) -> None:
     torch.manual_seed(0)
     masked = _model(SMALL[arch])
     apply_structured_masks(masked, 0.5)
-    keep = kept_units(masked)
+    keep = _kept_units(masked)
     widths, folded = surgery(masked)
     naive = dict(folded)
     modules = dict(masked.named_modules())
@@ -131,7 +131,7 @@ def test_surgery_after_prune_remove_detects_zero_rows(arch: str) -> None:
         prune.remove(dict(masked.named_modules())[name], "weight")
     widths, _ = surgery(masked)
     assert widths == with_masks
-    assert {k: v.tolist() for k, v in kept_units(masked).items()} == {k: v.tolist() for k, v in kept.items()}
+    assert {k: v.tolist() for k, v in _kept_units(masked).items()} == {k: v.tolist() for k, v in kept.items()}
     x = _inputs()
     with torch.no_grad():
         torch.testing.assert_close(_surgered(masked)(x), masked(x), atol=ATOL, rtol=1e-5)
@@ -142,7 +142,7 @@ def test_surgery_after_prune_remove_detects_zero_rows(arch: str) -> None:
 def test_shapes_shrink_to_units_minus_removed(arch: str, ratio: float) -> None:
     config = SMALL[arch]
     small = shrink(_model(config), ratio)
-    widths = tuple(w - units_removed(w, ratio) for w in config.widths)
+    widths = tuple(w - _units_removed(w, ratio) for w in config.widths)
     assert small.config == ModelConfig(arch, widths) == _expected(config, ratio)
     assert type(small) is type(build_model(config))
     if arch == "mlp":
@@ -178,7 +178,7 @@ def test_at_least_one_unit_kept_at_ratio_099(arch: str, widths: tuple[int, ...])
     model = _model(ModelConfig(arch, widths))
     kept = apply_structured_masks(model, 0.99)
     assert all(k.numel() == 1 for k in kept.values())
-    assert units_removed(3, 0.99) == 2 and units_removed(1, 0.99) == 0
+    assert _units_removed(3, 0.99) == 2 and _units_removed(1, 0.99) == 0
     assert _surgered(model).config.widths == (1,) * len(widths)
     assert apply_surgery(model).config.widths == (1,) * len(widths)
 
@@ -191,7 +191,7 @@ def test_kept_units_have_largest_l2_norms(arch: str) -> None:
     kept = apply_structured_masks(model, 0.5)
     for name, w in dense.items():
         norms = w.reshape(w.shape[0], -1).pow(2).sum(1).sqrt()
-        n_keep = w.shape[0] - units_removed(w.shape[0], 0.5)
+        n_keep = w.shape[0] - _units_removed(w.shape[0], 0.5)
         oracle = torch.topk(norms, n_keep).indices.sort().values
         assert torch.equal(kept[name], oracle), name
         assert torch.equal(kept[name], kept[name].sort().values) and kept[name].dtype == torch.long
@@ -206,7 +206,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(arch: str, tmp_path) -> N
     save_checkpoint(path, small, ratio=0.7)
     raw = torch.load(path, weights_only=True)  # loadable without unpickling any module
     assert raw["model_config"] == small.config.to_dict() and raw["ratio"] == 0.7
-    assert load_torch(path)["state_dict"].keys() == small.state_dict().keys()
+    assert _load_torch(path)["state_dict"].keys() == small.state_dict().keys()
     reloaded, payload = load_checkpoint(path, device=torch.device("cpu"))
     assert reloaded.config == small.config == _expected(SMALL[arch], 0.7) and payload["ratio"] == 0.7
     x = _inputs()

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from mnist_pruning.files import UnsafeFileError, load_torch
+from mnist_pruning.files import UnsafeFileError, _load_torch
 from mnist_pruning.train import TrainConfig, evaluate, load_checkpoint, save_checkpoint, train
 
 
@@ -57,7 +57,7 @@ def test_checkpoint_carrying_a_pickle_payload_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"state_dict": {}, "model_config": _Payload(marker)}, tmp_path / "evil.pt")
     with pytest.raises(UnsafeFileError, match="refusing to load"):
-        load_torch(tmp_path / "evil.pt")
+        _load_torch(tmp_path / "evil.pt")
     with pytest.raises(UnsafeFileError):
         load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()

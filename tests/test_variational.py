@@ -35,18 +35,18 @@ def test_neg_kl_equals_the_papers_formula():
     log_alpha = torch.linspace(-10, 10, 201, dtype=torch.float64)
     k1, k2, k3 = 0.63576, 1.87320, 1.48695
     expected = k1 * torch.sigmoid(k2 + k3 * log_alpha) - 0.5 * torch.log1p(torch.exp(-log_alpha)) - k1
-    torch.testing.assert_close(vd.neg_kl(log_alpha), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(vd._neg_kl(log_alpha), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_kl_is_nonnegative_and_decreasing_in_log_alpha():
-    kl = -vd.neg_kl(torch.linspace(-10, 10, 2001, dtype=torch.float64))
+    kl = -vd._neg_kl(torch.linspace(-10, 10, 2001, dtype=torch.float64))
     assert (kl >= 0).all()
     assert (kl[1:] < kl[:-1]).all()
 
 
 def test_model_kl_is_the_sum_of_the_layers_negated_neg_kl():
     model = _vd_model(TINY)
-    expected = sum(-vd.neg_kl(la).sum() for la in vd.log_alpha(model).values())
+    expected = sum(-vd._neg_kl(la).sum() for la in vd.log_alpha(model).values())
     torch.testing.assert_close(vd.kl(model).detach(), expected)
 
 

@@ -27,83 +27,12 @@ The steps (Han et al. 2016, "Deep Compression", sections 3-4), one module each:
 - :mod:`.grid` - :class:`CompressConfig` and the grid of the full run; :mod:`.report` - chapter 07's tables.
 """
 
-from .coded import CodedModel, SharedLayer
-from .fileformat import (
-    FORMAT,
-    MAGIC,
-    decode,
-    decode_header,
-    encode,
-    layer_table,
-    load_coded,
-    load_model,
-    save_coded,
-    size_breakdown,
-)
-from .grid import (
-    BITS,
-    SPARSITIES,
-    CompressConfig,
-    CompressionResult,
-    CompressPoint,
-    CompressStudy,
-    PrunedModel,
-    compress_config_of,
-    compress_point,
-    pruned_model,
-    record_point,
-    run_compression_sweep,
-)
-from .limits import empirical_entropy_bits, information_limit
-from .report import goals_table, steps_table
-from .sharing import (
-    BIAS_DTYPES,
-    DEFAULT_BITS,
-    SharedWeight,
-    bits_text,
-    fine_tune_centroids,
-    layer_bits,
-    share_weights,
-    snapshot,
-    unshare,
-)
+from . import coded, fileformat, grid, limits, report, sharing
+from .coded import *  # noqa: F403 - each module's __all__ is what this package exports
+from .fileformat import *  # noqa: F403
+from .grid import *  # noqa: F403
+from .limits import *  # noqa: F403
+from .report import *  # noqa: F403
+from .sharing import *  # noqa: F403
 
-__all__ = [
-    "FORMAT",
-    "MAGIC",
-    "DEFAULT_BITS",
-    "BIAS_DTYPES",
-    "SPARSITIES",
-    "BITS",
-    "SharedLayer",
-    "CodedModel",
-    "SharedWeight",
-    "layer_bits",
-    "bits_text",
-    "share_weights",
-    "fine_tune_centroids",
-    "unshare",
-    "snapshot",
-    "encode",
-    "decode",
-    "save_coded",
-    "load_coded",
-    "load_model",
-    "size_breakdown",
-    "decode_header",
-    "layer_table",
-    "information_limit",
-    "empirical_entropy_bits",
-    "CompressConfig",
-    "CompressPoint",
-    "CompressStudy",
-    "PrunedModel",
-    "CompressionResult",
-    "compress_point",
-    "run_compression_sweep",
-    "compress_config_of",
-    "steps_table",
-    "record_point",
-    "pruned_model",
-    "goals_table",
-]
+__all__ = coded.__all__ + sharing.__all__ + fileformat.__all__ + limits.__all__ + grid.__all__ + report.__all__

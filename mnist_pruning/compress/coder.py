@@ -21,19 +21,12 @@ import constriction
 import numpy as np
 
 __all__ = [
-    "POSITION_CODINGS",
-    "write_uleb",
-    "read_uleb",
-    "encode_indices",
-    "decode_indices",
-    "encode_positions",
-    "decode_positions",
 ]
 
-POSITION_CODINGS = ("mask", "gap")
+_POSITION_CODINGS = ("mask", "gap")
 
 
-def write_uleb(values) -> bytes:
+def _write_uleb(values) -> bytes:
     """Unsigned LEB128 of every number in ``values``, concatenated."""
     out = bytearray()
     for v in values:
@@ -47,7 +40,7 @@ def write_uleb(values) -> bytes:
     return bytes(out)
 
 
-def read_uleb(buf: bytes, count: int | None) -> list[int]:
+def _read_uleb(buf: bytes, count: int | None) -> list[int]:
     """Exactly ``count`` (None: any number of) LEB128 numbers filling ``buf``; ValueError otherwise."""
     out, v, shift = [], 0, 0
     for byte in buf:
@@ -82,19 +75,19 @@ def _coder(data: bytes):
     return constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
 
 
-def encode_indices(indices: np.ndarray, k: int) -> tuple[bytes, bytes]:
+def _encode_indices(indices: np.ndarray, k: int) -> tuple[bytes, bytes]:
     """(count table, ANS stream) of a layer's cluster indices; an empty stream when k <= 1."""
     counts = np.bincount(indices, minlength=k) if k else np.zeros(0, dtype=np.int64)
     if k <= 1:
-        return write_uleb(counts), b""
+        return _write_uleb(counts), b""
     coder = constriction.stream.stack.AnsCoder()
     coder.encode_reverse(indices.astype(np.int32), _categorical(counts))
-    return write_uleb(counts), _words(coder)
+    return _write_uleb(counts), _words(coder)
 
 
-def decode_indices(table: bytes, stream: bytes, k: int, nnz: int) -> np.ndarray:
-    """The ``nnz`` indices below ``k`` of :func:`encode_indices`; ValueError if they do not fit the counts."""
-    counts = np.array(read_uleb(table, k), dtype=np.int64)
+def _decode_indices(table: bytes, stream: bytes, k: int, nnz: int) -> np.ndarray:
+    """The ``nnz`` indices below ``k`` of :func:`_encode_indices`; ValueError if they do not fit the counts."""
+    counts = np.array(_read_uleb(table, k), dtype=np.int64)
     if counts.sum() != nnz or (k and counts.min() < 1):
         raise ValueError(f"index counts {counts.tolist()[:8]}... do not add up to {nnz} with every entry used")
     if k <= 1:
@@ -108,7 +101,7 @@ def decode_indices(table: bytes, stream: bytes, k: int, nnz: int) -> np.ndarray:
     return indices
 
 
-def encode_positions(coding: str, positions: np.ndarray, n: int) -> tuple[bytes, bytes]:
+def _encode_positions(coding: str, positions: np.ndarray, n: int) -> tuple[bytes, bytes]:
     """(table, ANS stream) of sorted flat positions among ``n``, as a bitmask or as gaps."""
     nnz = len(positions)
     if nnz in (0, n):
@@ -131,11 +124,11 @@ def encode_positions(coding: str, positions: np.ndarray, n: int) -> tuple[bytes,
     counts = np.bincount(buckets)
     if len(counts) > 1:
         coder.encode_reverse(buckets.astype(np.int32), _categorical(counts))
-    return write_uleb([len(counts), *counts]), _words(coder)
+    return _write_uleb([len(counts), *counts]), _words(coder)
 
 
-def decode_positions(coding: str, table: bytes, stream: bytes, n: int, nnz: int) -> np.ndarray:
-    """The ``nnz`` sorted positions below ``n`` of :func:`encode_positions`; ValueError for anything else."""
+def _decode_positions(coding: str, table: bytes, stream: bytes, n: int, nnz: int) -> np.ndarray:
+    """The ``nnz`` sorted positions below ``n`` of :func:`_encode_positions`; ValueError for anything else."""
     if nnz in (0, n):
         if table or stream:
             raise ValueError("an empty or full layer has no position sections")
@@ -148,7 +141,7 @@ def decode_positions(coding: str, table: bytes, stream: bytes, n: int, nnz: int)
     else:
         if not table:
             raise ValueError("gap coding needs a bucket table")
-        numbers = read_uleb(table, None)
+        numbers = _read_uleb(table, None)
         if numbers[0] != len(numbers) - 1 or numbers[0] < 1:
             raise ValueError("the gap bucket table does not say how many buckets it holds")
         nb, counts = numbers[0], np.array(numbers[1:], dtype=np.int64)

@@ -41,32 +41,35 @@ import torch
 from torch import nn
 
 from ..checks import check_choice
-from ..files import CorruptFileError, atomic_write
+from ..files import CorruptFileError, _atomic_write
 from ..models import ModelConfig
-from ..sparsity._binary import DTYPE_BY_NAME, DTYPE_NAMES, invalid_file, parse_shape, shape_text, tensor_from_bytes
+from ..sparsity._binary import (
+    _DTYPE_BY_NAME,
+    _DTYPE_NAMES,
+    _invalid_file,
+    _parse_shape,
+    _shape_text,
+    _tensor_from_bytes,
+)
 from .coded import CodedModel, SharedLayer
-from .coder import POSITION_CODINGS, decode_indices, decode_positions, encode_indices, encode_positions
-from .sharing import CODEBOOK_DTYPES, MAX_BITS
+from .coder import _POSITION_CODINGS, _decode_indices, _decode_positions, _encode_indices, _encode_positions
+from .sharing import _CODEBOOK_DTYPES, _MAX_BITS
 
 __all__ = [
     "FORMAT",
-    "MAGIC",
-    "VERSION",
-    "RAW_DTYPES",
     "encode",
     "decode",
     "save_coded",
     "load_coded",
     "load_model",
-    "decode_header",
     "size_breakdown",
     "layer_table",
 ]
 
 FORMAT = "mnist-pruning-coded/1"
-MAGIC = b"MNPZ"
-VERSION = 1
-RAW_DTYPES = ("F32", "F16", "BF16")  # dtypes of the raw (non-shared) tensors
+_MAGIC = b"MNPZ"
+_VERSION = 1
+_RAW_DTYPES = ("F32", "F16", "BF16")  # dtypes of the raw (non-shared) tensors
 _PREFIX = struct.Struct("<4sBH")  # magic, version, header length
 
 
@@ -76,12 +79,12 @@ _PREFIX = struct.Struct("<4sBH")  # magic, version, header length
 def _layer_sections(layer: SharedLayer, coding: str | None = None) -> tuple[str, list[bytes]]:
     """The smaller position coding (or ``coding``) and the five sections of a shared layer."""
     k = len(layer.codebook)
-    table, stream = encode_indices(layer.indices, k)
+    table, stream = _encode_indices(layer.indices, k)
     codebook = np.ascontiguousarray(layer.codebook, dtype=layer.codebook.dtype.newbyteorder("<")).tobytes()
     options = {}
-    for c in (coding,) if coding else POSITION_CODINGS:
-        options[c] = encode_positions(c, layer.positions, layer.numel)
-    best = min(options, key=lambda c: (len(options[c][0]) + len(options[c][1]), POSITION_CODINGS.index(c)))
+    for c in (coding,) if coding else _POSITION_CODINGS:
+        options[c] = _encode_positions(c, layer.positions, layer.numel)
+    best = min(options, key=lambda c: (len(options[c][0]) + len(options[c][1]), _POSITION_CODINGS.index(c)))
     return best, [codebook, table, stream, *options[best]]
 
 
@@ -89,8 +92,8 @@ def encode(coded: CodedModel, position_coding: str | None = None) -> bytes:
     """The bytes of the coded file (see the module docstring). ``position_coding`` forces "mask" or "gap" for
     every layer; by default each layer gets the smaller one."""
     if position_coding is not None:
-        check_choice(position_coding, POSITION_CODINGS, "position coding")
-    records = [f"model {coded.config.arch} {shape_text(coded.config.widths)}"]
+        check_choice(position_coding, _POSITION_CODINGS, "position coding")
+    records = [f"model {coded.config.arch} {_shape_text(coded.config.widths)}"]
     payload: list[bytes] = []
     for name, layer in coded.layers.items():
         if layer.codebook.dtype not in (np.float32, np.float16):
@@ -99,27 +102,27 @@ def encode(coded: CodedModel, position_coding: str | None = None) -> bytes:
         coding, sections = _layer_sections(layer, position_coding)
         lengths = ",".join(str(len(s)) for s in sections)
         records.append(
-            f"shared {name} {shape_text(layer.shape)} {layer.bits} {layer.nnz} {len(layer.codebook)} {dtype} "
+            f"shared {name} {_shape_text(layer.shape)} {layer.bits} {layer.nnz} {len(layer.codebook)} {dtype} "
             f"{coding} {lengths}"
         )
         payload.extend(sections)
     for name, t in coded.tensors.items():
-        if DTYPE_NAMES.get(t.dtype) not in RAW_DTYPES:
+        if _DTYPE_NAMES.get(t.dtype) not in _RAW_DTYPES:
             raise ValueError(f"tensor {name!r} has unsupported dtype {t.dtype}")
         data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        records.append(f"raw {name} {shape_text(t.shape)} {DTYPE_NAMES[t.dtype]} {len(data)}")
+        records.append(f"raw {name} {_shape_text(t.shape)} {_DTYPE_NAMES[t.dtype]} {len(data)}")
         payload.append(data)
     header = ";".join(records).encode("ascii")
     if len(header) >= 1 << 16:
         raise ValueError("the header is too long for this format")
-    body = _PREFIX.pack(MAGIC, VERSION, len(header)) + header + b"".join(payload)
+    body = _PREFIX.pack(_MAGIC, _VERSION, len(header)) + header + b"".join(payload)
     return body + struct.pack("<I", zlib.crc32(body))
 
 
 def save_coded(coded: CodedModel, path: str | os.PathLike, position_coding: str | None = None) -> int:
     """Write :func:`encode`'s bytes atomically; return the file size in bytes."""
     data = encode(coded, position_coding)
-    with atomic_write(path) as tmp:
+    with _atomic_write(path) as tmp:
         tmp.write_bytes(data)
     return len(data)
 
@@ -128,7 +131,7 @@ def save_coded(coded: CodedModel, path: str | os.PathLike, position_coding: str 
 
 
 def _bad(source: str, why: str) -> CorruptFileError:
-    return invalid_file(source, FORMAT, why, "coded model file", "write it again with save_coded")
+    return _invalid_file(source, FORMAT, why, "coded model file", "write it again with save_coded")
 
 
 def _crc_ok(data: bytes) -> bool:
@@ -146,12 +149,12 @@ def _parse(data: bytes, source: str) -> _Parsed:
     if len(data) < _PREFIX.size + 4:
         raise _bad(source, f"it is {len(data)} bytes long, shorter than the fixed fields")
     magic, version, header_len = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise _bad(source, f"it starts with {magic!r}, not {MAGIC!r}")
+    if magic != _MAGIC:
+        raise _bad(source, f"it starts with {magic!r}, not {_MAGIC!r}")
     if not _crc_ok(data):
         raise _bad(source, "its CRC-32 does not match its contents")
-    if version != VERSION:
-        raise _bad(source, f"version {version} (this reader knows {VERSION})")
+    if version != _VERSION:
+        raise _bad(source, f"version {version} (this reader knows {_VERSION})")
     start = _PREFIX.size + header_len
     if start > len(data) - 4:
         raise _bad(source, "the header runs past the end")
@@ -166,7 +169,7 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
     records = [r.split(" ") for r in header.split(";")]
     if not records or records[0][0] != "model" or len(records[0]) != 3:
         raise ValueError("the header does not start with a model record")
-    config = ModelConfig.from_dict({"arch": records[0][1], "widths": parse_shape(records[0][2])})
+    config = ModelConfig.from_dict({"arch": records[0][1], "widths": _parse_shape(records[0][2])})
     layers: dict[str, SharedLayer] = {}
     tensors: dict[str, torch.Tensor] = {}
     info: list[dict] = []
@@ -185,22 +188,22 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
         if name in layers or name in tensors:
             raise ValueError(f"{name!r} appears twice")
         if kind == "shared" and len(fields) == 9:
-            shape = parse_shape(fields[2])
+            shape = _parse_shape(fields[2])
             bits, nnz, k = (int(f) for f in fields[3:6])
             dtype, coding = fields[6], fields[7]
             lengths = [int(x) for x in fields[8].split(",")]
             n = math.prod(shape)
-            if dtype not in CODEBOOK_DTYPES or coding not in POSITION_CODINGS or len(lengths) != 5:
+            if dtype not in _CODEBOOK_DTYPES or coding not in _POSITION_CODINGS or len(lengths) != 5:
                 raise ValueError(f"record of {name!r} has an unknown dtype or position coding")
-            if not 1 <= bits <= MAX_BITS or not 0 <= nnz <= n or not (0 <= k <= min(nnz, 1 << bits)):
+            if not 1 <= bits <= _MAX_BITS or not 0 <= nnz <= n or not (0 <= k <= min(nnz, 1 << bits)):
                 raise ValueError(f"record of {name!r} has impossible bits / nnz / k")
-            itemsize = DTYPE_BY_NAME[dtype].itemsize
+            itemsize = _DTYPE_BY_NAME[dtype].itemsize
             if lengths[0] != k * itemsize or min(lengths) < 0:
                 raise ValueError(f"codebook of {name!r} is {lengths[0]} bytes, {k} x {itemsize} expected")
             codebook_b, table, stream, ptable, pstream = (take(x) for x in lengths)
             codebook = np.frombuffer(codebook_b, dtype="<f4" if dtype == "F32" else "<f2").copy()
-            indices = decode_indices(table, stream, k, nnz)
-            positions = decode_positions(coding, ptable, pstream, n, nnz)
+            indices = _decode_indices(table, stream, k, nnz)
+            positions = _decode_positions(coding, ptable, pstream, n, nnz)
             layers[name] = SharedLayer(
                 shape, bits, positions, indices, codebook.astype(np.dtype(codebook.dtype.char))
             )
@@ -208,11 +211,11 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
             sizes["values"] += lengths[1] + lengths[2]
             sizes["positions"] += lengths[3] + lengths[4]
             info.append({"name": name, "coding": coding, "lengths": lengths, "k": k, "nnz": nnz, "numel": n})
-        elif kind == "raw" and len(fields) == 5 and fields[3] in RAW_DTYPES:
-            shape, dtype, length = parse_shape(fields[2]), DTYPE_BY_NAME[fields[3]], int(fields[4])
+        elif kind == "raw" and len(fields) == 5 and fields[3] in _RAW_DTYPES:
+            shape, dtype, length = _parse_shape(fields[2]), _DTYPE_BY_NAME[fields[3]], int(fields[4])
             if length != math.prod(shape) * dtype.itemsize:
                 raise ValueError(f"{name!r} is {length} bytes, its shape and dtype say otherwise")
-            tensors[name] = tensor_from_bytes(take(length), dtype).reshape(shape).clone()
+            tensors[name] = _tensor_from_bytes(take(length), dtype).reshape(shape).clone()
             sizes["biases"] += length
         else:
             raise ValueError(f"unknown record {' '.join(fields)[:60]!r}")
@@ -239,10 +242,10 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     return load_coded(path).model()
 
 
-def decode_header(data: bytes, source: str = "<bytes>") -> list[str]:
+def _decode_header(data: bytes, source: str = "<bytes>") -> list[str]:
     """The header records of a coded file (after its magic and CRC-32 are checked), for reading and tests."""
     data = bytes(data)
-    if len(data) < _PREFIX.size + 4 or data[:4] != MAGIC or not _crc_ok(data):
+    if len(data) < _PREFIX.size + 4 or data[:4] != _MAGIC or not _crc_ok(data):
         raise _bad(source, "wrong magic, CRC-32 or length")
     n = _PREFIX.unpack_from(data)[2]
     return data[_PREFIX.size : _PREFIX.size + n].decode("ascii", errors="replace").split(";")

@@ -38,7 +38,7 @@ from ..models import MODEL_NAMES, build_model
 from ..results import COMPRESSION, Schema
 from ..runner import Study, accuracies, cached_model, config_hash, record, run_study
 from ..schedules import gradual_prune
-from ..sparsity.compact import _dense_file, encode_compact, load_compact, position_bytes
+from ..sparsity.compact import _dense_file, _encode_compact, _position_bytes, load_compact
 from ..sparsity.measure import sparsity as measured_sparsity
 from ..sparsity.unstructured import bake_in
 from ..sweep import BUDGETS
@@ -47,10 +47,10 @@ from .coded import CodedModel
 from .fileformat import decode, encode, layer_table, load_coded, load_model, save_coded, size_breakdown
 from .limits import information_limit
 from .sharing import (
-    BIAS_DTYPES,
-    CODEBOOK_DTYPES,
+    _BIAS_DTYPES,
+    _CODEBOOK_DTYPES,
+    _bits_text,
     _check_bits,
-    bits_text,
     fine_tune_centroids,
     layer_bits,
     share_weights,
@@ -61,33 +61,26 @@ from .sharing import (
 __all__ = [
     "SPARSITIES",
     "BITS",
-    "CENTROID_EPOCHS",
-    "CENTROID_LR",
-    "ZSTD_LEVEL",
-    "LZMA_PRESET",
     "CompressConfig",
     "CompressPoint",
-    "CompressStudy",
     "PrunedModel",
     "pruned_model",
     "CompressionResult",
     "compress_point",
     "record_point",
-    "compress_config_of",
     "run_compression_sweep",
 ]
 
 # The grid of the full run: per model, the sparsities pruned (each pruned model is trained once and reused for
 # every bits setting) and the (conv, fc) bits per index. The MLP has no convolution: only its fc bits vary. Sized
-# for the 2-core machine: a gradual pruning run costs ~20 s (MLP, 20 epochs) / ~95 s (CNN, 6 epochs) there, a
-# bits setting ~5 s / ~30 s (k-means, centroid fine-tuning, coding, decoding, evaluations).
+# for a 2-core machine (the README gives the grid's run time).
 SPARSITIES = {"mlp": (0.95, 0.98, 0.99), "cnn": (0.95, 0.99)}
 BITS = {"mlp": ((8, 5), (6, 4), (5, 3), (4, 2)), "cnn": ((8, 5), (6, 4), (5, 3))}
 # Centroid fine-tuning: a short run at a low learning rate (the codebook has few, shared degrees of freedom).
-CENTROID_EPOCHS = {"mlp": 2, "cnn": 1}
-CENTROID_LR = 0.01
-ZSTD_LEVEL = 19
-LZMA_PRESET = 9 | lzma.PRESET_EXTREME
+_CENTROID_EPOCHS = {"mlp": 2, "cnn": 1}
+_CENTROID_LR = 0.01
+_ZSTD_LEVEL = 19
+_LZMA_PRESET = 9 | lzma.PRESET_EXTREME
 
 
 @dataclass
@@ -103,7 +96,7 @@ class CompressConfig(RunConfig):
     per_layer: dict[str, int] = field(default_factory=dict)  # per-layer bits overriding bits (one model only)
     prune_epochs: dict[str, int] = field(default_factory=dict)  # gradual pruning; default sweep.BUDGETS frontier
     centroid_epochs: dict[str, int] = field(default_factory=dict)  # default CENTROID_EPOCHS
-    centroid_lr: float = CENTROID_LR
+    centroid_lr: float = _CENTROID_LR
     codebook_dtype: str = "F32"  # shared values stored as F32 or F16
     bias_dtype: str = "float16"  # biases stored as float16 or float32
     recipes: dict[str, str] = field(default_factory=dict)  # per model, the frontier recipe that prunes
@@ -127,8 +120,8 @@ class CompressConfig(RunConfig):
             for name, table in (("prune_epochs", self.prune_epochs), ("centroid_epochs", self.centroid_epochs)):
                 if arch in table:
                     check_int(table[arch], f"{name} of {arch!r}")
-        check_choice(self.codebook_dtype, CODEBOOK_DTYPES, "codebook dtype")
-        check_choice(self.bias_dtype, tuple(BIAS_DTYPES), "bias dtype")
+        check_choice(self.codebook_dtype, _CODEBOOK_DTYPES, "codebook dtype")
+        check_choice(self.bias_dtype, tuple(_BIAS_DTYPES), "bias dtype")
         TrainConfig(epochs=1, lr=self.centroid_lr)
 
     def recipe(self, arch: str) -> Recipe | None:
@@ -146,7 +139,7 @@ class CompressConfig(RunConfig):
         return TrainConfig(epochs=epochs, lr=lr, seed=self.one_seed(), precision=self.precision)
 
     def centroid_config(self, arch: str) -> TrainConfig:
-        epochs = self.centroid_epochs.get(arch, CENTROID_EPOCHS[arch])
+        epochs = self.centroid_epochs.get(arch, _CENTROID_EPOCHS[arch])
         return TrainConfig(epochs=epochs, lr=self.centroid_lr, seed=self.one_seed(), precision=self.precision)
 
     def hash(self, arch: str) -> str:
@@ -187,11 +180,11 @@ class CompressPoint:
 
     @property
     def label(self) -> str:
-        return f"{self.model} {self.sparsity:g} {bits_text(dict(self.bits))}"
+        return f"{self.model} {self.sparsity:g} {_bits_text(dict(self.bits))}"
 
 
 @dataclass
-class CompressStudy(Study):
+class _CompressStudy(Study):
     """The compression grid as the runner runs it: points of one (model, sparsity) share one pruned model and
     run in one task; rows of :data:`mnist_pruning.results.COMPRESSION`."""
 
@@ -202,7 +195,7 @@ class CompressStudy(Study):
         return self.config.points()
 
     def run_key(self, point: CompressPoint) -> dict:
-        bits = bits_text(dict(point.bits))
+        bits = _bits_text(dict(point.bits))
         return {"model": point.model, "sparsity_target": point.sparsity, "bits": bits, "seed": self.config.seed}
 
     def hash(self, point: CompressPoint) -> str:
@@ -234,17 +227,17 @@ def _fixed_width_bytes(coded: CodedModel, header: int) -> int:
     for layer in coded.layers.values():
         k = len(layer.codebook)
         total += math.ceil(layer.nnz * max(1, math.ceil(math.log2(k))) / 8) if k > 1 else 0
-        total += position_bytes("ef", layer.numel, layer.nnz) + layer.codebook.nbytes
+        total += _position_bytes("ef", layer.numel, layer.nnz) + layer.codebook.nbytes
     return total + sum(t.numel() * t.element_size() for t in coded.tensors.values())
 
 
 def _other_compressors(dense: bytes, compact: bytes) -> dict[str, int]:
-    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    z = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
     return {
         "dense_zstd_bytes": len(z.compress(dense)),
-        "dense_lzma_bytes": len(lzma.compress(dense, preset=LZMA_PRESET)),
+        "dense_lzma_bytes": len(lzma.compress(dense, preset=_LZMA_PRESET)),
         "compact_zstd_bytes": len(z.compress(compact)),
-        "compact_lzma_bytes": len(lzma.compress(compact, preset=LZMA_PRESET)),
+        "compact_lzma_bytes": len(lzma.compress(compact, preset=_LZMA_PRESET)),
     }
 
 
@@ -311,7 +304,7 @@ def compress_point(
     arch = pruned.model.config.arch
     bits = layer_bits(pruned.model, per_layer=dict(bits))
     start = time.perf_counter()
-    dense, compact = _dense_file(pruned.model), encode_compact(pruned.model)
+    dense, compact = _dense_file(pruned.model), _encode_compact(pruned.model)
     as_loaded = build_model(pruned.model.config)
     as_loaded.load_state_dict(_load_compact_bytes(compact))
     acc_pruned = evaluate(as_loaded, data.test_x, data.test_y)["accuracy"]
@@ -339,7 +332,7 @@ def compress_point(
         model=arch,
         sparsity_target=f"{pruned.sparsity:.6g}",
         sparsity=measured_sparsity(decoded),
-        bits=bits_text(bits),
+        bits=_bits_text(bits),
         codebook_entries=";".join(f"{r['layer'].removesuffix('.weight')}={r['codebook entries']}" for r in layers),
         position_coding=";".join(
             f"{r['layer'].removesuffix('.weight')}={r['positions coded as']}" for r in layers
@@ -382,10 +375,10 @@ def _load_compact_bytes(data: bytes) -> dict[str, torch.Tensor]:
 
 def record_point(row: dict, config: CompressConfig) -> Path:
     """Append ``row`` to ``<results_dir>/compression_results.csv`` unless the same run is there; return it."""
-    return record(CompressStudy(config), row)
+    return record(_CompressStudy(config), row)
 
 
-def compress_config_of(sweep_config: RunConfig, **overrides) -> CompressConfig:
+def _compress_config_of(sweep_config: RunConfig, **overrides) -> CompressConfig:
     """The compression grid of a full run: the sweep's models, seeds, data, folders and baselines."""
     return CompressConfig(**{**sweep_config.run_settings(), "models": sweep_config.models, **overrides})
 
@@ -394,5 +387,5 @@ def run_compression_sweep(config: CompressConfig, progress: bool = True, data: M
     """Every point of ``config.points()`` (every seed) not yet in the CSV: the baseline (reused from ``runs/``),
     one gradual pruning per (model, sparsity), then every bits setting on it (:func:`~mnist_pruning.runner.
     run_study`; ``where``: its ``executor`` or ``workers``). Returns the CSV's path."""
-    run_study(CompressStudy(config), progress=progress, data=data, **where)
+    run_study(_CompressStudy(config), progress=progress, data=data, **where)
     return COMPRESSION.csv(config.paths.results)

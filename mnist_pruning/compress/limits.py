@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..sparsity._binary import log2_binomial
+from ..sparsity._binary import _log2_binomial
 from .coded import CodedModel
 
-__all__ = ["empirical_entropy_bits", "information_limit"]
+__all__ = ["information_limit"]
 
 
-def empirical_entropy_bits(symbols: np.ndarray) -> float:
+def _empirical_entropy_bits(symbols: np.ndarray) -> float:
     """``sum_s -c_s log2(c_s / N)``: the order-0 information content of a symbol sequence, in bits."""
     counts = np.bincount(np.asarray(symbols, dtype=np.int64))
     counts = counts[counts > 0]
@@ -33,8 +33,8 @@ def information_limit(coded: CodedModel) -> dict[str, float]:
     (positions), raw codebooks and biases; no header, no count tables. See the module docstring."""
     values = positions = codebooks = 0.0
     for layer in coded.layers.values():
-        values += empirical_entropy_bits(layer.indices)
-        positions += log2_binomial(layer.numel, layer.nnz)
+        values += _empirical_entropy_bits(layer.indices)
+        positions += _log2_binomial(layer.numel, layer.nnz)
         codebooks += 8 * layer.codebook.nbytes
     biases = sum(8 * t.numel() * t.element_size() for t in coded.tensors.values())
     out = {"values": values / 8, "positions": positions / 8, "codebooks": codebooks / 8, "biases": biases / 8}

@@ -36,18 +36,13 @@ from torch.nn.utils import parametrize, prune
 
 from ..checks import check_choice
 from ..models import ModelConfig, build_model
-from ..sparsity._binary import DTYPE_BY_NAME
+from ..sparsity._binary import _DTYPE_BY_NAME
 from ..sparsity.measure import prunable_layers
 from ..train import evaluate, train_one_epoch
 from .coded import CodedModel, SharedLayer
 
 __all__ = [
-    "DEFAULT_BITS",
-    "MAX_BITS",
-    "CODEBOOK_DTYPES",
-    "BIAS_DTYPES",
     "layer_bits",
-    "bits_text",
     "SharedWeight",
     "share_weights",
     "fine_tune_centroids",
@@ -55,10 +50,10 @@ __all__ = [
     "unshare",
 ]
 
-DEFAULT_BITS = {"conv": 8, "fc": 5}  # Deep Compression's bits per layer kind (Han et al. 2016, Tables 2-3)
-MAX_BITS = 16
-CODEBOOK_DTYPES = ("F32", "F16")  # how shared values are stored (safetensors' names)
-BIAS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+_DEFAULT_BITS = {"conv": 8, "fc": 5}  # Deep Compression's bits per layer kind (Han et al. 2016, Tables 2-3)
+_MAX_BITS = 16
+_CODEBOOK_DTYPES = ("F32", "F16")  # how shared values are stored (safetensors' names)
+_BIAS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 # --------------------------------------------------------------------------------------------- bits per layer
@@ -70,15 +65,15 @@ def _layer_kinds(model_or_arch: nn.Module | str | ModelConfig) -> dict[str, str]
 
 
 def _check_bits(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= MAX_BITS:
-        raise ValueError(f"{name} must be an integer in 1..{MAX_BITS} (bits per cluster index), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= _MAX_BITS:
+        raise ValueError(f"{name} must be an integer in 1..{_MAX_BITS} (bits per cluster index), got {value!r}")
     return int(value)
 
 
 def layer_bits(
     model_or_arch: nn.Module | str | ModelConfig,
-    bits_conv: int = DEFAULT_BITS["conv"],
-    bits_fc: int = DEFAULT_BITS["fc"],
+    bits_conv: int = _DEFAULT_BITS["conv"],
+    bits_fc: int = _DEFAULT_BITS["fc"],
     per_layer: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Bits per cluster index of every prunable layer: ``bits_conv`` for convolutions, ``bits_fc`` for fully
@@ -94,7 +89,7 @@ def layer_bits(
     return out
 
 
-def bits_text(bits: Mapping[str, int]) -> str:
+def _bits_text(bits: Mapping[str, int]) -> str:
     """``conv1=8;conv2=8;fc1=5;fc2=5``: how a results row spells the bits per layer."""
     return ";".join(f"{name}={b}" for name, b in bits.items())
 
@@ -134,7 +129,7 @@ class SharedWeight(nn.Module):
     @torch.no_grad()
     def round_codebook(self) -> None:
         """Round the codebook to its stored dtype in place (no-op for F32): what trains is what the file holds."""
-        self.codebook.copy_(self.codebook.to(DTYPE_BY_NAME[self.codebook_dtype]).float())
+        self.codebook.copy_(self.codebook.to(_DTYPE_BY_NAME[self.codebook_dtype]).float())
 
 
 def _sharing(module: nn.Module) -> SharedWeight | None:
@@ -184,7 +179,7 @@ def share_weights(
         share_weights(model, layer_bits(model, bits_fc=5))
         len(model.fc1.parametrizations.weight[0].codebook)     # <= 32
     """
-    check_choice(codebook_dtype, CODEBOOK_DTYPES, "codebook dtype")
+    check_choice(codebook_dtype, _CODEBOOK_DTYPES, "codebook dtype")
     layers = dict(prunable_layers(model))
     unknown = sorted(set(bits) - set(layers))
     if unknown or set(bits) != set(layers):
@@ -204,7 +199,7 @@ def share_weights(
         else:
             codebook, labels = np.zeros(1), np.zeros(0, dtype=np.int64)
         # Rounded to the stored dtype now, so what trains is what the file can hold.
-        codebook = torch.from_numpy(codebook.astype(np.float32)).to(DTYPE_BY_NAME[codebook_dtype]).float()
+        codebook = torch.from_numpy(codebook.astype(np.float32)).to(_DTYPE_BY_NAME[codebook_dtype]).float()
         index = torch.zeros(w.shape, dtype=torch.int64)
         index[keep] = torch.from_numpy(labels)
         device = module.weight.device
@@ -274,14 +269,14 @@ def fine_tune_centroids(model: nn.Module, data, config, progress: bool = True) -
 
 def snapshot(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
     """The :class:`CodedModel` of a :func:`share_weights` model as it is now (the model is not changed)."""
-    check_choice(bias_dtype, tuple(BIAS_DTYPES), "bias dtype")
+    check_choice(bias_dtype, tuple(_BIAS_DTYPES), "bias dtype")
     layers: dict[str, SharedLayer] = {}
     for name, module in prunable_layers(model):
         shared = _sharing(module)
         if shared is None:
             raise ValueError(f"layer {name!r} does not share its weights; call share_weights first")
         keep = shared.keep.detach().cpu().bool().reshape(-1)
-        codebook = shared.codebook.detach().cpu().to(DTYPE_BY_NAME[shared.codebook_dtype])
+        codebook = shared.codebook.detach().cpu().to(_DTYPE_BY_NAME[shared.codebook_dtype])
         indices = shared.index.detach().cpu().reshape(-1)[keep].numpy().astype(np.int64)
         k = int(indices.max()) + 1 if len(indices) else 0
         layers[f"{name}.weight"] = SharedLayer(
@@ -294,7 +289,7 @@ def snapshot(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
     # the parametrizations' own entries (original, codebook, index, keep) are in ``layers`` already
     inner = tuple(f"{name}.parametrizations.weight." for name, _ in prunable_layers(model))
     tensors = {
-        name: t.detach().cpu().to(BIAS_DTYPES[bias_dtype]).clone()
+        name: t.detach().cpu().to(_BIAS_DTYPES[bias_dtype]).clone()
         for name, t in model.state_dict().items()
         if name not in layers and not name.startswith(inner)
     }

@@ -45,14 +45,8 @@ This sub-package depends on torch, numpy and safetensors only, never on the MNIS
 """
 
 from .compact import compact_bytes, compact_ratio, load_compact, save_compact, save_dense
-from .inference import (
-    LayerPlan,
-    SparseConv2d,
-    SparseLinear,
-    apply_sparse_plan,
-    plan_sparse_inference,
-    to_sparse_inference,
-)
+from .inference import LayerPlan, apply_sparse_plan, plan_sparse_inference, to_sparse_inference
+from .kernels import SparseConv2d, SparseLinear
 from .masked import MaskedTraining, pruned_tensors
 from .measure import (
     Latency,

@@ -19,17 +19,10 @@ import torch
 from ..files import CorruptFileError
 
 __all__ = [
-    "DTYPE_NAMES",
-    "DTYPE_BY_NAME",
-    "shape_text",
-    "parse_shape",
-    "tensor_from_bytes",
-    "log2_binomial",
-    "invalid_file",
 ]
 
 # Names as safetensors spells them: short, and a reader of the files already knows them.
-DTYPE_NAMES: dict[torch.dtype, str] = {
+_DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.float32: "F32",
     torch.float64: "F64",
     torch.float16: "F16",
@@ -41,36 +34,36 @@ DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
-DTYPE_BY_NAME: dict[str, torch.dtype] = {v: k for k, v in DTYPE_NAMES.items()}
+_DTYPE_BY_NAME: dict[str, torch.dtype] = {v: k for k, v in _DTYPE_NAMES.items()}
 
 
-def shape_text(shape) -> str:
+def _shape_text(shape) -> str:
     """``300,784`` for a shape, ``-`` for a scalar (a field of a space-separated record is never empty)."""
     return ",".join(map(str, shape)) or "-"
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
-    """The shape :func:`shape_text` wrote; ValueError for a field that is not one."""
+def _parse_shape(text: str) -> tuple[int, ...]:
+    """The shape :func:`_shape_text` wrote; ValueError for a field that is not one."""
     shape = () if text == "-" else tuple(int(s) for s in text.split(","))
     if any(s < 0 for s in shape):
         raise ValueError(f"negative dimension in {text!r}")
     return shape
 
 
-def tensor_from_bytes(data: bytes, dtype: torch.dtype) -> torch.Tensor:
+def _tensor_from_bytes(data: bytes, dtype: torch.dtype) -> torch.Tensor:
     """A fresh, writable 1-D tensor over a copy of ``data`` (torch.frombuffer refuses empty buffers)."""
     if not data:
         return torch.zeros(0, dtype=dtype)
     return torch.frombuffer(bytearray(data), dtype=dtype)
 
 
-def log2_binomial(n: int, k: int) -> float:
+def _log2_binomial(n: int, k: int) -> float:
     """``log2 C(n, k)``: the bits that say which ``k`` of ``n`` positions; ``lgamma`` keeps it exact enough for
     any ``n`` without big integers."""
     return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
 
 
-def invalid_file(source: str | os.PathLike, fmt: str, why: str, kind: str, remedy: str) -> CorruptFileError:
+def _invalid_file(source: str | os.PathLike, fmt: str, why: str, kind: str, remedy: str) -> CorruptFileError:
     """The error for a file that is not a whole, unaltered ``fmt`` file, naming it and what to do."""
     return CorruptFileError(
         f"{str(source)!r} is not a valid {fmt} file: {why}. It is damaged (truncated or altered) or not a "

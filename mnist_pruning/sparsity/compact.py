@@ -37,7 +37,7 @@ Encodings (the smallest is chosen per tensor; values are the non-zeros in flat C
 
 The single blob keeps the safetensors JSON header to one entry plus a short layout string: on a model with a few
 hundred surviving weights the header is a visible share of the file, and it counts against the goal of staying
-within 15 % of :func:`information_limit_bits`.
+within 15 % of :func:`_information_limit_bits`.
 """
 
 from __future__ import annotations
@@ -53,37 +53,30 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
-from ..files import CorruptFileError, UnsafeFileError, atomic_write
+from ..files import CorruptFileError, UnsafeFileError, _atomic_write
 from ._binary import (
-    DTYPE_BY_NAME,
-    DTYPE_NAMES,
-    invalid_file,
-    log2_binomial,
-    parse_shape,
-    shape_text,
-    tensor_from_bytes,
+    _DTYPE_BY_NAME,
+    _DTYPE_NAMES,
+    _invalid_file,
+    _log2_binomial,
+    _parse_shape,
+    _shape_text,
+    _tensor_from_bytes,
 )
-from .measure import StateDictLike, effective_state_dict
+from .measure import _StateDictLike, effective_state_dict
 
 __all__ = [
-    "FORMAT",
-    "ENCODINGS",
-    "encode_positions",
-    "decode_positions",
-    "position_bytes",
-    "encode_compact",
     "save_compact",
     "load_compact",
     "compact_bytes",
     "compact_summary",
     "save_dense",
     "dense_bytes",
-    "information_limit_bits",
     "compact_ratio",
 ]
 
-FORMAT = "mnist-pruning-compact/2"
-ENCODINGS = ("dense", "bitmask", "ef", "index")
+_FORMAT = "mnist-pruning-compact/2"
+_ENCODINGS = ("dense", "bitmask", "ef", "index")
 _BLOB = "data"
 
 
@@ -106,7 +99,7 @@ def _ef_params(n: int, nnz: int) -> tuple[int, int]:
     return low, nnz * low + ((n - 1) >> low) + nnz
 
 
-def position_bytes(encoding: str, n: int, nnz: int) -> int:
+def _position_bytes(encoding: str, n: int, nnz: int) -> int:
     """Exact size of a tensor's position section; the loader relies on it to split the blob."""
     if encoding == "dense":
         return 0
@@ -119,7 +112,7 @@ def position_bytes(encoding: str, n: int, nnz: int) -> int:
     raise ValueError(f"unknown encoding {encoding!r}")
 
 
-def encode_positions(encoding: str, idx: np.ndarray, n: int) -> bytes:
+def _encode_positions(encoding: str, idx: np.ndarray, n: int) -> bytes:
     """Encode sorted flat indices ``idx`` (int64) of the non-zeros of an ``n``-element tensor."""
     nnz = len(idx)
     if encoding == "dense":
@@ -142,8 +135,8 @@ def encode_positions(encoding: str, idx: np.ndarray, n: int) -> bytes:
     raise ValueError(f"unknown encoding {encoding!r}")
 
 
-def decode_positions(encoding: str, buf: np.ndarray, n: int, nnz: int) -> np.ndarray:
-    """Inverse of :func:`encode_positions`; raises ValueError when ``buf`` cannot be a valid encoding."""
+def _decode_positions(encoding: str, buf: np.ndarray, n: int, nnz: int) -> np.ndarray:
+    """Inverse of :func:`_encode_positions`; raises ValueError when ``buf`` cannot be a valid encoding."""
     if encoding == "dense":
         return np.arange(n, dtype=np.int64)
     if encoding == "bitmask":
@@ -169,9 +162,9 @@ def decode_positions(encoding: str, buf: np.ndarray, n: int, nnz: int) -> np.nda
 
 
 def _choose_encoding(n: int, nnz: int, itemsize: int) -> str:
-    """Smallest encoding; ties go to the simpler one (order of :data:`ENCODINGS`)."""
-    sizes = {enc: (n if enc == "dense" else nnz) * itemsize + position_bytes(enc, n, nnz) for enc in ENCODINGS}
-    return min(ENCODINGS, key=lambda enc: sizes[enc])
+    """Smallest encoding; ties go to the simpler one (order of :data:`_ENCODINGS`)."""
+    sizes = {enc: (n if enc == "dense" else nnz) * itemsize + _position_bytes(enc, n, nnz) for enc in _ENCODINGS}
+    return min(_ENCODINGS, key=lambda enc: sizes[enc])
 
 
 # ----------------------------------------------------------------------------------------------- file format
@@ -183,7 +176,7 @@ def _plan(sd: Mapping[str, torch.Tensor]) -> list[dict]:
     for name, t in sd.items():
         if not name or any(c.isspace() or c == ";" for c in name):
             raise ValueError(f"state_dict key {name!r} cannot be stored: it is empty or has whitespace or ';'")
-        if t.dtype not in DTYPE_NAMES:
+        if t.dtype not in _DTYPE_NAMES:
             raise ValueError(f"state_dict entry {name!r} has unsupported dtype {t.dtype}")
         n, itemsize = t.numel(), t.element_size()
         nnz = int(torch.count_nonzero(t).item())
@@ -192,23 +185,23 @@ def _plan(sd: Mapping[str, torch.Tensor]) -> list[dict]:
         rows.append(
             {
                 "name": name,
-                "dtype": DTYPE_NAMES[t.dtype],
+                "dtype": _DTYPE_NAMES[t.dtype],
                 "shape": tuple(t.shape),
                 "numel": n,
                 "nnz": nnz,
                 "encoding": enc,
                 "value_bytes": value_bytes,
-                "position_bytes": position_bytes(enc, n, nnz),
+                "position_bytes": _position_bytes(enc, n, nnz),
             }
         )
     return rows
 
 
 def _layout_record(row: dict) -> str:
-    return f"{row['name']} {row['dtype']} {shape_text(row['shape'])} {row['encoding']} {row['nnz']}"
+    return f"{row['name']} {row['dtype']} {_shape_text(row['shape'])} {row['encoding']} {row['nnz']}"
 
 
-def encode_compact(model_or_state_dict: StateDictLike) -> bytes:
+def _encode_compact(model_or_state_dict: _StateDictLike) -> bytes:
     """The bytes :func:`save_compact` writes (a complete safetensors file), without touching the disk."""
     sd = effective_state_dict(model_or_state_dict)
     rows = _plan(sd)
@@ -223,10 +216,10 @@ def encode_compact(model_or_state_dict: StateDictLike) -> bytes:
             idx = np.flatnonzero(nonzero.numpy()).astype(np.int64)
         # Raw bytes through a uint8 view: works for bfloat16, which numpy cannot represent.
         parts.append(values.contiguous().view(torch.uint8).numpy().tobytes())
-        parts.append(encode_positions(row["encoding"], idx, row["numel"]))
-    blob = tensor_from_bytes(b"".join(parts), torch.uint8)
+        parts.append(_encode_positions(row["encoding"], idx, row["numel"]))
+    blob = _tensor_from_bytes(b"".join(parts), torch.uint8)
     layout = ";".join(_layout_record(r) for r in rows)
-    metadata = {"format": FORMAT, "layout": layout, "crc32": _crc32(layout, blob.numpy())}
+    metadata = {"format": _FORMAT, "layout": layout, "crc32": _crc32(layout, blob.numpy())}
     return safetensors.torch.save({_BLOB: blob}, metadata=metadata)
 
 
@@ -234,17 +227,48 @@ def _crc32(layout: str, blob: np.ndarray) -> str:
     return f"{zlib.crc32(blob.tobytes(), zlib.crc32(layout.encode())):08x}"
 
 
-def save_compact(model_or_state_dict: StateDictLike, path: str | os.PathLike) -> int:
-    """Write the compact file atomically; returns the number of bytes written."""
-    data = encode_compact(model_or_state_dict)
-    with atomic_write(path) as tmp:
+def save_compact(model_or_state_dict: _StateDictLike, path: str | os.PathLike) -> int:
+    """Write the compact file (non-zeros + their positions + a CRC-32, in safetensors) atomically.
+
+    Args:
+        model_or_state_dict: a model (masks folded in) or a state_dict of tensors.
+        path: where to write; replaced only once the whole file is written.
+
+    Returns:
+        The number of bytes written.
+
+    Raises:
+        ValueError: a state_dict key is empty or holds whitespace or ``;``, or a tensor has an unsupported dtype.
+        TypeError: a state_dict entry is not a tensor.
+
+    Example::
+
+        >>> sp.sparsify_(net, "global", 0.9); save_compact(net, "net.safetensors")   # ~ 1/9 of the dense bytes
+    """
+    data = _encode_compact(model_or_state_dict)
+    with _atomic_write(path) as tmp:
         tmp.write_bytes(data)
     return len(data)
 
 
-def compact_bytes(model_or_state_dict: StateDictLike) -> int:
-    """Size in bytes of the compact file, header included, computed in memory."""
-    return len(encode_compact(model_or_state_dict))
+def compact_bytes(model_or_state_dict: _StateDictLike) -> int:
+    """Size in bytes of the compact file, header included, computed in memory (nothing written).
+
+    Args:
+        model_or_state_dict: a model or a state_dict of tensors.
+
+    Returns:
+        What :func:`save_compact` would write, in bytes.
+
+    Raises:
+        ValueError: as :func:`save_compact`.
+        TypeError: as :func:`save_compact`.
+
+    Example::
+
+        >>> compact_bytes(net) == save_compact(net, "net.safetensors")   # True
+    """
+    return len(_encode_compact(model_or_state_dict))
 
 
 def _parse_layout(layout: str) -> list[tuple[str, torch.dtype, tuple[int, ...], str, int]]:
@@ -255,27 +279,39 @@ def _parse_layout(layout: str) -> list[tuple[str, torch.dtype, tuple[int, ...], 
         if len(fields) != 5:
             raise ValueError(f"layout record {record!r} does not have 5 fields")
         name, dtype_name, shape_field, enc, nnz_text = fields
-        if dtype_name not in DTYPE_BY_NAME or enc not in ENCODINGS or name in seen:
+        if dtype_name not in _DTYPE_BY_NAME or enc not in _ENCODINGS or name in seen:
             raise ValueError(f"layout record {record!r} has an unknown dtype/encoding or a repeated name")
-        shape = parse_shape(shape_field)
+        shape = _parse_shape(shape_field)
         nnz = int(nnz_text)
         if not 0 <= nnz <= math.prod(shape):
             raise ValueError(f"layout record {record!r} has an impossible shape or nnz")
         seen.add(name)
-        records.append((name, DTYPE_BY_NAME[dtype_name], shape, enc, nnz))
+        records.append((name, _DTYPE_BY_NAME[dtype_name], shape, enc, nnz))
     return records
 
 
 def _not_compact(path: str | os.PathLike, why: str) -> CorruptFileError:
-    return invalid_file(path, FORMAT, why, "compact file", "export the model again with save_compact")
+    return _invalid_file(path, _FORMAT, why, "compact file", "export the model again with save_compact")
 
 
 def load_compact(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a file written by :func:`save_compact` back into a plain state_dict of CPU tensors.
 
-    Only safetensors is parsed (JSON header + raw bytes), so nothing in the file can run code. A pickle or
-    ``torch.save`` archive is refused with :class:`~mnist_pruning.files.UnsafeFileError`; a truncated, foreign
-    or inconsistent file with ValueError.
+    Only safetensors is parsed (JSON header + raw bytes), so nothing in the file can run code.
+
+    Args:
+        path: the compact file.
+
+    Returns:
+        ``{name: tensor}``, bit for bit the effective state_dict that was saved.
+
+    Raises:
+        UnsafeFileError: the file is a pickle or ``torch.save`` archive (never unpickled).
+        CorruptFileError: a truncated, foreign or inconsistent file (a ValueError naming ``path``).
+
+    Example::
+
+        >>> net.load_state_dict(load_compact("net.safetensors"))
     """
     with open(path, "rb") as f:
         head = f.read(9)
@@ -295,7 +331,7 @@ def load_compact(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             blob = f.get_tensor(_BLOB).numpy() if keys == [_BLOB] else None
     except Exception as e:  # safetensors raises its own error type for truncated or malformed headers
         raise _not_compact(path, f"safetensors could not read it ({e})") from e
-    if metadata.get("format") != FORMAT or blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
+    if metadata.get("format") != _FORMAT or blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
         raise _not_compact(path, f"format tag {metadata.get('format')!r}, tensors {keys}")
     if metadata.get("crc32") != _crc32(metadata.get("layout", ""), blob):
         raise _not_compact(path, "its CRC-32 does not match its contents")
@@ -309,13 +345,13 @@ def load_compact(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     for name, dtype, shape, enc, nnz in records:
         n = math.prod(shape)
         value_len = (n if enc == "dense" else nnz) * dtype.itemsize
-        pos_len = position_bytes(enc, n, nnz)
+        pos_len = _position_bytes(enc, n, nnz)
         if offset + value_len + pos_len > len(blob):
             raise _not_compact(path, f"data ends inside {name!r}")
-        values = tensor_from_bytes(blob[offset : offset + value_len].tobytes(), dtype)
+        values = _tensor_from_bytes(blob[offset : offset + value_len].tobytes(), dtype)
         offset += value_len
         try:
-            idx = decode_positions(enc, blob[offset : offset + pos_len], n, nnz)
+            idx = _decode_positions(enc, blob[offset : offset + pos_len], n, nnz)
         except ValueError as e:
             raise _not_compact(path, f"{name!r}: {e}") from e
         offset += pos_len
@@ -332,7 +368,7 @@ def load_compact(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 # -------------------------------------------------------------------------------------------- dense baseline
 
 
-def _dense_file(model_or_state_dict: StateDictLike) -> bytes:
+def _dense_file(model_or_state_dict: _StateDictLike) -> bytes:
     # Serialised in memory: torch.save names the zip's inner folder after the file, so writing to a temporary
     # file would make the size depend on a random name.
     buf = io.BytesIO()
@@ -340,16 +376,46 @@ def _dense_file(model_or_state_dict: StateDictLike) -> bytes:
     return buf.getvalue()
 
 
-def save_dense(model_or_state_dict: StateDictLike, path: str | os.PathLike) -> int:
-    """``torch.save`` the effective state_dict (zeros stored as zeros) atomically; returns the bytes written."""
+def save_dense(model_or_state_dict: _StateDictLike, path: str | os.PathLike) -> int:
+    """``torch.save`` the effective state_dict (zeros stored as zeros) atomically: the baseline file format.
+
+    Args:
+        model_or_state_dict: a model (masks folded in) or a state_dict of tensors.
+        path: where to write.
+
+    Returns:
+        The number of bytes written.
+
+    Raises:
+        TypeError: a state_dict entry is not a tensor.
+
+    Example::
+
+        >>> save_dense(net, "net.pt")
+    """
     data = _dense_file(model_or_state_dict)
-    with atomic_write(path) as tmp:
+    with _atomic_write(path) as tmp:
         tmp.write_bytes(data)
     return len(data)
 
 
-def dense_bytes(model_or_state_dict: StateDictLike, path: str | os.PathLike | None = None) -> int:
-    """Size of the ordinary dense checkpoint: written to ``path`` if given, else measured in memory."""
+def dense_bytes(model_or_state_dict: _StateDictLike, path: str | os.PathLike | None = None) -> int:
+    """Size of the ordinary dense checkpoint (:func:`save_dense`).
+
+    Args:
+        model_or_state_dict: a model or a state_dict of tensors.
+        path: if given, the file is also written there.
+
+    Returns:
+        The checkpoint's size in bytes.
+
+    Raises:
+        TypeError: a state_dict entry is not a tensor.
+
+    Example::
+
+        >>> dense_bytes(net) / compact_bytes(net)   # the compact file's gain
+    """
     if path is not None:
         return save_dense(model_or_state_dict, path)
     return len(_dense_file(model_or_state_dict))
@@ -358,7 +424,7 @@ def dense_bytes(model_or_state_dict: StateDictLike, path: str | os.PathLike | No
 # ------------------------------------------------------------------------------------------ information limit
 
 
-def information_limit_bits(n: int, nnz: int, value_bits: int = 32) -> float:
+def _information_limit_bits(n: int, nnz: int, value_bits: int = 32) -> float:
     """Bits needed at least to store ``nnz`` arbitrary values at unknown positions among ``n``.
 
     ``nnz * value_bits + log2 C(n, nnz)``: the values themselves plus which of the ``C(n, nnz)`` equally
@@ -366,22 +432,50 @@ def information_limit_bits(n: int, nnz: int, value_bits: int = 32) -> float:
     """
     if not 0 <= nnz <= n:
         raise ValueError(f"need 0 <= nnz <= n, got n={n}, nnz={nnz}")
-    return nnz * value_bits + max(log2_binomial(n, nnz), 0.0)
+    return nnz * value_bits + max(_log2_binomial(n, nnz), 0.0)
 
 
-def compact_summary(model_or_state_dict: StateDictLike) -> list[dict]:
-    """One row per stored tensor: name, shape, numel, nnz, encoding, payload bytes, information limit bits."""
+def compact_summary(model_or_state_dict: _StateDictLike) -> list[dict]:
+    """What the compact file holds, tensor by tensor.
+
+    Args:
+        model_or_state_dict: a model or a state_dict of tensors.
+
+    Returns:
+        One dict per stored tensor: name, shape, numel, nnz, encoding, payload bytes, information limit bits.
+
+    Raises:
+        ValueError: as :func:`save_compact`.
+
+    Example::
+
+        >>> pandas.DataFrame(compact_summary(net))
+    """
     rows = _plan(effective_state_dict(model_or_state_dict))
     for row in rows:
         row["bytes"] = row.pop("value_bytes") + row.pop("position_bytes")
-        row["limit_bits"] = information_limit_bits(
-            row["numel"], row["nnz"], 8 * DTYPE_BY_NAME[row.pop("dtype")].itemsize
+        row["limit_bits"] = _information_limit_bits(
+            row["numel"], row["nnz"], 8 * _DTYPE_BY_NAME[row.pop("dtype")].itemsize
         )
     return rows
 
 
-def compact_ratio(model_or_state_dict: StateDictLike) -> float:
-    """Compact file size (header included) in bits over the summed information limit of all its tensors."""
+def compact_ratio(model_or_state_dict: _StateDictLike) -> float:
+    """How close the compact file comes to the information limit of its content.
+
+    Args:
+        model_or_state_dict: a model or a state_dict of tensors.
+
+    Returns:
+        The file's size in bits (header included) over the summed information limit of its tensors (>= 1).
+
+    Raises:
+        ValueError: as :func:`save_compact`.
+
+    Example::
+
+        >>> compact_ratio(net)   # e.g. 1.1: 10 % above the limit
+    """
     sd = effective_state_dict(model_or_state_dict)
     limit = sum(r["limit_bits"] for r in compact_summary(sd))
     return compact_bytes(sd) * 8 / limit if limit else math.inf

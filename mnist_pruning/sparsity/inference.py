@@ -20,7 +20,7 @@ Usage::
 The converted model is for inference (``torch.inference_mode()``): its weights are buffers, not parameters, so
 nothing trains them. Float32 on the CPU, the configuration measured; ``model`` itself is never changed.
 
-The kernels are :class:`SparseLinear` and :class:`SparseConv2d` (:mod:`.kernels`, re-exported here).
+The kernels are :class:`~.kernels.SparseLinear` and :class:`~.kernels.SparseConv2d` (:mod:`.kernels`).
 
 When sparse wins depends on the density *and* the batch size (a sparse product has a fixed cost a small dense
 one does not), so :func:`plan_sparse_inference` measures: layer by layer in the order they run, dense against
@@ -49,37 +49,35 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..checks import check_choice, check_fraction, check_int
-from .kernels import SparseConv2d, SparseLinear, conv_csr, conv_geometry, csr_mm, linear_csr
-from .measure import FilterFn, Timing, prunable_layers, time_models
+from .kernels import SparseConv2d, SparseLinear, _conv_geometry
+from .measure import Timing, _FilterFn, prunable_layers, time_models
 
 __all__ = [
-    "KERNELS",
     "LayerPlan",
-    "SparseLinear",
-    "SparseConv2d",
-    "linear_csr",
-    "conv_csr",
-    "csr_mm",
     "plan_sparse_inference",
     "apply_sparse_plan",
     "to_sparse_inference",
-    "check_convertible",
 ]
 
-KERNELS = ("dense", "sparse")
-DEFAULT_BATCH_SIZES = (1, 256)
-MAX_DENSITY = 1.0  # time every layer that has zeros
+_KERNELS = ("dense", "sparse")
+_DEFAULT_BATCH_SIZES = (1, 256)
+_MAX_DENSITY = 1.0  # time every layer that has zeros
 # A layer runs sparse only where that measured at least 10 % faster: closer than that is timing noise on a shared
 # 2-core machine (two identical models differ by that much), and dense is the choice that cannot lose.
-SPARSE_MARGIN = 0.9
+_SPARSE_MARGIN = 0.9
 # A convolution's CSR matrix has nnz(W) * H_out * W_out entries (8 bytes each, plus int64 temporaries while it
 # is built); beyond this it would cost more memory than it can save time, so the layer stays dense.
-MAX_CONV_ENTRIES = 1 << 24
+_MAX_CONV_ENTRIES = 1 << 24
 
 
 @dataclass(frozen=True)
 class LayerPlan:
-    """What :func:`plan_sparse_inference` decided for one Linear / Conv2d layer, and why."""
+    """What :func:`plan_sparse_inference` decided for one Linear / Conv2d layer, and why.
+
+    Example::
+
+        >>> [(p.layer, p.sparse) for p in plan_sparse_inference(net, (1, 28, 28))]   # {batch: runs sparse?}
+    """
 
     layer: str  # name in model.named_modules()
     kind: str  # "Linear" or "Conv2d"
@@ -116,7 +114,7 @@ def _pruned_looking_weights(module: nn.Module) -> list[str]:
     ]
 
 
-def check_convertible(model: nn.Module, filter_fn: FilterFn | None = None) -> list[tuple[str, nn.Module]]:
+def _check_convertible(model: nn.Module, filter_fn: _FilterFn | None = None) -> list[tuple[str, nn.Module]]:
     """The ``(name, layer)`` pairs to convert (:func:`~.measure.prunable_layers`), after checking the whole model;
     a ValueError names the first layer that cannot be converted and says why (see the module docstring)."""
     for name, module in model.named_modules():
@@ -162,12 +160,12 @@ def _check_force(force: str | Mapping[int, str] | None, batch_sizes: tuple[int, 
     if force is None:
         return None
     if isinstance(force, str):
-        return {b: check_choice(force, KERNELS, "force") for b in batch_sizes}
+        return {b: check_choice(force, _KERNELS, "force") for b in batch_sizes}
     if not isinstance(force, Mapping) or set(force) != set(batch_sizes):
         raise ValueError(
             f"force must be 'dense', 'sparse' or a mapping of every batch size {batch_sizes} to one, got {force!r}"
         )
-    return {b: check_choice(force[b], KERNELS, f"force[{b}]") for b in batch_sizes}
+    return {b: check_choice(force[b], _KERNELS, f"force[{b}]") for b in batch_sizes}
 
 
 # ---------------------------------------------------------------------------------------- plan and convert
@@ -242,34 +240,48 @@ def _best_ms(candidates: dict[str, nn.Module], x: torch.Tensor, timing: Timing) 
 def plan_sparse_inference(
     model: nn.Module,
     sample_shape: Sequence[int],
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    batch_sizes: Sequence[int] = _DEFAULT_BATCH_SIZES,
     *,
     force: str | Mapping[int, str] | None = None,
-    filter_fn: FilterFn | None = None,
-    max_density: float = MAX_DENSITY,
+    filter_fn: _FilterFn | None = None,
+    max_density: float = _MAX_DENSITY,
     min_run_time: float = 0.05,
     rounds: int = 3,
 ) -> list[LayerPlan]:
     """Decide, per Linear / Conv2d layer (those ``filter_fn`` accepts) and per batch size, dense or sparse.
 
     ``force=None`` measures: layer by layer in the order they run, each layer's dense and sparse kernels are
-    timed on the input it sees at each batch size in the model converted so far (so in the memory layout the
-    layers before it leave), ``rounds`` alternating Timer medians of ``min_run_time`` s each with
-    ``torch.get_num_threads()`` threads, best kept; sparse is chosen where it is at least 10 % faster. Then the
-    converted model is timed whole against the dense one at each batch size, and where it is not faster every
-    layer runs dense at that size (what happens between layers is in neither layer's timing).
-    ``force="sparse"`` / ``"dense"`` or ``{batch: "sparse" | "dense"}`` decides without timing.
+    timed on the input it sees at each batch size in the model converted so far, ``rounds`` alternating Timer
+    medians of ``min_run_time`` s each, best kept; sparse is chosen where it is clearly faster. Then the converted
+    model is timed whole against the dense one at each batch size, and where it is not faster every layer runs
+    dense at that size. A layer with no zeros, or that no forward calls, stays dense untimed.
 
-    Either way a layer with no zeros or one that no forward calls stays dense untimed, and so, when measuring,
-    does one denser than ``max_density`` (default 1: none; a lower bound saves planning time). Returns one
-    :class:`LayerPlan` per layer, in the order they run; ``model`` is not changed.
+    Args:
+        model: a baked-in pruned model; not changed.
+        sample_shape: the shape of one sample without the batch dimension.
+        batch_sizes: the batch sizes to decide for.
+        force: ``"sparse"`` / ``"dense"`` or ``{batch: "sparse" | "dense"}``: decide without timing.
+        filter_fn: ``filter_fn(module, fqn) -> bool`` choosing layers; default: every Linear and Conv2d.
+        max_density: layers denser than this stay dense untimed (default 1: none).
+        min_run_time: seconds per Timer median.
+        rounds: alternating rounds per layer.
+
+    Returns:
+        One :class:`LayerPlan` per layer, in the order they run.
+
+    Raises:
+        ValueError: a bad argument (naming it), or a layer with prune masks still attached.
+
+    Example::
+
+        >>> plan = plan_sparse_inference(net, (1, 28, 28), (1, 256)); fast = apply_sparse_plan(net, plan)
     """
     shape = tuple(check_int(d, f"every dimension of sample_shape {tuple(sample_shape)!r}") for d in sample_shape)
     sizes = _check_batch_sizes(batch_sizes)
     forced = _check_force(force, sizes)
     max_density = check_fraction(max_density, "max_density")
     timing = Timing(rounds=rounds, min_run_time=min_run_time)
-    layers = check_convertible(model, filter_fn)
+    layers = _check_convertible(model, filter_fn)
     work = copy.deepcopy(model).eval()
     layers = [(name, work.get_submodule(name)) for name, _ in layers]
     order, shapes, channels_last = _trace(work, layers, shape)
@@ -288,8 +300,8 @@ def plan_sparse_inference(
         entries = nonzero * _positions(module, shapes[name]) if isinstance(module, nn.Conv2d) else nonzero
         if nonzero == params:
             row = LayerPlan(*common, dense, reason="no zeros")
-        elif entries > MAX_CONV_ENTRIES:
-            row = LayerPlan(*common, dense, reason=f"its CSR matrix would exceed {MAX_CONV_ENTRIES:,} entries")
+        elif entries > _MAX_CONV_ENTRIES:
+            row = LayerPlan(*common, dense, reason=f"its CSR matrix would exceed {_MAX_CONV_ENTRIES:,} entries")
         elif forced is not None:
             row = LayerPlan(*common, {b: forced[b] == "sparse" for b in sizes}, reason="forced")
         elif nonzero / params > max_density:
@@ -303,7 +315,7 @@ def plan_sparse_inference(
             for b in sizes:
                 best = _best_ms(candidates, _input_of(work, name, b, shape), replace(timing, batches=(b,)))
                 ms[b] = (best["dense"], best["sparse"])
-            faster = {b: ms[b][1] < SPARSE_MARGIN * ms[b][0] for b in sizes}
+            faster = {b: ms[b][1] < _SPARSE_MARGIN * ms[b][0] for b in sizes}
             row = LayerPlan(*common, faster, ms=ms, reason="measured")
         plan.append(row)
         work.set_submodule(name, _converted(module, row))
@@ -336,7 +348,7 @@ def _counts(module: nn.Module) -> tuple[int, int]:
 
 
 def _positions(conv: nn.Conv2d, input_shape: tuple[int, ...]) -> int:
-    _, (out_h, out_w) = conv_geometry(conv, input_shape[-2], input_shape[-1])
+    _, (out_h, out_w) = _conv_geometry(conv, input_shape[-2], input_shape[-1])
     return out_h * out_w
 
 
@@ -345,8 +357,22 @@ def apply_sparse_plan(model: nn.Module, plan: Sequence[LayerPlan]) -> nn.Module:
 
     If any layer runs sparse, its Conv2d layers that do become :class:`SparseConv2d` and all its planned Linear
     layers :class:`SparseLinear` (dense-only ones included, see there); otherwise the copy is just the model.
+
+    Args:
+        model: the model the plan was made for.
+        plan: from :func:`plan_sparse_inference`.
+
+    Returns:
+        The converted copy, for ``torch.inference_mode()``.
+
+    Raises:
+        ValueError: a layer's non-zeros changed since the plan was made, or masks are attached.
+
+    Example::
+
+        >>> fast = apply_sparse_plan(net, plan_sparse_inference(net, (1, 28, 28), force="sparse"))
     """
-    check_convertible(model)
+    _check_convertible(model)
     converted = copy.deepcopy(model).eval()
     if not any(row.any_sparse for row in plan):
         return converted
@@ -361,9 +387,26 @@ def apply_sparse_plan(model: nn.Module, plan: Sequence[LayerPlan]) -> nn.Module:
 def to_sparse_inference(
     model: nn.Module,
     sample_shape: Sequence[int],
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    batch_sizes: Sequence[int] = _DEFAULT_BATCH_SIZES,
     **plan_options,
 ) -> nn.Module:
-    """``apply_sparse_plan(model, plan_sparse_inference(model, sample_shape, batch_sizes, **plan_options))``: a
-    new model for ``torch.inference_mode()`` whose layers run sparse where that measured faster."""
+    """A new model for ``torch.inference_mode()`` whose layers run sparse where that measured faster:
+    ``apply_sparse_plan(model, plan_sparse_inference(model, sample_shape, batch_sizes, **plan_options))``.
+
+    Args:
+        model: a baked-in pruned model; not changed.
+        sample_shape: the shape of one sample without the batch dimension.
+        batch_sizes: the batch sizes to decide for.
+        **plan_options: passed to :func:`plan_sparse_inference`.
+
+    Returns:
+        The converted copy.
+
+    Raises:
+        ValueError: as :func:`plan_sparse_inference`.
+
+    Example::
+
+        >>> sp.bake_in(net); fast = to_sparse_inference(net, (1, 28, 28))
+    """
     return apply_sparse_plan(model, plan_sparse_inference(model, sample_shape, batch_sizes, **plan_options))

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["SparseLinear", "SparseConv2d", "linear_csr", "conv_csr", "conv_geometry", "csr_mm"]
+__all__ = ["SparseLinear", "SparseConv2d"]
 
 
 def _csr(indices_rows: torch.Tensor, indices_cols: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
@@ -51,8 +51,8 @@ def _csr(indices_rows: torch.Tensor, indices_cols: torch.Tensor, values: torch.T
             torch.stack([indices_rows, indices_cols]), values, shape, check_invariants=True
         ).coalesce()
         csr = coo.to_sparse_csr()
-        # MKL's sparse BLAS (LP64, used for batch 1) takes int32 indices and converts int64 ones on every call,
-        # which measured 1.3-1.5x slower for these layer sizes; torch's own kernel takes either.
+        # MKL's sparse BLAS (LP64, used for batch 1) takes int32 indices and converts int64 ones on every call;
+        # torch's own kernel takes either.
         return torch.sparse_csr_tensor(
             csr.crow_indices().to(torch.int32),
             csr.col_indices().to(torch.int32),
@@ -62,13 +62,13 @@ def _csr(indices_rows: torch.Tensor, indices_cols: torch.Tensor, values: torch.T
         )
 
 
-def linear_csr(weight: torch.Tensor) -> torch.Tensor:
+def _linear_csr(weight: torch.Tensor) -> torch.Tensor:
     """``weight`` (``[out, in]``) as a CSR matrix holding exactly its non-zeros."""
     rows, cols = torch.nonzero(weight, as_tuple=True)
     return _csr(rows, cols, weight[rows, cols], tuple(weight.shape))
 
 
-def conv_geometry(conv: nn.Conv2d, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+def _conv_geometry(conv: nn.Conv2d, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """``((pad_top, pad_left), (out_height, out_width))`` of ``conv`` on a ``height x width`` input."""
     kernel, stride, dilation = conv.kernel_size, conv.stride, conv.dilation
     if isinstance(conv.padding, str):  # "valid" or "same" (stride 1): F.conv2d puts the odd pixel at the end
@@ -85,7 +85,7 @@ def conv_geometry(conv: nn.Conv2d, height: int, width: int) -> tuple[tuple[int, 
     return pad_before, out  # type: ignore[return-value]
 
 
-def conv_csr(conv: nn.Conv2d, weight: torch.Tensor, in_shape: Sequence[int], channels_last: bool) -> torch.Tensor:
+def _conv_csr(conv: nn.Conv2d, weight: torch.Tensor, in_shape: Sequence[int], channels_last: bool) -> torch.Tensor:
     """The convolution ``conv`` (weight ``weight``) on one ``[C, H, W]`` input as a CSR matrix
     ``[out positions, C*H*W]``: output ``y = M @ x.flatten()``, bias excluded.
 
@@ -96,7 +96,7 @@ def conv_csr(conv: nn.Conv2d, weight: torch.Tensor, in_shape: Sequence[int], cha
     simply left out.
     """
     channels, height, width = (int(s) for s in in_shape)
-    (pad_h, pad_w), (out_h, out_w) = conv_geometry(conv, height, width)
+    (pad_h, pad_w), (out_h, out_w) = _conv_geometry(conv, height, width)
     o, c, kh, kw = torch.nonzero(weight, as_tuple=True)
     values = weight[o, c, kh, kw]
     # The input channel a filter of group g reads is g * (channels per group) + its own channel index.
@@ -119,11 +119,11 @@ def conv_csr(conv: nn.Conv2d, weight: torch.Tensor, in_shape: Sequence[int], cha
     return _csr(rows[inside], cols[inside], entries[inside], shape)
 
 
-def csr_mm(csr: torch.Tensor, dense: torch.Tensor, bias_column: torch.Tensor | None = None) -> torch.Tensor:
+def _csr_mm(csr: torch.Tensor, dense: torch.Tensor, bias_column: torch.Tensor | None = None) -> torch.Tensor:
     """``csr @ dense (+ bias_column)`` for a contiguous ``dense``.
 
     ``reduce="sum"`` makes ``torch.sparse.mm`` use torch's own vectorised, multi-threaded CSR kernel instead of
-    MKL's sparse BLAS (which ``torch.mm`` / ``torch.addmm`` call): 1.3-1.6x faster for every LeNet layer here.
+    MKL's sparse BLAS (which ``torch.mm`` / ``torch.addmm`` call), which ``bench/sparse_speed.py`` measured slower.
     """
     out = torch.sparse.mm(csr, dense, "sum")
     return out if bias_column is None else out.add_(bias_column)
@@ -157,7 +157,11 @@ class SparseLinear(nn.Module):
     take activations in either memory layout: row-major, as any layer gives them, or the transposed
     (feature-major) one a SparseLinear returns for a batch, which the next SparseLinear consumes without a copy
     (``W @ x^T`` on the CSR or the dense weight). That is why, once any Linear of a model runs sparse, its other
-    Linear layers become dense-only SparseLinears: ``F.linear`` on a transposed input is up to 4x slower.
+    Linear layers become dense-only SparseLinears: ``F.linear`` would copy a transposed input first.
+
+    Example::
+
+        >>> fast = apply_sparse_plan(net, plan_sparse_inference(net, (1, 28, 28), force="sparse")); fast[1]
     """
 
     def __init__(self, linear: nn.Linear, sparse: Mapping[int, bool]) -> None:
@@ -166,14 +170,14 @@ class SparseLinear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.dispatch = _Dispatch(sparse)
         any_sparse, all_sparse = any(self.dispatch.choices), all(self.dispatch.choices)
-        self.register_buffer("weight_csr", linear_csr(weight) if any_sparse else None)
+        self.register_buffer("weight_csr", _linear_csr(weight) if any_sparse else None)
         self.register_buffer("weight", None if all_sparse else weight.clone())
         # A row-major input has to be transposed for the CSR product anyway; gathering only the columns some
         # weight reads does both in one pass (at 99 % sparsity LeNet-300-100's fc1 reads 222 of its 784 pixels).
         used = torch.nonzero(weight.ne(0).any(dim=0)).flatten() if any_sparse else None
         partial = used is not None and used.numel() < self.in_features
         self.register_buffer("used_columns", used if partial else None)
-        self.register_buffer("weight_csr_used", linear_csr(weight.index_select(1, used)) if partial else None)
+        self.register_buffer("weight_csr_used", _linear_csr(weight.index_select(1, used)) if partial else None)
         bias = None if linear.bias is None else linear.bias.detach().clone()
         self.register_buffer("bias", bias)
         self.register_buffer("bias_column", None if bias is None else bias[:, None].clone())  # for W @ x^T
@@ -182,8 +186,8 @@ class SparseLinear(nn.Module):
         if x.dim() != 2:
             lead = x.shape[:-1]
             return self.forward(x.reshape(-1, self.in_features)).reshape(*lead, self.out_features)
-        # Tensors are read from self._buffers directly: Module.__getattr__ costs ~1.5 us per tensor on this CPU,
-        # as much as the whole sparse product of a batch-1 layer.
+        # Tensors are read from self._buffers directly: Module.__getattr__ per tensor costs as much as the whole
+        # sparse product of a batch-1 layer.
         tensors = self._buffers
         n = x.shape[0]
         csr, weight = tensors["weight_csr"], tensors["weight"]
@@ -202,7 +206,7 @@ class SparseLinear(nn.Module):
                     xt = xt.contiguous()
                 else:
                     xt, csr = xt.index_select(0, used), tensors["weight_csr_used"]
-            return csr_mm(csr, xt, tensors["bias_column"]).t()
+            return _csr_mm(csr, xt, tensors["bias_column"]).t()
         if n > 1 and x.t().is_contiguous():  # the transposed output of a SparseLinear before this one
             bias_column = tensors["bias_column"]
             xt = x.t()
@@ -221,6 +225,13 @@ class SparseConv2d(nn.Module):
 
     ``weight_csr`` is that matrix (``nnz(W) * H_out * W_out`` entries); ``weight`` the dense weight, kept only
     when some batch size runs dense (``F.conv2d``).
+
+    Raises:
+        ValueError: (forward) an input of another shape than the one it was converted for.
+
+    Example::
+
+        >>> to_sparse_inference(cnn, (1, 28, 28), force="sparse").conv1   # a SparseConv2d
     """
 
     def __init__(self, conv: nn.Conv2d, in_shape: Sequence[int], channels_last: bool, sparse: Mapping[int, bool]):
@@ -228,7 +239,7 @@ class SparseConv2d(nn.Module):
         weight = conv.weight.detach()
         self.dispatch = _Dispatch(sparse)
         self.in_shape = tuple(int(s) for s in in_shape)
-        _, self.out_hw = conv_geometry(conv, self.in_shape[1], self.in_shape[2])
+        _, self.out_hw = _conv_geometry(conv, self.in_shape[1], self.in_shape[2])
         self.out_channels = conv.out_channels
         self.channels_last = channels_last
         self.conv_args = {
@@ -237,7 +248,7 @@ class SparseConv2d(nn.Module):
             "dilation": conv.dilation,
             "groups": conv.groups,
         }
-        self.register_buffer("weight_csr", conv_csr(conv, weight, self.in_shape, channels_last))
+        self.register_buffer("weight_csr", _conv_csr(conv, weight, self.in_shape, channels_last))
         keep_dense = not all(self.dispatch.choices)
         self.register_buffer("weight", weight.clone(memory_format=torch.preserve_format) if keep_dense else None)
         bias = None if conv.bias is None else conv.bias.detach().clone()
@@ -270,7 +281,7 @@ class SparseConv2d(nn.Module):
         else:
             xt = x2.t().contiguous()  # the CSR product wants a row-major [C*H*W, n] operand
             bias = tensors["bias_column"]
-            yt = csr_mm(csr, xt, bias)
+            yt = _csr_mm(csr, xt, bias)
             y = yt.t().contiguous()  # batch-major again, as F.conv2d returns it
         if self.channels_last:
             return y.view(n, out_h, out_w, self.out_channels).permute(0, 3, 1, 2)

@@ -44,9 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..checks import check_int
 
 __all__ = [
-    "FilterFn",
     "prunable_layers",
-    "effective_tensor",
     "effective_weight",
     "effective_state_dict",
     "count_parameters",
@@ -63,15 +61,15 @@ __all__ = [
     "torch_benchmark",
 ]
 
-FilterFn = Callable[[nn.Module, str], bool]  # (module, fully qualified name) -> prune this layer?
-StateDictLike = nn.Module | Mapping[str, torch.Tensor]
+_FilterFn = Callable[[nn.Module, str], bool]  # (module, fully qualified name) -> prune this layer?
+_StateDictLike = nn.Module | Mapping[str, torch.Tensor]
 
 
 def _is_weighted_layer(module: nn.Module, fqn: str) -> bool:
     return isinstance(module, (nn.Linear, nn.Conv2d))
 
 
-def prunable_layers(model: nn.Module, filter_fn: FilterFn | None = None) -> list[tuple[str, nn.Module]]:
+def prunable_layers(model: nn.Module, filter_fn: _FilterFn | None = None) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` of every Linear / Conv2d layer (forward-declaration order) that ``filter_fn`` accepts.
 
     ``filter_fn(module, fqn)`` is asked only about Linear and Conv2d layers, the ones whose ``weight`` the
@@ -93,7 +91,7 @@ def _folded(lookup: Callable[[str], object], name: str) -> object:
     return lookup(name)
 
 
-def effective_tensor(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
+def _effective_tensor(module: nn.Module, name: str = "weight") -> torch.Tensor | None:
     """The ``name`` tensor ``module`` computes with (detached): ``<name>_orig * <name>_mask`` while a prune mask is
     attached, else the attribute itself (``None`` for a layer built with ``bias=False``).
 
@@ -106,19 +104,46 @@ def effective_tensor(module: nn.Module, name: str = "weight") -> torch.Tensor | 
 
 
 def effective_weight(module: nn.Module) -> torch.Tensor:
-    """:func:`effective_tensor` of ``weight``."""
-    weight = effective_tensor(module, "weight")
+    """The weight ``module`` computes with: :func:`_effective_tensor` of ``weight`` (a prune mask folded in).
+
+    Args:
+        module: a layer with a ``weight`` (plain, or reparametrised by ``torch.nn.utils.prune``).
+
+    Returns:
+        A detached tensor of the weight's shape; pruned entries are exactly zero.
+
+    Raises:
+        ValueError: ``module`` has no weight.
+
+    Example::
+
+        >>> prune.l1_unstructured(layer, "weight", 0.5); effective_weight(layer).eq(0).float().mean()   # 0.5
+    """
+    weight = _effective_tensor(module, "weight")
     if weight is None:
         raise ValueError(f"{type(module).__name__} has no weight")
     return weight
 
 
-def effective_state_dict(model_or_state_dict: StateDictLike) -> dict[str, torch.Tensor]:
+def effective_state_dict(model_or_state_dict: _StateDictLike) -> dict[str, torch.Tensor]:
     """The tensors the model computes with: CPU copies, prune reparametrisation folded in, zeros as ``+0.0``.
 
     ``<name>_orig`` with a matching ``<name>_mask`` becomes ``<name> = orig * mask`` (the same product the prune
     forward pre-hook computes, so the values are bitwise those the model uses); the mask is dropped. ``-0.0``
     becomes ``+0.0`` so that "pruned" has a single bit pattern and the compact format can be exactly lossless.
+
+    Args:
+        model_or_state_dict: a model, or a state_dict of tensors.
+
+    Returns:
+        A new dict of contiguous CPU tensors, keyed as the plain (unpruned) model's state_dict.
+
+    Raises:
+        TypeError: an entry of the state_dict is not a tensor.
+
+    Example::
+
+        >>> sp.sparsify_(net, "global", 0.9); sorted(effective_state_dict(net))   # "1.weight", not "1.weight_orig"
     """
     if isinstance(model_or_state_dict, nn.Module):
         sd: Mapping[str, torch.Tensor] = model_or_state_dict.state_dict()
@@ -146,24 +171,57 @@ def _effective_parameters(model: nn.Module):
     """Every parameter as the model computes with it, once: a masked ``weight_orig`` as ``orig * mask``."""
     for module in model.modules():
         for name, _ in module.named_parameters(recurse=False):
-            yield effective_tensor(module, name.removesuffix("_orig"))
+            yield _effective_tensor(module, name.removesuffix("_orig"))
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Parameters the architecture holds (weights + biases), counted once per tensor; ``weight_mask`` buffers
-    are not parameters, so a masked model counts what the unmasked one does."""
+    """Parameters the architecture holds (weights + biases), counted once per tensor.
+
+    ``weight_mask`` buffers are not parameters, so a masked model counts what the unmasked one does.
+
+    Args:
+        model: any module.
+
+    Returns:
+        The number of parameter entries, zeros included.
+
+    Example::
+
+        >>> count_parameters(nn.Linear(784, 300))   # 235500
+    """
     return sum(p.numel() for p in model.parameters())
 
 
 def count_nonzero_parameters(model: nn.Module) -> int:
-    """Non-zero parameters as the model computes with them (masks applied), biases included."""
+    """Non-zero parameters as the model computes with them (masks applied), biases included.
+
+    Args:
+        model: any module, masked or baked in.
+
+    Returns:
+        The number of parameter entries that are not exactly zero.
+
+    Example::
+
+        >>> sp.sparsify_(net, "global", 0.9); count_nonzero_parameters(net) < count_parameters(net)   # True
+    """
     return sum(int(torch.count_nonzero(t).item()) for t in _effective_parameters(model))
 
 
-def layer_sparsity(model: nn.Module, filter_fn: FilterFn | None = None) -> list[dict]:
+def layer_sparsity(model: nn.Module, filter_fn: _FilterFn | None = None) -> list[dict]:
     """One record per prunable layer (weights only, biases excluded): layer, shape, params, nonzero, sparsity.
 
-    A list of dicts, so ``pandas.DataFrame(layer_sparsity(model))`` is a table.
+    Args:
+        model: any module.
+        filter_fn: ``filter_fn(module, fqn) -> bool`` choosing layers (torchao's convention); default: every
+            Linear and Conv2d.
+
+    Returns:
+        A list of dicts, so ``pandas.DataFrame(layer_sparsity(model))`` is a table.
+
+    Example::
+
+        >>> [r["sparsity"] for r in layer_sparsity(net)]   # one fraction per Linear / Conv2d
     """
     rows = []
     for name, module in prunable_layers(model, filter_fn):
@@ -181,8 +239,20 @@ def layer_sparsity(model: nn.Module, filter_fn: FilterFn | None = None) -> list[
     return rows
 
 
-def sparsity(model: nn.Module, filter_fn: FilterFn | None = None) -> float:
-    """Fraction of prunable weights (biases excluded) that are exactly zero."""
+def sparsity(model: nn.Module, filter_fn: _FilterFn | None = None) -> float:
+    """Fraction of prunable weights (biases excluded) that are exactly zero, counted in the weights.
+
+    Args:
+        model: any module, masked or baked in.
+        filter_fn: ``filter_fn(module, fqn) -> bool`` choosing layers; default: every Linear and Conv2d.
+
+    Returns:
+        A float in ``[0, 1]``; 0.0 for a model without prunable weights.
+
+    Example::
+
+        >>> sp.sparsify_(net, "global", 0.9); round(sparsity(net), 3)   # 0.9
+    """
     rows = layer_sparsity(model, filter_fn)
     total = sum(r["params"] for r in rows)
     return 1.0 - sum(r["nonzero"] for r in rows) / total if total else 0.0
@@ -217,14 +287,45 @@ def _count_flops(model: nn.Module, sample_shape: Sequence[int]) -> FlopCounterMo
 
 
 def flops(model: nn.Module, sample_shape: Sequence[int]) -> int:
-    """Dense forward FLOPs of one sample of shape ``sample_shape`` (e.g. ``(1, 28, 28)``), whatever the zeros."""
+    """Dense forward FLOPs of one sample, whatever the zeros (``torch.utils.flop_counter``).
+
+    Args:
+        model: any module.
+        sample_shape: the shape of one sample without the batch dimension, e.g. ``(1, 28, 28)``.
+
+    Returns:
+        FLOPs per sample.
+
+    Raises:
+        ValueError: ``sample_shape`` is not a sequence of positive integers.
+
+    Example::
+
+        >>> flops(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), (1, 28, 28))   # 15680
+    """
     return _count_flops(model, sample_shape).get_total_flops()
 
 
 def layer_flops(
-    model: nn.Module, sample_shape: Sequence[int], filter_fn: FilterFn | None = None
+    model: nn.Module, sample_shape: Sequence[int], filter_fn: _FilterFn | None = None
 ) -> dict[str, int]:
-    """Dense FLOPs per sample of each prunable layer, keyed by its name in ``model.named_modules()``."""
+    """Dense FLOPs per sample of each prunable layer.
+
+    Args:
+        model: any module.
+        sample_shape: the shape of one sample without the batch dimension.
+        filter_fn: ``filter_fn(module, fqn) -> bool`` choosing layers; default: every Linear and Conv2d.
+
+    Returns:
+        ``{name in model.named_modules(): FLOPs}``.
+
+    Raises:
+        ValueError: ``sample_shape`` is not a sequence of positive integers.
+
+    Example::
+
+        >>> layer_flops(net, (1, 28, 28))   # {"1": 802816, "3": 262144, "5": 5120}
+    """
     counts = _count_flops(model, sample_shape).get_flop_counts()
     # FlopCounterMode names modules "<RootClass>.<qualified name>"; the root itself is just "<RootClass>".
     root = type(model).__name__
@@ -234,12 +335,27 @@ def layer_flops(
     }
 
 
-def effective_flops(model: nn.Module, sample_shape: Sequence[int], filter_fn: FilterFn | None = None) -> int:
+def effective_flops(model: nn.Module, sample_shape: Sequence[int], filter_fn: _FilterFn | None = None) -> int:
     """FLOPs per sample a sparse kernel would do: each prunable layer's dense FLOPs times its weight density.
 
-    An approximation: it assumes work is proportional to the surviving weights (true for a CSR matmul; a conv
-    reuses each weight at every output position, so the scaling holds there too) and ignores index overhead,
-    which is why measured sparse speed-ups are smaller. FLOPs outside prunable layers are counted dense.
+    An approximation: work proportional to the surviving weights (true for a CSR matmul, and for a conv, which
+    reuses each weight at every output position), index overhead ignored - which is why measured sparse speed-ups
+    are smaller. FLOPs outside prunable layers are counted dense.
+
+    Args:
+        model: any module, masked or baked in.
+        sample_shape: the shape of one sample without the batch dimension.
+        filter_fn: ``filter_fn(module, fqn) -> bool`` choosing layers; default: every Linear and Conv2d.
+
+    Returns:
+        FLOPs per sample, rounded to an integer.
+
+    Raises:
+        ValueError: ``sample_shape`` is not a sequence of positive integers.
+
+    Example::
+
+        >>> sp.sparsify_(net, "global", 0.9); effective_flops(net, (1, 28, 28)) < flops(net, (1, 28, 28))   # True
     """
     per_layer = layer_flops(model, sample_shape, filter_fn)
     density = {r["layer"]: r["nonzero"] / r["params"] if r["params"] else 0.0 for r in layer_sparsity(model)}
@@ -248,10 +364,17 @@ def effective_flops(model: nn.Module, sample_shape: Sequence[int], filter_fn: Fi
 
 
 def torch_benchmark():
-    """``torch.utils.benchmark``, imported on first use.
+    """``torch.utils.benchmark``, imported on first use with ``torch.utils.cpp_extension``'s logger quieted.
 
-    Importing it pulls in ``torch.utils.cpp_extension``, which on a CUDA build of torch without a CUDA runtime
-    (a CPU-only machine) logs a "No CUDA runtime is found" warning that means nothing here.
+    Importing it on a CUDA build of torch without a CUDA runtime logs a "No CUDA runtime is found" warning that
+    means nothing for CPU timing.
+
+    Returns:
+        The ``torch.utils.benchmark`` module.
+
+    Example::
+
+        >>> torch_benchmark().Timer("x @ x", globals={"x": torch.ones(64, 64)}).blocked_autorange()
     """
     log = logging.getLogger("torch.utils.cpp_extension")
     level = log.level
@@ -271,7 +394,16 @@ def _check_seconds(value: object, name: str) -> float:
 
 @dataclass(frozen=True)
 class Timing:
-    """How :func:`time_models` times: every field is checked on construction (a ValueError names it)."""
+    """How :func:`time_models` times; every field is checked on construction.
+
+    Raises:
+        ValueError: a field out of range, naming it (``rounds`` or a batch size below 1, seconds not > 0, no
+            batch sizes).
+
+    Example::
+
+        >>> time_models({"dense": net}, Timing(rounds=1, batches=(1,)), sample_shape=(1, 28, 28))
+    """
 
     rounds: int = 3  # alternating rounds; each model keeps its fastest round (interference only adds time)
     min_run_time: float = 0.2  # seconds of Timer blocks behind one median
@@ -297,6 +429,10 @@ class Latency:
 
     ``best_ms`` (the fastest round) is the latency; ``low_ms``..``high_ms`` is the noise band: two models whose
     ratio of best times lies within the band's ratio ``high_ms / low_ms`` differ by no more than noise.
+
+    Example::
+
+        >>> Latency((1.2, 1.0, 1.1)).best_ms, Latency((1.2, 1.0, 1.1)).median_ms   # (1.0, 1.1)
     """
 
     rounds_ms: tuple[float, ...]  # median ms per call of each round, in round order
@@ -321,7 +457,7 @@ class Latency:
 # Blocks per median without autorange: 5, or 3 for a call slower than min_run_time / 3 (5 would take several times
 # what was asked). Not blocked_autorange there: it grows its block size in steps of 10x, so a 10 us call was timed
 # for ~0.2 s whatever min_run_time asked.
-FEW_BLOCKS = (3, 5)
+_FEW_BLOCKS = (3, 5)
 
 
 def _median_ms(call: Callable, arg: object, min_run_time: float, threads: int, autorange: bool) -> float:
@@ -335,7 +471,7 @@ def _median_ms(call: Callable, arg: object, min_run_time: float, threads: int, a
     start = time.perf_counter()
     call(arg)
     once = time.perf_counter() - start
-    blocks = min(FEW_BLOCKS[1], max(FEW_BLOCKS[0], math.ceil(min_run_time / once)))
+    blocks = min(_FEW_BLOCKS[1], max(_FEW_BLOCKS[0], math.ceil(min_run_time / once)))
     number = max(1, round(min_run_time / blocks / once))
     return statistics.median(timer.timeit(number).mean for _ in range(blocks)) * 1e3
 

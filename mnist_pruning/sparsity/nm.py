@@ -57,7 +57,6 @@ from ..checks import check_n_of_m
 
 __all__ = [
     "NM_PATTERNS",
-    "PROJECT_RATIO_PATTERNS",
     "NMPruning",
     "nm_unstructured",
     "nm_mask",
@@ -65,11 +64,6 @@ __all__ = [
     "nm_violations",
     "parse_pattern",
     "format_pattern",
-    "pattern_for_ratio",
-    "index_bits",
-    "encode_nm",
-    "decode_nm",
-    "nm_compact_bytes",
     "pad_to_multiple",
     "semi_structured_available",
 ]
@@ -79,7 +73,7 @@ NM_PATTERNS: tuple[str, ...] = ("2:4", "1:4", "2:8", "1:8", "1:16")
 
 # The project's sparsity ratios and the N:M that prunes exactly that fraction. 0.5 maps to 2:4 rather than the
 # equivalent 1:2 because 2:4 is the pattern hardware accelerates (and it is less constraining than 1:2).
-PROJECT_RATIO_PATTERNS: dict[float, str] = {0.3: "7:10", 0.5: "2:4", 0.7: "3:10", 0.9: "1:10", 0.99: "1:100"}
+_PROJECT_RATIO_PATTERNS: dict[float, str] = {0.3: "7:10", 0.5: "2:4", 0.7: "3:10", 0.9: "1:10", 0.99: "1:100"}
 
 _MAX_RATIO_M = 100
 _PATTERN_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
@@ -104,10 +98,25 @@ def _groups(rows: torch.Tensor, m: int, fill: float) -> torch.Tensor:
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """Boolean mask keeping, in every (padded) group of ``m``, the ``n`` entries with the largest ``|scores|``.
+    """Boolean mask keeping, in every (zero-padded) group of ``m`` along the last dimension, the ``n`` entries with
+    the largest ``|scores|``.
 
-    ``keep`` (same shape, non-zero = still allowed) restricts the choice to those entries; entries outside it
-    are never kept, and a group with fewer than ``n`` allowed entries keeps all of them.
+    Args:
+        scores: importance scores, e.g. a Linear weight ``[out, in]``.
+        n: entries kept per group, ``1 <= n < m``.
+        m: group size, ``m >= 2``.
+        keep: optional, same shape, non-zero = still allowed; entries outside it are never kept, and a group with
+            fewer than ``n`` allowed entries keeps all of them.
+
+    Returns:
+        A bool tensor of ``scores``' shape.
+
+    Raises:
+        ValueError: a bad ``n`` / ``m``, ``keep`` of another shape, or NaN scores.
+
+    Example::
+
+        >>> nm_mask(torch.tensor([[0.1, -3.0, 2.0, 0.5]]), 2, 4)   # tensor([[False, True, True, False]])
     """
     n, m = check_n_of_m(n, m)
     rows = _rows(scores, "scores tensor")
@@ -144,6 +153,13 @@ class NMPruning(prune.BasePruningMethod):
     Args:
         n: weights kept per group, ``1 <= n < m``.
         m: group size, ``m >= 2``.
+
+    Raises:
+        ValueError: a bad ``n`` / ``m``, naming it.
+
+    Example::
+
+        >>> NMPruning.apply(layer, "weight", n=2, m=4)   # as prune.l1_unstructured; prune.remove undoes it
     """
 
     # "global" makes PruningContainer pass the full tensor and previous mask instead of a flattened slice of
@@ -170,29 +186,93 @@ class NMPruning(prune.BasePruningMethod):
 def nm_unstructured(
     module: nn.Module, name: str, n: int, m: int, importance_scores: torch.Tensor | None = None
 ) -> nn.Module:
-    """Prune ``module.<name>`` to the N:M pattern by magnitude, like ``prune.l1_unstructured``; returns ``module``.
+    """Prune ``module.<name>`` to the N:M pattern by magnitude, like ``prune.l1_unstructured``.
 
     Adds ``<name>_orig`` (parameter) and ``<name>_mask`` (buffer); undo the reparametrisation with
     ``prune.remove(module, name)``. Calling it again (or any other ``prune`` method) stacks the masks.
+
+    Args:
+        module: the layer to prune.
+        name: the parameter, usually ``"weight"``.
+        n: weights kept per group, ``1 <= n < m``.
+        m: group size, ``m >= 2``.
+        importance_scores: ranks the weights instead of ``|weight|`` (same shape).
+
+    Returns:
+        ``module``.
+
+    Raises:
+        ValueError: a bad ``n`` / ``m``.
+
+    Example::
+
+        >>> nm_unstructured(nn.Linear(8, 4), "weight", 2, 4)
     """
     NMPruning.apply(module, name, n=n, m=m, importance_scores=importance_scores)
     return module
 
 
 def nm_violations(tensor: torch.Tensor, n: int, m: int) -> int:
-    """Number of (zero-padded) groups of ``m`` holding more than ``n`` non-zeros."""
+    """Number of (zero-padded) groups of ``m`` holding more than ``n`` non-zeros.
+
+    Args:
+        tensor: a weight; groups run along its last dimension (flattened filters for a conv weight).
+        n: non-zeros allowed per group.
+        m: group size.
+
+    Returns:
+        0 when ``tensor`` follows the pattern.
+
+    Raises:
+        ValueError: a bad ``n`` / ``m``.
+
+    Example::
+
+        >>> nm_violations(torch.ones(4, 8), 2, 4)   # 8: every group holds 4
+    """
     n, m = check_n_of_m(n, m)
     nonzero = _groups((_rows(tensor) != 0).to(torch.int32), m, 0)
     return int((nonzero.sum(dim=-1) > n).sum().item())
 
 
 def check_nm(tensor: torch.Tensor, n: int, m: int) -> bool:
-    """True if every (zero-padded) group of ``m`` consecutive inputs has at most ``n`` non-zeros."""
+    """Whether every (zero-padded) group of ``m`` consecutive inputs has at most ``n`` non-zeros.
+
+    Args:
+        tensor: a weight, as for :func:`nm_violations`.
+        n: non-zeros allowed per group.
+        m: group size.
+
+    Returns:
+        True if ``tensor`` follows the N:M pattern.
+
+    Raises:
+        ValueError: a bad ``n`` / ``m``.
+
+    Example::
+
+        >>> sparsify_(net, "nm", pattern="2:4"); check_nm(net[1].weight, 2, 4)   # True
+    """
     return nm_violations(tensor, n, m) == 0
 
 
 def parse_pattern(pattern: str) -> tuple[int, int]:
-    """``"2:4"`` -> ``(2, 4)``; ValueError for anything that is not a valid ``"N:M"`` with ``1 <= N < M``."""
+    """Read an ``"N:M"`` pattern.
+
+    Args:
+        pattern: a string like ``"2:4"``.
+
+    Returns:
+        ``(n, m)``.
+
+    Raises:
+        TypeError: ``pattern`` is not a string.
+        ValueError: not two integers ``"N:M"`` with ``1 <= N < M``.
+
+    Example::
+
+        >>> parse_pattern("2:4")   # (2, 4)
+    """
     if not isinstance(pattern, str):
         raise TypeError(f"N:M pattern must be a string like '2:4', got {type(pattern).__name__} {pattern!r}")
     match = _PATTERN_RE.match(pattern)
@@ -205,12 +285,27 @@ def parse_pattern(pattern: str) -> tuple[int, int]:
 
 
 def format_pattern(n: int, m: int) -> str:
-    """``(2, 4)`` -> ``"2:4"`` (validated)."""
+    """Write an N:M pattern, validated.
+
+    Args:
+        n: non-zeros per group, ``1 <= n < m``.
+        m: group size, ``m >= 2``.
+
+    Returns:
+        ``"n:m"``.
+
+    Raises:
+        ValueError: a bad ``n`` / ``m``.
+
+    Example::
+
+        >>> format_pattern(2, 4)   # "2:4"
+    """
     n, m = check_n_of_m(n, m)
     return f"{n}:{m}"
 
 
-def pattern_for_ratio(ratio: float) -> str:
+def _pattern_for_ratio(ratio: float) -> str:
     """The N:M pattern that prunes exactly the fraction ``ratio`` of every full group.
 
     The project's ratios are fixed (0.3 -> "7:10", 0.5 -> "2:4", 0.7 -> "3:10", 0.9 -> "1:10",
@@ -220,8 +315,8 @@ def pattern_for_ratio(ratio: float) -> str:
     if not isinstance(ratio, numbers.Real) or isinstance(ratio, bool) or not 0.0 < float(ratio) < 1.0:
         raise ValueError(f"ratio (fraction of weights pruned) must be a number with 0 < ratio < 1, got {ratio!r}")
     ratio = float(ratio)
-    if ratio in PROJECT_RATIO_PATTERNS:
-        return PROJECT_RATIO_PATTERNS[ratio]
+    if ratio in _PROJECT_RATIO_PATTERNS:
+        return _PROJECT_RATIO_PATTERNS[ratio]
     density = 1.0 - ratio
     frac = Fraction(density).limit_denominator(_MAX_RATIO_M)
     # 1e-9 absorbs float rounding of e.g. 1 - 0.8 while rejecting genuinely inexact ratios like 0.123.
@@ -233,7 +328,7 @@ def pattern_for_ratio(ratio: float) -> str:
     return format_pattern(frac.numerator, frac.denominator)
 
 
-def index_bits(m: int) -> int:
+def _index_bits(m: int) -> int:
     """Bits needed for a position inside a group of ``m``: ``ceil(log2 m)`` (2 for 2:4, as NVIDIA's metadata)."""
     return (int(m) - 1).bit_length()
 
@@ -255,14 +350,14 @@ def _unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     return (stream.reshape(count, bits) * weights).sum(dim=1)
 
 
-def encode_nm(weight: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
-    """Compact N:M storage of a weight that satisfies the pattern; inverse of :func:`decode_nm`.
+def _encode_nm(weight: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
+    """Compact N:M storage of a weight that satisfies the pattern; inverse of :func:`_decode_nm`.
 
     Every zero-padded group stores exactly ``n`` slots, so the layout is fixed by the shape alone:
 
     - ``values``: ``[out * groups * n]`` in the weight's dtype (fp32 here), slots in position order; a group
       with fewer than ``n`` non-zeros (a weight fine-tuned to exactly 0, a short padded tail) fills the spare
-      slots with zeros taken from the group itself. Zeros are stored as +0.0 (see :func:`decode_nm`).
+      slots with zeros taken from the group itself. Zeros are stored as +0.0 (see :func:`_decode_nm`).
     - ``indices``: each slot's position in its group, ``index_bits(m)`` bits each, bit-packed little-endian
       into uint8 (2 bits per kept value for 2:4, like NVIDIA's sparse metadata).
     - ``shape``: the dense shape (int64); ``nm``: ``[n, m]`` (int64).
@@ -286,14 +381,14 @@ def encode_nm(weight: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
     values = torch.gather(groups, -1, slots) + 0.0
     return {
         "values": values.reshape(-1).contiguous(),
-        "indices": _pack_bits(slots.reshape(-1), index_bits(m)),
+        "indices": _pack_bits(slots.reshape(-1), _index_bits(m)),
         "shape": torch.tensor(list(weight.shape), dtype=torch.int64),
         "nm": torch.tensor([n, m], dtype=torch.int64),
     }
 
 
-def decode_nm(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Dense weight from :func:`encode_nm`'s dict.
+def _decode_nm(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Dense weight from :func:`_encode_nm`'s dict.
 
     Bitwise equal to the encoded weight except that every zero comes back as +0.0: pruning by ``mask * orig``
     leaves -0.0 wherever a negative weight was pruned, and keeping that sign would cost a bit per pruned
@@ -310,7 +405,7 @@ def decode_nm(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
     out_rows, cols = shape[0], math.prod(shape[1:])
     n_groups = -(-cols // m)
     count = out_rows * n_groups * n
-    bits = index_bits(m)
+    bits = _index_bits(m)
     n_bytes = -(-count * bits // 8)
     if values.numel() != count or packed.numel() != n_bytes or packed.dtype != torch.uint8:
         raise ValueError(
@@ -325,15 +420,30 @@ def decode_nm(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
     return dense.reshape(out_rows, n_groups * m)[:, :cols].reshape(shape).contiguous()
 
 
-def nm_compact_bytes(weight: torch.Tensor, n: int, m: int) -> int:
-    """Bytes of all tensors :func:`encode_nm` produces for ``weight`` (values + packed indices + shape + nm)."""
-    return sum(t.numel() * t.element_size() for t in encode_nm(weight, n, m).values())
+def _nm_compact_bytes(weight: torch.Tensor, n: int, m: int) -> int:
+    """Bytes of all tensors :func:`_encode_nm` produces for ``weight`` (values + packed indices + shape + nm)."""
+    return sum(t.numel() * t.element_size() for t in _encode_nm(weight, n, m).values())
 
 
 def pad_to_multiple(t: torch.Tensor, row_multiple: int, col_multiple: int) -> torch.Tensor:
-    """Zero-pad a 2-D tensor on the bottom/right to multiples of the given sizes (for semi-structured kernels).
+    """Zero-pad a 2-D tensor on the bottom / right to multiples of the given sizes (for semi-structured kernels).
 
     Zero padding keeps an N:M pattern valid because groups start at column 0 (see module docstring).
+
+    Args:
+        t: a 2-D tensor.
+        row_multiple: rows are padded to a multiple of this.
+        col_multiple: columns are padded to a multiple of this.
+
+    Returns:
+        A zero-padded copy of ``t``.
+
+    Raises:
+        ValueError: ``t`` is not 2-D.
+
+    Example::
+
+        >>> pad_to_multiple(torch.ones(300, 784), 64, 64).shape   # torch.Size([320, 832])
     """
     if t.dim() != 2:
         raise ValueError(f"pad_to_multiple needs a 2-D tensor, got shape {tuple(t.shape)}")
@@ -341,8 +451,15 @@ def pad_to_multiple(t: torch.Tensor, row_multiple: int, col_multiple: int) -> to
 
 
 def semi_structured_available() -> bool:
-    """True if 2:4 sparse matmuls can run here: CUDA with compute capability >= 8.0 and
-    ``torch.sparse.to_sparse_semi_structured`` present."""
+    """Whether 2:4 sparse matmuls can run here.
+
+    Returns:
+        True on CUDA with compute capability >= 8.0 and ``torch.sparse.to_sparse_semi_structured`` present.
+
+    Example::
+
+        >>> semi_structured_available()   # False on a CPU-only machine
+    """
     if not hasattr(torch.sparse, "to_sparse_semi_structured") or not torch.cuda.is_available():
         return False
     major, _minor = torch.cuda.get_device_capability()

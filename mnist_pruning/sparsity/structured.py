@@ -78,28 +78,28 @@ from .unstructured import bake_in
 __all__ = [
     "Link",
     "trace_links",
-    "resolve_links",
-    "units_removed",
     "apply_structured_masks",
-    "kept_units",
-    "prune_out_units",
-    "prune_in_units",
-    "fold_removed_units",
     "surgery",
     "apply_surgery",
     "shrink",
 ]
 
-Activation = Callable[[torch.Tensor], torch.Tensor]
+_Activation = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Link:
-    """``producer``'s output units feed ``consumer`` and nothing else; see the module docstring."""
+    """``producer``'s output units feed ``consumer`` and nothing else, through ``activation``; see the module
+    docstring.
+
+    Example::
+
+        >>> Link("conv1", "conv2", torch.relu)
+    """
 
     producer: str  # name (as in named_modules) of the Linear / Conv2d whose output units can be removed
     consumer: str  # the Linear / Conv2d that reads them: its input channels / columns go with them
-    activation: Activation | None = None  # what an output value goes through on the way (ReLU ...); None: nothing
+    activation: _Activation | None = None  # what an output value goes through on the way (ReLU ...); None: nothing
 
 
 # Modules that act on every value alone: a removed unit's constant goes through them.
@@ -128,7 +128,7 @@ def _weighted(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, nn.Conv2d))
 
 
-def _compose(functions: Sequence[nn.Module]) -> Activation | None:
+def _compose(functions: Sequence[nn.Module]) -> _Activation | None:
     if not functions:
         return None
     return nn.Sequential(*functions)
@@ -142,11 +142,22 @@ def _transparent(module: nn.Module) -> bool:
 
 
 def trace_links(model: nn.Sequential) -> list[Link]:
-    """The links of an ``nn.Sequential`` (nested ones flattened): each Linear / Conv2d but the last feeds the
-    next one, through elementwise activations, pooling, flatten and dropout only.
+    """The links of an ``nn.Sequential`` (nested ones flattened): each Linear / Conv2d but the last feeds the next
+    one, through elementwise activations, pooling, flatten and dropout only.
 
-    Any other module between two weighted layers (normalisation, attention, a custom block) raises a
-    ValueError naming it, since surgery could not keep the outputs equal across it.
+    Args:
+        model: an ``nn.Sequential``.
+
+    Returns:
+        One :class:`Link` per pair of consecutive weighted layers.
+
+    Raises:
+        ValueError: ``model`` is not an ``nn.Sequential``, or another module sits between two weighted layers
+            (normalisation, attention, a custom block: surgery could not keep the outputs equal across it).
+
+    Example::
+
+        >>> trace_links(net)   # [Link("1", "3", ...), Link("3", "5", ...)]
     """
     if not isinstance(model, nn.Sequential):
         raise ValueError(
@@ -180,7 +191,7 @@ def trace_links(model: nn.Sequential) -> list[Link]:
     return links
 
 
-def resolve_links(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> list[Link]:
+def _resolve_links(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> list[Link]:
     """The links to use: ``links`` (``Link``s or ``(producer, consumer[, activation])`` tuples), else the model's
     ``structured_links()``, else :func:`trace_links`. Checked: every name is a Linear / Conv2d of the model,
     each producer feeds one consumer, and the consumer's inputs fit the producer's units."""
@@ -231,7 +242,7 @@ def _check_layers(links: Sequence[Link], layers: Iterable[str] | str | None) -> 
     return [link for link in links if link.producer in names]
 
 
-def units_removed(units: int, ratio: float) -> int:
+def _units_removed(units: int, ratio: float) -> int:
     """Units removed of ``units`` at ``ratio``: ``round(ratio * units)``, at most ``units - 1``."""
     ratio = check_ratio(ratio, what="units")
     return min(round(ratio * check_int(units, "units")), int(units) - 1)
@@ -248,12 +259,28 @@ def apply_structured_masks(
 ) -> dict[str, torch.Tensor]:
     """Mask the weakest (L2 norm) ``ratio`` of the output units of every producer (or of ``layers``), in place.
 
-    Uses ``prune.ln_structured(module, "weight", amount=k, n=2, dim=0)`` with ``k = units_removed(units,
-    ratio)``, so shapes stay and ``weight_orig`` / ``weight_mask`` appear. Returns ``{layer: sorted kept unit
-    indices}``. Everything is checked before any layer is touched, so a ValueError leaves the model as it was.
+    Uses ``prune.ln_structured(module, "weight", amount=k, n=2, dim=0)``, so shapes stay and ``weight_orig`` /
+    ``weight_mask`` appear.
+
+    Args:
+        model: the model; masks attach to its producers.
+        ratio: the fraction of units removed, in [0, 1).
+        links: the links (default: traced from an ``nn.Sequential``).
+        layers: the producers to mask (default: all).
+
+    Returns:
+        ``{layer: sorted kept unit indices}``.
+
+    Raises:
+        ValueError: a bad ratio, an unknown layer, a layer already masked, or links that cannot be traced; all
+            checked before any layer is touched.
+
+    Example::
+
+        >>> apply_structured_masks(net, 0.5); small = apply_surgery(net)
     """
     ratio = check_ratio(ratio, what="units")
-    chosen = _check_layers(resolve_links(model, links), layers)
+    chosen = _check_layers(_resolve_links(model, links), layers)
     already = [link.producer for link in chosen if hasattr(_layer(model, link.producer), "weight_mask")]
     if already:
         # A second ln_structured would count `amount` among the surviving units only (PruningContainer),
@@ -262,7 +289,7 @@ def apply_structured_masks(
     kept = {}
     for link in chosen:
         module = _layer(model, link.producer)
-        prune.ln_structured(module, "weight", amount=units_removed(module.weight.shape[0], ratio), n=2, dim=0)
+        prune.ln_structured(module, "weight", amount=_units_removed(module.weight.shape[0], ratio), n=2, dim=0)
         kept[link.producer] = _kept_from(module.weight_mask)
     return kept
 
@@ -275,10 +302,10 @@ def _kept_from(source: torch.Tensor) -> torch.Tensor:
     return kept
 
 
-def kept_units(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> dict[str, torch.Tensor]:
+def _kept_units(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> dict[str, torch.Tensor]:
     """``{producer: sorted kept unit indices}`` by the rule :func:`surgery` uses (mask rows, else weight rows)."""
     out = {}
-    for link in resolve_links(model, links):
+    for link in _resolve_links(model, links):
         module = _layer(model, link.producer)
         out[link.producer] = _kept_from(getattr(module, "weight_mask", module.weight))
     return out
@@ -287,19 +314,19 @@ def kept_units(model: nn.Module, links: Iterable[Link | tuple] | None = None) ->
 # ------------------------------------------------------------------------------- surgery on plain tensors
 
 
-def prune_out_units(w: torch.Tensor, b: torch.Tensor | None, keep: torch.Tensor):
+def _prune_out_units(w: torch.Tensor, b: torch.Tensor | None, keep: torch.Tensor):
     """Keep only output units ``keep`` of a Linear ``[out, in]`` or Conv2d ``[out, in, kh, kw]`` weight + bias."""
     return w.index_select(0, keep).contiguous(), None if b is None else b.index_select(0, keep).contiguous()
 
 
-def prune_in_units(w: torch.Tensor, keep: torch.Tensor, group: int = 1) -> torch.Tensor:
+def _prune_in_units(w: torch.Tensor, keep: torch.Tensor, group: int = 1) -> torch.Tensor:
     """Keep only the inputs of units ``keep``: Conv2d input channels, Linear columns; a Linear after ``flatten``
     of a conv output has ``group = H*W`` consecutive columns per channel (flatten is channel-major)."""
     columns = (keep[:, None] * group + torch.arange(group, device=keep.device)[None, :]).flatten()
     return w.index_select(1, columns).contiguous()
 
 
-def fold_removed_units(
+def _fold_removed_units(
     w_next: torch.Tensor, units: int, removed: torch.Tensor, constants: torch.Tensor
 ) -> torch.Tensor:
     """What to add to the consumer's bias so it no longer needs the removed units' constant outputs.
@@ -320,12 +347,25 @@ def surgery(
 ) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
     """Physically remove the masked (or all-zero) units of every producer; ``model`` is not modified.
 
-    Returns ``{producer: units kept}`` and the model's whole state_dict (CPU tensors, masks folded in,
-    producers and consumers cut, removed units' constants folded into the consumers' biases), which a model of
-    those widths loads with ``strict=True``.
+    Removed units' constants are folded into the consumers' biases, so the outputs stay equal.
+
+    Args:
+        model: a model with structured masks (or all-zero units).
+        links: the links (default: traced from an ``nn.Sequential``).
+
+    Returns:
+        ``{producer: units kept}`` and the whole state_dict (CPU tensors, masks folded in, producers and consumers
+        cut), which a model of those widths loads with ``strict=True``.
+
+    Raises:
+        ValueError: a removed unit's constant output cannot be folded into its consumer, naming both.
+
+    Example::
+
+        >>> widths, state = surgery(masked_net)
     """
-    resolved = resolve_links(model, links)
-    keep = kept_units(model, resolved)
+    resolved = _resolve_links(model, links)
+    keep = _kept_units(model, resolved)
     sd = effective_state_dict(model)
     for link in resolved:  # any order: a removed unit's row is zero, so folding into it adds exactly zero
         consumer = _layer(model, link.consumer)
@@ -347,12 +387,12 @@ def surgery(
             if padded or nb_key not in sd:
                 why = "is padded (its borders would mix the constant with zeros)" if padded else "has no bias"
                 raise ValueError(f"cannot fold {link.producer!r}'s removed units into {link.consumer!r}: it {why}")
-            sd[nb_key] = sd[nb_key] + fold_removed_units(sd[nw_key], units, removed, constants)
-        sd[w_key], new_bias = prune_out_units(sd[w_key], sd.get(b_key), keep[link.producer])
+            sd[nb_key] = sd[nb_key] + _fold_removed_units(sd[nw_key], units, removed, constants)
+        sd[w_key], new_bias = _prune_out_units(sd[w_key], sd.get(b_key), keep[link.producer])
         if new_bias is not None:
             sd[b_key] = new_bias
         group = sd[nw_key].shape[1] // units if isinstance(consumer, nn.Linear) else 1
-        sd[nw_key] = prune_in_units(sd[nw_key], keep[link.producer], group)
+        sd[nw_key] = _prune_in_units(sd[nw_key], keep[link.producer], group)
     return {p: int(k.numel()) for p, k in keep.items()}, sd
 
 
@@ -396,8 +436,22 @@ def _copy(model: nn.Module) -> nn.Module:
 
 
 def apply_surgery(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> nn.Module:
-    """A new, smaller model computing what the masked ``model`` computes (see :func:`surgery`); ``model`` is not
-    modified. The new model sits on ``model``'s device, in its train / eval mode, with no masks attached."""
+    """A new, smaller model computing what the masked ``model`` computes (see :func:`surgery`).
+
+    Args:
+        model: a model with structured masks; not modified.
+        links: the links (default: traced from an ``nn.Sequential``).
+
+    Returns:
+        The new model, on ``model``'s device, in its train / eval mode, with no masks attached.
+
+    Raises:
+        ValueError: as :func:`surgery`.
+
+    Example::
+
+        >>> apply_structured_masks(net, 0.5); small = apply_surgery(net)
+    """
     widths, state_dict = surgery(model, links)
     if hasattr(model, "with_widths"):
         small = model.with_widths(widths)
@@ -422,7 +476,24 @@ def shrink(
     layers: Iterable[str] | str | None = None,
 ) -> nn.Module:
     """A new, smaller model: mask a copy of ``model`` at ``ratio`` (:func:`apply_structured_masks`) and cut the
-    units out (:func:`apply_surgery`). ``model`` itself is left untouched."""
+    units out (:func:`apply_surgery`). ``model`` itself is left untouched.
+
+    Args:
+        model: any chain of Linear / Conv2d layers.
+        ratio: the fraction of each producer's units removed, in [0, 1).
+        links: the links (default: traced from an ``nn.Sequential``).
+        layers: the producers to shrink (default: all).
+
+    Returns:
+        The smaller model.
+
+    Raises:
+        ValueError: as :func:`apply_structured_masks` and :func:`surgery`.
+
+    Example::
+
+        >>> small = shrink(net, 0.5)   # half the hidden units, outputs kept equal to the masked model's
+    """
     masked = _copy(model)
     apply_structured_masks(masked, ratio, links, layers)
     return apply_surgery(masked, links)

@@ -54,7 +54,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..checks import check_choice, check_ratio
-from .measure import FilterFn, effective_weight, prunable_layers
+from .measure import _FilterFn, effective_weight, prunable_layers
 from .nm import nm_unstructured, parse_pattern
 
 __all__ = ["METHODS", "AbsoluteMagnitude", "sparsify_", "bake_in"]
@@ -168,7 +168,7 @@ def sparsify_(
     ratio: float | Mapping[str, float] | None = None,
     *,
     pattern: str | None = None,
-    filter_fn: FilterFn | None = None,
+    filter_fn: _FilterFn | None = None,
     absolute: bool = False,
     floors: Mapping[str, float] | None = None,
 ) -> nn.Module:
@@ -248,8 +248,18 @@ def sparsify_(
 
 
 def bake_in(model: nn.Module) -> nn.Module:
-    """``prune.remove`` every pruning reparametrisation attached anywhere in ``model``: weights become plain
-    parameters with the zeros in them. Returns ``model``."""
+    """``prune.remove`` every pruning reparametrisation attached anywhere in ``model``.
+
+    Args:
+        model: any module.
+
+    Returns:
+        ``model``, its weights plain parameters with the zeros in them.
+
+    Example::
+
+        >>> sparsify_(net, "global", 0.9); bake_in(net); sparsity(net)   # 0.9, no masks left
+    """
     for module in model.modules():
         for hook in list(module._forward_pre_hooks.values()):
             if isinstance(hook, prune.BasePruningMethod):

@@ -10,7 +10,7 @@ Usage::
     sparsity.bake_in(model)                        # as after any other pruning
 
 Every weight ``w`` gets a Gaussian posterior ``N(theta, sigma^2)`` with ``sigma^2 = alpha * theta^2``; the
-log-uniform prior's KL term (approximated as in the paper, :func:`neg_kl`) pushes ``alpha`` up, and a weight with
+log-uniform prior's KL term (approximated as in the paper, :func:`_neg_kl`) pushes ``alpha`` up, and a weight with
 ``log alpha > threshold`` (3, i.e. dropout rate above ~95 %) is noise and removed. The layers parametrise
 ``theta`` (the layer's own ``weight``) and ``log sigma^2`` (``log_sigma2``), the additive reparametrisation that
 keeps gradients of large-alpha weights small. In training they sample pre-activations by the local
@@ -30,17 +30,14 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..checks import check_fraction
-from .measure import FilterFn, prunable_layers
+from .measure import _FilterFn, prunable_layers
 
 __all__ = [
-    "LOG_ALPHA_RANGE",
-    "LOG_SIGMA2_RANGE",
     "K1",
     "K2",
     "K3",
     "VDLinear",
     "VDConv2d",
-    "neg_kl",
     "variational_layers",
     "to_variational_",
     "kl",
@@ -48,22 +45,22 @@ __all__ = [
     "finalize_",
 ]
 
-LOG_ALPHA_RANGE = (-10.0, 10.0)  # log alpha is clamped here (as the authors' code does): keeps exp() finite
-LOG_SIGMA2_RANGE = (-30.0, 10.0)  # initial log sigma^2 allowed: from "deterministic" to "noise"
+_LOG_ALPHA_RANGE = (-10.0, 10.0)  # log alpha is clamped here (as the authors' code does): keeps exp() finite
+_LOG_SIGMA2_RANGE = (-30.0, 10.0)  # initial log sigma^2 allowed: from "deterministic" to "noise"
 K1, K2, K3 = 0.63576, 1.87320, 1.48695  # the paper's fit of -KL(q || log-uniform prior) (eq. 14)
 _EPS = 1e-8  # added to the sampled variance before sqrt: a zero input would give an infinite gradient
 _THETA_EPS = 1e-16  # added to theta^2 before log: a zero weight gets log alpha = the clamp's top, not inf
 
 
 def _check_threshold(threshold: object) -> float:
-    return check_fraction(threshold, "threshold (log alpha above which a weight is removed)", *LOG_ALPHA_RANGE)
+    return check_fraction(threshold, "threshold (log alpha above which a weight is removed)", *_LOG_ALPHA_RANGE)
 
 
 def _check_log_sigma2(value: object) -> float:
-    return check_fraction(value, "log_sigma2 (initial log sigma^2 of every weight)", *LOG_SIGMA2_RANGE)
+    return check_fraction(value, "log_sigma2 (initial log sigma^2 of every weight)", *_LOG_SIGMA2_RANGE)
 
 
-def neg_kl(log_alpha: torch.Tensor) -> torch.Tensor:
+def _neg_kl(log_alpha: torch.Tensor) -> torch.Tensor:
     """The paper's approximation of ``-KL(q(w | theta, alpha) || p(w))`` under the log-uniform prior, elementwise.
 
     ``k1 * sigmoid(k2 + k3 * log_alpha) - 0.5 * log1p(exp(-log_alpha)) - k1``: never positive, increasing in
@@ -88,12 +85,12 @@ class _Variational:
         self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, _check_log_sigma2(log_sigma2)))
 
     def log_alpha(self) -> torch.Tensor:
-        """``log sigma^2 - log theta^2`` per weight, clamped to :data:`LOG_ALPHA_RANGE`."""
-        return torch.clamp(self.log_sigma2 - torch.log(self.weight * self.weight + _THETA_EPS), *LOG_ALPHA_RANGE)
+        """``log sigma^2 - log theta^2`` per weight, clamped to :data:`_LOG_ALPHA_RANGE`."""
+        return torch.clamp(self.log_sigma2 - torch.log(self.weight * self.weight + _THETA_EPS), *_LOG_ALPHA_RANGE)
 
     def kl(self) -> torch.Tensor:
         """``KL(q || prior)`` of this layer's weights, summed (a non-negative scalar)."""
-        return -neg_kl(self.log_alpha()).sum()
+        return -_neg_kl(self.log_alpha()).sum()
 
     def keep_mask(self) -> torch.Tensor:
         """Boolean mask of the weights kept: ``log alpha <= threshold``."""
@@ -185,12 +182,23 @@ def _replace(model: nn.Module, fqn: str, new: nn.Module) -> None:
 
 
 def variational_layers(model: nn.Module) -> list[tuple[str, VDLinear | VDConv2d]]:
-    """``(name, module)`` of every VD layer of ``model``, in ``named_modules`` order."""
+    """Every VD layer of ``model``.
+
+    Args:
+        model: any module.
+
+    Returns:
+        ``(name, module)`` pairs, in ``named_modules`` order.
+
+    Example::
+
+        >>> to_variational_(net); [name for name, _ in variational_layers(net)]   # ["1", "3", "5"]
+    """
     return [(name, m) for name, m in model.named_modules() if isinstance(m, _Variational)]
 
 
 def to_variational_(
-    model: nn.Module, log_sigma2: float = -10.0, threshold: float = 3.0, filter_fn: FilterFn | None = None
+    model: nn.Module, log_sigma2: float = -10.0, threshold: float = 3.0, filter_fn: _FilterFn | None = None
 ) -> nn.Module:
     """Swap ``model``'s Linear / Conv2d layers that ``filter_fn(module, fqn)`` accepts for VD layers, in place.
 
@@ -232,14 +240,36 @@ def to_variational_(
 
 
 def kl(model: nn.Module) -> torch.Tensor:
-    """Sum of the KL terms of all VD layers of ``model`` (0 when there are none)."""
+    """The KL term of Sparse VD: the sum over all VD layers of ``model``.
+
+    Args:
+        model: any module.
+
+    Returns:
+        A scalar tensor with gradients (0 when there are no VD layers).
+
+    Example::
+
+        >>> loss = F.cross_entropy(model(x), y) + kl(model) / n_train
+    """
     terms = [m.kl() for _, m in variational_layers(model)]
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
 @torch.no_grad()
 def log_alpha(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``{layer name: log alpha}`` (detached copies) of every VD layer."""
+    """``log alpha`` of every weight of every VD layer.
+
+    Args:
+        model: any module.
+
+    Returns:
+        ``{layer name: log alpha}``, detached copies.
+
+    Example::
+
+        >>> {name: (la > 3).float().mean() for name, la in log_alpha(model).items()}   # the share removed
+    """
     return {name: m.log_alpha().detach().clone() for name, m in variational_layers(model)}
 
 
