@@ -29,6 +29,7 @@ from torch import nn
 from .data import MNISTData
 from .distill import Distillation
 from .models import MODEL_NAMES
+from .references import ANCHORS, FRONTIER_GOALS, SPARSE_VD_PAPER_EPOCHS
 from .results import load_results
 from .schedules import PruneResult, gradual_prune
 from .train import TrainConfig
@@ -36,6 +37,8 @@ from .vd import VDConfig, sparse_vd
 
 __all__ = [
     "ablation_table",
+    "goals_table",
+    "vd_summary",
     "Recipe",
     "RECIPES",
     "SPARSITIES",
@@ -168,3 +171,57 @@ def ablation_table(df: pd.DataFrame, model: str) -> pd.DataFrame:
 
 def _pm(mean: float, std: float) -> str:
     return f"{100 * mean:.2f}" + ("" if std != std else f" ± {100 * std:.2f}")
+
+
+def goals_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Chapter 06's goals (:data:`~mnist_pruning.references.FRONTIER_GOALS`) against the seed means of
+    :func:`~mnist_pruning.results.load_results`: per goal the most accurate row at or above its sparsity (any
+    schedule, structured surgery aside), its test accuracy ± std over seeds, and whether the goal is met,
+    missed within the seed spread (2 std), or missed by more."""
+    out = []
+    for model, sparsity, accuracy, level in FRONTIER_GOALS:
+        # structured rows count removed parameters, not zero weights: another kind of sparsity
+        rows = df[(df["model"] == model) & (df["method"] != "structured") & (df["sparsity"] >= sparsity - 1e-6)]
+        goal = f"{model}: >= {100 * accuracy:.2f} % at >= {100 * sparsity:g} % sparsity ({level})"
+        if rows.empty:
+            out.append({"goal": goal, "best row": "—", "test %": "—", "verdict": "no row at that sparsity yet"})
+            continue
+        best = rows.loc[rows["acc_finetuned"].idxmax()]
+        std = best["acc_finetuned_std"]
+        gap = 100 * (best["acc_finetuned"] - accuracy)
+        if gap >= 0:
+            verdict = f"met (+{gap:.2f} pp)"
+        elif std == std and -gap <= 200 * std:
+            verdict = f"missed by {-gap:.2f} pp, within the seed spread (2 std = {200 * std:.2f} pp)"
+        else:
+            verdict = f"missed by {-gap:.2f} pp"
+        out.append(
+            {
+                "goal": goal,
+                "best row": f"{best['label']} at {100 * best['sparsity']:.2f} %",
+                "test %": _pm(best["acc_finetuned"], std),
+                "verdict": verdict,
+            }
+        )
+    return pd.DataFrame(out).set_index("goal")
+
+
+def vd_summary(df: pd.DataFrame, model: str) -> str:
+    """One sentence: the sparsity Sparse VD reached for ``model`` (measured on the saved models, mean over
+    seeds), its test error and budget, beside the paper's (:data:`~mnist_pruning.references.ANCHORS`)."""
+    rows = df[(df["model"] == model) & (df["schedule"] == "vd")]
+    paper = next(a for a in ANCHORS if a.model == model and a.source.startswith("Sparse VD"))
+    ours = (
+        "no Sparse VD row in the results yet (the full run adds it)"
+        if rows.empty
+        else (
+            f"Sparse VD from our dense baseline, {int(rows['finetune_epochs'].iloc[0])} epochs: "
+            f"{100 * rows['sparsity'].iloc[0]:.2f} % of the weights removed "
+            f"({1 / (1 - rows['sparsity'].iloc[0]):.3g}x fewer), test error "
+            f"{_pm(1 - rows['acc_finetuned'].iloc[0], rows['acc_finetuned_std'].iloc[0])} %"
+        )
+    )
+    return (
+        f"{ours}; the paper: {1 / paper.kept:.0f}x fewer at {100 * (1 - paper.accuracy):.2f} % error after "
+        f"{SPARSE_VD_PAPER_EPOCHS} epochs."
+    )

@@ -20,6 +20,8 @@ __all__ = [
     "MODEL_TITLES",
     "SIZE_ANCHORS",
     "COMPRESSION_GOALS",
+    "FRONTIER_GOALS",
+    "SPARSE_VD_PAPER_EPOCHS",
 ]
 
 MODEL_TITLES = {"mlp": "LeNet-300-100 (mlp)", "cnn": "LeNet-5-Caffe (cnn)"}
@@ -94,3 +96,14 @@ COMPRESSION_GOALS = {
     "mlp": ((27_000, 0.0158), (16_000, 0.020)),
     "cnn": ((44_000, 0.0074), (8_000, 0.010)),
 }
+
+# The goals of chapter 06 (issue 19): (model, at least this sparsity, at least this test accuracy, the paper whose
+# level it is). Judged on 3-seed means of the committed run.
+FRONTIER_GOALS = (
+    ("cnn", 0.99, 0.9910, "DNS 2016"),
+    ("cnn", 0.995, 0.9920, "Sparse VD 2017 (stretch)"),
+    ("mlp", 0.985, 0.9805, "Sparse VD 2017"),
+    ("mlp", 0.99, 0.9790, "between DNS and Sparse VD"),
+)
+# Sparse VD in Molchanov et al. 2017 trains for 200 epochs (their LeNet experiments).
+SPARSE_VD_PAPER_EPOCHS = 200

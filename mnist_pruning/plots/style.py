@@ -33,8 +33,9 @@ _METHOD_COLORS = {
     "structured": "#d62728",
     "nm": "#9467bd",
     "dense": "#000000",
+    "vd": "#ff7f0e",  # Sparse VD: a method of its own
 }
-_SCHEDULE_LINES = {"oneshot": "-", "gradual": "--", "lottery": ":"}
+_SCHEDULE_LINES = {"oneshot": "-", "gradual": "--", "lottery": ":", "ablation": "--", "frontier": "-"}
 _RC = {
     "font.size": 9,
     "axes.titlesize": 9.5,
