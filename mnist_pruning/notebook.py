@@ -30,6 +30,7 @@ from torch import nn
 from .checks import check_choice, check_int, check_n_of_m, check_ratio
 from .compress import CompressConfig
 from .config import RunConfig
+from .frontier import choose_recipes
 from .data import MNISTData, data_root
 from .files import _check_writable_dir
 from .models import MODEL_NAMES, SAMPLE_SHAPE
@@ -128,12 +129,19 @@ class Run:
     ) -> CompressConfig:
         """The compression grid's configuration for one point of this run's model: ``sparsity``, ``bits`` as
         (conv, fc) bits per index, the pruning and centroid epochs (0: the model's defaults; smoke mode: 1 epoch
-        each), with this run's folders, seed and data. Every value is checked before anything is trained."""
+        each), with this run's folders, seed and data, pruning with the frontier recipe the results' ablation
+        chose (:func:`mnist_pruning.frontier.choose_recipes`; plain gradual pruning without an ablation). Every
+        value is checked before anything is trained."""
         (arch,) = self.models
         if self.smoke:
             prune_epochs, centroid_epochs = self.finetune_epochs, 1
+        try:  # the frontier's recipe, as the full run's grid prunes with it, where the results hold its ablation
+            recipes = choose_recipes(self.paths.results, (arch,))
+        except (FileNotFoundError, ValueError):
+            recipes = {}
         return CompressConfig(
             **self.config.run_settings(),
+            recipes=recipes,
             models=(arch,),
             sparsities={arch: (sparsity,)},
             bits=(bits,),
