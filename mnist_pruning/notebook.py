@@ -30,9 +30,9 @@ from torch import nn
 from .checks import check_choice, check_int, check_n_of_m, check_ratio
 from .compress import CompressConfig
 from .config import RunConfig
-from .frontier import choose_recipes
 from .data import MNISTData, data_root
 from .files import _check_writable_dir
+from .frontier import choose_recipes
 from .models import MODEL_NAMES, SAMPLE_SHAPE
 from .references import PUBLISHED_BASELINE
 from .runner import accuracies, baseline, record
