@@ -120,3 +120,59 @@ def test_a_sparse_vd_row_holds_the_sparsity_its_saved_model_has(tmp_path, mnist_
     (row,) = read_results(run_sweep(config, progress=False, data=mnist_small)["mlp"])
     assert row["method"] == "vd" and float(row["ratio"]) == 0
     assert float(row["sparsity"]) == sparsity(saved_model(Experiment("mlp", "vd", 0.0, schedule="vd"), config))
+
+
+def goal_rows(**accuracy_by_sparsity):
+    import pandas as pd
+
+    rows = [
+        {
+            "model": "cnn",
+            "method": "global",
+            "label": f"global {s}",
+            "sparsity": float(s.replace("_", ".")),
+            "acc_finetuned": acc,
+            "acc_finetuned_std": std,
+        }
+        for s, (acc, std) in accuracy_by_sparsity.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_a_goal_is_met_when_the_best_row_at_its_sparsity_reaches_it():
+    table = frontier.goals_table(goal_rows(**{"0_99": (0.9915, 0.0005)}))
+    assert table.loc["cnn: >= 99.10 % at >= 99 % sparsity (DNS 2016)", "verdict"] == "met (+0.05 pp)"
+
+
+def test_a_miss_within_two_seed_std_says_so_and_a_larger_one_gives_its_size():
+    near = frontier.goals_table(goal_rows(**{"0_99": (0.9905, 0.0005)}))
+    far = frontier.goals_table(goal_rows(**{"0_99": (0.9850, 0.0005)}))
+    goal = "cnn: >= 99.10 % at >= 99 % sparsity (DNS 2016)"
+    assert near.loc[goal, "verdict"] == "missed by 0.05 pp, within the seed spread (2 std = 0.10 pp)"
+    assert far.loc[goal, "verdict"] == "missed by 0.60 pp"
+
+
+def test_a_goal_without_a_row_at_its_sparsity_says_so():
+    table = frontier.goals_table(goal_rows(**{"0_98": (0.995, 0.0)}))
+    assert table.loc["cnn: >= 99.10 % at >= 99 % sparsity (DNS 2016)", "verdict"] == "no row at that sparsity yet"
+
+
+def test_the_frontier_figure_draws_every_published_point_on_logit_and_log_axes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pathlib import Path
+
+    from mnist_pruning import plots
+    from mnist_pruning.references import ANCHORS
+    from mnist_pruning.results import load_results
+
+    df = load_results(Path(__file__).resolve().parent / "fixtures")
+    fig = plots.frontier_curve(df, "cnn")
+    (ax,) = fig.axes
+    assert (ax.get_xscale(), ax.get_yscale()) == ("logit", "log")
+    labels = ax.get_legend_handles_labels()[1]
+    for a in ANCHORS:
+        if a.model == "cnn":
+            assert any(label.startswith(a.source) for label in labels), a.source
+    assert "this project: one-shot" in labels  # the fixture holds one-shot rows only
