@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -131,6 +132,19 @@ def sweep_time(config: SweepConfig, wall_seconds: float, workers: int | None) ->
     }
 
 
+def _commit() -> str:
+    """The checkout's commit (with "+changes" when files differ from it), or "" outside a git checkout."""
+    root = paths().root
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def full_run(
     config: SweepConfig,
     progress: bool = True,
@@ -150,10 +164,12 @@ def full_run(
         "settings": json.loads(settings_json(config)),
         "versions": {
             "mnist_pruning": __version__,
+            "commit": _commit(),
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
         "machine": {
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "device": "cuda" if torch.cuda.is_available() else "cpu",
