@@ -209,6 +209,7 @@ def test_run_experiment_returns_the_model_and_the_files_its_row_measured(
     result = run_experiment(exp, base, mnist_small, config, acc, tmp_path / "files", progress=False)
     assert isinstance(result, ExperimentResult)
     row, model = result.row, result.model
+    PRUNING.check(row)  # exactly the schema's columns
     assert result.dense_path.is_file() and result.compact_path.is_file()
     assert int(row["size_dense_bytes"]) == result.dense_path.stat().st_size
     assert int(row["size_compact_bytes"]) == result.compact_path.stat().st_size
