@@ -24,7 +24,7 @@ from .checks import check_choice, check_int, check_seeds
 from .data import SPLIT_SEED, VAL_SIZE, MNISTData, data_root, load_mnist
 from .models import MODEL_NAMES
 from .settings import SMOKE, Paths, paths, smoke_mode
-from .train import PRECISIONS, TrainConfig
+from .train import _PRECISIONS, TrainConfig
 
 __all__ = ["RunConfig"]
 
@@ -58,7 +58,7 @@ class RunConfig:
         for arch, epochs in self.baseline_epochs.items():
             check_choice(arch, MODEL_NAMES, "model")
             check_int(epochs, f"baseline epochs of {arch!r}")
-        check_choice(self.precision, PRECISIONS, "precision")
+        check_choice(self.precision, _PRECISIONS, "precision")
         if self.precision == "auto":
             self.precision = TrainConfig().precision  # resolved once, so hashes and rows hold what ran
 

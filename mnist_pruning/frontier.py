@@ -39,10 +39,6 @@ __all__ = [
     "Recipe",
     "RECIPES",
     "SPARSITIES",
-    "VD_BUDGETS",
-    "check_recipe",
-    "run_recipe",
-    "run_vd",
     "choose_recipes",
 ]
 
@@ -81,18 +77,18 @@ RECIPES: dict[str, dict[str, Recipe]] = {
 SPARSITIES = (0.95, 0.98, 0.99, 0.995)  # where the frontier schedule runs the chosen recipe
 # Sparse VD budgets, chosen on the validation split from the seed-0 baselines (lr 1e-3, Adam): MLP 40 epochs
 # (10 and 20 were lower), CNN 10 (5 was lower; 20 not run). The README lists what each measured.
-VD_BUDGETS = {"mlp": 40, "cnn": 10}
-TIE_PP = 0.1  # validation accuracy differences below this (percentage points) are a tie: the cheaper recipe wins
+_VD_BUDGETS = {"mlp": 40, "cnn": 10}
+_TIE_PP = 0.1  # validation accuracy differences below this (percentage points) are a tie: the cheaper recipe wins
 
 
-def check_recipe(arch: str, name: str) -> Recipe:
+def _check_recipe(arch: str, name: str) -> Recipe:
     """The recipe ``name`` of ``arch``; a ValueError listing the allowed names otherwise."""
     if name not in RECIPES[arch]:
         raise ValueError(f"unknown recipe {name!r} for {arch!r}; allowed: {list(RECIPES[arch])}")
     return RECIPES[arch][name]
 
 
-def run_recipe(
+def _run_recipe(
     base: nn.Module, data: MNISTData, ratio: float, recipe: Recipe, config: TrainConfig, progress: bool = True
 ) -> PruneResult:
     """``recipe`` on a copy of the dense ``base``: gradual global pruning to ``ratio`` for ``recipe.epochs`` at
@@ -111,7 +107,7 @@ def run_recipe(
     )
 
 
-def run_vd(base: nn.Module, data: MNISTData, config: VDConfig, progress: bool = True) -> PruneResult:
+def _run_vd(base: nn.Module, data: MNISTData, config: VDConfig, progress: bool = True) -> PruneResult:
     """Sparse VD on a copy of the dense ``base``; the model comes back with prune masks where log alpha > 3."""
     return sparse_vd(copy.deepcopy(base), data, config, progress=progress)
 
@@ -133,7 +129,7 @@ def _choose(df: pd.DataFrame, arch: str) -> str:
         raise ValueError(f"the {arch} ablation recipes have different numbers of seeds: {sorted(seeds)}")
     val = {r: 100 * float(v) for r, v in zip(rows["recipe"], rows["acc_val_finetuned"], strict=True)}
     best = max(val.values())
-    return next(name for name in RECIPES[arch] if name in val and val[name] >= best - TIE_PP)
+    return next(name for name in RECIPES[arch] if name in val and val[name] >= best - _TIE_PP)
 
 
 def ablation_table(df: pd.DataFrame, model: str) -> pd.DataFrame:

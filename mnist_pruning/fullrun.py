@@ -35,14 +35,14 @@ from .files import _atomic_write, _check_writable_dir, _load_torch
 from .frontier import choose_recipes
 from .parallel import _WORKER_THREADS, _check_workers, _default_workers, sweep_executor
 from .results import load_results
-from .runner import baseline_path
+from .runner import _baseline_path
 from .settings import paths
-from .sweep import SweepConfig, run_sweep, settings_json
+from .sweep import SweepConfig, _settings_json, run_sweep
 
-__all__ = ["CHAPTER_PARAMETERS", "execute_chapters", "full_run", "sweep_time"]
+__all__ = [  "full_run", ]
 
 # What each chapter shows in the published book (papermill parameters on top of the notebook's defaults).
-CHAPTER_PARAMETERS: dict[str, dict] = {
+_CHAPTER_PARAMETERS: dict[str, dict] = {
     "01_baseline": {"model": "both"},
     "02_prune": {"model": "mlp", "method": "global", "ratio": 0.9},
     "03_structured": {"model": "cnn", "ratio": 0.5},
@@ -53,7 +53,7 @@ CHAPTER_PARAMETERS: dict[str, dict] = {
 }
 
 
-def execute_chapters(
+def _execute_chapters(
     out_dir: str | os.PathLike,
     results_dir: str | os.PathLike,
     chapters: dict[str, dict] | None = None,
@@ -71,7 +71,7 @@ def execute_chapters(
     user_setting = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"
     try:
-        for name, params in (CHAPTER_PARAMETERS if chapters is None else chapters).items():
+        for name, params in (_CHAPTER_PARAMETERS if chapters is None else chapters).items():
             declared = pm.inspect_notebook(str(root / "notebooks" / f"{name}.ipynb"))
             if "results_dir" in declared and "results_dir" not in params:
                 # relative to the notebooks' folder, so the published pages show no machine-specific paths
@@ -98,7 +98,7 @@ def execute_chapters(
     return seconds
 
 
-def sweep_time(config: SweepConfig, wall_seconds: float, workers: int | None) -> dict:
+def _sweep_time(config: SweepConfig, wall_seconds: float, workers: int | None) -> dict:
     """Where a sweep's time went, from what it saved: the training seconds of each baseline (its checkpoint's
     history) and of the experiments (the rows' ``finetune_seconds``, per model and schedule), against the
     worker-seconds the sweep had (``wall_seconds`` x ``workers``; None with a Dask scheduler). ``other`` is the
@@ -108,7 +108,7 @@ def sweep_time(config: SweepConfig, wall_seconds: float, workers: int | None) ->
     baselines: dict[str, float] = {}
     for arch in config.models:
         for seed in config.seeds:
-            path = baseline_path(p.runs, arch, seed)
+            path = _baseline_path(p.runs, arch, seed)
             history = _load_torch(path)["history"] if path.exists() else []
             baselines[arch] = round(baselines.get(arch, 0.0) + (history[-1]["seconds"] if history else 0.0), 1)
     experiments: dict[str, dict[str, float]] = {}
@@ -147,7 +147,7 @@ def full_run(
     if scheduler is None:
         workers = _default_workers() if workers is None else _check_workers(workers)
     record: dict = {
-        "settings": json.loads(settings_json(config)),
+        "settings": json.loads(_settings_json(config)),
         "versions": {
             "mnist_pruning": __version__,
             "torch": torch.__version__,
@@ -181,10 +181,10 @@ def full_run(
         # every seed prunes its own baseline, as in the sweep, on the same workers, with the frontier's recipe
         run_compression_sweep(_compress_config_of(config, recipes=recipes), progress=progress, executor=executor)
         record["seconds"]["compression"] = round(time.perf_counter() - t, 1)
-    record["sweep_time"] = sweep_time(config, record["seconds"]["sweep"], workers if scheduler is None else None)
+    record["sweep_time"] = _sweep_time(config, record["seconds"]["sweep"], workers if scheduler is None else None)
 
     executed = p.results / "notebooks"
-    record["seconds"]["chapters"] = execute_chapters(executed, p.results, progress=progress)
+    record["seconds"]["chapters"] = _execute_chapters(executed, p.results, progress=progress)
     if book:
         from .book import build
 

@@ -26,15 +26,15 @@ from torch.nn.utils import prune
 from .checks import check_choice, check_int, check_ratio
 from .data import MNISTData
 from .models import ModelConfig, build_model
-from .schedules import UNSTRUCTURED_METHODS, prune_to, steps_per_epoch
+from .schedules import _UNSTRUCTURED_METHODS, _steps_per_epoch, prune_to
 from .sparsity.measure import prunable_layers, sparsity
 from .train import TrainConfig, fine_tune, get_device
 
-__all__ = ["LotteryResult", "lottery_targets", "lottery_ticket"]
+__all__ = [  "lottery_ticket"]
 
 
 @dataclass
-class LotteryResult:
+class _LotteryResult:
     """The winning ticket after the last round, and every round's numbers and cost."""
 
     model: nn.Module  # pruned, retrained model (masks attached)
@@ -48,7 +48,7 @@ class LotteryResult:
     includes_dense_training: bool = True  # `epochs` counts the ticket's own dense training (see budget_table)
 
 
-def lottery_targets(final_ratio: float, per_round: float | None = None, rounds: int | None = None) -> list[float]:
+def _lottery_targets(final_ratio: float, per_round: float | None = None, rounds: int | None = None) -> list[float]:
     """Sparsity after each round of iterative pruning: ``1 - (1 - p)^r``, the last one exactly ``final_ratio``.
 
     Give ``per_round`` (fraction of the remaining weights pruned per round; default 0.2 as Frankle & Carbin) or
@@ -99,7 +99,7 @@ def lottery_ticket(
     method: str = "global",
     progress: bool = True,
     on_reset: Callable[[int, nn.Module, dict[str, torch.Tensor]], None] | None = None,
-) -> LotteryResult:
+) -> _LotteryResult:
     """Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020).
 
     1. Train the dense model for ``config.epochs``, recording its weights after ``rewind_iteration`` optimizer
@@ -114,9 +114,9 @@ def lottery_ticket(
     and optimizer state at every round (``fine_tune`` builds them afresh), also when rewinding to ``k > 0`` steps.
     Total epochs: ``config.epochs * (rounds + 1)`` - ``result.epochs``, known beforehand from ``lottery_targets``.
     """
-    check_choice(method, UNSTRUCTURED_METHODS, "method")
-    targets = lottery_targets(final_ratio, per_round, rounds)
-    spe = steps_per_epoch(data, config)
+    check_choice(method, _UNSTRUCTURED_METHODS, "method")
+    targets = _lottery_targets(final_ratio, per_round, rounds)
+    spe = _steps_per_epoch(data, config)
     if rewind_epoch is not None:
         rewind_epoch = check_int(rewind_epoch, "rewind_epoch", 0)
         if rewind_iteration:
@@ -183,7 +183,7 @@ def lottery_ticket(
                 "seconds": time.perf_counter() - round_start,
             }
         )
-    return LotteryResult(
+    return _LotteryResult(
         model=model,
         rounds=rows,
         rewind_state=state,

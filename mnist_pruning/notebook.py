@@ -34,18 +34,17 @@ from .data import MNISTData, data_root
 from .files import _check_writable_dir
 from .models import MODEL_NAMES, SAMPLE_SHAPE
 from .references import PUBLISHED_BASELINE
-from .runner import accuracies, baseline, record
+from .runner import _accuracies, baseline, record
 from .settings import SMOKE, Paths, paths, smoke_mode
 from .sparsity import measure
 from .sparsity.compact import dense_bytes
 from .sparsity.nm import parse_pattern
-from .sweep import METHODS, SCHEDULES, SweepConfig, SweepStudy, latency_values, run_experiment
+from .sweep import METHODS, SCHEDULES, SweepConfig, SweepStudy, _latency_values, run_experiment
 from .train import TrainConfig
 
 __all__ = [
     "Run",
     "setup",
-    "format_number",
     "baseline_summary",
     "accuracy_table",
     "cost_table",
@@ -95,7 +94,7 @@ class Run:
         checkpoint payload (``history``, ``train_config``) with ``accuracy`` (test) and ``val_accuracy`` added,
         measured on ``data``."""
         model, payload = baseline(arch, data, self.train_config(arch), self.paths.runs, progress=progress)
-        test, val = accuracies(model, data)
+        test, val = _accuracies(model, data)
         return model, {**payload, "accuracy": test, "val_accuracy": val}
 
     def experiment(self, exp, base: nn.Module, payload: dict, data: MNISTData, **overrides):
@@ -114,7 +113,7 @@ class Run:
         acc_baseline = (payload["accuracy"], payload["val_accuracy"])
         result = run_experiment(exp, base, data, config, acc_baseline, self.paths.runs / "experiments")
         if config.latency:  # a chapter runs alone: its experiment is timed right away
-            result.row.update(latency_values(exp, result.model, base))
+            result.row.update(_latency_values(exp, result.model, base))
         result.csv = record(SweepStudy(config), result.row)
         return result
 
@@ -195,11 +194,11 @@ def setup(
         params=checked,
     )
     torch.manual_seed(seed)
-    pd.set_option("display.float_format", format_number)
+    pd.set_option("display.float_format", _format_number)
     return run
 
 
-def format_number(value: float) -> str:
+def _format_number(value: float) -> str:
     """How the chapters' tables show a float: whole numbers and anything from 1,000 up with thousands separators
     and no decimals (``532,400``, never ``532400.000000`` or ``5.324e+05``), others with four significant digits
     (``98.36``, ``0.1235``)."""

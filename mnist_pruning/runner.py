@@ -48,28 +48,22 @@ from .settings import _show_progress
 from .train import TrainConfig, evaluate, get_device, load_checkpoint, save_checkpoint, train
 
 __all__ = [
-    "Accuracy",
     "Study",
     "SweepError",
-    "accuracies",
     "baseline",
-    "baseline_path",
-    "cached_model",
-    "config_hash",
-    "pending",
     "record",
     "run_study",
 ]
 
-Accuracy = tuple[float, float | str]  # (test, validation) accuracy of one model; "" without a validation split
+_Accuracy = tuple[float, float | str]  # (test, validation) accuracy of one model; "" without a validation split
 
 
-def config_hash(key: dict) -> str:
+def _config_hash(key: dict) -> str:
     """A short, stable hash of ``key`` (JSON with sorted keys): what names a configuration in rows and files."""
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def accuracies(model: nn.Module, data: MNISTData) -> Accuracy:
+def _accuracies(model: nn.Module, data: MNISTData) -> _Accuracy:
     """(test, validation) accuracy of ``model``: the test number is reported, the validation one is what any
     choice may look at. Validation is "" (an empty cell) when the data has no validation split."""
     test = evaluate(model, data.test_x, data.test_y)["accuracy"]
@@ -77,7 +71,7 @@ def accuracies(model: nn.Module, data: MNISTData) -> Accuracy:
     return test, val
 
 
-def cached_model(
+def _cached_model(
     path: str | os.PathLike,
     config: TrainConfig,
     key: dict,
@@ -110,7 +104,7 @@ def cached_model(
     return model, {"train_config": config.to_dict(), "history": history, **extra, **key}, True
 
 
-def baseline_path(out_dir: str | os.PathLike, arch: str, seed: int) -> Path:
+def _baseline_path(out_dir: str | os.PathLike, arch: str, seed: int) -> Path:
     """Where the baseline of ``arch`` trained with ``seed`` is cached: ``<arch>_baseline_seed<seed>.pt``, except
     seed 0's ``<arch>_baseline.pt``, the name the chapters, benchmarks and earlier versions use."""
     return Path(out_dir) / (f"{arch}_baseline.pt" if seed == 0 else f"{arch}_baseline_seed{seed}.pt")
@@ -131,8 +125,8 @@ def baseline(
         }
         return model, history, {"metrics": metrics}
 
-    model, payload, _ = cached_model(
-        baseline_path(out_dir, arch, config.seed), config, {"data": data.sizes()}, make, f"the {arch} baseline"
+    model, payload, _ = _cached_model(
+        _baseline_path(out_dir, arch, config.seed), config, {"data": data.sizes()}, make, f"the {arch} baseline"
     )
     return model, payload
 
@@ -179,7 +173,7 @@ class Study(ABC):
     def baseline_info(self, model: nn.Module, data: MNISTData) -> tuple:
         """What experiment tasks receive about their baseline: its (test, validation) accuracy, and whatever a
         study adds (the sweep: its latency)."""
-        return (accuracies(model, data),)
+        return (_accuracies(model, data),)
 
     @abstractmethod
     def run(
@@ -189,7 +183,7 @@ class Study(ABC):
         may be left empty: the runner sets it)."""
 
 
-def pending(study: Study) -> list[tuple[int, Hashable]]:
+def _pending(study: Study) -> list[tuple[int, Hashable]]:
     """``(seed, point)`` for every run of ``study`` not in its CSV yet, seed by seed (reading the CSVs checks
     their columns before any training)."""
     schema = study.schema
@@ -297,7 +291,7 @@ def run_study(
     p = study.config.paths
     _check_writable_dir(p.runs)
     _check_writable_dir(p.results)
-    todo = pending(study)  # also validates existing CSVs before any training
+    todo = _pending(study)  # also validates existing CSVs before any training
     csvs = {arch: study.schema.csv(p.results, arch) for arch in study.models}
     if not todo:
         return csvs

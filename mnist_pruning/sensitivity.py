@@ -24,7 +24,7 @@ from torch.nn.utils import prune
 
 from .checks import check_choice, check_int, check_ratio
 from .data import MNISTData
-from .schedules import PruneResult, result_of
+from .schedules import PruneResult, _result_of
 from .sparsity.measure import prunable_layers
 from .sparsity.unstructured import sparsify_
 from .train import TrainConfig, evaluate, fine_tune
@@ -181,4 +181,4 @@ def one_shot_layers(
     start = time.perf_counter()
     sparsify_(model, "l1", ratios)
     history = fine_tune(model, data, config, desc="one-shot per-layer", progress=progress)
-    return result_of(model, history, config, start)
+    return _result_of(model, history, config, start)

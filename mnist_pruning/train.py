@@ -43,15 +43,11 @@ from .models import ModelConfig, build_model
 from .settings import _show_progress
 from .sparsity.masked import MaskedTraining
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> a scalar loss
+_LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> a scalar loss
 
 __all__ = [
     "TrainConfig",
     "get_device",
-    "PRECISIONS",
-    "OPTIMIZERS",
-    "bf16_supported",
-    "train_one_epoch",
     "evaluate",
     "train",
     "fine_tune",
@@ -60,11 +56,11 @@ __all__ = [
 ]
 
 
-PRECISIONS = ("auto", "bf16", "fp32")
-OPTIMIZERS = ("sgd", "adam")
+_PRECISIONS = ("auto", "bf16", "fp32")
+_OPTIMIZERS = ("sgd", "adam")
 
 
-def bf16_supported(device: torch.device | None = None) -> bool:
+def _bf16_supported(device: torch.device | None = None) -> bool:
     """Whether bfloat16 autocast runs natively on ``device`` (default: :func:`get_device`)."""
     device = device or get_device()
     if device.type == "cuda":
@@ -91,10 +87,10 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" (Nesterov, `momentum`) | "adam" (default betas; `momentum` unused)
 
     def __post_init__(self) -> None:
-        check_choice(self.precision, PRECISIONS, "precision")
-        check_choice(self.optimizer, OPTIMIZERS, "optimizer")
+        check_choice(self.precision, _PRECISIONS, "precision")
+        check_choice(self.optimizer, _OPTIMIZERS, "optimizer")
         if self.precision == "auto":
-            self.precision = "bf16" if bf16_supported() else "fp32"
+            self.precision = "bf16" if _bf16_supported() else "fp32"
         check_int(self.epochs, "epochs")
         check_int(self.batch_size, "batch_size")
         check_int(self.seed, "seed", minimum=0)
@@ -122,7 +118,7 @@ def get_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train_one_epoch(
+def _train_one_epoch(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -133,7 +129,7 @@ def train_one_epoch(
     after_step=None,
     precision: str = "fp32",
     penalty: Callable[[], torch.Tensor] | None = None,
-    loss_fn: LossFn | None = None,
+    loss_fn: _LossFn | None = None,
 ) -> float:
     """One pass over ``(x, y)`` in seeded random order; returns the mean training loss (penalty included).
 
@@ -207,7 +203,7 @@ def fine_tune(
     after_step=None,
     penalty: Callable[[], torch.Tensor] | None = None,
     masked: MaskedTraining | None = None,
-    loss_fn: LossFn | None = None,
+    loss_fn: _LossFn | None = None,
 ) -> list[dict[str, float]]:
     """Train an existing model in place for ``config.epochs``; returns per-epoch history.
 
@@ -237,7 +233,7 @@ def fine_tune(
         optimizer, scheduler = _optimizer(model, config, config.epochs * steps_per_epoch)
         training.watch(optimizer)
         for epoch in bar:
-            train_loss = train_one_epoch(
+            train_loss = _train_one_epoch(
                 model,
                 x,
                 y,

@@ -114,9 +114,9 @@ def test_the_sweep_chooses_the_frontier_recipe_from_its_own_ablation(tmp_path, m
 
 def test_a_sparse_vd_row_holds_the_sparsity_its_saved_model_has(tmp_path, mnist_small):
     from mnist_pruning.sparsity import sparsity
-    from mnist_pruning.sweep import saved_model
+    from mnist_pruning.sweep import _saved_model
 
     config = tiny(tmp_path, schedules=("vd",))
     (row,) = read_results(run_sweep(config, progress=False, data=mnist_small)["mlp"])
     assert row["method"] == "vd" and float(row["ratio"]) == 0
-    assert float(row["sparsity"]) == sparsity(saved_model(Experiment("mlp", "vd", 0.0, schedule="vd"), config))
+    assert float(row["sparsity"]) == sparsity(_saved_model(Experiment("mlp", "vd", 0.0, schedule="vd"), config))

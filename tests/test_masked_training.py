@@ -14,12 +14,12 @@ from mnist_pruning.data import MNISTData
 from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.sparsity import MaskedTraining, pruned_tensors, sparsify_
 from mnist_pruning.sparsity.measure import effective_state_dict, prunable_layers
-from mnist_pruning.train import TrainConfig, _optimizer, bf16_supported, fine_tune, train_one_epoch
+from mnist_pruning.train import TrainConfig, _bf16_supported, _optimizer, _train_one_epoch, fine_tune
 
 TINY_CNN = ModelConfig("cnn", (4, 8, 16))
 # 10 steps of 64 images per epoch, 2 epochs: 20 steps with Nesterov momentum, weight decay, warm-up and cosine.
 CFG = TrainConfig(epochs=2, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, warmup=0.1, precision="fp32")
-NATIVE_BF16 = pytest.mark.skipif(not bf16_supported(), reason="no native bf16 on this CPU")
+NATIVE_BF16 = pytest.mark.skipif(not _bf16_supported(), reason="no native bf16 on this CPU")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def _train_with_hooks(
     generator = torch.Generator().manual_seed(config.seed)
     history = []
     for _ in range(config.epochs):
-        loss = train_one_epoch(
+        loss = _train_one_epoch(
             model, data.train_x, data.train_y, optimizer, config.batch_size, generator, scheduler, after_step,
             config.precision,
         )  # fmt: skip

@@ -11,9 +11,9 @@ import torch
 from tiny import CFG, n_weights, n_zeros, tiny_model
 
 from mnist_pruning.schedules import (
-    CubicSchedule,
+    _cubic_schedule,
+    _CubicSchedule,
     budget_table,
-    cubic_schedule,
     gradual_prune,
     masks,
     one_shot,
@@ -33,8 +33,8 @@ def test_cubic_schedule_equals_the_zhu_gupta_formula(step):
         expected = s_f
     else:
         expected = s_f + (s_i - s_f) * (1 - (step - t0) / (n * dt)) ** 3
-    assert cubic_schedule(step, s_f, initial=s_i, begin=t0, steps=n, every=dt) == expected
-    schedule = CubicSchedule(final=s_f, initial=s_i, begin=t0, steps=n, every=dt)
+    assert _cubic_schedule(step, s_f, initial=s_i, begin=t0, steps=n, every=dt) == expected
+    schedule = _CubicSchedule(final=s_f, initial=s_i, begin=t0, steps=n, every=dt)
     assert schedule(step) == expected
     assert schedule.events() == [10, 14, 18, 22, 26, 30]
 
@@ -124,9 +124,9 @@ def test_same_budget_compares_one_shot_and_gradual_on_equal_epochs(mnist_small):
         (lambda d: one_shot(tiny_model(), d, "global", 1.0, CFG, progress=False), "1.0"),
         (lambda d: prune_to(tiny_model(), "structured", 0.5), "'structured'"),
         (lambda d: prune_to(tiny_model(), "global", -0.5), "-0.5"),
-        (lambda d: cubic_schedule(5, 0.9, steps=0), "got 0"),
-        (lambda d: cubic_schedule(5, 0.9, every=0), "got 0"),
-        (lambda d: cubic_schedule(5, 0.5, initial=0.6), "0.6"),
+        (lambda d: _cubic_schedule(5, 0.9, steps=0), "got 0"),
+        (lambda d: _cubic_schedule(5, 0.9, every=0), "got 0"),
+        (lambda d: _cubic_schedule(5, 0.5, initial=0.6), "0.6"),
     ],
 )
 def test_bad_inputs_raise_value_error_naming_the_value(mnist_small, call, value):

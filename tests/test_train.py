@@ -106,9 +106,9 @@ def test_history_logs_the_validation_split_not_the_test_set(mnist_small):
 
 
 def test_auto_precision_resolves_to_what_the_device_supports():
-    from mnist_pruning.train import bf16_supported
+    from mnist_pruning.train import _bf16_supported
 
-    assert TrainConfig().precision == ("bf16" if bf16_supported() else "fp32")
+    assert TrainConfig().precision == ("bf16" if _bf16_supported() else "fp32")
     assert TrainConfig(precision="fp32").to_dict()["precision"] == "fp32"
 
 
@@ -168,7 +168,7 @@ def test_fine_tune_steps_with_the_configured_optimizer(name, cls, monkeypatch):
 
 def test_penalty_is_added_to_every_steps_loss():
     from mnist_pruning.models import build_model
-    from mnist_pruning.train import train_one_epoch
+    from mnist_pruning.train import _train_one_epoch
 
     x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
     losses = {}
@@ -177,5 +177,5 @@ def test_penalty_is_added_to_every_steps_loss():
         model = build_model("mlp")
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         gen = torch.Generator().manual_seed(0)
-        losses[penalty is None] = train_one_epoch(model, x, y, optimizer, 4, gen, penalty=penalty)
+        losses[penalty is None] = _train_one_epoch(model, x, y, optimizer, 4, gen, penalty=penalty)
     assert losses[False] == pytest.approx(losses[True] + 2.5, abs=1e-5)

@@ -33,10 +33,10 @@ from .. import __version__
 from ..checks import check_choice, check_choices, check_int, check_ratio
 from ..config import RunConfig
 from ..data import MNISTData
-from ..frontier import RECIPES, Recipe, check_recipe, run_recipe
+from ..frontier import RECIPES, Recipe, _check_recipe, _run_recipe
 from ..models import MODEL_NAMES, build_model
 from ..results import COMPRESSION, Schema
-from ..runner import Study, accuracies, cached_model, config_hash, record, run_study
+from ..runner import Study, _accuracies, _cached_model, _config_hash, record, run_study
 from ..schedules import gradual_prune
 from ..sparsity.compact import _dense_file, _encode_compact, _position_bytes, load_compact
 from ..sparsity.measure import sparsity as measured_sparsity
@@ -105,7 +105,7 @@ class CompressConfig(RunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         for arch, name in self.recipes.items():
-            check_recipe(check_choice(arch, MODEL_NAMES, "model"), name)
+            _check_recipe(check_choice(arch, MODEL_NAMES, "model"), name)
         self.models = check_choices(self.models, MODEL_NAMES, "model")
         self.sparsities = {m: tuple(self.sparsities.get(m, SPARSITIES[m])) for m in self.models}
         for m, values in self.sparsities.items():
@@ -154,7 +154,7 @@ class CompressConfig(RunConfig):
         }
         if arch in self.recipes:  # only then: the hashes of plain gradual pruning stay those of earlier rows
             key["recipe"] = self.recipe(arch).key()
-        return config_hash(key)
+        return _config_hash(key)
 
     def points(self) -> list[CompressPoint]:
         """The grid's points; the MLP's duplicates (same fc bits) dropped."""
@@ -271,13 +271,13 @@ def pruned_model(
                 copy.deepcopy(base), data.to(device), "global", sparsity, cfg, progress=progress
             )
         else:
-            result = run_recipe(base, data.to(device), sparsity, recipe, config.baseline_config(arch), progress)
+            result = _run_recipe(base, data.to(device), sparsity, recipe, config.baseline_config(arch), progress)
         make.seconds = result.seconds
         return bake_in(result.model).cpu(), result.history, {}
 
     make.seconds = 0.0
     what = f"the {arch} model pruned to {sparsity:g}"
-    model, _, _ = cached_model(path, cfg, {"key": key}, make, what, torch.device("cpu"))
+    model, _, _ = _cached_model(path, cfg, {"key": key}, make, what, torch.device("cpu"))
     return PrunedModel(model, sparsity, cfg.epochs, make.seconds)
 
 
@@ -324,7 +324,7 @@ def compress_point(
     size = save_coded(coded, path)
     data_bytes = path.read_bytes()
     decoded = load_model(path).to(device)
-    acc_test, acc_val = accuracies(decoded, data)
+    acc_test, acc_val = _accuracies(decoded, data)
     parts = size_breakdown(data_bytes)
     layers = layer_table(data_bytes)
     loaded = load_coded(path)

@@ -38,7 +38,7 @@ from ..checks import check_choice
 from ..models import ModelConfig, build_model
 from ..sparsity._binary import _DTYPE_BY_NAME
 from ..sparsity.measure import prunable_layers
-from ..train import evaluate, train_one_epoch
+from ..train import _train_one_epoch, evaluate
 from .coded import CodedModel, SharedLayer
 
 __all__ = [
@@ -253,7 +253,7 @@ def fine_tune_centroids(model: nn.Module, data, config, progress: bool = True) -
     history = []
     start = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
-        loss = train_one_epoch(model, x, y, optimizer, config.batch_size, generator, scheduler, round_codebooks)
+        loss = _train_one_epoch(model, x, y, optimizer, config.batch_size, generator, scheduler, round_codebooks)
         metrics = evaluate(model, data.test_x, data.test_y)
         history.append(
             {
