@@ -62,9 +62,9 @@ from torchvision import datasets, transforms
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import check_timing_args  # noqa: E402
-from mnist_pruning.data import MEAN, STD, VAL_SIZE, data_root, load_mnist, validation_indices  # noqa: E402
+from mnist_pruning.data import MEAN, STD, VAL_SIZE, _data_root, _validation_indices, load_mnist  # noqa: E402
 from mnist_pruning.models import build_model  # noqa: E402
-from mnist_pruning.sparsity.measure import torch_benchmark  # noqa: E402
+from mnist_pruning.sparsity.measure import _torch_benchmark  # noqa: E402
 from mnist_pruning.train import TrainConfig, _bf16_supported, _train_one_epoch  # noqa: E402
 
 BATCH_SIZE = 128
@@ -123,7 +123,7 @@ def _dataloader_pipeline(root: Path, seed: int):
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
     dataset = datasets.MNIST(root=str(root), train=True, transform=transform, download=False)
     held = torch.zeros(len(dataset), dtype=torch.bool)
-    held[validation_indices(dataset.targets)] = True
+    held[_validation_indices(dataset.targets)] = True
     dataset = torch.utils.data.Subset(dataset, torch.nonzero(~held).flatten().tolist())  # the same 55,000 images
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
@@ -203,7 +203,7 @@ def bench_flops(
     _train_one_epoch(model, x[:warm], y[:warm], optimizer, BATCH_SIZE, generator)
 
     a, b = torch.randn(mm_size, mm_size), torch.randn(mm_size, mm_size)
-    mm_timer = torch_benchmark().Timer(
+    mm_timer = _torch_benchmark().Timer(
         stmt="torch.mm(a, b)", globals={"torch": torch, "a": a, "b": b}, num_threads=threads, label="mm"
     )
     mm_timer.timeit(3)  # warm-up
@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         mnist = load_mnist(args.data_dir)
         load_s = time.perf_counter() - start
         ratio, mlp_rate = bench_data(
-            mnist.train_x, mnist.train_y, data_root(args.data_dir), args.batches, args.rounds, load_s
+            mnist.train_x, mnist.train_y, _data_root(args.data_dir), args.batches, args.rounds, load_s
         )
         print(f"  (for reference: preloaded MLP training runs at {mlp_rate / 1e9:.1f} GFLOP/s; no goal)")
         fraction = bench_flops(
@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         bf16 = bench_precision(mnist.train_x, mnist.train_y, args.batches, args.rounds)
         masked_ratio, sweep_ratio = bench_epoch_parts(mnist, args.batches, args.rounds)
-        root = data_root(args.data_dir)
+        root = _data_root(args.data_dir)
         peer = {} if args.skip_peer else bench_peer(mnist, root, args.peer_batches, args.peer_eval)
     finally:
         torch.set_num_threads(previous_threads)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .checks import check_choices
+from .checks import _check_choices
 from .models import MODEL_NAMES
 from .parallel import _check_workers, _default_workers, sweep_executor
 from .sparsity.nm import NM_PATTERNS
@@ -217,7 +217,7 @@ def _compress(args: argparse.Namespace) -> int:
     from . import compress as C
 
     models = tuple(args.models) if args.sweep else (args.model,)
-    check_choices(models, MODEL_NAMES, "model")
+    _check_choices(models, MODEL_NAMES, "model")
     per_model = lambda v: {} if v is None else dict.fromkeys(models, v)  # noqa: E731
     kwargs = dict(
         models=models,
@@ -289,7 +289,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .settings import display_path, paths
         from .train import TrainConfig
 
-        check_choices(args.models, MODEL_NAMES, "model")
+        _check_choices(args.models, MODEL_NAMES, "model")
         seed = 0 if args.seed is None else args.seed
         configs = {
             m: TrainConfig.for_model(
@@ -335,11 +335,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     with sweep_executor(args.workers, args.scheduler) as executor:  # connects (or fails) before any training
         csvs = run_sweep(config, executor=executor)
-    from .compare import load_compared, summary_table
+    from .compare import _summary_table, load_compared
     from .settings import display_path
 
     folder = next(iter(csvs.values())).parent
-    print(summary_table(load_compared(folder, models=config.models)).to_string())
+    print(_summary_table(load_compared(folder, models=config.models)).to_string())
     print(
         f"\nrows in {', '.join(display_path(p) for p in csvs.values())}; "
         f"done in {time.perf_counter() - start:.0f} s"

@@ -20,10 +20,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .checks import check_choice, check_int, check_seeds
-from .data import SPLIT_SEED, VAL_SIZE, MNISTData, data_root, load_mnist
+from .checks import _check_choice, _check_int, _check_seeds
+from .data import _SPLIT_SEED, VAL_SIZE, MNISTData, _data_root, load_mnist
 from .models import MODEL_NAMES
-from .settings import SMOKE, Paths, paths, smoke_mode
+from .settings import SMOKE, _Paths, paths, smoke_mode
 from .train import _PRECISIONS, TrainConfig
 
 __all__ = ["RunConfig"]
@@ -46,19 +46,19 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.seed is not None:
-            check_int(self.seed, "seed", minimum=0)
-        seeds = check_seeds((0 if self.seed is None else self.seed,) if self.seeds is None else self.seeds)
+            _check_int(self.seed, "seed", minimum=0)
+        seeds = _check_seeds((0 if self.seed is None else self.seed,) if self.seeds is None else self.seeds)
         if self.seed is not None and seeds != (self.seed,):
             raise ValueError(f"seed={self.seed!r} and seeds={list(seeds)} disagree; give one of them")
         self.seeds = seeds
         self.seed = seeds[0] if len(seeds) == 1 else None
         for name in ("subset", "test_subset", "val_subset"):
             if getattr(self, name) is not None:
-                check_int(getattr(self, name), name, minimum=10)
+                _check_int(getattr(self, name), name, minimum=10)
         for arch, epochs in self.baseline_epochs.items():
-            check_choice(arch, MODEL_NAMES, "model")
-            check_int(epochs, f"baseline epochs of {arch!r}")
-        check_choice(self.precision, _PRECISIONS, "precision")
+            _check_choice(arch, MODEL_NAMES, "model")
+            _check_int(epochs, f"baseline epochs of {arch!r}")
+        _check_choice(self.precision, _PRECISIONS, "precision")
         if self.precision == "auto":
             self.precision = TrainConfig().precision  # resolved once, so hashes and rows hold what ran
 
@@ -81,7 +81,7 @@ class RunConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(RunConfig)}
 
     @property
-    def paths(self) -> Paths:
+    def paths(self) -> _Paths:
         """The resolved data, runs and results folders (:func:`mnist_pruning.settings.paths`)."""
         return paths(self.data_dir, self.out_dir, self.results_dir)
 
@@ -105,7 +105,7 @@ class RunConfig:
         p = self.paths
         return dataclasses.replace(
             self,
-            data_dir=str(data_root(p.data).resolve()),
+            data_dir=str(_data_root(p.data).resolve()),
             out_dir=str(p.runs.resolve()),
             results_dir=str(p.results.resolve()),
         )
@@ -123,7 +123,7 @@ class RunConfig:
             "subset": self.subset,
             "test_subset": self.test_subset,
             "val_subset": self.val_subset,
-            "split": [VAL_SIZE, SPLIT_SEED],
+            "split": [VAL_SIZE, _SPLIT_SEED],
         }
 
     def load_data(self) -> MNISTData:

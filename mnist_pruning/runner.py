@@ -113,8 +113,8 @@ def _baseline_path(out_dir: str | os.PathLike, arch: str, seed: int) -> Path:
 def baseline(
     arch: str, data: MNISTData, config: TrainConfig, out_dir: str | os.PathLike, progress: bool = True
 ) -> tuple[nn.Module, dict]:
-    """The dense baseline: loaded from :func:`baseline_path` (per ``config.seed``) in ``out_dir`` when it was
-    trained with ``config`` on the same data, else trained now and saved there (:func:`cached_model`). Returns the
+    """The dense baseline: loaded from :func:`_baseline_path` (per ``config.seed``) in ``out_dir`` when it was
+    trained with ``config`` on the same data, else trained now and saved there (:func:`_cached_model`). Returns the
     model and its checkpoint payload (``history``, ``train_config``, ``metrics``, ``data``)."""
 
     def make():
@@ -164,7 +164,7 @@ class Study(ABC):
 
     @abstractmethod
     def hash(self, point: Hashable) -> str:
-        """The configuration hash of ``point``'s row: :func:`config_hash` of all that shapes its numbers."""
+        """The configuration hash of ``point``'s row: :func:`_config_hash` of all that shapes its numbers."""
 
     def group(self, point: Hashable) -> Hashable:
         """Points with the same group run in one task, in order (default: each point alone)."""

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .checks import check_choice, check_fraction, check_int, check_ratio
+from .checks import _check_choice, _check_fraction, _check_int, _check_ratio
 from .data import MNISTData
 from .sparsity.masked import MaskedTraining
 from .sparsity.measure import prunable_layers, sparsity
@@ -67,16 +67,16 @@ class _CubicSchedule:
     every: int = 1  # dt: optimizer steps between two pruning events
 
     def __post_init__(self) -> None:
-        check_ratio(self.final, "final")
-        check_ratio(self.initial, "initial")
+        _check_ratio(self.final, "final")
+        _check_ratio(self.initial, "initial")
         if self.initial > self.final:
             raise ValueError(
                 f"initial sparsity {self.initial!r} must not exceed final sparsity {self.final!r} "
                 "(pruning only removes weights)"
             )
-        check_int(self.begin, "begin", 0)
-        check_int(self.steps, "steps", 1)
-        check_int(self.every, "every", 1)
+        _check_int(self.begin, "begin", 0)
+        _check_int(self.steps, "steps", 1)
+        _check_int(self.every, "every", 1)
 
     @property
     def end(self) -> int:
@@ -101,7 +101,7 @@ class _CubicSchedule:
 def _cubic_schedule(
     step: float, final: float, initial: float = 0.0, begin: int = 0, steps: int = 10, every: int = 1
 ) -> float:
-    """Sparsity at optimizer step ``step`` of the Zhu & Gupta cubic schedule (see :class:`CubicSchedule`)."""
+    """Sparsity at optimizer step ``step`` of the Zhu & Gupta cubic schedule (see :class:`_CubicSchedule`)."""
     return _CubicSchedule(final=final, initial=initial, begin=begin, steps=steps, every=every)(step)
 
 
@@ -134,8 +134,8 @@ def prune_to(model: nn.Module, method: str, target: float, floors: Mapping[str, 
     zeros), so this never un-prunes; a target below the current sparsity changes nothing. ``floors`` (``global``
     only): the fraction of each named layer's weights always kept.
     """
-    check_choice(method, _UNSTRUCTURED_METHODS, "method")
-    sparsify_(model, method, check_ratio(target, "target"), absolute=True, floors=floors)
+    _check_choice(method, _UNSTRUCTURED_METHODS, "method")
+    sparsify_(model, method, _check_ratio(target, "target"), absolute=True, floors=floors)
     return sparsity(model)
 
 
@@ -176,8 +176,8 @@ def one_shot(
     model: nn.Module, data: MNISTData, method: str, ratio: float, config: TrainConfig, progress: bool = True
 ) -> PruneResult:
     """The reference point: prune once to ``ratio`` (absolute), fine-tune ``config.epochs`` with fixed masks."""
-    check_choice(method, _UNSTRUCTURED_METHODS, "method")
-    ratio = check_ratio(ratio)
+    _check_choice(method, _UNSTRUCTURED_METHODS, "method")
+    ratio = _check_ratio(ratio)
     start = time.perf_counter()
     measured = prune_to(model, method, ratio)
     steps = [{"step": 0, "epoch": 0.0, "target": ratio, "sparsity": measured}]
@@ -206,18 +206,18 @@ def gradual_prune(
     ``final_ratio`` at the last pruning event, at or before ``round(end_fraction * T)``; the rest of the
     training recovers with fixed masks (fine-tuning with the low, cosine-decayed learning rate of the end).
     Every ``prune_every`` steps (default: 20 pruning steps over the window) the masks are recomputed to the
-    :class:`CubicSchedule` sparsity from the current magnitudes, by ``method`` (``"l1"`` per layer or
+    :class:`_CubicSchedule` sparsity from the current magnitudes, by ``method`` (``"l1"`` per layer or
     ``"global"``); see the module docstring for why masks only gain zeros. ``on_prune(step, model)`` is called
     after every pruning event (step 0 = before training). ``floors`` keeps a share of named layers at every event
     (``global`` only, see :func:`~mnist_pruning.sparsity.sparsify_`); ``loss_fn`` replaces the cross-entropy
     (e.g. :class:`~mnist_pruning.distill.Distillation` from the dense model).
     """
-    check_choice(method, _UNSTRUCTURED_METHODS, "method")
-    final_ratio = check_ratio(final_ratio, "final_ratio")
+    _check_choice(method, _UNSTRUCTURED_METHODS, "method")
+    final_ratio = _check_ratio(final_ratio, "final_ratio")
     _check_floors(floors, method, final_ratio, True, prunable_layers(model))
-    initial_ratio = check_ratio(initial_ratio, "initial_ratio")
-    begin_fraction = check_fraction(begin_fraction, "begin_fraction", 0.0, 1.0)
-    end_fraction = check_fraction(end_fraction, "end_fraction", 0.0, 1.0)
+    initial_ratio = _check_ratio(initial_ratio, "initial_ratio")
+    begin_fraction = _check_fraction(begin_fraction, "begin_fraction", 0.0, 1.0)
+    end_fraction = _check_fraction(end_fraction, "end_fraction", 0.0, 1.0)
     total = config.epochs * _steps_per_epoch(data, config)
     begin, end = round(begin_fraction * total), round(end_fraction * total)
     if end <= begin:
@@ -227,7 +227,7 @@ def gradual_prune(
         )
     if prune_every is None:
         prune_every = max(1, (end - begin) // 20)
-    prune_every = check_int(prune_every, "prune_every", 1)
+    prune_every = _check_int(prune_every, "prune_every", 1)
     if prune_every > end - begin:
         raise ValueError(
             f"prune_every={prune_every} is longer than the pruning window of {end - begin} steps "

@@ -36,13 +36,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__, frontier
-from .checks import check_choice, check_choices, check_int, check_ratio
+from .checks import _check_choice, _check_choices, _check_int, _check_ratio
 from .config import RunConfig
 from .data import MNISTData
 from .lottery import lottery_ticket
 from .models import MODEL_NAMES, SAMPLE_SHAPE, build_model
 from .parallel import _WORKER_THREADS
-from .results import PRUNING, Schema, read_results, update_rows
+from .results import PRUNING, Schema, _update_rows, read_results
 from .runner import Study, _accuracies, _Accuracy, _baseline_path, _config_hash, run_study
 from .schedules import gradual_prune
 from .settings import _show_progress
@@ -134,26 +134,26 @@ class SweepConfig(RunConfig):
     recipes: dict[str, str] = field(default_factory=dict)  # the frontier schedule's recipe per model (chosen on
     # validation by mnist_pruning.frontier.choose_recipes from the ablation's rows)
     recipe_epochs: int | None = None  # every recipe's epochs (smoke runs); None = each recipe's own
-    vd_epochs: int | None = None  # Sparse VD epochs; None = mnist_pruning.frontier.VD_BUDGETS
+    vd_epochs: int | None = None  # Sparse VD epochs; None = mnist_pruning.frontier._VD_BUDGETS
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.models = check_choices(self.models, MODEL_NAMES, "model")
-        self.methods = check_choices(self.methods, METHODS, "method")
-        self.schedules = check_choices(self.schedules, SCHEDULES, "schedule")
-        self.ratios = tuple(check_ratio(r) for r in self.ratios)
-        self.frontier_ratios = tuple(check_ratio(r) for r in self.frontier_ratios)
+        self.models = _check_choices(self.models, MODEL_NAMES, "model")
+        self.methods = _check_choices(self.methods, METHODS, "method")
+        self.schedules = _check_choices(self.schedules, SCHEDULES, "schedule")
+        self.ratios = tuple(_check_ratio(r) for r in self.ratios)
+        self.frontier_ratios = tuple(_check_ratio(r) for r in self.frontier_ratios)
         self.patterns = tuple(self.patterns)
         for p in self.patterns:
             parse_pattern(p)
-        check_int(self.lottery_rounds, "lottery_rounds")
+        _check_int(self.lottery_rounds, "lottery_rounds")
         for arch in self.models:
             self.budget(arch)  # validates every override
         for name in ("recipe_epochs", "vd_epochs"):
             if getattr(self, name) is not None:
-                check_int(getattr(self, name), name)
+                _check_int(getattr(self, name), name)
         for arch, name in self.recipes.items():
-            check_choice(arch, MODEL_NAMES, "model")
+            _check_choice(arch, MODEL_NAMES, "model")
             frontier.check_recipe(arch, name)
 
     def budget(self, arch: str) -> _Budget:
@@ -168,8 +168,8 @@ class SweepConfig(RunConfig):
         TrainConfig(
             epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.seeds[0], precision=self.precision
         )
-        check_int(budget.frontier_epochs, "frontier_epochs")
-        check_int(budget.lottery_epochs, "lottery_epochs")
+        _check_int(budget.frontier_epochs, "frontier_epochs")
+        _check_int(budget.lottery_epochs, "lottery_epochs")
         return budget
 
     def epochs(self, exp: Experiment) -> int:
@@ -191,7 +191,7 @@ class SweepConfig(RunConfig):
         return recipe if self.recipe_epochs is None else dataclasses.replace(recipe, epochs=self.recipe_epochs)
 
     def vd_config(self, arch: str) -> VDConfig:
-        """The Sparse VD run of ``arch`` (:data:`mnist_pruning.frontier.VD_BUDGETS`, or vd_epochs)."""
+        """The Sparse VD run of ``arch`` (:data:`mnist_pruning.frontier._VD_BUDGETS`, or vd_epochs)."""
         epochs = frontier.VD_BUDGETS[arch] if self.vd_epochs is None else self.vd_epochs
         return VDConfig(epochs=epochs, seed=self.one_seed(), precision=self.precision)
 
@@ -299,9 +299,9 @@ def run_experiment(
     progress: bool = True,
 ) -> _ExperimentResult:
     """Run one experiment on a copy of ``base_model``: prune, fine-tune, save, measure everything but latency
-    (its columns stay empty: :func:`latency_values` times the saved model later, in a quiet phase).
+    (its columns stay empty: :func:`_latency_values` times the saved model later, in a quiet phase).
 
-    ``acc_baseline`` is the baseline's (test, validation) accuracy (:func:`~mnist_pruning.runner.accuracies`).
+    ``acc_baseline`` is the baseline's (test, validation) accuracy (:func:`~mnist_pruning.runner._accuracies`).
     """
     run = _run_oneshot if exp.schedule == "oneshot" else _run_frontier
     model, acc_pruned, epochs, seconds = run(exp, base_model, data, config, progress)
@@ -335,7 +335,7 @@ _LATENCY_TIMING = measure.Timing(rounds=3, min_run_time=0.1, batches=_LATENCY_BA
 
 def _latency_values(exp: Experiment, model: nn.Module, base_model: nn.Module) -> dict[str, object]:
     """The latency columns of ``exp``'s row: ``model`` (masks baked in), its sparse conversion (unstructured and
-    N:M rows) and ``base_model``, timed alternately (:data:`LATENCY_TIMING`) on CPU copies."""
+    N:M rows) and ``base_model``, timed alternately (:data:`_LATENCY_TIMING`) on CPU copies."""
     models = {
         name: copy.deepcopy(m).cpu().to(memory_format=torch.contiguous_format)
         for name, m in (("baseline", base_model), ("dense", model))
@@ -388,7 +388,7 @@ def measure_latencies(config: SweepConfig, progress: bool = True) -> int:
                 saved = _baseline_path(config.paths.runs, exp.model, seed)
                 bases[(exp.model, seed)] = load_checkpoint(saved, _CPU)[0]
             values = _latency_values(exp, _saved_model(exp, one.config), bases[(exp.model, seed)])
-            update_rows(path, {_key(one, exp): values})
+            _update_rows(path, {_key(one, exp): values})
     finally:
         torch.set_num_threads(threads)
     return len(todo)
@@ -426,7 +426,7 @@ def _run_oneshot(
 
 def _experiment_files(exp: Experiment, files_dir: str | os.PathLike, config: SweepConfig) -> tuple[Path, Path]:
     """Where an experiment's dense ``state_dict`` and its compact file go, e.g.
-    ``mlp_nm_2of4_seed0_<config_hash>.safetensors``: the seed and the :func:`config_hash` (budget, baseline
+    ``mlp_nm_2of4_seed0_<config_hash>.safetensors``: the seed and the :func:`_config_hash` (budget, baseline
     recipe, data) make the names unique per run, so a later run never replaces the files of an earlier row."""
     detail = (exp.pattern or f"{exp.ratio:g}").replace(":", "of")
     suffix = "" if exp.schedule == "oneshot" else f"_{exp.schedule}"

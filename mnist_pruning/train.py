@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checks import check_choice, check_fraction, check_int
+from .checks import _check_choice, _check_fraction, _check_int
 from .data import MNISTData, batches
 from .files import CorruptFileError, _load_torch, _save_torch
 from .models import ModelConfig, build_model
@@ -87,17 +87,17 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" (Nesterov, `momentum`) | "adam" (default betas; `momentum` unused)
 
     def __post_init__(self) -> None:
-        check_choice(self.precision, _PRECISIONS, "precision")
-        check_choice(self.optimizer, _OPTIMIZERS, "optimizer")
+        _check_choice(self.precision, _PRECISIONS, "precision")
+        _check_choice(self.optimizer, _OPTIMIZERS, "optimizer")
         if self.precision == "auto":
             self.precision = "bf16" if _bf16_supported() else "fp32"
-        check_int(self.epochs, "epochs")
-        check_int(self.batch_size, "batch_size")
-        check_int(self.seed, "seed", minimum=0)
-        check_fraction(self.lr, "lr", 1e-12, math.inf)
-        check_fraction(self.momentum, "momentum", 0.0, 1.0)
-        check_fraction(self.weight_decay, "weight_decay", 0.0, math.inf)
-        check_fraction(self.warmup, "warmup", 0.0, 0.999)
+        _check_int(self.epochs, "epochs")
+        _check_int(self.batch_size, "batch_size")
+        _check_int(self.seed, "seed", minimum=0)
+        _check_fraction(self.lr, "lr", 1e-12, math.inf)
+        _check_fraction(self.momentum, "momentum", 0.0, 1.0)
+        _check_fraction(self.weight_decay, "weight_decay", 0.0, math.inf)
+        _check_fraction(self.warmup, "warmup", 0.0, 0.999)
 
     @classmethod
     def for_model(cls, arch: str, **overrides) -> TrainConfig:
@@ -208,7 +208,7 @@ def fine_tune(
     """Train an existing model in place for ``config.epochs``; returns per-epoch history.
 
     ``penalty()`` is added to every step's loss, ``loss_fn`` replaces the cross-entropy (see
-    :func:`train_one_epoch`).
+    :func:`_train_one_epoch`).
 
     History rows: ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy`` (the validation split, float32),
     ``seconds`` (cumulative, evaluation included).

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import nn
 
-from .checks import check_choice, check_fraction, check_int
+from .checks import _check_choice, _check_fraction, _check_int
 from .data import MNISTData
 from .schedules import PruneResult, _result_of
 from .sparsity import variational
@@ -51,15 +51,15 @@ class VDConfig:
     precision: str = "auto"  # forward/backward precision, as TrainConfig.precision
 
     def __post_init__(self) -> None:
-        check_int(self.epochs, "epochs")
-        check_int(self.batch_size, "batch_size")
-        check_int(self.seed, "seed", minimum=0)
-        check_fraction(self.lr, "lr", 1e-12, 1.0)
-        check_fraction(self.kl_weight, "kl_weight", 0.0, 100.0)
-        check_fraction(self.kl_warmup, "kl_warmup", 0.0, 1.0)
-        check_fraction(self.threshold, "threshold", *variational._LOG_ALPHA_RANGE)
-        check_fraction(self.log_sigma2, "log_sigma2", *variational._LOG_SIGMA2_RANGE)
-        check_choice(self.precision, _PRECISIONS, "precision")
+        _check_int(self.epochs, "epochs")
+        _check_int(self.batch_size, "batch_size")
+        _check_int(self.seed, "seed", minimum=0)
+        _check_fraction(self.lr, "lr", 1e-12, 1.0)
+        _check_fraction(self.kl_weight, "kl_weight", 0.0, 100.0)
+        _check_fraction(self.kl_warmup, "kl_warmup", 0.0, 1.0)
+        _check_fraction(self.threshold, "threshold", *variational._LOG_ALPHA_RANGE)
+        _check_fraction(self.log_sigma2, "log_sigma2", *variational._LOG_SIGMA2_RANGE)
+        _check_choice(self.precision, _PRECISIONS, "precision")
 
     def train_config(self) -> TrainConfig:
         """The :class:`TrainConfig` that ``fine_tune`` runs: Adam, no weight decay (the KL term is the prior)."""
@@ -100,9 +100,9 @@ class _KLPenalty:
 
     def __init__(self, model: nn.Module, n: int, weight: float = 1.0, warmup_steps: int = 0) -> None:
         self.model = model
-        self.n = check_int(n, "n")
-        self.weight = check_fraction(weight, "weight", 0.0, math.inf)
-        self.warmup_steps = check_int(warmup_steps, "warmup_steps", minimum=0)
+        self.n = _check_int(n, "n")
+        self.weight = _check_fraction(weight, "weight", 0.0, math.inf)
+        self.warmup_steps = _check_int(warmup_steps, "warmup_steps", minimum=0)
         self.step = 0
 
     def current_weight(self) -> float:
@@ -128,7 +128,7 @@ def sparse_vd(model: nn.Module, data: MNISTData, config: VDConfig, progress: boo
         progress: show a progress bar.
 
     Returns:
-        A :class:`VDResult`: ``model`` (same object, class and config; masks where ``log alpha > threshold``),
+        A :class:`_VDResult`: ``model`` (same object, class and config; masks where ``log alpha > threshold``),
         ``history``, measured ``sparsity`` and ``layers``, last-epoch validation ``accuracy``, ``epochs``,
         ``seconds``.
 

@@ -22,6 +22,7 @@ from mnist_pruning.sparsity.compact import (
     _ENCODINGS,
     _FORMAT,
     _decode_positions,
+    _dense_bytes,
     _encode_compact,
     _encode_positions,
     _information_limit_bits,
@@ -29,12 +30,11 @@ from mnist_pruning.sparsity.compact import (
     compact_bytes,
     compact_ratio,
     compact_summary,
-    dense_bytes,
     load_compact,
     save_compact,
     save_dense,
 )
-from mnist_pruning.sparsity.measure import effective_state_dict, prunable_layers
+from mnist_pruning.sparsity.measure import _effective_state_dict, prunable_layers
 
 ARCHS = ("mlp", "cnn")
 
@@ -68,7 +68,7 @@ def test_compact_round_trip_is_bitwise_with_masks_attached(tmp_path: Path, arch:
     assert n_bytes == (tmp_path / "m.safetensors").stat().st_size
     loaded = load_compact(tmp_path / "m.safetensors")
     assert not any(k.endswith(("_orig", "_mask")) for k in loaded)
-    assert_bitwise_equal(loaded, effective_state_dict(model))
+    assert_bitwise_equal(loaded, _effective_state_dict(model))
     # And the values are the ones the masked model computes with.
     for name, module in prunable_layers(model):
         assert torch.equal(loaded[f"{name}.weight"], module.weight_orig * module.weight_mask)
@@ -84,7 +84,7 @@ def test_compact_round_trip_after_prune_remove_loads_into_fresh_model(
         prune.remove(module, "weight")
     save_compact(model, tmp_path / "m.safetensors")
     loaded = load_compact(tmp_path / "m.safetensors")
-    assert_bitwise_equal(loaded, effective_state_dict(model))
+    assert_bitwise_equal(loaded, _effective_state_dict(model))
     reference = model.state_dict()
     assert all(torch.equal(loaded[k], reference[k]) for k in reference)  # -0.0 == +0.0 here
     fresh = build_model(arch)
@@ -148,7 +148,7 @@ def test_compact_round_trips_1d_4d_tiny_and_empty_shapes(tmp_path: Path, shape: 
     torch.manual_seed(0)
     t = torch.randn(shape) * (torch.rand(shape) < density)
     save_compact({"w": t}, tmp_path / "s.safetensors")
-    assert_bitwise_equal(load_compact(tmp_path / "s.safetensors"), effective_state_dict({"w": t}))
+    assert_bitwise_equal(load_compact(tmp_path / "s.safetensors"), _effective_state_dict({"w": t}))
 
 
 def test_elias_fano_is_chosen_and_near_the_limit_at_high_sparsity() -> None:
@@ -183,9 +183,9 @@ def test_compact_smaller_than_dense_at_half_sparsity(tmp_path: Path, arch: str) 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_dense_file_size_does_not_fall_with_sparsity(tmp_path: Path, arch: str) -> None:
-    sizes = [dense_bytes(pruned(arch, s), tmp_path / f"{s}.pt") for s in (0.0, 0.5, 0.9, 0.99)]
+    sizes = [_dense_bytes(pruned(arch, s), tmp_path / f"{s}.pt") for s in (0.0, 0.5, 0.9, 0.99)]
     assert sizes == sorted(sizes), sizes
-    assert dense_bytes(pruned(arch, 0.9)) == sizes[2]  # in-memory measure matches the file on disk
+    assert _dense_bytes(pruned(arch, 0.9)) == sizes[2]  # in-memory measure matches the file on disk
 
 
 def test_information_limit_matches_exact_binomial() -> None:

@@ -121,7 +121,7 @@ def test_resolve_results_dir(monkeypatch, tmp_path):
 def test_dense_bytes_with_only_structured_rows(tmp_path):
     """Structured rows are smaller models, so their dense files cannot stand for the baseline's."""
     from mnist_pruning.models import build_model
-    from mnist_pruning.sparsity.compact import dense_bytes
+    from mnist_pruning.sparsity.compact import _dense_bytes
 
     rows = [r for r in raw_rows("cnn") if r["method"] == "structured"]
     with open(tmp_path / "cnn_pruning_results.csv", "w", newline="") as f:
@@ -130,7 +130,7 @@ def test_dense_bytes_with_only_structured_rows(tmp_path):
         writer.writerows(rows)
     df = results.load_results(tmp_path)
     dense = compare._dense_bytes(df, "cnn")
-    assert dense == dense_bytes(build_model("cnn"))
+    assert dense == _dense_bytes(build_model("cnn"))
     assert dense > max(int(r["size_dense_bytes"]) for r in rows)
     table = compare.smallest_within(df)
     best = table[table["tolerance_pp"] == 1.0].iloc[0]  # structured 0.7 (160,864 compact bytes)

@@ -344,7 +344,7 @@ def _comp_rows():
 
 def test_compression_frontier_draws_coded_files_limits_and_the_references(fixture_results):
     from mnist_pruning import plots
-    from mnist_pruning.references import SIZE_ANCHORS
+    from mnist_pruning.references import _SIZE_ANCHORS
     from mnist_pruning.results import load_results
 
     df = load_results(fixture_results)
@@ -352,7 +352,7 @@ def test_compression_frontier_draws_coded_files_limits_and_the_references(fixtur
     (ax,) = fig.axes
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     labels = [line.get_label() for line in ax.get_lines()]
-    for anchor in (a for a in SIZE_ANCHORS if a.model == "cnn"):
+    for anchor in (a for a in _SIZE_ANCHORS if a.model == "cnn"):
         assert any(anchor.source in label for label in labels), anchor.source
     assert "information limit of that file" in labels and "dense baseline" in labels
     coded = next(line for line in ax.get_lines() if line.get_label().startswith("coded: 95 %"))

@@ -38,7 +38,7 @@ def test_run_json_records_the_seeds_and_where_the_sweep_ran(tmp_path, monkeypatc
 
     ran = {}
     monkeypatch.setattr(fullrun, "run_sweep", lambda config, progress, executor: ran.update(executor=executor))
-    monkeypatch.setattr(fullrun, "execute_chapters", lambda *args, **kwargs: {})
+    monkeypatch.setattr(fullrun, "_execute_chapters", lambda *args, **kwargs: {})
     compressed = []
     monkeypatch.setattr(fullrun, "run_compression_sweep", lambda c, **kwargs: compressed.extend(c.seeds))
     config = SweepConfig(seeds=(0, 1, 2), results_dir=str(tmp_path), out_dir=str(tmp_path / "runs"))

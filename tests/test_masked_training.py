@@ -13,7 +13,7 @@ from mnist_pruning import schedules
 from mnist_pruning.data import MNISTData
 from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.sparsity import MaskedTraining, pruned_tensors, sparsify_
-from mnist_pruning.sparsity.measure import effective_state_dict, prunable_layers
+from mnist_pruning.sparsity.measure import _effective_state_dict, prunable_layers
 from mnist_pruning.train import TrainConfig, _bf16_supported, _optimizer, _train_one_epoch, fine_tune
 
 TINY_CNN = ModelConfig("cnn", (4, 8, 16))
@@ -66,7 +66,7 @@ def _train_with_hooks(
 
 def _bits(model: nn.Module) -> dict[str, torch.Tensor]:
     """The tensors the model computes with, as raw int32 bit patterns (zeros as +0.0)."""
-    return {k: v.view(torch.int32) for k, v in effective_state_dict(model).items()}
+    return {k: v.view(torch.int32) for k, v in _effective_state_dict(model).items()}
 
 
 def _assert_bitwise_equal(a: nn.Module, b: nn.Module) -> None:

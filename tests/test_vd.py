@@ -6,7 +6,7 @@ from tiny import TINY, n_weights, n_zeros, tiny_model
 from torch.nn.utils import prune
 
 from mnist_pruning.sparsity.measure import layer_sparsity
-from mnist_pruning.sparsity.variational import kl, to_variational_, variational_layers
+from mnist_pruning.sparsity.variational import _variational_layers, kl, to_variational_
 from mnist_pruning.train import evaluate
 from mnist_pruning.vd import VDConfig, _KLPenalty, sparse_vd
 
@@ -20,7 +20,7 @@ def result(mnist_small):
 
 def test_sparse_vd_returns_the_same_model_class_and_config_with_masks_only(result):
     assert type(result.model) is type(tiny_model()) and result.model.config == TINY
-    assert not variational_layers(result.model)
+    assert not _variational_layers(result.model)
     assert all(prune.is_pruned(result.model.get_submodule(n)) for n in ("fc1", "fc2", "fc3"))
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checks import check_choice
+from ..checks import _check_choice
 from ..files import CorruptFileError, _atomic_write
 from ..models import ModelConfig
 from ..sparsity._binary import (
@@ -56,7 +56,6 @@ from .coder import _POSITION_CODINGS, _decode_indices, _decode_positions, _encod
 from .sharing import _CODEBOOK_DTYPES, _MAX_BITS
 
 __all__ = [
-    "FORMAT",
     "encode",
     "decode",
     "save_coded",
@@ -66,7 +65,7 @@ __all__ = [
     "layer_table",
 ]
 
-FORMAT = "mnist-pruning-coded/1"
+_FORMAT = "mnist-pruning-coded/1"
 _MAGIC = b"MNPZ"
 _VERSION = 1
 _RAW_DTYPES = ("F32", "F16", "BF16")  # dtypes of the raw (non-shared) tensors
@@ -92,7 +91,7 @@ def encode(coded: CodedModel, position_coding: str | None = None) -> bytes:
     """The bytes of the coded file (see the module docstring). ``position_coding`` forces "mask" or "gap" for
     every layer; by default each layer gets the smaller one."""
     if position_coding is not None:
-        check_choice(position_coding, _POSITION_CODINGS, "position coding")
+        _check_choice(position_coding, _POSITION_CODINGS, "position coding")
     records = [f"model {coded.config.arch} {_shape_text(coded.config.widths)}"]
     payload: list[bytes] = []
     for name, layer in coded.layers.items():
@@ -131,7 +130,7 @@ def save_coded(coded: CodedModel, path: str | os.PathLike, position_coding: str 
 
 
 def _bad(source: str, why: str) -> CorruptFileError:
-    return _invalid_file(source, FORMAT, why, "coded model file", "write it again with save_coded")
+    return _invalid_file(source, _FORMAT, why, "coded model file", "write it again with save_coded")
 
 
 def _crc_ok(data: bytes) -> bool:

@@ -34,7 +34,7 @@ from sklearn.cluster import KMeans
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
-from ..checks import check_choice
+from ..checks import _check_choice
 from ..models import ModelConfig, build_model
 from ..sparsity._binary import _DTYPE_BY_NAME
 from ..sparsity.measure import prunable_layers
@@ -179,7 +179,7 @@ def share_weights(
         share_weights(model, layer_bits(model, bits_fc=5))
         len(model.fc1.parametrizations.weight[0].codebook)     # <= 32
     """
-    check_choice(codebook_dtype, _CODEBOOK_DTYPES, "codebook dtype")
+    _check_choice(codebook_dtype, _CODEBOOK_DTYPES, "codebook dtype")
     layers = dict(prunable_layers(model))
     unknown = sorted(set(bits) - set(layers))
     if unknown or set(bits) != set(layers):
@@ -217,7 +217,7 @@ def share_weights(
 
 def fine_tune_centroids(model: nn.Module, data, config, progress: bool = True) -> list[dict]:
     """Train the shared values (and biases) of a :func:`share_weights` model for ``config.epochs``: SGD with
-    Nesterov momentum and a cosine decay, seeded batch order (``train.train_one_epoch``).
+    Nesterov momentum and a cosine decay, seeded batch order (``train._train_one_epoch``).
 
     Each centroid's gradient is the sum of its weights' gradients (autograd through ``codebook[index]``), as in
     Deep Compression; its *step size* is ``config.lr * k / kept`` per layer, so a centroid moves like one
@@ -269,7 +269,7 @@ def fine_tune_centroids(model: nn.Module, data, config, progress: bool = True) -
 
 def snapshot(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
     """The :class:`CodedModel` of a :func:`share_weights` model as it is now (the model is not changed)."""
-    check_choice(bias_dtype, tuple(_BIAS_DTYPES), "bias dtype")
+    _check_choice(bias_dtype, tuple(_BIAS_DTYPES), "bias dtype")
     layers: dict[str, SharedLayer] = {}
     for name, module in prunable_layers(model):
         shared = _sharing(module)

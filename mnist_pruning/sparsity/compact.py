@@ -9,7 +9,7 @@ Usage::
     dense = save_dense(model, "runs/mlp-90.pt")                 # the baseline: ordinary torch.save, zeros stored
     compact_ratio(model)                                        # compact bits / information limit, e.g. 1.01
 
-What is saved is :func:`effective_state_dict`: with ``torch.nn.utils.prune`` attached, ``weight`` is
+What is saved is :func:`_effective_state_dict`: with ``torch.nn.utils.prune`` attached, ``weight`` is
 ``weight_orig * weight_mask`` and the ``_orig``/``_mask`` entries are dropped. A zero is a zero: ``-0.0`` (what
 masking a negative weight produces) is written back as ``+0.0``; every other value, NaN included, round-trips
 bit for bit, so ``load_compact(p)`` equals ``effective_state_dict(model)`` even compared as integer bit patterns.
@@ -63,7 +63,7 @@ from ._binary import (
     _shape_text,
     _tensor_from_bytes,
 )
-from .measure import _StateDictLike, effective_state_dict
+from .measure import _effective_state_dict, _StateDictLike
 
 __all__ = [
     "save_compact",
@@ -71,7 +71,6 @@ __all__ = [
     "compact_bytes",
     "compact_summary",
     "save_dense",
-    "dense_bytes",
     "compact_ratio",
 ]
 
@@ -203,7 +202,7 @@ def _layout_record(row: dict) -> str:
 
 def _encode_compact(model_or_state_dict: _StateDictLike) -> bytes:
     """The bytes :func:`save_compact` writes (a complete safetensors file), without touching the disk."""
-    sd = effective_state_dict(model_or_state_dict)
+    sd = _effective_state_dict(model_or_state_dict)
     rows = _plan(sd)
     parts: list[bytes] = []
     for row in rows:
@@ -372,7 +371,7 @@ def _dense_file(model_or_state_dict: _StateDictLike) -> bytes:
     # Serialised in memory: torch.save names the zip's inner folder after the file, so writing to a temporary
     # file would make the size depend on a random name.
     buf = io.BytesIO()
-    torch.save(effective_state_dict(model_or_state_dict), buf)
+    torch.save(_effective_state_dict(model_or_state_dict), buf)
     return buf.getvalue()
 
 
@@ -399,7 +398,7 @@ def save_dense(model_or_state_dict: _StateDictLike, path: str | os.PathLike) -> 
     return len(data)
 
 
-def dense_bytes(model_or_state_dict: _StateDictLike, path: str | os.PathLike | None = None) -> int:
+def _dense_bytes(model_or_state_dict: _StateDictLike, path: str | os.PathLike | None = None) -> int:
     """Size of the ordinary dense checkpoint (:func:`save_dense`).
 
     Args:
@@ -451,7 +450,7 @@ def compact_summary(model_or_state_dict: _StateDictLike) -> list[dict]:
 
         >>> pandas.DataFrame(compact_summary(net))
     """
-    rows = _plan(effective_state_dict(model_or_state_dict))
+    rows = _plan(_effective_state_dict(model_or_state_dict))
     for row in rows:
         row["bytes"] = row.pop("value_bytes") + row.pop("position_bytes")
         row["limit_bits"] = _information_limit_bits(
@@ -476,6 +475,6 @@ def compact_ratio(model_or_state_dict: _StateDictLike) -> float:
 
         >>> compact_ratio(net)   # e.g. 1.1: 10 % above the limit
     """
-    sd = effective_state_dict(model_or_state_dict)
+    sd = _effective_state_dict(model_or_state_dict)
     limit = sum(r["limit_bits"] for r in compact_summary(sd))
     return compact_bytes(sd) * 8 / limit if limit else math.inf

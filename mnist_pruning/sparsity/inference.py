@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..checks import check_choice, check_fraction, check_int
+from ..checks import _check_choice, _check_fraction, _check_int
 from .kernels import SparseConv2d, SparseLinear, _conv_geometry
 from .measure import Timing, _FilterFn, prunable_layers, time_models
 
@@ -152,7 +152,7 @@ def _check_convertible(model: nn.Module, filter_fn: _FilterFn | None = None) -> 
 def _check_batch_sizes(batch_sizes: Sequence[int]) -> tuple[int, ...]:
     if isinstance(batch_sizes, (int, str)) or not batch_sizes:
         raise ValueError(f"batch_sizes must be a non-empty sequence of positive integers, got {batch_sizes!r}")
-    sizes = tuple(sorted({check_int(b, f"every batch size of {tuple(batch_sizes)!r}") for b in batch_sizes}))
+    sizes = tuple(sorted({_check_int(b, f"every batch size of {tuple(batch_sizes)!r}") for b in batch_sizes}))
     return sizes
 
 
@@ -160,12 +160,12 @@ def _check_force(force: str | Mapping[int, str] | None, batch_sizes: tuple[int, 
     if force is None:
         return None
     if isinstance(force, str):
-        return {b: check_choice(force, _KERNELS, "force") for b in batch_sizes}
+        return {b: _check_choice(force, _KERNELS, "force") for b in batch_sizes}
     if not isinstance(force, Mapping) or set(force) != set(batch_sizes):
         raise ValueError(
             f"force must be 'dense', 'sparse' or a mapping of every batch size {batch_sizes} to one, got {force!r}"
         )
-    return {b: check_choice(force[b], _KERNELS, f"force[{b}]") for b in batch_sizes}
+    return {b: _check_choice(force[b], _KERNELS, f"force[{b}]") for b in batch_sizes}
 
 
 # ---------------------------------------------------------------------------------------- plan and convert
@@ -276,10 +276,10 @@ def plan_sparse_inference(
 
         >>> plan = plan_sparse_inference(net, (1, 28, 28), (1, 256)); fast = apply_sparse_plan(net, plan)
     """
-    shape = tuple(check_int(d, f"every dimension of sample_shape {tuple(sample_shape)!r}") for d in sample_shape)
+    shape = tuple(_check_int(d, f"every dimension of sample_shape {tuple(sample_shape)!r}") for d in sample_shape)
     sizes = _check_batch_sizes(batch_sizes)
     forced = _check_force(force, sizes)
-    max_density = check_fraction(max_density, "max_density")
+    max_density = _check_fraction(max_density, "max_density")
     timing = Timing(rounds=rounds, min_run_time=min_run_time)
     layers = _check_convertible(model, filter_fn)
     work = copy.deepcopy(model).eval()

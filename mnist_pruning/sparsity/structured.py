@@ -71,8 +71,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..checks import check_int, check_ratio
-from .measure import effective_state_dict
+from ..checks import _check_int, _check_ratio
+from .measure import _effective_state_dict
 from .unstructured import bake_in
 
 __all__ = [
@@ -244,8 +244,8 @@ def _check_layers(links: Sequence[Link], layers: Iterable[str] | str | None) -> 
 
 def _units_removed(units: int, ratio: float) -> int:
     """Units removed of ``units`` at ``ratio``: ``round(ratio * units)``, at most ``units - 1``."""
-    ratio = check_ratio(ratio, what="units")
-    return min(round(ratio * check_int(units, "units")), int(units) - 1)
+    ratio = _check_ratio(ratio, what="units")
+    return min(round(ratio * _check_int(units, "units")), int(units) - 1)
 
 
 # ---------------------------------------------------------------------------------------------- masking
@@ -279,7 +279,7 @@ def apply_structured_masks(
 
         >>> apply_structured_masks(net, 0.5); small = apply_surgery(net)
     """
-    ratio = check_ratio(ratio, what="units")
+    ratio = _check_ratio(ratio, what="units")
     chosen = _check_layers(_resolve_links(model, links), layers)
     already = [link.producer for link in chosen if hasattr(_layer(model, link.producer), "weight_mask")]
     if already:
@@ -366,7 +366,7 @@ def surgery(
     """
     resolved = _resolve_links(model, links)
     keep = _kept_units(model, resolved)
-    sd = effective_state_dict(model)
+    sd = _effective_state_dict(model)
     for link in resolved:  # any order: a removed unit's row is zero, so folding into it adds exactly zero
         consumer = _layer(model, link.consumer)
         w_key, b_key = f"{link.producer}.weight", f"{link.producer}.bias"

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..checks import check_choice, check_ratio
+from ..checks import _check_choice, _check_ratio
 from .measure import _FilterFn, effective_weight, prunable_layers
 from .nm import nm_unstructured, parse_pattern
 
@@ -83,7 +83,7 @@ class AbsoluteMagnitude(prune.BasePruningMethod):
     PRUNING_TYPE = "unstructured"
 
     def __init__(self, amount: float) -> None:
-        self.amount = check_ratio(amount, "amount")
+        self.amount = _check_ratio(amount, "amount")
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
         scores, pruned = t.flatten(), default_mask.flatten() == 0
@@ -99,14 +99,14 @@ class AbsoluteMagnitude(prune.BasePruningMethod):
 def _check_ratios(method: str, ratio: object, layers: list[tuple[str, nn.Module]]) -> dict[str, float] | float:
     """``ratio`` checked: one float in [0, 1), or (``l1`` only) a mapping of chosen layer names to one."""
     if not isinstance(ratio, Mapping):
-        return check_ratio(ratio)
+        return _check_ratio(ratio)
     if method != "l1":
         raise ValueError(f"per-layer ratios are for method 'l1', not {method!r}; got {dict(ratio)!r}")
     names = [name for name, _ in layers]
     unknown = [name for name in ratio if name not in names]
     if unknown:
         raise ValueError(f"unknown layers {unknown}; allowed: {names}")
-    return {name: check_ratio(r, f"ratio of {name}") for name, r in ratio.items()}
+    return {name: _check_ratio(r, f"ratio of {name}") for name, r in ratio.items()}
 
 
 def _check_floors(
@@ -205,7 +205,7 @@ def sparsify_(
         >>> sparsify_(model, "l1", {"fc1": 0.9, "fc3": 0.5})
         >>> sparsify_(model, "global", 0.99, absolute=True, floors={"conv1": 0.5})
     """
-    check_choice(method, METHODS, "method")
+    _check_choice(method, METHODS, "method")
     layers = prunable_layers(model, filter_fn)
     if method == "nm":
         if pattern is None or ratio is not None or absolute:

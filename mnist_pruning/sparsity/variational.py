@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..checks import check_fraction
+from ..checks import _check_fraction
 from .measure import _FilterFn, prunable_layers
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "K3",
     "VDLinear",
     "VDConv2d",
-    "variational_layers",
     "to_variational_",
     "kl",
     "log_alpha",
@@ -53,11 +52,11 @@ _THETA_EPS = 1e-16  # added to theta^2 before log: a zero weight gets log alpha 
 
 
 def _check_threshold(threshold: object) -> float:
-    return check_fraction(threshold, "threshold (log alpha above which a weight is removed)", *_LOG_ALPHA_RANGE)
+    return _check_fraction(threshold, "threshold (log alpha above which a weight is removed)", *_LOG_ALPHA_RANGE)
 
 
 def _check_log_sigma2(value: object) -> float:
-    return check_fraction(value, "log_sigma2 (initial log sigma^2 of every weight)", *_LOG_SIGMA2_RANGE)
+    return _check_fraction(value, "log_sigma2 (initial log sigma^2 of every weight)", *_LOG_SIGMA2_RANGE)
 
 
 def _neg_kl(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -181,7 +180,7 @@ def _replace(model: nn.Module, fqn: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name), child, new)
 
 
-def variational_layers(model: nn.Module) -> list[tuple[str, VDLinear | VDConv2d]]:
+def _variational_layers(model: nn.Module) -> list[tuple[str, VDLinear | VDConv2d]]:
     """Every VD layer of ``model``.
 
     Args:
@@ -252,7 +251,7 @@ def kl(model: nn.Module) -> torch.Tensor:
 
         >>> loss = F.cross_entropy(model(x), y) + kl(model) / n_train
     """
-    terms = [m.kl() for _, m in variational_layers(model)]
+    terms = [m.kl() for _, m in _variational_layers(model)]
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
@@ -270,7 +269,7 @@ def log_alpha(model: nn.Module) -> dict[str, torch.Tensor]:
 
         >>> {name: (la > 3).float().mean() for name, la in log_alpha(model).items()}   # the share removed
     """
-    return {name: m.log_alpha().detach().clone() for name, m in variational_layers(model)}
+    return {name: m.log_alpha().detach().clone() for name, m in _variational_layers(model)}
 
 
 @torch.no_grad()
@@ -296,7 +295,7 @@ def finalize_(model: nn.Module, threshold: float | None = None) -> nn.Module:
         finalize_(model); sparsity.layer_sparsity(model)
     """
     threshold = None if threshold is None else _check_threshold(threshold)
-    layers = variational_layers(model)
+    layers = _variational_layers(model)
     if not layers:
         raise ValueError("the model has no VD layer (VDLinear / VDConv2d) to finalise")
     for name, module in layers:
