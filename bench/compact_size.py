@@ -82,9 +82,9 @@ def bench_model(label: str, base: nn.Module, workdir: Path) -> bool:
 
 def load_trained(path: str) -> tuple[str, nn.Module]:
     # Imported here so that the random-init default needs nothing beyond models and the sparsity core.
-    from mnist_pruning.train import load_checkpoint
+    from mnist_pruning.train import _load_checkpoint
 
-    model, _ = load_checkpoint(path, device=torch.device("cpu"))
+    model, _ = _load_checkpoint(path, device=torch.device("cpu"))
     return f"{Path(path).name}", model
 
 

@@ -87,9 +87,9 @@ GOALS += (Goal("cnn", 0.01, "big", 1.5),)
 def load_baseline(arch: str, runs: Path, seed: int) -> tuple[nn.Module, str]:
     path = runs / f"{arch}_baseline.pt"
     if path.is_file():
-        from mnist_pruning.train import load_checkpoint  # only when there is one: it pulls in the data code
+        from mnist_pruning.train import _load_checkpoint  # only when there is one: it pulls in the data code
 
-        model, _ = load_checkpoint(path, device=torch.device("cpu"))
+        model, _ = _load_checkpoint(path, device=torch.device("cpu"))
         return model.eval(), f"trained ({path})"
     torch.manual_seed(seed)
     return build_model(arch).eval(), f"random init (no {path})"

@@ -222,9 +222,9 @@ def bench_model(label: str, base: nn.Module, ratios: tuple[float, ...], timing: 
 
 def _label_and_model(path: str) -> tuple[str, nn.Module]:
     # Imported here so that the random-init default needs nothing beyond models and the sparsity core.
-    from mnist_pruning.train import load_checkpoint
+    from mnist_pruning.train import _load_checkpoint
 
-    model, _ = load_checkpoint(path, device=torch.device("cpu"))
+    model, _ = _load_checkpoint(path, device=torch.device("cpu"))
     return f"{model.config.arch} ({Path(path).name})", model
 
 

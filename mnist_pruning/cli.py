@@ -27,7 +27,7 @@ import torch
 
 from .checks import _check_choices
 from .models import MODEL_NAMES
-from .parallel import _check_workers, _default_workers, sweep_executor
+from .parallel import _check_workers, _default_workers, _sweep_executor
 from .sparsity.nm import NM_PATTERNS
 from .sweep import _RATIOS, METHODS, SCHEDULES, SweepConfig, run_sweep
 
@@ -333,7 +333,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         results = config.paths.results
         print(f"done in {time.perf_counter() - start:.0f} s; results in {results}")
         return 0
-    with sweep_executor(args.workers, args.scheduler) as executor:  # connects (or fails) before any training
+    with _sweep_executor(args.workers, args.scheduler) as executor:  # connects (or fails) before any training
         csvs = run_sweep(config, executor=executor)
     from .compare import _summary_table, load_compared
     from .settings import display_path

@@ -46,10 +46,8 @@ __all__ = [
     "MEAN",
     "STD",
     "MNISTData",
-    "DataIntegrityError",
     "fetch_mnist",
     "load_mnist",
-    "batches",
     "VAL_SIZE",
 ]
 
@@ -68,7 +66,7 @@ VAL_SIZE = 5000  # training images held out for validation, 500 per class
 _SPLIT_SEED = 20251126  # fixed: the same validation images for every seed, model and run
 
 
-class DataIntegrityError(ValueError):
+class _DataIntegrityError(ValueError):
     """An MNIST file is missing, truncated or altered."""
 
 
@@ -119,20 +117,20 @@ def _sha256(path: Path) -> str:
 def _check_file(path: Path, name: str) -> None:
     sha, size = _MNIST_FILES[name]
     if not path.is_file():
-        raise DataIntegrityError(f"MNIST file {name} is missing: expected it at {path}")
+        raise _DataIntegrityError(f"MNIST file {name} is missing: expected it at {path}")
     found_size = path.stat().st_size
     if found_size != size:
-        raise DataIntegrityError(
+        raise _DataIntegrityError(
             f"MNIST file {path} has the wrong size: expected {size} bytes, found {found_size} "
             "(truncated or not the original file)"
         )
     found = _sha256(path)
     if found != sha:
-        raise DataIntegrityError(f"MNIST file {path} is corrupted: expected sha256 {sha}, found {found}")
+        raise _DataIntegrityError(f"MNIST file {path} is corrupted: expected sha256 {sha}, found {found}")
 
 
 def _verify_mnist(root: str | os.PathLike | None = None) -> Path:
-    """Check all four files (size, then sha256); return the raw folder or raise :class:`DataIntegrityError`."""
+    """Check all four files (size, then sha256); return the raw folder or raise :class:`_DataIntegrityError`."""
     folder = _raw_dir(root)
     for name in _MNIST_FILES:
         _check_file(folder / name, name)
@@ -146,7 +144,7 @@ def _install_verified(src_dir: Path, dest: Path) -> list[str]:
         src = src_dir / name
         try:
             _check_file(src, name)
-        except DataIntegrityError:
+        except _DataIntegrityError:
             continue
         os.replace(src, dest / name)  # same filesystem: the temp folder lives inside dest's parent
         installed.append(name)
@@ -196,7 +194,7 @@ def fetch_mnist(root: str | os.PathLike | None = None, verbose: bool = True) -> 
     for name in _MNIST_FILES:
         try:
             _check_file(dest / name, name)
-        except DataIntegrityError:
+        except _DataIntegrityError:
             missing.append(name)
     if not missing:
         return dest
@@ -220,7 +218,7 @@ def fetch_mnist(root: str | os.PathLike | None = None, verbose: bool = True) -> 
             _verify_mnist(root)
             return dest
         errors.append(f"{source}: did not provide verified copies of {', '.join(missing)}")
-    raise DataIntegrityError(
+    raise _DataIntegrityError(
         "could not fetch MNIST.\n  "
         + "\n  ".join(errors)
         + f"\nPut the four original uncompressed files ({', '.join(_MNIST_FILES)}) into {dest} by hand, "
@@ -284,9 +282,9 @@ def load_mnist(
         images = tensors[f"{split}-images-idx3-ubyte"]
         labels = tensors[f"{split}-labels-idx1-ubyte"].long()
         if images.dtype != torch.uint8 or images.shape[1:] != (28, 28) or images.shape[0] != labels.shape[0]:
-            raise DataIntegrityError(f"unexpected MNIST {split} tensors: {images.dtype} {tuple(images.shape)}")
+            raise _DataIntegrityError(f"unexpected MNIST {split} tensors: {images.dtype} {tuple(images.shape)}")
         if labels.min() < 0 or labels.max() > 9:
-            raise DataIntegrityError(f"MNIST {split} labels outside 0..9")
+            raise _DataIntegrityError(f"MNIST {split} labels outside 0..9")
         x = (images.float().div_(255.0).sub_(MEAN).div_(STD)).unsqueeze(1)
         out += [x, labels]
     train_x, train_y, test_x, test_y = out
@@ -303,7 +301,7 @@ def load_mnist(
     return data
 
 
-def batches(
+def _batches(
     x: torch.Tensor,
     y: torch.Tensor,
     batch_size: int,

@@ -36,15 +36,13 @@ from .vd import VDConfig, sparse_vd
 
 __all__ = [
     "ablation_table",
-    "Recipe",
     "RECIPES",
-    "SPARSITIES",
     "choose_recipes",
 ]
 
 
 @dataclass(frozen=True)
-class Recipe:
+class _Recipe:
     """Gradual global pruning from the dense baseline, and what it adds."""
 
     epochs: int  # epochs of the gradual schedule (the cubic ramp spans its first two thirds)
@@ -58,30 +56,30 @@ class Recipe:
 
 # The ablation's candidates per model, cheapest first (a tie goes to the first). The baseline-budget gradual run
 # repeats the sweep's gradual rows; each later entry adds one ingredient, the last combine them.
-RECIPES: dict[str, dict[str, Recipe]] = {
+RECIPES: dict[str, dict[str, _Recipe]] = {
     "mlp": {
-        "gradual": Recipe(20),
-        "long": Recipe(40),
-        "long+kd": Recipe(40, distill=(2.0, 0.5)),
-        "long+kd+floor": Recipe(40, distill=(2.0, 0.5), floors=(("fc3", 0.5),)),
+        "gradual": _Recipe(20),
+        "long": _Recipe(40),
+        "long+kd": _Recipe(40, distill=(2.0, 0.5)),
+        "long+kd+floor": _Recipe(40, distill=(2.0, 0.5), floors=(("fc3", 0.5),)),
     },
     "cnn": {
-        "gradual": Recipe(6),
-        "long": Recipe(15),
-        "long+kd": Recipe(15, distill=(2.0, 0.5)),
-        "long+floor": Recipe(15, floors=(("conv1", 0.5),)),
-        "long+kd+floor": Recipe(15, distill=(2.0, 0.5), floors=(("conv1", 0.5),)),
-        "longer+kd+floor": Recipe(30, distill=(2.0, 0.5), floors=(("conv1", 0.5),)),
+        "gradual": _Recipe(6),
+        "long": _Recipe(15),
+        "long+kd": _Recipe(15, distill=(2.0, 0.5)),
+        "long+floor": _Recipe(15, floors=(("conv1", 0.5),)),
+        "long+kd+floor": _Recipe(15, distill=(2.0, 0.5), floors=(("conv1", 0.5),)),
+        "longer+kd+floor": _Recipe(30, distill=(2.0, 0.5), floors=(("conv1", 0.5),)),
     },
 }
-SPARSITIES = (0.95, 0.98, 0.99, 0.995)  # where the frontier schedule runs the chosen recipe
+_SPARSITIES = (0.95, 0.98, 0.99, 0.995)  # where the frontier schedule runs the chosen recipe
 # Sparse VD budgets, chosen on the validation split from the seed-0 baselines (lr 1e-3, Adam): MLP 40 epochs
 # (10 and 20 were lower), CNN 10 (5 was lower; 20 not run). The README lists what each measured.
 _VD_BUDGETS = {"mlp": 40, "cnn": 10}
 _TIE_PP = 0.1  # validation accuracy differences below this (percentage points) are a tie: the cheaper recipe wins
 
 
-def _check_recipe(arch: str, name: str) -> Recipe:
+def _check_recipe(arch: str, name: str) -> _Recipe:
     """The recipe ``name`` of ``arch``; a ValueError listing the allowed names otherwise."""
     if name not in RECIPES[arch]:
         raise ValueError(f"unknown recipe {name!r} for {arch!r}; allowed: {list(RECIPES[arch])}")
@@ -89,7 +87,7 @@ def _check_recipe(arch: str, name: str) -> Recipe:
 
 
 def _run_recipe(
-    base: nn.Module, data: MNISTData, ratio: float, recipe: Recipe, config: TrainConfig, progress: bool = True
+    base: nn.Module, data: MNISTData, ratio: float, recipe: _Recipe, config: TrainConfig, progress: bool = True
 ) -> PruneResult:
     """``recipe`` on a copy of the dense ``base``: gradual global pruning to ``ratio`` for ``recipe.epochs`` at
     ``config``'s learning rate, seed and precision, distilling from ``base`` when the recipe says so."""

@@ -33,7 +33,7 @@ from .compress import run_compression_sweep
 from .compress.grid import _compress_config_of
 from .files import _atomic_write, _check_writable_dir, _load_torch
 from .frontier import choose_recipes
-from .parallel import _WORKER_THREADS, _check_workers, _default_workers, sweep_executor
+from .parallel import _WORKER_THREADS, _check_workers, _default_workers, _sweep_executor
 from .results import load_results
 from .runner import _baseline_path
 from .settings import paths
@@ -169,7 +169,7 @@ def full_run(
         "seconds": {},
     }
     start = time.perf_counter()
-    with sweep_executor(workers, scheduler) as executor:
+    with _sweep_executor(workers, scheduler) as executor:
         run_sweep(config, progress=progress, executor=executor)
         record["seconds"]["sweep"] = round(time.perf_counter() - start, 1)
         t = time.perf_counter()
@@ -186,10 +186,10 @@ def full_run(
     executed = p.results / "notebooks"
     record["seconds"]["chapters"] = _execute_chapters(executed, p.results, progress=progress)
     if book:
-        from .book import build
+        from .book import _build
 
         t = time.perf_counter()
-        build(executed_dir=executed, results_dir=p.results, require_all=True)
+        _build(executed_dir=executed, results_dir=p.results, require_all=True)
         record["seconds"]["book"] = round(time.perf_counter() - t, 1)
     record["seconds"]["total"] = round(time.perf_counter() - start, 1)
     with _atomic_write(Path(p.results) / "run.json") as tmp:

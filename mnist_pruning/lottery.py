@@ -28,7 +28,7 @@ from .data import MNISTData
 from .models import ModelConfig, build_model
 from .schedules import _UNSTRUCTURED_METHODS, _steps_per_epoch, prune_to
 from .sparsity.measure import prunable_layers, sparsity
-from .train import TrainConfig, fine_tune, get_device
+from .train import TrainConfig, _get_device, fine_tune
 
 __all__ = [  "lottery_ticket"]
 
@@ -134,7 +134,7 @@ def lottery_ticket(
         model = copy.deepcopy(arch_or_model)
     else:
         torch.manual_seed(config.seed)
-        model = build_model(arch_or_model).to(get_device())
+        model = build_model(arch_or_model).to(_get_device())
 
     start = time.perf_counter()
     snapshot: dict[str, dict[str, torch.Tensor]] = {}

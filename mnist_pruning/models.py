@@ -29,7 +29,7 @@ from torch import nn
 from .checks import _check_choice, _check_int
 from .sparsity.structured import Link
 
-__all__ = ["MODEL_NAMES", "SAMPLE_SHAPE", "ModelConfig", "MLP",  "build_model"]
+__all__ = ["MODEL_NAMES", "SAMPLE_SHAPE", "ModelConfig",   "build_model"]
 
 MODEL_NAMES = ("mlp", "cnn")
 # Hidden widths of the published architectures: MLP (fc1, fc2); CNN (conv1 filters, conv2 filters, fc1 units).
@@ -86,7 +86,7 @@ class _LeNet(nn.Module):
         return type(self)(replace(self.config, widths=new))
 
 
-class MLP(_LeNet):
+class _MLP(_LeNet):
     """LeNet-300-100: two ReLU hidden layers on the flattened 28x28 image."""
 
     ARCH = "mlp"
@@ -132,7 +132,7 @@ class _LeNet5(_LeNet):
         return self.fc2(x)
 
 
-_CLASSES = {"mlp": MLP, "cnn": _LeNet5}
+_CLASSES = {"mlp": _MLP, "cnn": _LeNet5}
 
 
 def build_model(spec: str | ModelConfig) -> _LeNet:

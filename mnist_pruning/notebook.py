@@ -29,7 +29,7 @@ from torch import nn
 
 from .checks import _check_choice, _check_int, _check_n_of_m, _check_ratio
 from .compress import CompressConfig
-from .config import RunConfig
+from .config import _RunConfig
 from .data import MNISTData, _data_root
 from .files import _check_writable_dir
 from .models import MODEL_NAMES, SAMPLE_SHAPE
@@ -43,7 +43,6 @@ from .sweep import METHODS, SCHEDULES, SweepConfig, SweepStudy, _latency_values,
 from .train import TrainConfig
 
 __all__ = [
-    "Run",
     "setup",
     "baseline_summary",
     "accuracy_table",
@@ -53,12 +52,12 @@ __all__ = [
 
 
 @dataclass
-class Run:
-    """Validated notebook parameters: the run's folders, seed and data (:class:`~mnist_pruning.config.RunConfig`,
+class _Run:
+    """Validated notebook parameters: the run's folders, seed and data (:class:`~mnist_pruning.config._RunConfig`,
     small in smoke mode) and the chapter's own parameters."""
 
     models: tuple[str, ...]  # model families this notebook works on
-    config: RunConfig  # folders, seed, data subsets and baseline epochs
+    config: _RunConfig  # folders, seed, data subsets and baseline epochs
     finetune_epochs: int | None = None  # None: the model's budget (mnist_pruning.sweep.BUDGETS)
     params: dict = field(default_factory=dict)  # every other validated parameter, by name
 
@@ -151,7 +150,7 @@ def setup(
     allow_both: bool = False,
     allowed_methods: tuple[str, ...] = METHODS,
     **params,
-) -> Run:
+) -> _Run:
     """Validate a notebook's parameters and resolve paths; see the module docstring.
 
     Known extra parameters: ``ratio`` (fraction removed, [0, 1)), ``ratios`` (a list of them), ``method``
@@ -190,9 +189,9 @@ def setup(
     _check_writable_dir(p.runs)
     folders = {"data_dir": str(p.data) if p.data else None, "out_dir": str(p.runs), "results_dir": str(p.results)}
     baseline_epochs = dict.fromkeys(models, epochs) if epochs else {}
-    run = Run(
+    run = _Run(
         models=models,
-        config=RunConfig.for_notebook(seed=seed, baseline_epochs=baseline_epochs, **folders),
+        config=_RunConfig.for_notebook(seed=seed, baseline_epochs=baseline_epochs, **folders),
         finetune_epochs=SMOKE.finetune_epochs if smoke_mode() else finetune_epochs,
         params=checked,
     )

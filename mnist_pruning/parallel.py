@@ -35,7 +35,7 @@ from collections.abc import Iterator
 
 from .checks import _check_int
 
-__all__ = ["sweep_executor"]
+__all__ = []
 
 # Torch threads per worker process: on a 2-core machine two busy processes at 2 threads each slow each other 3-30x,
 # so the pool runs one process per core at one thread each.
@@ -141,7 +141,7 @@ def _connect(address: str, timeout: float | None = None):
 
 
 @contextlib.contextmanager
-def sweep_executor(workers: int | None = None, scheduler: str | None = None) -> Iterator[cf.Executor]:
+def _sweep_executor(workers: int | None = None, scheduler: str | None = None) -> Iterator[cf.Executor]:
     """The executor for ``workers`` local processes (None: :func:`_default_workers`; 1: :class:`_InlineExecutor`)
     or, with ``scheduler``, the Dask cluster at that address; shut down (pending tasks cancelled) on exit."""
     if scheduler is not None:

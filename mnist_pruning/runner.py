@@ -6,7 +6,7 @@ Usage::
     from mnist_pruning.sweep import SweepConfig, SweepStudy
     run_study(SweepStudy(SweepConfig(models=("mlp",), seeds=(0, 1))), workers=2)
 
-A study (:class:`Study`) supplies its configuration (a :class:`~mnist_pruning.config.RunConfig`), the schema of
+A study (:class:`Study`) supplies its configuration (a :class:`~mnist_pruning.config._RunConfig`), the schema of
 the CSV it fills (:mod:`mnist_pruning.results`), its points per seed, the run key and hash of a point, and how to
 run a group of points on a baseline. The runner does the rest, the same way for the pruning sweep and the
 compression grid:
@@ -39,13 +39,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import RunConfig
+from .config import _RunConfig
 from .data import MNISTData, fetch_mnist
 from .files import CorruptFileError, _check_writable_dir
-from .parallel import _WORKER_THREADS, _available_cores, _check_workers, _InlineExecutor, sweep_executor
+from .parallel import _WORKER_THREADS, _available_cores, _check_workers, _InlineExecutor, _sweep_executor
 from .results import Schema, append_row, read_results
 from .settings import _show_progress
-from .train import TrainConfig, evaluate, get_device, load_checkpoint, save_checkpoint, train
+from .train import TrainConfig, _get_device, _load_checkpoint, _save_checkpoint, evaluate, train
 
 __all__ = [
     "Study",
@@ -90,7 +90,7 @@ def _cached_model(
     path = Path(path)
     if path.exists():
         try:
-            model, payload = load_checkpoint(path, device)
+            model, payload = _load_checkpoint(path, device)
         except CorruptFileError as e:
             warnings.warn(f"{e}; training {what} again and replacing it", stacklevel=3)
         else:
@@ -100,7 +100,7 @@ def _cached_model(
                 return model, payload, False
     model, history, extra = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, model, config, history, **extra, **key)
+    _save_checkpoint(path, model, config, history, **extra, **key)
     return model, {"train_config": config.to_dict(), "history": history, **extra, **key}, True
 
 
@@ -139,14 +139,14 @@ class Study(ABC):
     points that share work (the bits settings of one pruned model) form one *group*, run by one task."""
 
     schema: Schema  # the CSV the study fills
-    config: RunConfig  # folders, seeds, data; the study's own settings live in its subclass
+    config: _RunConfig  # folders, seeds, data; the study's own settings live in its subclass
     baseline_latency: bool = False  # whether baseline tasks also time the baseline (see baseline_info)
 
     @property
     def models(self) -> tuple[str, ...]:
         return self.config.models  # type: ignore[attr-defined]
 
-    def with_config(self, config: RunConfig) -> Study:
+    def with_config(self, config: _RunConfig) -> Study:
         """A copy of this study holding ``config``."""
         return dataclasses.replace(self, config=config)  # type: ignore[type-var]
 
@@ -221,7 +221,7 @@ _DATA_CACHE: dict[tuple, MNISTData] = {}
 _DATA_CACHE_SIZE = 4
 
 
-def _task_start(config: RunConfig, data: MNISTData | None, threads: int | None) -> MNISTData:
+def _task_start(config: _RunConfig, data: MNISTData | None, threads: int | None) -> MNISTData:
     """What every task does first: seed torch (nothing may depend on what the worker ran before), take
     ``threads`` torch threads (None: keep this process's), and return ``data`` (in-process runs), else MNIST as
     ``config`` (one seed) asks, from its folder the parent already verified."""
@@ -243,7 +243,7 @@ def _task_start(config: RunConfig, data: MNISTData | None, threads: int | None) 
                 del _DATA_CACHE[next(iter(_DATA_CACHE))]  # the oldest
             _DATA_CACHE[key] = config.load_data()
         data = _DATA_CACHE[key]
-    return data.to(get_device())
+    return data.to(_get_device())
 
 
 def _baseline_of(study: Study, arch: str, data: MNISTData, progress: bool) -> nn.Module:
@@ -300,7 +300,7 @@ def run_study(
     with contextlib.ExitStack() as stack:
         if executor is None:
             in_process = data is not None or workers == 1
-            executor = _InlineExecutor() if in_process else stack.enter_context(sweep_executor(workers))
+            executor = _InlineExecutor() if in_process else stack.enter_context(_sweep_executor(workers))
         inline = isinstance(executor, _InlineExecutor)
         if inline:
             stack.callback(_DATA_CACHE.clear)  # in this process, the data must not outlive the study

@@ -40,7 +40,6 @@ from .sparsity.unstructured import _check_floors, sparsify_
 from .train import TrainConfig, _LossFn, evaluate, fine_tune
 
 __all__ = [
-    "masks",
     "prune_to",
     "PruneResult",
     "one_shot",
@@ -114,7 +113,7 @@ def _attach(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return layers
 
 
-def masks(model: nn.Module) -> dict[str, torch.Tensor]:
+def _masks(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of the boolean keep-masks (True = kept) of every prunable layer; all True for an unmasked one."""
     out = {}
     for name, module in prunable_layers(model):

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, frontier
 from .checks import _check_choice, _check_choices, _check_int, _check_ratio
-from .config import RunConfig
+from .config import _RunConfig
 from .data import MNISTData
 from .lottery import lottery_ticket
 from .models import MODEL_NAMES, SAMPLE_SHAPE, build_model
@@ -52,7 +52,7 @@ from .sparsity.inference import apply_sparse_plan, plan_sparse_inference
 from .sparsity.nm import NM_PATTERNS, _nm_compact_bytes, _pattern_for_ratio, parse_pattern
 from .sparsity.structured import apply_structured_masks, apply_surgery
 from .sparsity.unstructured import bake_in, sparsify_
-from .train import TrainConfig, fine_tune, load_checkpoint
+from .train import TrainConfig, _load_checkpoint, fine_tune
 from .vd import VDConfig
 
 _CPU = torch.device("cpu")
@@ -116,8 +116,8 @@ class Experiment:
 
 
 @dataclass
-class SweepConfig(RunConfig):
-    """What to sweep and with which budgets (folders, seeds and data: :class:`~mnist_pruning.config.RunConfig`)."""
+class SweepConfig(_RunConfig):
+    """What to sweep and with which budgets (folders, seeds and data: :class:`~mnist_pruning.config._RunConfig`)."""
 
     models: tuple[str, ...] = MODEL_NAMES  # model families
     methods: tuple[str, ...] = METHODS  # pruning methods
@@ -154,7 +154,7 @@ class SweepConfig(RunConfig):
                 _check_int(getattr(self, name), name)
         for arch, name in self.recipes.items():
             _check_choice(arch, MODEL_NAMES, "model")
-            frontier.check_recipe(arch, name)
+            frontier._check_recipe(arch, name)
 
     def budget(self, arch: str) -> _Budget:
         """The model's :data:`BUDGETS` entry with this config's overrides applied (and validated)."""
@@ -185,14 +185,14 @@ class SweepConfig(RunConfig):
             return self.vd_config(exp.model).epochs
         return budget.finetune_epochs
 
-    def recipe(self, exp: Experiment) -> frontier.Recipe:
+    def recipe(self, exp: Experiment) -> frontier._Recipe:
         """The recipe an ablation / frontier experiment trains with (its epochs overridden by recipe_epochs)."""
         recipe = frontier.RECIPES[exp.model][exp.recipe]
         return recipe if self.recipe_epochs is None else dataclasses.replace(recipe, epochs=self.recipe_epochs)
 
     def vd_config(self, arch: str) -> VDConfig:
         """The Sparse VD run of ``arch`` (:data:`mnist_pruning.frontier._VD_BUDGETS`, or vd_epochs)."""
-        epochs = frontier.VD_BUDGETS[arch] if self.vd_epochs is None else self.vd_epochs
+        epochs = frontier._VD_BUDGETS[arch] if self.vd_epochs is None else self.vd_epochs
         return VDConfig(epochs=epochs, seed=self.one_seed(), precision=self.precision)
 
     def finetune_config(self, arch: str) -> TrainConfig:
@@ -242,7 +242,7 @@ def experiments(config: SweepConfig) -> list[Experiment]:
                 raise ValueError(f"the frontier schedule needs a recipe for {arch!r}: recipes={{model: name}}")
             recipe = config.recipes[arch]
             out.extend(
-                Experiment(arch, "global", s, schedule="frontier", recipe=recipe) for s in frontier.SPARSITIES
+                Experiment(arch, "global", s, schedule="frontier", recipe=recipe) for s in frontier._SPARSITIES
             )
         if "vd" in config.schedules:
             out.append(Experiment(arch, "vd", 0.0, schedule="vd"))
@@ -386,7 +386,7 @@ def measure_latencies(config: SweepConfig, progress: bool = True) -> int:
             seed = one.config.one_seed()
             if (exp.model, seed) not in bases:
                 saved = _baseline_path(config.paths.runs, exp.model, seed)
-                bases[(exp.model, seed)] = load_checkpoint(saved, _CPU)[0]
+                bases[(exp.model, seed)] = _load_checkpoint(saved, _CPU)[0]
             values = _latency_values(exp, _saved_model(exp, one.config), bases[(exp.model, seed)])
             _update_rows(path, {_key(one, exp): values})
     finally:
@@ -441,11 +441,11 @@ def _run_frontier(
     """Gradual pruning or a frontier recipe from the baseline, Sparse VD from the baseline, or a lottery ticket
     trained from scratch (it needs its own early iterate to rewind to)."""
     if exp.schedule == "vd":
-        result = frontier.run_vd(base_model, data, config.vd_config(exp.model), progress)
+        result = frontier._run_vd(base_model, data, config.vd_config(exp.model), progress)
         return result.model, None, result.epochs, result.seconds
     if exp.schedule in ("ablation", "frontier"):
         recipe, recipe_cfg = config.recipe(exp), config.baseline_config(exp.model)
-        result = frontier.run_recipe(base_model, data, exp.ratio, recipe, recipe_cfg, progress)
+        result = frontier._run_recipe(base_model, data, exp.ratio, recipe, recipe_cfg, progress)
         return result.model, None, result.epochs, result.seconds
     train_cfg = config.schedule_config(exp)
     if exp.schedule == "gradual":

@@ -15,7 +15,7 @@ held aside and put back at the end, so pruned weights stay exactly zero (momentu
 weights it computes with are those of training with the prune hooks attached (bitwise in one memory format), and
 no forward recomputes ``weight_orig * weight_mask``.
 
-The device is picked once, by :func:`get_device`: CUDA when present, else CPU. Histories log the validation
+The device is picked once, by :func:`_get_device`: CUDA when present, else CPU. Histories log the validation
 split (``mnist_pruning.data``): the test set is evaluated once per final model, by the caller, and only reported.
 
 Precision: ``TrainConfig.precision="auto"`` (the default) trains in bfloat16 autocast where the device supports
@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checks import _check_choice, _check_fraction, _check_int
-from .data import MNISTData, batches
+from .data import MNISTData, _batches
 from .files import CorruptFileError, _load_torch, _save_torch
 from .models import ModelConfig, build_model
 from .settings import _show_progress
@@ -47,12 +47,9 @@ _LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # 
 
 __all__ = [
     "TrainConfig",
-    "get_device",
     "evaluate",
     "train",
     "fine_tune",
-    "save_checkpoint",
-    "load_checkpoint",
 ]
 
 
@@ -61,8 +58,8 @@ _OPTIMIZERS = ("sgd", "adam")
 
 
 def _bf16_supported(device: torch.device | None = None) -> bool:
-    """Whether bfloat16 autocast runs natively on ``device`` (default: :func:`get_device`)."""
-    device = device or get_device()
+    """Whether bfloat16 autocast runs natively on ``device`` (default: :func:`_get_device`)."""
+    device = device or _get_device()
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return (
@@ -113,7 +110,7 @@ class TrainConfig:
         return d
 
 
-def get_device() -> torch.device:
+def _get_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -142,7 +139,7 @@ def _train_one_epoch(
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     total = torch.zeros((), device=x.device)
     count = 0
-    for xb, yb in batches(x, y, batch_size, shuffle=True, generator=generator):
+    for xb, yb in _batches(x, y, batch_size, shuffle=True, generator=generator):
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             logits = model(xb)
@@ -166,7 +163,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     device = next(model.parameters()).device
     loss, correct = 0.0, 0
-    for xb, yb in batches(x, y, batch_size):
+    for xb, yb in _batches(x, y, batch_size):
         xb, yb = xb.to(device), yb.to(device)
         logits = model(xb)
         loss += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
@@ -270,12 +267,12 @@ def train(
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Build a model from ``spec`` (seeded by ``config.seed``) and train it from scratch; return it + history."""
     torch.manual_seed(config.seed)
-    model = build_model(spec).to(device or get_device())
+    model = build_model(spec).to(device or _get_device())
     history = fine_tune(model, data, config, desc=f"train {model.config.arch}", progress=progress)
     return model, history
 
 
-def save_checkpoint(
+def _save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
     train_config: TrainConfig | None = None,
@@ -294,7 +291,7 @@ def save_checkpoint(
     _save_torch(payload, path)
 
 
-def load_checkpoint(path: str | os.PathLike, device: torch.device | None = None) -> tuple[nn.Module, dict]:
+def _load_checkpoint(path: str | os.PathLike, device: torch.device | None = None) -> tuple[nn.Module, dict]:
     """Rebuild the model of a checkpoint (integrity checked, weights only, no code executed); return it and the
     whole payload. A damaged file raises :class:`~mnist_pruning.files.CorruptFileError` naming it."""
     payload = _load_torch(path)
@@ -303,4 +300,4 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | None = None)
         model.load_state_dict(payload["state_dict"])
     except (TypeError, KeyError, ValueError, RuntimeError) as e:
         raise CorruptFileError(f"{str(path)!r} is not an mnist_pruning checkpoint of a known model: {e}") from e
-    return model.to(device or get_device()), payload
+    return model.to(device or _get_device()), payload

@@ -114,7 +114,7 @@ class _KLPenalty:
     def __call__(self) -> torch.Tensor:
         weight = self.current_weight()
         self.step += 1
-        return weight * variational.kl(self.model) / self.n
+        return weight * variational._kl(self.model) / self.n
 
 
 def sparse_vd(model: nn.Module, data: MNISTData, config: VDConfig, progress: bool = True) -> _VDResult:

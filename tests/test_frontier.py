@@ -40,7 +40,7 @@ def test_the_ablation_runs_every_recipe_at_the_frontier_ratio():
 def test_the_frontier_runs_its_recipe_at_every_frontier_sparsity():
     config = SweepConfig(models=("mlp",), methods=(), ratios=(), patterns=(), schedules=("frontier",))
     config = dataclasses.replace(config, recipes={"mlp": "long"})
-    assert [(e.ratio, e.recipe) for e in experiments(config)] == [(s, "long") for s in frontier.SPARSITIES]
+    assert [(e.ratio, e.recipe) for e in experiments(config)] == [(s, "long") for s in frontier._SPARSITIES]
 
 
 def test_an_unknown_recipe_is_refused_naming_the_allowed_ones():
@@ -106,7 +106,7 @@ def test_the_sweep_chooses_the_frontier_recipe_from_its_own_ablation(tmp_path, m
     rows = read_results(run_sweep(config, progress=False, data=mnist_small)["mlp"])
     chosen = frontier.choose_recipes(config.paths.results, ("mlp",))["mlp"]
     front = [r for r in rows if r["schedule"] == "frontier"]
-    assert [float(r["ratio"]) for r in front] == list(frontier.SPARSITIES)
+    assert [float(r["ratio"]) for r in front] == list(frontier._SPARSITIES)
     assert {r["recipe"] for r in front} == {chosen}
     for r in front:  # measured on the saved model: the target, to the weight
         assert float(r["sparsity"]) == pytest.approx(float(r["ratio"]), abs=1e-4)

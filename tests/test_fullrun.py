@@ -59,14 +59,14 @@ def test_sweep_time_adds_up_the_saved_training_seconds(tmp_path):
     from mnist_pruning.models import build_model
     from mnist_pruning.runner import _baseline_path
     from mnist_pruning.sweep import SweepConfig
-    from mnist_pruning.train import save_checkpoint
+    from mnist_pruning.train import _save_checkpoint
 
     for name in ("mlp_pruning_results.csv", "cnn_pruning_results.csv"):
         shutil.copy(f"tests/fixtures/{name}", tmp_path / name)
     runs = tmp_path / "runs"
     runs.mkdir()
     history = [{"seconds": 4.0}, {"seconds": 9.5}]  # cumulative, as fine_tune writes it
-    save_checkpoint(_baseline_path(runs, "mlp", 0), build_model("mlp"), history=history)
+    _save_checkpoint(_baseline_path(runs, "mlp", 0), build_model("mlp"), history=history)
     config = SweepConfig(models=("mlp", "cnn"), seeds=(0,), results_dir=str(tmp_path), out_dir=str(runs))
     got = _sweep_time(config, wall_seconds=1000.0, workers=2)
     rows = pd.read_csv(tmp_path / "mlp_pruning_results.csv")

@@ -10,7 +10,7 @@ import torch
 from tiny import CFG, TINY, n_weights, n_zeros, tiny_model
 
 from mnist_pruning.lottery import _lottery_targets, lottery_ticket
-from mnist_pruning.schedules import budget_table, masks
+from mnist_pruning.schedules import _masks, budget_table
 from mnist_pruning.sparsity.measure import prunable_layers
 from mnist_pruning.train import TrainConfig
 
@@ -59,7 +59,7 @@ def test_lottery_masks_only_gain_zeros_across_rounds(mnist_small):
     trace = []
     cfg = TrainConfig(epochs=1, batch_size=256)
     lottery_ticket(
-        TINY, mnist_small, 0.9, cfg, rounds=4, progress=False, on_reset=lambda i, m, s: trace.append(masks(m))
+        TINY, mnist_small, 0.9, cfg, rounds=4, progress=False, on_reset=lambda i, m, s: trace.append(_masks(m))
     )
     assert len(trace) == 4
     for before, after in zip(trace, trace[1:], strict=False):

@@ -19,13 +19,13 @@ from mnist_pruning.sparsity.nm import (
     NMPruning,
     _decode_nm,
     _encode_nm,
+    _format_pattern,
     _index_bits,
     _nm_compact_bytes,
     _nm_mask,
     _pad_to_multiple,
     _pattern_for_ratio,
     check_nm,
-    format_pattern,
     nm_unstructured,
     nm_violations,
     parse_pattern,
@@ -315,7 +315,7 @@ def test_parse_pattern_rejects_bad_strings(bad: str) -> None:
 @pytest.mark.parametrize("pattern", NM_PATTERNS + ("7:10", "3:10", "1:10", "1:100"))
 def test_parse_and_format_pattern_roundtrip(pattern: str) -> None:
     n, m = parse_pattern(pattern)
-    assert isinstance(n, int) and isinstance(m, int) and format_pattern(n, m) == pattern
+    assert isinstance(n, int) and isinstance(m, int) and _format_pattern(n, m) == pattern
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ from tiny import CFG, n_weights, n_zeros, tiny_model
 from mnist_pruning.schedules import (
     _cubic_schedule,
     _CubicSchedule,
+    _masks,
     budget_table,
     gradual_prune,
-    masks,
     one_shot,
     prune_to,
 )
@@ -50,7 +50,7 @@ def test_gradual_masks_only_gain_zeros_and_final_sparsity_hits_target(mnist_smal
         CFG,
         prune_every=2,
         progress=False,
-        on_prune=lambda s, m: trace.append(masks(m)),
+        on_prune=lambda s, m: trace.append(_masks(m)),
     )
     assert len(trace) == len(result.pruning_steps) >= 5
     for before, after in zip(trace, trace[1:], strict=False):
@@ -73,7 +73,7 @@ def test_gradual_masks_only_gain_zeros_and_final_sparsity_hits_target(mnist_smal
 def test_pruned_weights_stay_exactly_zero_after_gradual_run(mnist_small):
     model = tiny_model()
     gradual_prune(model, mnist_small, "global", 0.8, CFG, prune_every=3, progress=False)
-    keep = masks(model)
+    keep = _masks(model)
     model(mnist_small.test_x[:8])  # the prune hook recomputes .weight from weight_orig * weight_mask
     for name, module in prunable_layers(model):
         assert (~keep[name]).any()
@@ -87,9 +87,9 @@ def test_pruned_weights_stay_exactly_zero_after_gradual_run(mnist_small):
 def test_prune_to_a_lower_target_never_unprunes():
     model = tiny_model()
     prune_to(model, "global", 0.5)
-    before = masks(model)
+    before = _masks(model)
     assert prune_to(model, "global", 0.3) == pytest.approx(0.5, abs=1 / n_weights(model))
-    assert all(torch.equal(before[k], v) for k, v in masks(model).items())
+    assert all(torch.equal(before[k], v) for k, v in _masks(model).items())
 
 
 def test_one_shot_prunes_to_the_absolute_target(mnist_small):

@@ -350,7 +350,7 @@ def test_surgery_gives_a_smaller_model_with_the_masked_models_outputs(name, rati
     x = inputs(name)
     with torch.no_grad():
         torch.testing.assert_close(small.eval()(x), masked(x), atol=1e-5, rtol=1e-5)
-    widths, state_dict = sp.surgery(masked, links=MODELS[name][2])
+    widths, state_dict = sp.structured._surgery(masked, links=MODELS[name][2])
     assert widths == {p: kept[p].numel() for p in units}
     assert all(torch.equal(v, small.state_dict()[k]) for k, v in state_dict.items())
 

@@ -370,9 +370,9 @@ def test_a_cached_baseline_of_another_seed_is_never_reused(tmp_path, mnist_small
 
 
 def load_seed(path):
-    from mnist_pruning.train import load_checkpoint
+    from mnist_pruning.train import _load_checkpoint
 
-    return load_checkpoint(path)[1]["train_config"]["seed"]
+    return _load_checkpoint(path)[1]["train_config"]["seed"]
 
 
 def test_experiment_files_are_unique_per_seed_and_budget(tmp_path):

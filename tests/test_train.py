@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mnist_pruning.files import UnsafeFileError, _load_torch
-from mnist_pruning.train import TrainConfig, evaluate, load_checkpoint, save_checkpoint, train
+from mnist_pruning.train import TrainConfig, _load_checkpoint, _save_checkpoint, evaluate, train
 
 
 def test_short_training_on_a_subset_lifts_accuracy_far_above_chance(mnist_small):
@@ -27,8 +27,8 @@ def test_same_seed_gives_identical_weights(mnist_small):
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, mnist_small):
     model, history = train("cnn", mnist_small, TrainConfig(epochs=1, batch_size=256), progress=False)
-    save_checkpoint(tmp_path / "m.pt", model, TrainConfig(epochs=1), history)
-    loaded, payload = load_checkpoint(tmp_path / "m.pt")
+    _save_checkpoint(tmp_path / "m.pt", model, TrainConfig(epochs=1), history)
+    loaded, payload = _load_checkpoint(tmp_path / "m.pt")
     x = mnist_small.test_x[:64]
     model.eval()
     loaded.eval()
@@ -40,7 +40,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, mnist_small):
 def test_checkpoint_loads_with_weights_only(tmp_path):
     from mnist_pruning.models import build_model
 
-    save_checkpoint(tmp_path / "m.pt", build_model("mlp"))
+    _save_checkpoint(tmp_path / "m.pt", build_model("mlp"))
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     assert set(payload) >= {"model_config", "state_dict"}
 
@@ -59,7 +59,7 @@ def test_checkpoint_carrying_a_pickle_payload_is_refused(tmp_path):
     with pytest.raises(UnsafeFileError, match="refusing to load"):
         _load_torch(tmp_path / "evil.pt")
     with pytest.raises(UnsafeFileError):
-        load_checkpoint(tmp_path / "evil.pt")
+        _load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
 
 
@@ -67,7 +67,7 @@ def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
     from mnist_pruning.models import build_model
 
     path = tmp_path / "m.pt"
-    save_checkpoint(path, build_model("mlp"))
+    _save_checkpoint(path, build_model("mlp"))
     before = path.read_bytes()
 
     def boom(*a, **k):
@@ -75,7 +75,7 @@ def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", boom)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, build_model("mlp"))
+        _save_checkpoint(path, build_model("mlp"))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
 
@@ -162,7 +162,7 @@ def test_fine_tune_steps_with_the_configured_optimizer(name, cls, monkeypatch):
     optimizer, _ = train_module._optimizer(build_model("mlp"), config, 2)
     assert type(optimizer) is cls
     gen = torch.Generator().manual_seed(0)
-    train_module.train_one_epoch(build_model("mlp"), x, y, optimizer, 4, gen)
+    train_module._train_one_epoch(build_model("mlp"), x, y, optimizer, 4, gen)
     assert used == [cls, cls]
 
 

@@ -19,11 +19,11 @@ from torch import nn
 
 from ..models import ModelConfig, build_model
 
-__all__ = ["SharedLayer", "CodedModel"]
+__all__ = [ "CodedModel"]
 
 
 @dataclass
-class SharedLayer:
+class _SharedLayer:
     """One weight tensor as the file holds it: which weights survive, which shared value each one takes."""
 
     shape: tuple[int, ...]
@@ -51,7 +51,7 @@ class CodedModel:
     """What a coded file holds: the model's config, its shared weights and every other tensor (biases)."""
 
     config: ModelConfig
-    layers: dict[str, SharedLayer]  # by state-dict name, e.g. "fc1.weight"
+    layers: dict[str, _SharedLayer]  # by state-dict name, e.g. "fc1.weight"
     tensors: dict[str, torch.Tensor]  # every other state-dict entry, as stored (e.g. fp16 biases)
 
     def state_dict(self) -> dict[str, torch.Tensor]:

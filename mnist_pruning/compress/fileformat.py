@@ -51,7 +51,7 @@ from ..sparsity._binary import (
     _shape_text,
     _tensor_from_bytes,
 )
-from .coded import CodedModel, SharedLayer
+from .coded import CodedModel, _SharedLayer
 from .coder import _POSITION_CODINGS, _decode_indices, _decode_positions, _encode_indices, _encode_positions
 from .sharing import _CODEBOOK_DTYPES, _MAX_BITS
 
@@ -75,7 +75,7 @@ _PREFIX = struct.Struct("<4sBH")  # magic, version, header length
 # ------------------------------------------------------------------------------------------------- writing
 
 
-def _layer_sections(layer: SharedLayer, coding: str | None = None) -> tuple[str, list[bytes]]:
+def _layer_sections(layer: _SharedLayer, coding: str | None = None) -> tuple[str, list[bytes]]:
     """The smaller position coding (or ``coding``) and the five sections of a shared layer."""
     k = len(layer.codebook)
     table, stream = _encode_indices(layer.indices, k)
@@ -169,7 +169,7 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
     if not records or records[0][0] != "model" or len(records[0]) != 3:
         raise ValueError("the header does not start with a model record")
     config = ModelConfig.from_dict({"arch": records[0][1], "widths": _parse_shape(records[0][2])})
-    layers: dict[str, SharedLayer] = {}
+    layers: dict[str, _SharedLayer] = {}
     tensors: dict[str, torch.Tensor] = {}
     info: list[dict] = []
     sizes = {"header": _PREFIX.size + header_len + 4, "codebooks": 0, "values": 0, "positions": 0, "biases": 0}
@@ -203,7 +203,7 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
             codebook = np.frombuffer(codebook_b, dtype="<f4" if dtype == "F32" else "<f2").copy()
             indices = _decode_indices(table, stream, k, nnz)
             positions = _decode_positions(coding, ptable, pstream, n, nnz)
-            layers[name] = SharedLayer(
+            layers[name] = _SharedLayer(
                 shape, bits, positions, indices, codebook.astype(np.dtype(codebook.dtype.char))
             )
             sizes["codebooks"] += lengths[0]

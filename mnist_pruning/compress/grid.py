@@ -31,9 +31,9 @@ from torch import nn
 
 from .. import __version__
 from ..checks import _check_choice, _check_choices, _check_int, _check_ratio
-from ..config import RunConfig
+from ..config import _RunConfig
 from ..data import MNISTData
-from ..frontier import RECIPES, Recipe, _check_recipe, _run_recipe
+from ..frontier import RECIPES, _check_recipe, _Recipe, _run_recipe
 from ..models import MODEL_NAMES, build_model
 from ..results import COMPRESSION, Schema
 from ..runner import Study, _accuracies, _cached_model, _config_hash, record, run_study
@@ -45,16 +45,16 @@ from ..sweep import BUDGETS
 from ..train import TrainConfig, evaluate
 from .coded import CodedModel
 from .fileformat import decode, encode, layer_table, load_coded, load_model, save_coded, size_breakdown
-from .limits import information_limit
+from .limits import _information_limit
 from .sharing import (
     _BIAS_DTYPES,
     _CODEBOOK_DTYPES,
     _bits_text,
     _check_bits,
+    _snapshot,
     fine_tune_centroids,
     layer_bits,
     share_weights,
-    snapshot,
     unshare,
 )
 
@@ -79,8 +79,8 @@ _LZMA_PRESET = 9 | lzma.PRESET_EXTREME
 
 
 @dataclass
-class CompressConfig(RunConfig):
-    """What the compression grid does, with which budgets (folders, seeds and data: :class:`RunConfig`)."""
+class CompressConfig(_RunConfig):
+    """What the compression grid does, with which budgets (folders, seeds and data: :class:`_RunConfig`)."""
 
     models: tuple[str, ...] = MODEL_NAMES
     sparsities: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(_SPARSITIES))  # per model
@@ -119,7 +119,7 @@ class CompressConfig(RunConfig):
         _check_choice(self.bias_dtype, tuple(_BIAS_DTYPES), "bias dtype")
         TrainConfig(epochs=1, lr=self.centroid_lr)
 
-    def recipe(self, arch: str) -> Recipe | None:
+    def recipe(self, arch: str) -> _Recipe | None:
         """The frontier recipe that prunes ``arch`` (its epochs: :meth:`prune_config`'s), or None."""
         if arch not in self.recipes:
             return None
@@ -307,7 +307,7 @@ def compress_point(
     device = data.train_x.device
     model = copy.deepcopy(pruned.model).to(device)
     share_weights(model, bits, seed=config.seed, codebook_dtype=config.codebook_dtype)
-    shared = decode(encode(snapshot(model, config.bias_dtype))).model().to(device)
+    shared = decode(encode(_snapshot(model, config.bias_dtype))).model().to(device)
     acc_shared = evaluate(shared, data.test_x, data.test_y)["accuracy"]
     fine_tune_centroids(model, data, config.centroid_config(arch), progress=progress)
     coded = unshare(model, config.bias_dtype)
@@ -344,7 +344,7 @@ def compress_point(
         bytes_codebooks=parts["codebooks"],
         bytes_biases=parts["biases"],
         bytes_header=parts["header"],
-        limit_bytes=round(information_limit(loaded)["total"], 1),
+        limit_bytes=round(_information_limit(loaded)["total"], 1),
         size_fixed_bytes=_fixed_width_bytes(loaded, parts["header"]),
         size_dense_bytes=len(dense),
         size_compact_bytes=len(compact),
@@ -373,7 +373,7 @@ def record_point(row: dict, config: CompressConfig) -> Path:
     return record(_CompressStudy(config), row)
 
 
-def _compress_config_of(sweep_config: RunConfig, **overrides) -> CompressConfig:
+def _compress_config_of(sweep_config: _RunConfig, **overrides) -> CompressConfig:
     """The compression grid of a full run: the sweep's models, seeds, data, folders and baselines."""
     return CompressConfig(**{**sweep_config.run_settings(), "models": sweep_config.models, **overrides})
 

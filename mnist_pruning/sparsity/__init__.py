@@ -63,7 +63,7 @@ from .measure import (
     time_models,
 )
 from .nm import NMPruning, check_nm, nm_unstructured, parse_pattern
-from .structured import Link, apply_structured_masks, apply_surgery, shrink, surgery, trace_links
+from .structured import Link, apply_structured_masks, apply_surgery, shrink, trace_links
 from .unstructured import METHODS, bake_in, sparsify_
 
 __all__ = [
@@ -80,7 +80,6 @@ __all__ = [
     "trace_links",
     "apply_structured_masks",
     "apply_surgery",
-    "surgery",
     "shrink",
     "save_compact",
     "load_compact",

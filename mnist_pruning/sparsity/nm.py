@@ -62,7 +62,6 @@ __all__ = [
     "check_nm",
     "nm_violations",
     "parse_pattern",
-    "format_pattern",
     "semi_structured_available",
 ]
 
@@ -282,7 +281,7 @@ def parse_pattern(pattern: str) -> tuple[int, int]:
         raise ValueError(f"invalid N:M pattern {pattern!r}: {e}") from e
 
 
-def format_pattern(n: int, m: int) -> str:
+def _format_pattern(n: int, m: int) -> str:
     """Write an N:M pattern, validated.
 
     Args:
@@ -323,7 +322,7 @@ def _pattern_for_ratio(ratio: float) -> str:
             f"ratio {ratio!r} keeps {density!r} of the weights, which is not n/m for any 1 <= n < m <= "
             f"{_MAX_RATIO_M}; pick a ratio such as 0.5 (2:4), 0.75 (1:4) or 0.9 (1:10)"
         )
-    return format_pattern(frac.numerator, frac.denominator)
+    return _format_pattern(frac.numerator, frac.denominator)
 
 
 def _index_bits(m: int) -> int:

@@ -36,7 +36,7 @@ Two steps
    weakest with ``torch.nn.utils.prune.ln_structured(..., n=2, dim=0)``: the *masked model*. A removed unit's
    weight row is zero but its bias is not, so it still outputs a constant: ``activation(bias)`` (pooling a
    constant map gives the same constant).
-2. :func:`surgery` deletes those units: the producer loses its rows, the consumer the matching inputs, and each
+2. :func:`_surgery` deletes those units: the producer loses its rows, the consumer the matching inputs, and each
    removed unit's constant is folded into the consumer's bias (``sum`` of the consumer's weights on that unit's
    inputs times the constant). So the smaller model computes exactly what the masked one did, up to float
    rounding. That needs every input position of the consumer to see the constant: a padded consumer
@@ -47,7 +47,7 @@ Rules chosen here
 - **At least one unit survives.** ``ratio`` is the fraction of a layer's units removed,
   ``units_removed(units, ratio) = min(round(ratio * units), units - 1)`` (``round`` as in
   ``torch.nn.utils.prune``: round-half-to-even); a layer with no units cannot be built.
-- **Which units :func:`surgery` removes.** A unit is removed iff its row of ``weight_mask`` is all zero when the
+- **Which units :func:`_surgery` removes.** A unit is removed iff its row of ``weight_mask`` is all zero when the
   layer carries a pruning mask, else (e.g. after ``prune.remove``) iff its weight row is all zero: either way its
   effective weights are zero, so removing it and folding its bias is exact. Should every unit of a layer qualify,
   unit 0 is kept (still exact: it computes what it computed before).
@@ -79,7 +79,6 @@ __all__ = [
     "Link",
     "trace_links",
     "apply_structured_masks",
-    "surgery",
     "apply_surgery",
     "shrink",
 ]
@@ -303,7 +302,7 @@ def _kept_from(source: torch.Tensor) -> torch.Tensor:
 
 
 def _kept_units(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> dict[str, torch.Tensor]:
-    """``{producer: sorted kept unit indices}`` by the rule :func:`surgery` uses (mask rows, else weight rows)."""
+    """``{producer: sorted kept unit indices}`` by the rule :func:`_surgery` uses (mask rows, else weight rows)."""
     out = {}
     for link in _resolve_links(model, links):
         module = _layer(model, link.producer)
@@ -342,7 +341,7 @@ def _fold_removed_units(
     return contribution.to(w_next.dtype)
 
 
-def surgery(
+def _surgery(
     model: nn.Module, links: Iterable[Link | tuple] | None = None
 ) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
     """Physically remove the masked (or all-zero) units of every producer; ``model`` is not modified.
@@ -436,7 +435,7 @@ def _copy(model: nn.Module) -> nn.Module:
 
 
 def apply_surgery(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> nn.Module:
-    """A new, smaller model computing what the masked ``model`` computes (see :func:`surgery`).
+    """A new, smaller model computing what the masked ``model`` computes (see :func:`_surgery`).
 
     Args:
         model: a model with structured masks; not modified.
@@ -446,13 +445,13 @@ def apply_surgery(model: nn.Module, links: Iterable[Link | tuple] | None = None)
         The new model, on ``model``'s device, in its train / eval mode, with no masks attached.
 
     Raises:
-        ValueError: as :func:`surgery`.
+        ValueError: as :func:`_surgery`.
 
     Example::
 
         >>> apply_structured_masks(net, 0.5); small = apply_surgery(net)
     """
-    widths, state_dict = surgery(model, links)
+    widths, state_dict = _surgery(model, links)
     if hasattr(model, "with_widths"):
         small = model.with_widths(widths)
     else:
@@ -488,7 +487,7 @@ def shrink(
         The smaller model.
 
     Raises:
-        ValueError: as :func:`apply_structured_masks` and :func:`surgery`.
+        ValueError: as :func:`apply_structured_masks` and :func:`_surgery`.
 
     Example::
 

@@ -19,7 +19,7 @@ with ``theta_kept``, i.e. ``theta`` where ``log alpha <= threshold`` and 0 elsew
 :func:`finalize_` makes permanent with ``torch.nn.utils.prune.custom_from_mask``. Using ``theta_kept`` in the
 training mean too (the authors' ``train_clip``) trains the network that eval and the finalised model compute.
 
-:class:`VDLinear` and :class:`VDConv2d` subclass ``nn.Linear`` / ``nn.Conv2d``, so their ``weight`` (``theta``)
+:class:`_VDLinear` and :class:`_VDConv2d` subclass ``nn.Linear`` / ``nn.Conv2d``, so their ``weight`` (``theta``)
 is where every tool expects it; the pruning and measurement tools, though, are for the finalised model.
 """
 
@@ -36,11 +36,7 @@ __all__ = [
     "K1",
     "K2",
     "K3",
-    "VDLinear",
-    "VDConv2d",
     "to_variational_",
-    "kl",
-    "log_alpha",
     "finalize_",
 ]
 
@@ -59,7 +55,7 @@ def _check_log_sigma2(value: object) -> float:
     return _check_fraction(value, "log_sigma2 (initial log sigma^2 of every weight)", *_LOG_SIGMA2_RANGE)
 
 
-def _neg_kl(log_alpha: torch.Tensor) -> torch.Tensor:
+def _neg_kl(_log_alpha: torch.Tensor) -> torch.Tensor:
     """The paper's approximation of ``-KL(q(w | theta, alpha) || p(w))`` under the log-uniform prior, elementwise.
 
     ``k1 * sigmoid(k2 + k3 * log_alpha) - 0.5 * log1p(exp(-log_alpha)) - k1``: never positive, increasing in
@@ -69,7 +65,7 @@ def _neg_kl(log_alpha: torch.Tensor) -> torch.Tensor:
 
         neg_kl(torch.tensor([-8.0, 0.0, 8.0]))   # tensor([-4.6359, -0.4312, -0.0002])
     """
-    return K1 * torch.sigmoid(K2 + K3 * log_alpha) - 0.5 * torch.nn.functional.softplus(-log_alpha) - K1
+    return K1 * torch.sigmoid(K2 + K3 * _log_alpha) - 0.5 * torch.nn.functional.softplus(-_log_alpha) - K1
 
 
 class _Variational:
@@ -83,11 +79,11 @@ class _Variational:
         self.threshold = _check_threshold(threshold)
         self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, _check_log_sigma2(log_sigma2)))
 
-    def log_alpha(self) -> torch.Tensor:
+    def _log_alpha(self) -> torch.Tensor:
         """``log sigma^2 - log theta^2`` per weight, clamped to :data:`_LOG_ALPHA_RANGE`."""
         return torch.clamp(self.log_sigma2 - torch.log(self.weight * self.weight + _THETA_EPS), *_LOG_ALPHA_RANGE)
 
-    def kl(self) -> torch.Tensor:
+    def _kl(self) -> torch.Tensor:
         """``KL(q || prior)`` of this layer's weights, summed (a non-negative scalar)."""
         return -_neg_kl(self.log_alpha()).sum()
 
@@ -105,7 +101,7 @@ class _Variational:
         return f"{super().extra_repr()}, threshold={self.threshold:g}"  # type: ignore[misc]
 
 
-class VDLinear(_Variational, nn.Linear):
+class _VDLinear(_Variational, nn.Linear):
     """``nn.Linear`` with a Gaussian posterior per weight (theta = ``weight``, ``log_sigma2``); bias deterministic.
 
     Example::
@@ -126,8 +122,8 @@ class VDLinear(_Variational, nn.Linear):
         return self._sampled(mean, nn.functional.linear(x * x, torch.exp(self.log_sigma2)))
 
 
-class VDConv2d(_Variational, nn.Conv2d):
-    """``nn.Conv2d`` with a Gaussian posterior per weight, as :class:`VDLinear` (zero padding only).
+class _VDConv2d(_Variational, nn.Conv2d):
+    """``nn.Conv2d`` with a Gaussian posterior per weight, as :class:`_VDLinear` (zero padding only).
 
     Example::
 
@@ -153,12 +149,12 @@ def _layer_args(module: nn.Module) -> tuple[type[nn.Module], type[nn.Module], di
     if isinstance(module, nn.Linear):
         return (
             nn.Linear,
-            VDLinear,
+            _VDLinear,
             {"in_features": module.in_features, "out_features": module.out_features, **factory},
         )
     conv = {k: getattr(module, k) for k in ("in_channels", "out_channels", "kernel_size", "stride", "padding")}
     conv.update(dilation=module.dilation, groups=module.groups, padding_mode=module.padding_mode)
-    return nn.Conv2d, VDConv2d, {**conv, **factory}
+    return nn.Conv2d, _VDConv2d, {**conv, **factory}
 
 
 def _empty(cls: type[nn.Module], kwargs: dict) -> nn.Module:
@@ -180,7 +176,7 @@ def _replace(model: nn.Module, fqn: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name), child, new)
 
 
-def _variational_layers(model: nn.Module) -> list[tuple[str, VDLinear | VDConv2d]]:
+def _variational_layers(model: nn.Module) -> list[tuple[str, _VDLinear | _VDConv2d]]:
     """Every VD layer of ``model``.
 
     Args:
@@ -238,7 +234,7 @@ def to_variational_(
     return model
 
 
-def kl(model: nn.Module) -> torch.Tensor:
+def _kl(model: nn.Module) -> torch.Tensor:
     """The KL term of Sparse VD: the sum over all VD layers of ``model``.
 
     Args:
@@ -256,7 +252,7 @@ def kl(model: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def log_alpha(model: nn.Module) -> dict[str, torch.Tensor]:
+def _log_alpha(model: nn.Module) -> dict[str, torch.Tensor]:
     """``log alpha`` of every weight of every VD layer.
 
     Args:
