@@ -33,7 +33,7 @@ def _coded(model=None, bits_fc: int = 3, bits_conv: int = 4) -> C.CodedModel:
     return C.unshare(model)
 
 
-def _shared(module: torch.nn.Module) -> C._SharedWeight:
+def _shared(module: torch.nn.Module) -> C.sharing._SharedWeight:
     return module.parametrizations.weight[0]
 
 
@@ -143,7 +143,7 @@ def test_sharing_is_a_torch_parametrization_that_unshare_removes():
     C.share_weights(model, C.layer_bits(model, bits_fc=3))
     for name, m in prunable_layers(model):
         shared = _shared(m)
-        assert parametrize.is_parametrized(m, "weight") and isinstance(shared, C._SharedWeight), name
+        assert parametrize.is_parametrized(m, "weight") and isinstance(shared, C.sharing._SharedWeight), name
         assert torch.equal(m.weight, shared.codebook[shared.index] * shared.keep), name
     C.unshare(model)
     assert not any(parametrize.is_parametrized(m) for _, m in prunable_layers(model))
@@ -191,7 +191,7 @@ def test_information_limit_is_near_the_coded_payload():
     coded = _coded()
     data = C.encode(coded)
     parts = C.size_breakdown(data)
-    limit = C._information_limit(coded)
+    limit = C.limits._information_limit(coded)
     payload = len(data) - parts["header"]
     assert limit["total"] * 0.9 < payload < limit["total"] * 1.25 + 64
 
