@@ -117,7 +117,7 @@ class Experiment:
 
 @dataclass
 class SweepConfig(_RunConfig):
-    """What to sweep and with which budgets (folders, seeds and data: :class:`~mnist_pruning.config._RunConfig`)."""
+    """What to sweep and with which budgets (folders, seeds, data: :class:`~mnist_pruning.config._RunConfig`)."""
 
     models: tuple[str, ...] = MODEL_NAMES  # model families
     methods: tuple[str, ...] = METHODS  # pruning methods
