@@ -130,7 +130,7 @@ def bench_model(arch: str, densities: tuple[float, ...], timing: Timing, runs: P
     return df, plans, fmt
 
 
-def print_plan(plan: list[sp.LayerPlan], big: int) -> None:
+def print_plan(plan: list[sp.inference._LayerPlan], big: int) -> None:
     timed = "".join(f" {f'b{b} dense/sparse ms':>22}" for b in (1, big))
     print(f"    {'layer':<8} {'kind':<7} {'density':>8}{timed}  choice: reason")
     for row in plan:
@@ -184,7 +184,9 @@ def judge(df: pd.DataFrame, plans: dict, big: int) -> bool:
     return ok
 
 
-def explain(df: pd.DataFrame, plan: list[sp.LayerPlan], model: str, density: float, batch: int, big: int) -> None:
+def explain(
+    df: pd.DataFrame, plan: list[sp.inference._LayerPlan], model: str, density: float, batch: int, big: int
+) -> None:
     """Why a goal failed: the plan (each layer's dense and sparse ms, choice, reason), what the chosen kernels
     give summed over the layers, and roughly how much of the dense forward lies outside the layers."""
     print("    why, per layer (the plan to_sparse_inference measured; ms per call of the layer alone):")

@@ -43,7 +43,6 @@ import nbformat
 from .settings import _project_root, display_path, paths
 
 __all__ = [
-    "main",
     "setup",
 ]
 
@@ -422,7 +421,7 @@ def _build(
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
     """Command line: see the module docstring (``python -m mnist_pruning.book --help``)."""
     parser = argparse.ArgumentParser(prog="python -m mnist_pruning.book", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -468,4 +467,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from .checks import _check_fraction
 
-__all__ = [ "Distillation"]
+__all__ = ["Distillation"]
 
 _MAX_TEMPERATURE = 20.0  # softmax at higher temperatures is flat to float precision: nothing left to learn
 

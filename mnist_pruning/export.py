@@ -38,7 +38,7 @@ from .files import _atomic_write, _check_writable_dir
 from .models import SAMPLE_SHAPE
 from .sparsity.measure import Timing, flops, time_models
 
-__all__ = ["onnx_missing", ]
+__all__ = ["onnx_missing", "export_onnx"]
 __all__ += ["onnx_report", "speedup_vs_flops"]
 
 _ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")  # the onnx extra (the dynamo exporter needs onnxscript)
@@ -68,7 +68,7 @@ def _check_exportable(model: nn.Module) -> None:
         raise ValueError(f"layer(s) {masked} still carry pruning masks: call mnist_pruning.sparsity.bake_in first")
 
 
-def _export_onnx(model: nn.Module, path: str | os.PathLike) -> Path:
+def export_onnx(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write ``model`` (MNIST input, any batch size) as an ONNX file at ``path``, atomically; return the path.
     Input ``x`` of shape (batch, 1, 28, 28), output ``logits``."""
     _require_onnx()
@@ -154,7 +154,7 @@ def onnx_report(
     folder = _check_writable_dir(folder)
     rows, sessions, eager = {}, {}, {}
     for name, model in models.items():
-        path = _export_onnx(model, folder / f"{name.replace(' ', '_').replace(':', 'of')}.onnx")
+        path = export_onnx(model, folder / f"{name.replace(' ', '_').replace(':', 'of')}.onnx")
         sessions[name] = _ort_session(path)
         eager[name] = copy.deepcopy(model).eval().to(memory_format=memory_format)
         x = torch.randn(7, *SAMPLE_SHAPE)

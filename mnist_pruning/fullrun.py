@@ -39,7 +39,7 @@ from .runner import _baseline_path
 from .settings import paths
 from .sweep import SweepConfig, _settings_json, run_sweep
 
-__all__ = [  "full_run", ]
+__all__ = ["full_run"]
 
 # What each chapter shows in the published book (papermill parameters on top of the notebook's defaults).
 _CHAPTER_PARAMETERS: dict[str, dict] = {

@@ -30,7 +30,7 @@ from .schedules import _UNSTRUCTURED_METHODS, _steps_per_epoch, prune_to
 from .sparsity.measure import prunable_layers, sparsity
 from .train import TrainConfig, _get_device, fine_tune
 
-__all__ = [  "lottery_ticket"]
+__all__ = ["lottery_ticket"]
 
 
 @dataclass

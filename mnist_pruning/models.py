@@ -29,7 +29,7 @@ from torch import nn
 from .checks import _check_choice, _check_int
 from .sparsity.structured import Link
 
-__all__ = ["MODEL_NAMES", "SAMPLE_SHAPE", "ModelConfig",   "build_model"]
+__all__ = ["MODEL_NAMES", "SAMPLE_SHAPE", "ModelConfig", "build_model"]
 
 MODEL_NAMES = ("mlp", "cnn")
 # Hidden widths of the published architectures: MLP (fc1, fc2); CNN (conv1 filters, conv2 filters, fc1 units).

@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = [ "paths", "smoke_mode", "SMOKE", "display_path"]
+__all__ = ["paths", "smoke_mode", "SMOKE", "display_path"]
 
 _SMOKE_ENV = "MNIST_PRUNING_SMOKE"
 

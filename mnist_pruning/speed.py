@@ -123,7 +123,7 @@ def crossover(
     timing: Timing | None = None,
     variants: Sequence[str] = _VARIANTS,
     memory_format: torch.memory_format | None = None,
-) -> tuple[pd.DataFrame, dict[float | str, list[sp.LayerPlan]]]:
+) -> tuple[pd.DataFrame, dict[float | str, list[sp.inference._LayerPlan]]]:
     """Time ``variants`` of ``model`` (an unpruned float32 CPU model of family ``arch``) at every point and batch
     size with ``timing`` (None: :class:`Timing` defaults); see the module docstring. ``memory_format`` None picks
     the dense model's faster one (:func:`pick_format`).
@@ -133,7 +133,7 @@ def crossover(
     the pruned model), ``batch``, ``variant``, ``ms``, ``speedup`` (dense ms / this ms), ``structured_ratio``,
     ``params`` (the weights and biases the variant computes with), ``sparse_layers`` (converted only: the layers
     it runs sparse at that batch, space-separated, "-" for none), ``memory_format``, ``threads``; and each
-    point's :class:`~mnist_pruning.sparsity.LayerPlan` list (the converted model's decisions).
+    point's :class:`~mnist_pruning.sparsity.inference._LayerPlan` list (the converted model's decisions).
     """
     variants = _check_choices(tuple(variants), _VARIANTS, "variant")
     if "dense" not in variants:

@@ -33,7 +33,7 @@ from .sparsity import variational
 from .sparsity.measure import layer_sparsity
 from .train import _PRECISIONS, TrainConfig, fine_tune
 
-__all__ = ["VDConfig",   "sparse_vd"]
+__all__ = ["VDConfig", "sparse_vd"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class _KLPenalty:
     def __call__(self) -> torch.Tensor:
         weight = self.current_weight()
         self.step += 1
-        return weight * variational._kl(self.model) / self.n
+        return weight * variational.kl(self.model) / self.n
 
 
 def sparse_vd(model: nn.Module, data: MNISTData, config: VDConfig, progress: bool = True) -> _VDResult:

@@ -146,7 +146,7 @@ def test_prepare_require_all(tmp_path, fixture_results):
     # without require_all, missing CSVs give a note instead of numbers
     book._prepare(executed, tmp_path / "empty", src)
     assert "No key findings in this build" in (src / book._GENERATED_DIR / book._FINDINGS).read_text()
-    assert book.main(["--executed", str(tmp_path / "none"), "--book", str(src), "--require-all"]) == 1
+    assert book._main(["--executed", str(tmp_path / "none"), "--book", str(src), "--require-all"]) == 1
 
 
 # ------------------------------------------------------------------------------------------------ HTML check

@@ -27,7 +27,7 @@ def _pruned(model: torch.nn.Module, ratio: float = 0.8) -> torch.nn.Module:
     return bake_in(model)
 
 
-def _coded(model=None, bits_fc: int = 3, bits_conv: int = 4) -> C.CodedModel:
+def _coded(model=None, bits_fc: int = 3, bits_conv: int = 4) -> C.coded._CodedModel:
     model = _pruned(model if model is not None else tiny_model())
     C.share_weights(model, C.layer_bits(model, bits_conv=bits_conv, bits_fc=bits_fc))
     return C.unshare(model)

@@ -31,7 +31,7 @@ def report(tmp_path_factory):
 
 def test_onnxruntime_outputs_match_pytorch_for_every_batch_size(tmp_path):
     model = build_model("cnn").eval()
-    session = export._ort_session(export._export_onnx(model, tmp_path / "cnn.onnx"))
+    session = export._ort_session(export.export_onnx(model, tmp_path / "cnn.onnx"))
     for batch in (1, 5, 64):
         x = torch.randn(batch, 1, 28, 28)
         with torch.inference_mode():
@@ -73,5 +73,5 @@ def test_a_model_with_masks_attached_is_refused_naming_the_layer(tmp_path):
     model = build_model("mlp")
     sp.sparsify_(model, "global", 0.5)
     with pytest.raises(ValueError, match="fc1.*bake_in"):
-        export._export_onnx(model, tmp_path / "masked.onnx")
+        export.export_onnx(model, tmp_path / "masked.onnx")
     assert not (tmp_path / "masked.onnx").exists()

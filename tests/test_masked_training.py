@@ -12,7 +12,7 @@ from torch.nn.utils import prune
 from mnist_pruning import schedules
 from mnist_pruning.data import MNISTData
 from mnist_pruning.models import ModelConfig, build_model
-from mnist_pruning.sparsity import MaskedTraining, pruned_tensors, sparsify_
+from mnist_pruning.sparsity import MaskedTraining, _pruned_tensors, sparsify_
 from mnist_pruning.sparsity.measure import _effective_state_dict, prunable_layers
 from mnist_pruning.train import TrainConfig, _bf16_supported, _optimizer, _train_one_epoch, fine_tune
 
@@ -139,10 +139,10 @@ def test_pruned_weights_are_exactly_zero_after_every_optimizer_step(data):
 def test_fine_tune_leaves_the_same_masks_parameters_buffers_and_prune_hooks(data):
     model = _pruned(TINY_CNN)
     masks = {k: v.clone() for k, v in model.named_buffers()}
-    params, hooked = [k for k, _ in model.named_parameters()], [(id(m), n) for m, n in pruned_tensors(model)]
+    params, hooked = [k for k, _ in model.named_parameters()], [(id(m), n) for m, n in _pruned_tensors(model)]
     fine_tune(model, data, CFG, progress=False)
     assert [k for k, _ in model.named_parameters()] == params
-    assert [(id(m), n) for m, n in pruned_tensors(model)] == hooked
+    assert [(id(m), n) for m, n in _pruned_tensors(model)] == hooked
     buffers = dict(model.named_buffers())
     assert buffers.keys() == masks.keys() and all(torch.equal(buffers[k], masks[k]) for k in masks)
     assert all(torch.equal(m.weight, m.weight_orig * m.weight_mask) for _, m in prunable_layers(model))

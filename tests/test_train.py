@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from mnist_pruning.files import UnsafeFileError, _load_torch
+from mnist_pruning.files import _load_torch, _UnsafeFileError
 from mnist_pruning.train import TrainConfig, _load_checkpoint, _save_checkpoint, evaluate, train
 
 
@@ -56,9 +56,9 @@ class _Payload:
 def test_checkpoint_carrying_a_pickle_payload_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"state_dict": {}, "model_config": _Payload(marker)}, tmp_path / "evil.pt")
-    with pytest.raises(UnsafeFileError, match="refusing to load"):
+    with pytest.raises(_UnsafeFileError, match="refusing to load"):
         _load_torch(tmp_path / "evil.pt")
-    with pytest.raises(UnsafeFileError):
+    with pytest.raises(_UnsafeFileError):
         _load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
 

@@ -47,7 +47,7 @@ def test_kl_is_nonnegative_and_decreasing_in_log_alpha():
 def test_model_kl_is_the_sum_of_the_layers_negated_neg_kl():
     model = _vd_model(TINY)
     expected = sum(-vd._neg_kl(la).sum() for la in vd._log_alpha(model).values())
-    torch.testing.assert_close(vd._kl(model).detach(), expected)
+    torch.testing.assert_close(vd.kl(model).detach(), expected)
 
 
 def test_log_alpha_is_log_sigma2_minus_log_theta2_clamped():

@@ -6,7 +6,7 @@ from tiny import TINY, n_weights, n_zeros, tiny_model
 from torch.nn.utils import prune
 
 from mnist_pruning.sparsity.measure import layer_sparsity
-from mnist_pruning.sparsity.variational import _kl, _variational_layers, to_variational_
+from mnist_pruning.sparsity.variational import _variational_layers, kl, to_variational_
 from mnist_pruning.train import evaluate
 from mnist_pruning.vd import VDConfig, _KLPenalty, sparse_vd
 
@@ -47,7 +47,7 @@ def test_kl_weight_rises_linearly_over_the_warmup_then_stays():
 def test_kl_penalty_is_the_weighted_model_kl_over_n():
     model = to_variational_(tiny_model())
     penalty = _KLPenalty(model, n=1000, weight=0.5)
-    torch.testing.assert_close(penalty(), 0.5 * _kl(model) / 1000)
+    torch.testing.assert_close(penalty(), 0.5 * kl(model) / 1000)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ The steps (Han et al. 2016, "Deep Compression", sections 3-4), one module each:
 
 - :mod:`.sharing` - bits per layer, k-means weight sharing as a ``torch.nn.utils.parametrize``
   reparametrisation (:class:`_SharedWeight`), centroid fine-tuning (each centroid's SGD step scaled by
-  ``k / kept`` per layer), and :func:`unshare` / :func:`_snapshot` to a :class:`CodedModel` (:mod:`.coded`).
+  ``k / kept`` per layer), and :func:`unshare` / :func:`_snapshot` to a :class:`_CodedModel` (:mod:`.coded`).
 - :mod:`.coder` - the entropy coder: ``constriction``'s ANS coder, order-0 models from counts stored in the
   file, for the cluster indices and for the positions (bitmask or gaps, whichever is smaller per layer).
 - :mod:`.fileformat` - the ``mnist-pruning-coded/1`` file (its docstring is the specification), CRC-32 checked.

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..models import ModelConfig, build_model
 
-__all__ = [ "CodedModel"]
+__all__ = []
 
 
 @dataclass
@@ -47,7 +47,7 @@ class _SharedLayer:
 
 
 @dataclass
-class CodedModel:
+class _CodedModel:
     """What a coded file holds: the model's config, its shared weights and every other tensor (biases)."""
 
     config: ModelConfig

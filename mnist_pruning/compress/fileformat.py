@@ -1,4 +1,4 @@
-"""The coded file format ``mnist-pruning-coded/1`` (``.mnpz``): a :class:`CodedModel` entropy-coded, checksummed.
+"""The coded file format ``mnist-pruning-coded/1`` (``.mnpz``): a :class:`_CodedModel` entropy-coded, checksummed.
 
 Usage::
 
@@ -51,7 +51,7 @@ from ..sparsity._binary import (
     _shape_text,
     _tensor_from_bytes,
 )
-from .coded import CodedModel, _SharedLayer
+from .coded import _CodedModel, _SharedLayer
 from .coder import _POSITION_CODINGS, _decode_indices, _decode_positions, _encode_indices, _encode_positions
 from .sharing import _CODEBOOK_DTYPES, _MAX_BITS
 
@@ -87,7 +87,7 @@ def _layer_sections(layer: _SharedLayer, coding: str | None = None) -> tuple[str
     return best, [codebook, table, stream, *options[best]]
 
 
-def encode(coded: CodedModel, position_coding: str | None = None) -> bytes:
+def encode(coded: _CodedModel, position_coding: str | None = None) -> bytes:
     """The bytes of the coded file (see the module docstring). ``position_coding`` forces "mask" or "gap" for
     every layer; by default each layer gets the smaller one."""
     if position_coding is not None:
@@ -118,7 +118,7 @@ def encode(coded: CodedModel, position_coding: str | None = None) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def save_coded(coded: CodedModel, path: str | os.PathLike, position_coding: str | None = None) -> int:
+def save_coded(coded: _CodedModel, path: str | os.PathLike, position_coding: str | None = None) -> int:
     """Write :func:`encode`'s bytes atomically; return the file size in bytes."""
     data = encode(coded, position_coding)
     with _atomic_write(path) as tmp:
@@ -139,7 +139,7 @@ def _crc_ok(data: bytes) -> bool:
 
 @dataclass
 class _Parsed:
-    coded: CodedModel
+    coded: _CodedModel
     sections: dict[str, int]  # bytes per part: header, codebooks, values, positions, biases
     layers: list[dict]  # per shared layer: name, coding, section lengths
 
@@ -220,18 +220,18 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
             raise ValueError(f"unknown record {' '.join(fields)[:60]!r}")
     if offset != len(payload):
         raise ValueError(f"{len(payload) - offset} bytes after the last section")
-    coded = CodedModel(config, layers, tensors)
+    coded = _CodedModel(config, layers, tensors)
     coded.state_dict()  # the names must be exactly the model's
     return _Parsed(coded, sizes, info)
 
 
-def decode(data: bytes, source: str = "<bytes>") -> CodedModel:
-    """The :class:`CodedModel` in ``data``; CorruptFileError (naming ``source``) for anything not a whole,
+def decode(data: bytes, source: str = "<bytes>") -> _CodedModel:
+    """The :class:`_CodedModel` in ``data``; CorruptFileError (naming ``source``) for anything not a whole,
     unaltered file of this format."""
     return _parse(bytes(data), source).coded
 
 
-def load_coded(path: str | os.PathLike) -> CodedModel:
+def load_coded(path: str | os.PathLike) -> _CodedModel:
     """Read and check a coded file (see :func:`decode`)."""
     return decode(Path(path).read_bytes(), str(path))
 

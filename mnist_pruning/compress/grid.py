@@ -43,7 +43,7 @@ from ..sparsity.measure import sparsity as measured_sparsity
 from ..sparsity.unstructured import bake_in
 from ..sweep import BUDGETS
 from ..train import TrainConfig, evaluate
-from .coded import CodedModel
+from .coded import _CodedModel
 from .fileformat import decode, encode, layer_table, load_coded, load_model, save_coded, size_breakdown
 from .limits import _information_limit
 from .sharing import (
@@ -215,7 +215,7 @@ class _CompressStudy(Study):
         return rows
 
 
-def _fixed_width_bytes(coded: CodedModel, header: int) -> int:
+def _fixed_width_bytes(coded: _CodedModel, header: int) -> int:
     """Weight sharing without entropy coding: ``ceil(log2 k)``-bit indices, Elias-Fano positions (the compact
     format's), raw codebooks and biases, and the coded file's header."""
     total = header
@@ -283,7 +283,7 @@ class _CompressionResult:
     row: dict
     path: Path  # the coded file
     model: nn.Module  # decoded from ``path``
-    coded: CodedModel
+    coded: _CodedModel
 
 
 def compress_point(

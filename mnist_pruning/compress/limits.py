@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..sparsity._binary import _log2_binomial
-from .coded import CodedModel
+from .coded import _CodedModel
 
 __all__ = []
 
@@ -28,7 +28,7 @@ def _empirical_entropy_bits(symbols: np.ndarray) -> float:
     return float(-(counts * np.log2(counts / total)).sum()) if total else 0.0
 
 
-def _information_limit(coded: CodedModel) -> dict[str, float]:
+def _information_limit(coded: _CodedModel) -> dict[str, float]:
     """Bytes an ideal order-0 coder needs for the same content: index entropy (values), ``log2 C(n, nnz)``
     (positions), raw codebooks and biases; no header, no count tables. See the module docstring."""
     values = positions = codebooks = 0.0

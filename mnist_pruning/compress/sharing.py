@@ -1,5 +1,5 @@
 """Weight sharing (Deep Compression, Han et al. 2016, sections 3.1-3.2): bits per layer, k-means codebooks as a
-``torch.nn.utils.parametrize`` reparametrisation, centroid fine-tuning, and the :class:`CodedModel` of the result.
+``torch.nn.utils.parametrize`` reparametrisation, centroid fine-tuning, and the :class:`_CodedModel` of the result.
 
 Usage::
 
@@ -39,7 +39,7 @@ from ..models import ModelConfig, build_model
 from ..sparsity._binary import _DTYPE_BY_NAME
 from ..sparsity.measure import prunable_layers
 from ..train import _train_one_epoch, evaluate
-from .coded import CodedModel, _SharedLayer
+from .coded import _CodedModel, _SharedLayer
 
 __all__ = [
     "layer_bits",
@@ -265,8 +265,8 @@ def fine_tune_centroids(model: nn.Module, data, config, progress: bool = True) -
     return history
 
 
-def _snapshot(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
-    """The :class:`CodedModel` of a :func:`share_weights` model as it is now (the model is not changed)."""
+def _snapshot(model: nn.Module, bias_dtype: str = "float16") -> _CodedModel:
+    """The :class:`_CodedModel` of a :func:`share_weights` model as it is now (the model is not changed)."""
     _check_choice(bias_dtype, tuple(_BIAS_DTYPES), "bias dtype")
     layers: dict[str, _SharedLayer] = {}
     for name, module in prunable_layers(model):
@@ -291,13 +291,13 @@ def _snapshot(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
         for name, t in model.state_dict().items()
         if name not in layers and not name.startswith(inner)
     }
-    return CodedModel(model.config, layers, tensors)
+    return _CodedModel(model.config, layers, tensors)
 
 
-def unshare(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
+def unshare(model: nn.Module, bias_dtype: str = "float16") -> _CodedModel:
     """Turn a :func:`share_weights` model back into plain parameters (``weight = codebook[index] * keep``, biases
     rounded to ``bias_dtype`` in the model too, so the in-memory model computes what the file will) and return
-    the :class:`CodedModel` to encode."""
+    the :class:`_CodedModel` to encode."""
     coded = _snapshot(model, bias_dtype)
     for name, module in prunable_layers(model):
         # The file's weight (+0.0 where pruned), not the parametrization's (-0.0 under a negative centroid).

@@ -53,7 +53,7 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
-from ..files import CorruptFileError, UnsafeFileError, _atomic_write
+from ..files import CorruptFileError, _atomic_write, _UnsafeFileError
 from ._binary import (
     _DTYPE_BY_NAME,
     _DTYPE_NAMES,
@@ -68,7 +68,6 @@ from .measure import _effective_state_dict, _StateDictLike
 __all__ = [
     "save_compact",
     "load_compact",
-    "compact_bytes",
     "compact_summary",
     "save_dense",
     "compact_ratio",
@@ -250,7 +249,7 @@ def save_compact(model_or_state_dict: _StateDictLike, path: str | os.PathLike) -
     return len(data)
 
 
-def compact_bytes(model_or_state_dict: _StateDictLike) -> int:
+def _compact_bytes(model_or_state_dict: _StateDictLike) -> int:
     """Size in bytes of the compact file, header included, computed in memory (nothing written).
 
     Args:
@@ -318,7 +317,7 @@ def load_compact(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     # ("PK\x03\x04"); a pickle starts with the PROTO opcode 0x80 (or an older opcode): name those precisely.
     if head[8:9] != b"{":
         if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-            raise UnsafeFileError(
+            raise _UnsafeFileError(
                 f"refusing to load {str(path)!r}: it is a pickle/torch.save file, and compact files are "
                 "safetensors (load_compact never unpickles)"
             )
@@ -477,4 +476,4 @@ def compact_ratio(model_or_state_dict: _StateDictLike) -> float:
     """
     sd = _effective_state_dict(model_or_state_dict)
     limit = sum(r["limit_bits"] for r in compact_summary(sd))
-    return compact_bytes(sd) * 8 / limit if limit else math.inf
+    return _compact_bytes(sd) * 8 / limit if limit else math.inf

@@ -53,7 +53,6 @@ from .kernels import SparseConv2d, SparseLinear, _conv_geometry
 from .measure import Timing, _FilterFn, prunable_layers, time_models
 
 __all__ = [
-    "LayerPlan",
     "plan_sparse_inference",
     "apply_sparse_plan",
     "to_sparse_inference",
@@ -71,7 +70,7 @@ _MAX_CONV_ENTRIES = 1 << 24
 
 
 @dataclass(frozen=True)
-class LayerPlan:
+class _LayerPlan:
     """What :func:`plan_sparse_inference` decided for one Linear / Conv2d layer, and why.
 
     Example::
@@ -171,7 +170,7 @@ def _check_force(force: str | Mapping[int, str] | None, batch_sizes: tuple[int, 
 # ---------------------------------------------------------------------------------------- plan and convert
 
 
-def _converted(module: nn.Module, row: LayerPlan) -> nn.Module:
+def _converted(module: nn.Module, row: _LayerPlan) -> nn.Module:
     """The module a layer becomes: a SparseLinear (dense-only too, see its docstring), a SparseConv2d when it
     runs sparse at some batch size, else the module itself."""
     if isinstance(module, nn.Linear):
@@ -247,7 +246,7 @@ def plan_sparse_inference(
     max_density: float = _MAX_DENSITY,
     min_run_time: float = 0.05,
     rounds: int = 3,
-) -> list[LayerPlan]:
+) -> list[_LayerPlan]:
     """Decide, per Linear / Conv2d layer (those ``filter_fn`` accepts) and per batch size, dense or sparse.
 
     ``force=None`` measures: layer by layer in the order they run, each layer's dense and sparse kernels are
@@ -267,7 +266,7 @@ def plan_sparse_inference(
         rounds: alternating rounds per layer.
 
     Returns:
-        One :class:`LayerPlan` per layer, in the order they run.
+        One :class:`_LayerPlan` per layer, in the order they run.
 
     Raises:
         ValueError: a bad argument (naming it), or a layer with prune masks still attached.
@@ -299,36 +298,37 @@ def plan_sparse_inference(
         common = (name, type(module).__name__, nonzero, params, shapes[name], channels_last[name])
         entries = nonzero * _positions(module, shapes[name]) if isinstance(module, nn.Conv2d) else nonzero
         if nonzero == params:
-            row = LayerPlan(*common, dense, reason="no zeros")
+            row = _LayerPlan(*common, dense, reason="no zeros")
         elif entries > _MAX_CONV_ENTRIES:
-            row = LayerPlan(*common, dense, reason=f"its CSR matrix would exceed {_MAX_CONV_ENTRIES:,} entries")
+            row = _LayerPlan(*common, dense, reason=f"its CSR matrix would exceed {_MAX_CONV_ENTRIES:,} entries")
         elif forced is not None:
-            row = LayerPlan(*common, {b: forced[b] == "sparse" for b in sizes}, reason="forced")
+            row = _LayerPlan(*common, {b: forced[b] == "sparse" for b in sizes}, reason="forced")
         elif nonzero / params > max_density:
-            row = LayerPlan(*common, dense, reason=f"density {nonzero / params:.2f} > max_density {max_density:g}")
+            reason = f"density {nonzero / params:.2f} > max_density {max_density:g}"
+            row = _LayerPlan(*common, dense, reason=reason)
         else:
             candidates = {
-                "dense": _converted(module, LayerPlan(*common, dense)),
-                "sparse": _converted(module, LayerPlan(*common, {b: True for b in sizes})),
+                "dense": _converted(module, _LayerPlan(*common, dense)),
+                "sparse": _converted(module, _LayerPlan(*common, {b: True for b in sizes})),
             }
             ms = {}
             for b in sizes:
                 best = _best_ms(candidates, _input_of(work, name, b, shape), replace(timing, batches=(b,)))
                 ms[b] = (best["dense"], best["sparse"])
             faster = {b: ms[b][1] < _SPARSE_MARGIN * ms[b][0] for b in sizes}
-            row = LayerPlan(*common, faster, ms=ms, reason="measured")
+            row = _LayerPlan(*common, faster, ms=ms, reason="measured")
         plan.append(row)
         work.set_submodule(name, _converted(module, row))
     for name, module in layers:
         if name not in shapes:
             common = (name, type(module).__name__, *_counts(module), (), False)
-            plan.append(LayerPlan(*common, dense, reason="not called in a forward of sample_shape"))
+            plan.append(_LayerPlan(*common, dense, reason="not called in a forward of sample_shape"))
     if forced is None:
         plan = _whole_model_check(model, work, plan, shape, sizes, timing)
     return plan
 
 
-def _whole_model_check(model, converted, plan, shape, sizes, timing: Timing) -> list[LayerPlan]:
+def _whole_model_check(model, converted, plan, shape, sizes, timing: Timing) -> list[_LayerPlan]:
     """Time the converted model against the dense one at each batch size where some layer runs sparse; where it
     is not faster (layer timings miss what happens between layers), every layer runs dense at that size."""
     dense = copy.deepcopy(model).eval()
@@ -352,7 +352,7 @@ def _positions(conv: nn.Conv2d, input_shape: tuple[int, ...]) -> int:
     return out_h * out_w
 
 
-def apply_sparse_plan(model: nn.Module, plan: Sequence[LayerPlan]) -> nn.Module:
+def apply_sparse_plan(model: nn.Module, plan: Sequence[_LayerPlan]) -> nn.Module:
     """A copy of ``model`` in eval mode whose layers run as ``plan`` says; ``model`` is not changed.
 
     If any layer runs sparse, its Conv2d layers that do become :class:`SparseConv2d` and all its planned Linear

@@ -21,7 +21,7 @@ the training/eval mode is restored after timing.
 
 Latency is timed in one place, :func:`time_models`: models alternate round by round (drift from other jobs hits
 them all alike), each round gives a ``torch.utils.benchmark`` median, and the fastest round is the latency (noise
-only ever adds time) while the spread over rounds is the noise band (:class:`Latency`).
+only ever adds time) while the spread over rounds is the noise band (:class:`_Latency`).
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts matrix multiplications and
 convolutions only, at 2 FLOPs per multiply-accumulate; bias additions, activations and pooling are not counted.
@@ -53,7 +53,6 @@ __all__ = [
     "flops",
     "effective_flops",
     "Timing",
-    "Latency",
     "time_models",
     "latency_ms",
 ]
@@ -421,7 +420,7 @@ class Timing:
 
 
 @dataclass(frozen=True)
-class Latency:
+class _Latency:
     """One model at one batch size: the median ms per call of every round, and what the rounds say together.
 
     ``best_ms`` (the fastest round) is the latency; ``low_ms``..``high_ms`` is the noise band: two models whose
@@ -488,7 +487,7 @@ def time_models(
     *,
     inputs: Callable[[Hashable, int], object] | None = None,
     autorange: bool = True,
-) -> dict[Hashable, dict[int, Latency]]:
+) -> dict[Hashable, dict[int, _Latency]]:
     """Time every model at every batch size of ``timing``, alternating them round by round.
 
     Each of ``timing.rounds`` rounds times, for each batch size in turn, every model in the mapping's order
@@ -550,7 +549,7 @@ def time_models(
     finally:
         for m, training in modes:
             m.training = training
-    return {n: {b: Latency(tuple(v)) for b, v in per_b.items()} for n, per_b in runs.items()}
+    return {n: {b: _Latency(tuple(v)) for b, v in per_b.items()} for n, per_b in runs.items()}
 
 
 def latency_ms(

@@ -26,9 +26,9 @@ A :class:`Link` says that ``producer``'s output units (Linear rows, Conv2d filte
 ``consumer`` (a Conv2d: its input channels; a Linear: its input columns, ``H*W`` consecutive ones per channel
 after ``flatten`` of a conv output, which is channel-major), with only unit-wise things in between: an elementwise
 ``activation``, pooling, flatten, dropout. Links come from ``links=``, else from the model's own
-``structured_links()`` method, else they are traced from an ``nn.Sequential`` (:func:`trace_links`). The last
+``structured_links()`` method, else they are traced from an ``nn.Sequential`` (:func:`_trace_links`). The last
 layer (the classifier) is never a producer, so the model's outputs keep their number. Residual connections,
-concatenations and normalisation layers between the two are not chains: :func:`trace_links` refuses them.
+concatenations and normalisation layers between the two are not chains: :func:`_trace_links` refuses them.
 
 Two steps
 ---------
@@ -77,7 +77,6 @@ from .unstructured import bake_in
 
 __all__ = [
     "Link",
-    "trace_links",
     "apply_structured_masks",
     "apply_surgery",
     "shrink",
@@ -140,7 +139,7 @@ def _transparent(module: nn.Module) -> bool:
     return isinstance(module, _TRANSPARENT)
 
 
-def trace_links(model: nn.Sequential) -> list[Link]:
+def _trace_links(model: nn.Sequential) -> list[Link]:
     """The links of an ``nn.Sequential`` (nested ones flattened): each Linear / Conv2d but the last feeds the next
     one, through elementwise activations, pooling, flatten and dropout only.
 
@@ -192,10 +191,10 @@ def trace_links(model: nn.Sequential) -> list[Link]:
 
 def _resolve_links(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> list[Link]:
     """The links to use: ``links`` (``Link``s or ``(producer, consumer[, activation])`` tuples), else the model's
-    ``structured_links()``, else :func:`trace_links`. Checked: every name is a Linear / Conv2d of the model,
+    ``structured_links()``, else :func:`_trace_links`. Checked: every name is a Linear / Conv2d of the model,
     each producer feeds one consumer, and the consumer's inputs fit the producer's units."""
     if links is None:
-        links = model.structured_links() if hasattr(model, "structured_links") else trace_links(model)
+        links = model.structured_links() if hasattr(model, "structured_links") else _trace_links(model)
     resolved = [link if isinstance(link, Link) else Link(*link) for link in links]
     if not resolved:
         raise ValueError("no structured links: the model needs at least two chained Linear / Conv2d layers")

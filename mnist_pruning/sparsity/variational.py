@@ -5,7 +5,6 @@ Usage::
     from mnist_pruning.sparsity import variational as vd
     vd.to_variational_(model)                      # Linear / Conv2d -> VDLinear / VDConv2d, weights kept
     ...                                            # train on  N * cross_entropy + kl_weight * vd.kl(model)
-    vd.log_alpha(model)                            # {"fc1": tensor, ...}: log(sigma^2 / theta^2) per weight
     vd.finalize_(model)                            # back to plain layers + prune masks where log alpha > 3
     sparsity.bake_in(model)                        # as after any other pruning
 
@@ -33,16 +32,14 @@ from ..checks import _check_fraction
 from .measure import _FilterFn, prunable_layers
 
 __all__ = [
-    "K1",
-    "K2",
-    "K3",
     "to_variational_",
+    "kl",
     "finalize_",
 ]
 
 _LOG_ALPHA_RANGE = (-10.0, 10.0)  # log alpha is clamped here (as the authors' code does): keeps exp() finite
 _LOG_SIGMA2_RANGE = (-30.0, 10.0)  # initial log sigma^2 allowed: from "deterministic" to "noise"
-K1, K2, K3 = 0.63576, 1.87320, 1.48695  # the paper's fit of -KL(q || log-uniform prior) (eq. 14)
+_K1, _K2, _K3 = 0.63576, 1.87320, 1.48695  # the paper's fit of -KL(q || log-uniform prior) (eq. 14)
 _EPS = 1e-8  # added to the sampled variance before sqrt: a zero input would give an infinite gradient
 _THETA_EPS = 1e-16  # added to theta^2 before log: a zero weight gets log alpha = the clamp's top, not inf
 
@@ -65,7 +62,7 @@ def _neg_kl(_log_alpha: torch.Tensor) -> torch.Tensor:
 
         neg_kl(torch.tensor([-8.0, 0.0, 8.0]))   # tensor([-4.6359, -0.4312, -0.0002])
     """
-    return K1 * torch.sigmoid(K2 + K3 * _log_alpha) - 0.5 * torch.nn.functional.softplus(-_log_alpha) - K1
+    return _K1 * torch.sigmoid(_K2 + _K3 * _log_alpha) - 0.5 * torch.nn.functional.softplus(-_log_alpha) - _K1
 
 
 class _Variational:
@@ -79,11 +76,11 @@ class _Variational:
         self.threshold = _check_threshold(threshold)
         self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, _check_log_sigma2(log_sigma2)))
 
-    def _log_alpha(self) -> torch.Tensor:
+    def log_alpha(self) -> torch.Tensor:
         """``log sigma^2 - log theta^2`` per weight, clamped to :data:`_LOG_ALPHA_RANGE`."""
         return torch.clamp(self.log_sigma2 - torch.log(self.weight * self.weight + _THETA_EPS), *_LOG_ALPHA_RANGE)
 
-    def _kl(self) -> torch.Tensor:
+    def kl(self) -> torch.Tensor:
         """``KL(q || prior)`` of this layer's weights, summed (a non-negative scalar)."""
         return -_neg_kl(self.log_alpha()).sum()
 
@@ -234,7 +231,7 @@ def to_variational_(
     return model
 
 
-def _kl(model: nn.Module) -> torch.Tensor:
+def kl(model: nn.Module) -> torch.Tensor:
     """The KL term of Sparse VD: the sum over all VD layers of ``model``.
 
     Args:
