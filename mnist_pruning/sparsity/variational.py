@@ -52,7 +52,7 @@ def _check_log_sigma2(value: object) -> float:
     return _check_fraction(value, "log_sigma2 (initial log sigma^2 of every weight)", *_LOG_SIGMA2_RANGE)
 
 
-def _neg_kl(_log_alpha: torch.Tensor) -> torch.Tensor:
+def _neg_kl(log_alpha: torch.Tensor) -> torch.Tensor:
     """The paper's approximation of ``-KL(q(w | theta, alpha) || p(w))`` under the log-uniform prior, elementwise.
 
     ``k1 * sigmoid(k2 + k3 * log_alpha) - 0.5 * log1p(exp(-log_alpha)) - k1``: never positive, increasing in
@@ -62,7 +62,7 @@ def _neg_kl(_log_alpha: torch.Tensor) -> torch.Tensor:
 
         neg_kl(torch.tensor([-8.0, 0.0, 8.0]))   # tensor([-4.6359, -0.4312, -0.0002])
     """
-    return _K1 * torch.sigmoid(_K2 + _K3 * _log_alpha) - 0.5 * torch.nn.functional.softplus(-_log_alpha) - _K1
+    return _K1 * torch.sigmoid(_K2 + _K3 * log_alpha) - 0.5 * torch.nn.functional.softplus(-log_alpha) - _K1
 
 
 class _Variational:
