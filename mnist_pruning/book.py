@@ -9,8 +9,8 @@ Usage::
 
 or from Python::
 
-    from mnist_pruning.book import build
-    report = build(executed_dir="runs/executed", results_dir="results")
+    from mnist_pruning.book import _build
+    report = _build(executed_dir="runs/executed", results_dir="results")
 
 Steps: (1) copy ``<executed>/<chapter>.ipynb`` for every chapter of :data:`_CHAPTERS` into ``book/_chapters/``
 (notebooks executed by papermill; a copy is refused if a code cell never ran or raised); a chapter with no executed

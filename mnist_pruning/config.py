@@ -2,8 +2,8 @@
 
 Usage::
 
-    from mnist_pruning.config import RunConfig
-    run = RunConfig(seeds=(0, 1, 2))
+    from mnist_pruning.config import _RunConfig
+    run = _RunConfig(seeds=(0, 1, 2))
     run.paths.results                        # results/ (runs/smoke/results with MNIST_PRUNING_SMOKE=1)
     one = run.for_seed(1)                    # what one task of the study runs: one.seed == 1
     data = one.load_data()                   # MNIST as this run splits it (subsets for smoke runs)

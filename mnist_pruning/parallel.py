@@ -2,10 +2,10 @@
 
 Usage::
 
-    from mnist_pruning.parallel import sweep_executor
-    with sweep_executor(workers=2) as pool:                      # local processes, 1 torch thread each
+    from mnist_pruning.parallel import _sweep_executor
+    with _sweep_executor(workers=2) as pool:                      # local processes, 1 torch thread each
         run_sweep(config, executor=pool)
-    with sweep_executor(scheduler="tcp://host:8786") as pool:    # an existing Dask cluster (pip install '.[dask]')
+    with _sweep_executor(scheduler="tcp://host:8786") as pool:  # an existing Dask cluster (pip install '.[dask]')
         run_sweep(config, executor=pool)
 
 Every executor is a :class:`concurrent.futures.Executor`: :class:`_InlineExecutor` (``workers=1``: the task runs

@@ -3,7 +3,7 @@
 Usage::
 
     from mnist_pruning.settings import paths, smoke_mode
-    p = paths()                  # Paths(root, data, runs, results) resolved for this checkout / Colab
+    p = paths()                  # _Paths(root, data, runs, results) resolved for this checkout / Colab
     if smoke_mode():             # MNIST_PRUNING_SMOKE=1: tiny budgets so notebooks execute in seconds
         ...
 

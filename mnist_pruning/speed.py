@@ -8,7 +8,7 @@ Usage::
 
     table, plans = speed.crossover(build_model("mlp"), "mlp", (1.0, 0.1, 0.01))   # global magnitude pruning
     table, plans = speed.crossover(model, "cnn", ("2:4", "1:8"), variants=("dense", "converted", "sparse"))
-    speed.where_each_wins(table)        # one line per model and batch size, as bench/sparse_speed.py prints
+    speed._where_each_wins(table)       # one line per model and batch size, as bench/sparse_speed.py prints
     speed.crossover_text(table)         # the same, as sentences for a chapter
     plots.crossover_figure(table)
 

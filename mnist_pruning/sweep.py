@@ -286,7 +286,7 @@ class _ExperimentResult:
     model: nn.Module  # the fine-tuned model, masks baked in, on the CPU
     dense_path: Path  # its ordinary dense state_dict file
     compact_path: Path  # its compact sparse file (mnist_pruning.sparsity.compact)
-    csv: Path | None = None  # the results CSV its row went to, once recorded (see notebook.Run.experiment)
+    csv: Path | None = None  # the results CSV its row went to, once recorded (see notebook._Run.experiment)
 
 
 def run_experiment(

@@ -3,11 +3,11 @@
 Usage::
 
     from mnist_pruning.data import load_mnist
-    from mnist_pruning.train import TrainConfig, train, evaluate, save_checkpoint
+    from mnist_pruning.train import TrainConfig, train, evaluate, _save_checkpoint
     mnist = load_mnist()
     model, history = train("mlp", mnist, TrainConfig.for_model("mlp"))
     print(evaluate(model, mnist.val_x, mnist.val_y))        # {'loss': ..., 'accuracy': 0.98...}
-    save_checkpoint("runs/mlp_baseline.pt", model, TrainConfig.for_model("mlp"), history)
+    _save_checkpoint("runs/mlp_baseline.pt", model, TrainConfig.for_model("mlp"), history)
 
 ``fine_tune`` is ``train`` on an existing (possibly pruned) model. A model with ``torch.nn.utils.prune`` masks
 trains through :class:`~mnist_pruning.sparsity.masked.MaskedTraining`: plain weights holding exact zeros, masks

@@ -139,13 +139,13 @@ class Kind:
 def _write_compact(path: Path) -> object:
     model = mlp_90()
     sp.save_compact(model, path)
-    return sp.measure.effective_state_dict(model)
+    return sp.measure._effective_state_dict(model)
 
 
 def _write_dense(path: Path) -> object:
     model = mlp_90()
     sp.save_dense(model, path)
-    return sp.measure.effective_state_dict(model)
+    return sp.measure._effective_state_dict(model)
 
 
 def _checkpoint_content(model: nn.Module, payload: dict) -> object:

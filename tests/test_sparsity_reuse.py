@@ -406,7 +406,7 @@ def test_flops_match_the_hand_count_and_effective_flops_follow_density(name):
     model = build(name)
     shape, expected = MODELS[name][1], MODELS[name][3]
     assert sp.flops(model, shape) == expected == sp.effective_flops(model, shape)
-    per_layer = sp.measure.layer_flops(model, shape)
+    per_layer = sp.measure._layer_flops(model, shape)
     assert list(per_layer) == [n for n, _ in weighted(model)] and sum(per_layer.values()) == expected
     sp.sparsify_(model, "l1", 0.75)
     density = {n: 1 - round(0.75 * m.weight.numel()) / m.weight.numel() for n, m in weighted(model)}

@@ -3,7 +3,7 @@
 Usage::
 
     from mnist_pruning.compress.coded import CodedModel, SharedLayer
-    coded = unshare(shared_model)                  # or snapshot(...), decode(...), load_coded(...)
+    coded = unshare(shared_model)                  # or _snapshot(...), decode(...), load_coded(...)
     coded.layers["fc1.weight"].codebook            # (k,) shared values, sorted ascending
     coded.state_dict(), coded.model()              # float32 tensors / the rebuilt model
 """

@@ -2,8 +2,8 @@
 
 Usage::
 
-    from mnist_pruning.compress.limits import information_limit, empirical_entropy_bits
-    information_limit(coded)["total"]            # bytes; also "values", "positions", "codebooks", "biases"
+    from mnist_pruning.compress.limits import _information_limit, empirical_entropy_bits
+    _information_limit(coded)["total"]            # bytes; also "values", "positions", "codebooks", "biases"
     empirical_entropy_bits(np.array([0, 0, 1]))  # 2.75...: sum -c log2(c / N) over the symbols' counts
 
 Per layer: the empirical entropy of its cluster indices, ``log2 C(n, nnz)`` bits for the positions, the

@@ -3,7 +3,7 @@
 Usage::
 
     steps_table(result.row)          # bytes, x smaller than dense, test error % of every step of one point
-    goals_table(load_compression_results())   # per goal of references.COMPRESSION_GOALS: reached, smallest file
+    goals_table(load_compression_results())   # per goal of references._COMPRESSION_GOALS: reached, smallest file
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Usage::
 What is saved is :func:`_effective_state_dict`: with ``torch.nn.utils.prune`` attached, ``weight`` is
 ``weight_orig * weight_mask`` and the ``_orig``/``_mask`` entries are dropped. A zero is a zero: ``-0.0`` (what
 masking a negative weight produces) is written back as ``+0.0``; every other value, NaN included, round-trips
-bit for bit, so ``load_compact(p)`` equals ``effective_state_dict(model)`` even compared as integer bit patterns.
+bit for bit, so ``load_compact(p)`` equals ``_effective_state_dict(model)`` even compared as integer bit patterns.
 
 File format (a safetensors file, so loading never unpickles anything):
 

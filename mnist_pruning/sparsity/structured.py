@@ -11,10 +11,10 @@ Usage::
     small = shrink(net, 0.5)                    # a new model, half the units of "0" and "4"; `net` untouched
 
     # step by step, e.g. to fine-tune or evaluate the masked model before surgery:
-    links = trace_links(net)                    # [Link("0", "4", ReLU()), Link("4", "6", ReLU())]
+    links = _trace_links(net)                    # [Link("0", "4", ReLU()), Link("4", "6", ReLU())]
     kept = apply_structured_masks(net, 0.5)     # {"0": LongTensor of kept filters, "4": ...}; masks attached
     small = apply_surgery(net)                  # masks -> physically smaller layers, outputs unchanged
-    widths, state_dict = surgery(net)           # the same as data: {"0": 8, "4": 32} + a plain state_dict
+    widths, state_dict = _surgery(net)           # the same as data: {"0": 8, "4": 32} + a plain state_dict
 
     # a model that is not a Sequential names its links: which layer feeds which, and what happens in between
     links = [Link("conv1", "conv2", torch.relu), Link("conv2", "fc1", torch.relu), Link("fc1", "fc2", torch.relu)]
