@@ -12,7 +12,8 @@ from torch.nn.utils import prune
 from mnist_pruning import schedules
 from mnist_pruning.data import MNISTData
 from mnist_pruning.models import ModelConfig, build_model
-from mnist_pruning.sparsity import MaskedTraining, _pruned_tensors, sparsify_
+from mnist_pruning.sparsity import MaskedTraining, sparsify_
+from mnist_pruning.sparsity.masked import _pruned_tensors
 from mnist_pruning.sparsity.measure import _effective_state_dict, prunable_layers
 from mnist_pruning.train import TrainConfig, _bf16_supported, _optimizer, _train_one_epoch, fine_tune
 
