@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from mnist_pruning.models import build_model  # noqa: E402
 from mnist_pruning.sparsity.compact import (  # noqa: E402
+    _dense_bytes,
     compact_summary,
-    dense_bytes,
     load_compact,
     save_compact,
 )
-from mnist_pruning.sparsity.measure import effective_state_dict, prunable_layers  # noqa: E402
+from mnist_pruning.sparsity.measure import _effective_state_dict, prunable_layers  # noqa: E402
 
 SPARSITIES = (0.3, 0.5, 0.7, 0.9, 0.99)
 LIMIT_RATIO = 1.15
@@ -61,10 +61,10 @@ def bench_model(label: str, base: nn.Module, workdir: Path) -> bool:
         model = copy.deepcopy(base)
         params = [(m, "weight") for _, m in prunable_layers(model)]
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=s)
-        dense = dense_bytes(model)
+        dense = _dense_bytes(model)
         path = workdir / f"sparsity-{s}.safetensors"
         compact = save_compact(model, path)
-        lossless = _bits_equal(load_compact(path), effective_state_dict(model))
+        lossless = _bits_equal(load_compact(path), _effective_state_dict(model))
         rows = compact_summary(model)
         limit_bytes = sum(r["limit_bits"] for r in rows) / 8
         ratio = compact / limit_bytes
@@ -82,9 +82,9 @@ def bench_model(label: str, base: nn.Module, workdir: Path) -> bool:
 
 def load_trained(path: str) -> tuple[str, nn.Module]:
     # Imported here so that the random-init default needs nothing beyond models and the sparsity core.
-    from mnist_pruning.train import load_checkpoint
+    from mnist_pruning.train import _load_checkpoint
 
-    model, _ = load_checkpoint(path, device=torch.device("cpu"))
+    model, _ = _load_checkpoint(path, device=torch.device("cpu"))
     return f"{Path(path).name}", model
 
 

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnist_pruning.sparsity.measure import Timing, time_models  # noqa: E402
-from mnist_pruning.sparsity.nm import check_nm, nm_mask, pad_to_multiple, semi_structured_available  # noqa: E402
+from mnist_pruning.sparsity.nm import _nm_mask, _pad_to_multiple, check_nm, semi_structured_available  # noqa: E402
 
 # (name, out_features, in_features): the two large LeNet layers plus a square layer big enough to be compute-bound.
 CPU_SHAPES = [("mlp.fc1 300x784", 300, 784), ("cnn.fc1 500x800", 500, 800), ("square 2048x2048", 2048, 2048)]
@@ -39,7 +39,7 @@ CPU_BATCH = 256
 
 
 def prune_2_4(w: torch.Tensor) -> torch.Tensor:
-    return w * nm_mask(w, 2, 4).to(w.dtype)
+    return w * _nm_mask(w, 2, 4).to(w.dtype)
 
 
 def best_ms(calls: dict, x: torch.Tensor, threads: int, min_run_time: float, rounds: int) -> dict[str, float]:
@@ -82,7 +82,7 @@ def bench_gpu(size: int, min_run_time: float) -> None:
         return
     torch.manual_seed(0)
     # Zero padding keeps groups aligned (they start at column 0) and satisfies the kernels' shape multiples.
-    w = pad_to_multiple(prune_2_4(torch.randn(size, size, device="cuda", dtype=torch.float16)), 64, 64)
+    w = _pad_to_multiple(prune_2_4(torch.randn(size, size, device="cuda", dtype=torch.float16)), 64, 64)
     x = torch.randn(w.shape[1], size, device="cuda", dtype=torch.float16)
     w_sparse = torch.sparse.to_sparse_semi_structured(w)
     torch.testing.assert_close(torch.mm(w_sparse, x), torch.mm(w, x), rtol=1e-2, atol=1e-1)

@@ -60,8 +60,8 @@ from mnist_pruning import export  # noqa: E402
 from mnist_pruning import sparsity as sp  # noqa: E402
 from mnist_pruning.models import MODEL_NAMES, build_model  # noqa: E402
 from mnist_pruning.plots import crossover_figure  # noqa: E402
-from mnist_pruning.references import MODEL_TITLES  # noqa: E402
-from mnist_pruning.speed import VARIANTS, Timing, crossover, pick_format, pruned_copy, where_each_wins  # noqa: E402
+from mnist_pruning.references import _MODEL_TITLES  # noqa: E402
+from mnist_pruning.speed import _VARIANTS, Timing, _where_each_wins, crossover, pick_format, pruned_copy  # noqa: E402
 
 DENSITIES = (1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01)  # fraction of weights kept
 BIG_BATCH = 256
@@ -87,9 +87,9 @@ GOALS += (Goal("cnn", 0.01, "big", 1.5),)
 def load_baseline(arch: str, runs: Path, seed: int) -> tuple[nn.Module, str]:
     path = runs / f"{arch}_baseline.pt"
     if path.is_file():
-        from mnist_pruning.train import load_checkpoint  # only when there is one: it pulls in the data code
+        from mnist_pruning.train import _load_checkpoint  # only when there is one: it pulls in the data code
 
-        model, _ = load_checkpoint(path, device=torch.device("cpu"))
+        model, _ = _load_checkpoint(path, device=torch.device("cpu"))
         return model.eval(), f"trained ({path})"
     torch.manual_seed(seed)
     return build_model(arch).eval(), f"random init (no {path})"
@@ -99,7 +99,7 @@ def bench_model(arch: str, densities: tuple[float, ...], timing: Timing, runs: P
     """Time every variant at every density (``mnist_pruning.speed.crossover``, the definition the chapters use
     too) and print the table; return the long-format table, the plans by density, and the memory format."""
     base, source = load_baseline(arch, runs, seed)
-    print(f"\n{MODEL_TITLES[arch]}: {source}, {sp.count_parameters(base):,} parameters")
+    print(f"\n{_MODEL_TITLES[arch]}: {source}, {sp.count_parameters(base):,} parameters")
     fmt, format_ms = pick_format(base, timing)
     if format_ms:
         cells = ", ".join(f"{name.removeprefix('dense ')} {ms:.3f} ms" for name, ms in format_ms.items())
@@ -109,7 +109,7 @@ def bench_model(arch: str, densities: tuple[float, ...], timing: Timing, runs: P
     df.insert(1, "source", source)
     header = f"{'kept':>6} {'nonzero':>8} {'struct r':>8} {'s params':>8}"
     for b in timing.batches:
-        header += "".join(f" {f'{v[:6]} b{b}':>12}" for v in VARIANTS) + f" {f'x b{b}':>7}"
+        header += "".join(f" {f'{v[:6]} b{b}':>12}" for v in _VARIANTS) + f" {f'x b{b}':>7}"
     print(
         f"  ms per forward (best of {timing.rounds} alternating medians); x = dense / converted; last: the layers "
         "the converted model runs sparse"
@@ -123,14 +123,14 @@ def bench_model(arch: str, densities: tuple[float, ...], timing: Timing, runs: P
         line = f"{density:>6g} {int(structured.nonzero):>8,} {structured.structured_ratio:>8.3f}"
         line += f" {int(structured.params):>8,}"
         for b in timing.batches:
-            line += "".join(f" {ms.loc[v, b]:>12.3f}" for v in VARIANTS)
+            line += "".join(f" {ms.loc[v, b]:>12.3f}" for v in _VARIANTS)
             line += f" {ms.loc['dense', b] / ms.loc['converted', b]:>7.2f}"
         layers = " | ".join(f"b{b}: {converted.loc[b, 'sparse_layers']}" for b in timing.batches)
         print(f"  {line}  {layers}")
     return df, plans, fmt
 
 
-def print_plan(plan: list[sp.LayerPlan], big: int) -> None:
+def print_plan(plan: list[sp.inference._LayerPlan], big: int) -> None:
     timed = "".join(f" {f'b{b} dense/sparse ms':>22}" for b in (1, big))
     print(f"    {'layer':<8} {'kind':<7} {'density':>8}{timed}  choice: reason")
     for row in plan:
@@ -184,7 +184,9 @@ def judge(df: pd.DataFrame, plans: dict, big: int) -> bool:
     return ok
 
 
-def explain(df: pd.DataFrame, plan: list[sp.LayerPlan], model: str, density: float, batch: int, big: int) -> None:
+def explain(
+    df: pd.DataFrame, plan: list[sp.inference._LayerPlan], model: str, density: float, batch: int, big: int
+) -> None:
     """Why a goal failed: the plan (each layer's dense and sparse ms, choice, reason), what the chosen kernels
     give summed over the layers, and roughly how much of the dense forward lies outside the layers."""
     print("    why, per layer (the plan to_sparse_inference measured; ms per call of the layer alone):")
@@ -301,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             plans.update({(arch, d): plan for d, plan in model_plans.items()})
         df = pd.concat(tables, ignore_index=True)
         print("\nWHERE EACH WINS (this run; kept = fraction of weights kept)")
-        print("\n".join(where_each_wins(df)))
+        print("\n".join(_where_each_wins(df)))
         ok = judge(df, plans, max(timing.batches))
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -41,18 +41,18 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import check_timing_args  # noqa: E402
-from mnist_pruning.checks import check_ratio  # noqa: E402
+from mnist_pruning.checks import _check_ratio  # noqa: E402
 from mnist_pruning.models import MODEL_NAMES, SAMPLE_SHAPE, build_model  # noqa: E402
 from mnist_pruning.sparsity.measure import (  # noqa: E402
     Timing,
+    _layer_flops,
     count_parameters,
     flops,
-    layer_flops,
     prunable_layers,
     time_models,
 )
 from mnist_pruning.sparsity.structured import shrink  # noqa: E402
-from mnist_pruning.speed import FORMATS, pick_format  # noqa: E402
+from mnist_pruning.speed import _FORMATS, pick_format  # noqa: E402
 
 RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
 BIG_BATCH = 256  # the batch the goal is judged at; batch 1 is always timed too
@@ -90,8 +90,8 @@ def choose_format(dense: nn.Module, small: nn.Module, ratio: float, timing: Timi
     print(f"memory format check (ms per forward at b{big}, best of alternating rounds):")
     for key, value in ms.items():
         print(f"  {key:<24} {value:>10.3f}")
-    chosen = next(name for name, f in FORMATS.items() if f is fmt)
-    small_best = min(FORMATS, key=lambda f: ms[f"s{ratio:g} {f}"])
+    chosen = next(name for name, f in _FORMATS.items() if f is fmt)
+    small_best = min(_FORMATS, key=lambda f: ms[f"s{ratio:g} {f}"])
     if small_best == chosen:
         why = f"faster at b{big} for both dense and s{ratio:g}"
     else:  # keep the dense model's best format, so a handicapped baseline cannot inflate the speedups
@@ -149,7 +149,7 @@ def explain(dense: nn.Module, dense_ms: dict[int, float], failed: list[Row], tim
     big = max(timing.batches)
     models = {"dense": dense, **{f"r={row.ratio:g}": row.model for row in failed}}
     times = layer_breakdown(models, big, timing)
-    counts = {key: layer_flops(model, SAMPLE_SHAPE) for key, model in models.items()}
+    counts = {key: _layer_flops(model, SAMPLE_SHAPE) for key, model in models.items()}
     print(
         f"\nwhy: b{big} ms per forward, each layer timed alone on the input it sees (best of {timing.rounds} "
         "alternating rounds);\n/N = that layer's FLOP reduction; 'rest' = forward - sum of layers: pooling, ReLU, "
@@ -222,9 +222,9 @@ def bench_model(label: str, base: nn.Module, ratios: tuple[float, ...], timing: 
 
 def _label_and_model(path: str) -> tuple[str, nn.Module]:
     # Imported here so that the random-init default needs nothing beyond models and the sparsity core.
-    from mnist_pruning.train import load_checkpoint
+    from mnist_pruning.train import _load_checkpoint
 
-    model, _ = load_checkpoint(path, device=torch.device("cpu"))
+    model, _ = _load_checkpoint(path, device=torch.device("cpu"))
     return f"{model.config.arch} ({Path(path).name})", model
 
 
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 if a row FAILs the goal (default: report)")
     args = parser.parse_args(argv)
     try:
-        ratios = tuple(check_ratio(r) for r in args.ratios)
+        ratios = tuple(_check_ratio(r) for r in args.ratios)
     except ValueError as e:
         parser.error(str(e))
     check_timing_args(parser, args, ("rounds", "batch"))

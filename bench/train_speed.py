@@ -62,10 +62,11 @@ from torchvision import datasets, transforms
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import check_timing_args  # noqa: E402
-from mnist_pruning.data import MEAN, STD, VAL_SIZE, data_root, load_mnist, validation_indices  # noqa: E402
+from mnist_pruning.data import _VAL_SIZE as VAL_SIZE
+from mnist_pruning.data import MEAN, STD, _data_root, _validation_indices, load_mnist  # noqa: E402
 from mnist_pruning.models import build_model  # noqa: E402
-from mnist_pruning.sparsity.measure import torch_benchmark  # noqa: E402
-from mnist_pruning.train import TrainConfig, bf16_supported, train_one_epoch  # noqa: E402
+from mnist_pruning.sparsity.measure import _torch_benchmark  # noqa: E402
+from mnist_pruning.train import TrainConfig, _bf16_supported, _train_one_epoch  # noqa: E402
 
 BATCH_SIZE = 128
 TRAIN_SIZE = 60_000 - VAL_SIZE  # the training split: the validation hold-out is never trained on
@@ -123,7 +124,7 @@ def _dataloader_pipeline(root: Path, seed: int):
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
     dataset = datasets.MNIST(root=str(root), train=True, transform=transform, download=False)
     held = torch.zeros(len(dataset), dtype=torch.bool)
-    held[validation_indices(dataset.targets)] = True
+    held[_validation_indices(dataset.targets)] = True
     dataset = torch.utils.data.Subset(dataset, torch.nonzero(~held).flatten().tolist())  # the same 55,000 images
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
@@ -163,12 +164,12 @@ def bench_data(
     generator = torch.Generator().manual_seed(0)
     # Warm-up (allocator, oneDNN primitive caches, the dataset's first page-ins) before anything is timed.
     warm = WARMUP_BATCHES * BATCH_SIZE
-    train_one_epoch(pre_model, x[:warm], y[:warm], pre_opt, BATCH_SIZE, generator)
+    _train_one_epoch(pre_model, x[:warm], y[:warm], pre_opt, BATCH_SIZE, generator)
     _train_loader(dl_model, dl_opt, loader, WARMUP_BATCHES)
 
     pre_runs, dl_runs = [], []
     for _ in range(rounds):
-        pre_runs.append(_wall(lambda: train_one_epoch(pre_model, xs, ys, pre_opt, BATCH_SIZE, generator)))
+        pre_runs.append(_wall(lambda: _train_one_epoch(pre_model, xs, ys, pre_opt, BATCH_SIZE, generator)))
         dl_runs.append(_wall(lambda: _train_loader(dl_model, dl_opt, loader, n)))
     pre, dl = min(pre_runs), min(dl_runs)  # interference from other jobs only ever adds time
     scale = STEPS_PER_EPOCH / n
@@ -200,16 +201,16 @@ def bench_flops(
     xs, ys = x[: n * BATCH_SIZE], y[: n * BATCH_SIZE]
     generator = torch.Generator().manual_seed(0)
     warm = WARMUP_BATCHES * BATCH_SIZE
-    train_one_epoch(model, x[:warm], y[:warm], optimizer, BATCH_SIZE, generator)
+    _train_one_epoch(model, x[:warm], y[:warm], optimizer, BATCH_SIZE, generator)
 
     a, b = torch.randn(mm_size, mm_size), torch.randn(mm_size, mm_size)
-    mm_timer = torch_benchmark().Timer(
+    mm_timer = _torch_benchmark().Timer(
         stmt="torch.mm(a, b)", globals={"torch": torch, "a": a, "b": b}, num_threads=threads, label="mm"
     )
     mm_timer.timeit(3)  # warm-up
     cnn_runs, mm_runs = [], []
     for _ in range(rounds):  # alternate so contention from other jobs hits both alike
-        cnn_runs.append(_wall(lambda: train_one_epoch(model, xs, ys, optimizer, BATCH_SIZE, generator)))
+        cnn_runs.append(_wall(lambda: _train_one_epoch(model, xs, ys, optimizer, BATCH_SIZE, generator)))
         mm_runs.append(mm_timer.blocked_autorange(min_run_time=min_run_time).median)
     steps_per_s = n / min(cnn_runs)
     cnn_rate = step_flops * steps_per_s
@@ -235,7 +236,7 @@ def bench_flops(
 def bench_precision(x: torch.Tensor, y: torch.Tensor, n_batches: int, rounds: int) -> float | None:
     """Part (c). Returns the fp32 / bf16 epoch-time ratio of LeNet-5, or None where bf16 is not native."""
     print("\n(c) CNN (LeNet-5) training, fp32 against bf16 autocast (fp32 master weights), channels_last")
-    if not bf16_supported(torch.device("cpu")):
+    if not _bf16_supported(torch.device("cpu")):
         capability = torch.backends.cpu.get_cpu_capability()
         print(
             f"  not measurable here: this CPU has no native bf16 (capability {capability}"
@@ -250,11 +251,11 @@ def bench_precision(x: torch.Tensor, y: torch.Tensor, n_batches: int, rounds: in
     generator = torch.Generator().manual_seed(0)
     for p, (model, opt) in models.items():
         warm = WARMUP_BATCHES * BATCH_SIZE
-        train_one_epoch(model, x[:warm], y[:warm], opt, BATCH_SIZE, generator, precision=p)
+        _train_one_epoch(model, x[:warm], y[:warm], opt, BATCH_SIZE, generator, precision=p)
     for _ in range(rounds):
         for p, (model, opt) in models.items():
             t = _wall(
-                lambda m=model, o=opt, p=p: train_one_epoch(m, xs, ys, o, BATCH_SIZE, generator, precision=p)
+                lambda m=model, o=opt, p=p: _train_one_epoch(m, xs, ys, o, BATCH_SIZE, generator, precision=p)
             )
             times[p] = min(times.get(p, math.inf), t)
     ratio = times["fp32"] / times["bf16"]
@@ -350,7 +351,7 @@ def bench_epoch_parts(mnist, n_batches: int, rounds: int) -> tuple[float, float]
     print(
         f"\n(e) a CNN fine-tuning epoch, masked and not ({torch.get_num_threads()} thread(s), channels_last, "
         f"batch {BATCH_SIZE}, precision {precision} (CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-        f"native bf16 {bf16_supported(torch.device('cpu'))}); {n} steps timed, scaled to {STEPS_PER_EPOCH})"
+        f"native bf16 {_bf16_supported(torch.device('cpu'))}); {n} steps timed, scaled to {STEPS_PER_EPOCH})"
     )
 
     def pruned() -> nn.Module:
@@ -382,11 +383,11 @@ def bench_epoch_parts(mnist, n_batches: int, rounds: int) -> tuple[float, float]
         steps = {"dense": (dense, dense_opt), "fast": (fast, fast_opt), "hooks": (hooks, hooks_opt)}
         warm = WARMUP_BATCHES * BATCH_SIZE
         for model, opt in steps.values():  # warm-up: oneDNN primitives, allocator
-            train_one_epoch(model, xs[:warm], ys[:warm], opt, BATCH_SIZE, generator, precision=precision)
+            _train_one_epoch(model, xs[:warm], ys[:warm], opt, BATCH_SIZE, generator, precision=precision)
         for _ in range(rounds):
             for name, (model, opt) in steps.items():
                 t = _wall(
-                    lambda m=model, o=opt: train_one_epoch(
+                    lambda m=model, o=opt: _train_one_epoch(
                         m, xs, ys, o, BATCH_SIZE, generator, precision=precision
                     )
                 )
@@ -461,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         mnist = load_mnist(args.data_dir)
         load_s = time.perf_counter() - start
         ratio, mlp_rate = bench_data(
-            mnist.train_x, mnist.train_y, data_root(args.data_dir), args.batches, args.rounds, load_s
+            mnist.train_x, mnist.train_y, _data_root(args.data_dir), args.batches, args.rounds, load_s
         )
         print(f"  (for reference: preloaded MLP training runs at {mlp_rate / 1e9:.1f} GFLOP/s; no goal)")
         fraction = bench_flops(
@@ -469,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         bf16 = bench_precision(mnist.train_x, mnist.train_y, args.batches, args.rounds)
         masked_ratio, sweep_ratio = bench_epoch_parts(mnist, args.batches, args.rounds)
-        root = data_root(args.data_dir)
+        root = _data_root(args.data_dir)
         peer = {} if args.skip_peer else bench_peer(mnist, root, args.peer_batches, args.peer_eval)
     finally:
         torch.set_num_threads(previous_threads)

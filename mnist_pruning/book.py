@@ -9,8 +9,8 @@ Usage::
 
 or from Python::
 
-    from mnist_pruning.book import build
-    report = build(executed_dir="runs/executed", results_dir="results")
+    from mnist_pruning.book import _build
+    report = _build(executed_dir="runs/executed", results_dir="results")
 
 Steps: (1) copy ``<executed>/<chapter>.ipynb`` for every chapter of :data:`_CHAPTERS` into ``book/_chapters/``
 (notebooks executed by papermill; a copy is refused if a code cell never ran or raised); a chapter with no executed
@@ -43,9 +43,6 @@ import nbformat
 from .settings import _project_root, display_path, paths
 
 __all__ = [
-    "BookError",
-    "build",
-    "main",
     "setup",
 ]
 
@@ -70,7 +67,7 @@ _LOCAL_BADGE = "_assets/colab-badge.svg"
 _HIDDEN_TAGS = {"remove-cell", "remove-output"}
 
 
-class BookError(RuntimeError):
+class _BookError(RuntimeError):
     """The book could not be prepared, built or checked; the message says what and where."""
 
 
@@ -108,18 +105,18 @@ def _check_executed(path: str | os.PathLike) -> nbformat.NotebookNode:
     try:
         nb = nbformat.read(path, as_version=4)
     except Exception as e:  # nbformat raises several types for unreadable / invalid JSON
-        raise BookError(f"{str(path)!r} is not a readable notebook: {e}") from e
+        raise _BookError(f"{str(path)!r} is not a readable notebook: {e}") from e
     if nb.metadata.get("papermill", {}).get("exception"):
-        raise BookError(f"{str(path)!r}: papermill recorded an exception while executing it")
+        raise _BookError(f"{str(path)!r}: papermill recorded an exception while executing it")
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or not cell.source.strip():
             continue
         if cell.get("execution_count") is None:
-            raise BookError(
+            raise _BookError(
                 f"{str(path)!r}: code cell {i} was never executed; execute the notebook with papermill"
             )
         if any(out.get("output_type") == "error" for out in cell.get("outputs", [])):
-            raise BookError(f"{str(path)!r}: code cell {i} raised an error")
+            raise _BookError(f"{str(path)!r}: code cell {i} raised an error")
     return nb
 
 
@@ -173,17 +170,17 @@ def _prepare(
     book = Path(book_dir) if book_dir else _default_book_dir()
     executed = Path(executed_dir)
     if not (book / "_toc.yml").is_file():
-        raise BookError(f"{str(book)!r} has no _toc.yml; pass the book's source folder")
+        raise _BookError(f"{str(book)!r} has no _toc.yml; pass the book's source folder")
     missing = [name for name, _ in _CHAPTERS if not (executed / f"{name}.ipynb").is_file()]
     if require_all and missing:
-        raise BookError(f"no executed notebook for {', '.join(missing)} in {str(executed)!r} (--require-all)")
+        raise _BookError(f"no executed notebook for {', '.join(missing)} in {str(executed)!r} (--require-all)")
     notebooks = {name: _check_executed(executed / f"{name}.ipynb") for name, _ in _CHAPTERS if name not in missing}
 
     try:
         findings = _findings_page(results_dir)
     except FileNotFoundError as e:
         if require_all:
-            raise BookError(str(e)) from e
+            raise _BookError(str(e)) from e
         findings = f"```{{note}}\nNo key findings in this build: {e}.\n```\n"
 
     chapters_dir = book / _CHAPTERS_DIR
@@ -218,7 +215,7 @@ def _jupyter_book() -> str:
     exe = Path(sys.executable).parent / "jupyter-book"
     found = str(exe) if exe.exists() else shutil.which("jupyter-book")
     if not found:
-        raise BookError('jupyter-book is not installed; pip install -e ".[book]" (jupyter-book>=1,<2)')
+        raise _BookError('jupyter-book is not installed; pip install -e ".[book]" (jupyter-book>=1,<2)')
     return found
 
 
@@ -244,7 +241,7 @@ def _run_jupyter_book(
     result = subprocess.run(cmd, capture_output=quiet, text=True, env=env)
     if result.returncode != 0:
         tail = "\n".join(((result.stdout or "") + (result.stderr or "")).splitlines()[-40:]) if quiet else ""
-        raise BookError(f"jupyter-book build failed (exit {result.returncode})\n{tail}".rstrip())
+        raise _BookError(f"jupyter-book build failed (exit {result.returncode})\n{tail}".rstrip())
 
 
 # ------------------------------------------------------------------------------------------------------ check
@@ -408,7 +405,7 @@ def setup(app: object) -> dict:
 # ---------------------------------------------------------------------------------------------------- entry
 
 
-def build(
+def _build(
     executed_dir: str | os.PathLike,
     results_dir: str | os.PathLike | None = "",
     book_dir: str | os.PathLike | None = None,
@@ -420,11 +417,11 @@ def build(
     _run_jupyter_book(book_dir, quiet=quiet)
     report = _check_html(book_dir, chapters)
     if not report.ok:
-        raise BookError("the built book failed its check:\n  " + "\n  ".join(report.problems))
+        raise _BookError("the built book failed its check:\n  " + "\n  ".join(report.problems))
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
     """Command line: see the module docstring (``python -m mnist_pruning.book --help``)."""
     parser = argparse.ArgumentParser(prog="python -m mnist_pruning.book", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -448,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check_only:
             report = _check_html(book)
             if not report.ok:
-                raise BookError("the built book failed its check:\n  " + "\n  ".join(report.problems))
+                raise _BookError("the built book failed its check:\n  " + "\n  ".join(report.problems))
         else:
             executed = Path(args.executed) if args.executed else paths().runs / "executed"
             chapters = _prepare(executed, args.results, book, args.require_all)
@@ -459,8 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_jupyter_book(book)
             report = _check_html(book, chapters)
             if not report.ok:
-                raise BookError("the built book failed its check:\n  " + "\n  ".join(report.problems))
-    except BookError as e:
+                raise _BookError("the built book failed its check:\n  " + "\n  ".join(report.problems))
+    except _BookError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for page, figures in report.pages.items():
@@ -470,4 +467,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_main())

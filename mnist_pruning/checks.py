@@ -3,13 +3,13 @@ names the value and what is allowed.
 
 Usage::
 
-    from mnist_pruning.checks import check_choice, check_int, check_ratio
-    ratio = check_ratio(0.9)                                  # 0.9; 1.5 -> "ratio must be in [0, 1) ..."
-    method = check_choice("global", ("l1", "global"), "method")
-    epochs = check_int(3, "epochs", minimum=1)
+    from mnist_pruning.checks import _check_choice, _check_int, _check_ratio
+    ratio = _check_ratio(0.9)                                  # 0.9; 1.5 -> "ratio must be in [0, 1) ..."
+    method = _check_choice("global", ("l1", "global"), "method")
+    epochs = _check_int(3, "epochs", minimum=1)
 
 The pattern is torch's private ``_validate_*`` helpers: a function per kind of value, returning the value in its
-canonical type, so callers write ``x = check_...(x)`` once at the top. No torch, no numpy: the CLI, the
+canonical type, so callers write ``x = _check_...(x)`` once at the top. No torch, no numpy: the CLI, the
 notebooks' first cell and the sparsity core all import it cheaply.
 """
 
@@ -20,17 +20,10 @@ import numbers
 from collections.abc import Iterable
 
 __all__ = [
-    "check_ratio",
-    "check_fraction",
-    "check_int",
-    "check_choice",
-    "check_choices",
-    "check_n_of_m",
-    "check_seeds",
 ]
 
 
-def check_ratio(ratio: object, name: str = "ratio", what: str = "weights") -> float:
+def _check_ratio(ratio: object, name: str = "ratio", what: str = "weights") -> float:
     """``ratio`` as a float if it is a real number in [0, 1); else a ValueError naming it.
 
     ``what`` is what the ratio is a fraction of, for the message ("weights", or "units" for structured pruning).
@@ -46,7 +39,7 @@ def check_ratio(ratio: object, name: str = "ratio", what: str = "weights") -> fl
     return float(ratio)
 
 
-def check_fraction(value: object, name: str, low: float = 0.0, high: float = 1.0) -> float:
+def _check_fraction(value: object, name: str, low: float = 0.0, high: float = 1.0) -> float:
     """``value`` as a float in the closed interval ``[low, high]``; else a ValueError naming it."""
     if (
         isinstance(value, bool)
@@ -58,7 +51,7 @@ def check_fraction(value: object, name: str, low: float = 0.0, high: float = 1.0
     return float(value)
 
 
-def check_int(value: object, name: str, minimum: int = 1) -> int:
+def _check_int(value: object, name: str, minimum: int = 1) -> int:
     """``value`` as an int if it is an integer ``>= minimum`` (bools refused); else a ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
@@ -66,7 +59,7 @@ def check_int(value: object, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_choice(value: object, allowed: Iterable[str], name: str) -> str:
+def _check_choice(value: object, allowed: Iterable[str], name: str) -> str:
     """``value`` if it is one of ``allowed``; else a ValueError listing them."""
     allowed = tuple(allowed)
     if value not in allowed:
@@ -74,13 +67,13 @@ def check_choice(value: object, allowed: Iterable[str], name: str) -> str:
     return value  # type: ignore[return-value]
 
 
-def check_choices(values: Iterable[object], allowed: Iterable[str], name: str) -> tuple[str, ...]:
-    """Every one of ``values`` checked by :func:`check_choice`; a bare string is one value, not its letters."""
+def _check_choices(values: Iterable[object], allowed: Iterable[str], name: str) -> tuple[str, ...]:
+    """Every one of ``values`` checked by :func:`_check_choice`; a bare string is one value, not its letters."""
     values = (values,) if isinstance(values, str) else tuple(values)
-    return tuple(check_choice(v, allowed, name) for v in values)
+    return tuple(_check_choice(v, allowed, name) for v in values)
 
 
-def check_n_of_m(n: object, m: object) -> tuple[int, int]:
+def _check_n_of_m(n: object, m: object) -> tuple[int, int]:
     """``(n, m)`` as ints if they form a valid N:M pattern (``m >= 2``, ``1 <= n < m``); else a ValueError."""
     # bool is an int subclass, but NMPruning(True, 4) is almost certainly a bug, not "1:4".
     if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 2:
@@ -90,7 +83,7 @@ def check_n_of_m(n: object, m: object) -> tuple[int, int]:
     return int(n), int(m)
 
 
-def check_seeds(seeds: object) -> tuple[int, ...]:
+def _check_seeds(seeds: object) -> tuple[int, ...]:
     """``seeds`` as a tuple of distinct integers >= 0, in the given order; else a ValueError naming the value.
 
     Empty is refused (a sweep over no seed would silently do nothing), and so is a repeated seed (it would train
@@ -100,7 +93,7 @@ def check_seeds(seeds: object) -> tuple[int, ...]:
     values = tuple(seeds)
     if not values:
         raise ValueError("seeds must hold at least one seed, got none")
-    out = tuple(check_int(s, "seed", minimum=0) for s in values)
+    out = tuple(_check_int(s, "seed", minimum=0) for s in values)
     repeated = sorted({s for s in out if out.count(s) > 1})
     if repeated:
         raise ValueError(f"seeds must be distinct, got {list(out)} (repeated: {repeated})")

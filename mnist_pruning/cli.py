@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from .checks import check_choices
+from .checks import _check_choices
 from .models import MODEL_NAMES
-from .parallel import _check_workers, _default_workers, sweep_executor
+from .parallel import _check_workers, _default_workers, _sweep_executor
 from .sparsity.nm import NM_PATTERNS
-from .sweep import METHODS, RATIOS, SCHEDULES, SweepConfig, run_sweep
+from .sweep import _RATIOS, METHODS, SCHEDULES, SweepConfig, run_sweep
 
 __all__ = ["main"]
 
@@ -61,7 +61,7 @@ def _seeds(args: argparse.Namespace, full: bool = False) -> tuple[int, ...]:
 
 def _sweep_config(args: argparse.Namespace, quick: bool = False) -> SweepConfig:
     """The sweep the arguments ask for; options the user left out take the quick run's or the sweep's defaults."""
-    defaults = dict(_QUICK) if quick else {"ratios": RATIOS, "patterns": NM_PATTERNS}
+    defaults = dict(_QUICK) if quick else {"ratios": _RATIOS, "patterns": NM_PATTERNS}
     given = {
         "ratios": args.ratios,
         "patterns": args.patterns,
@@ -126,7 +126,7 @@ def _build_parser() -> argparse.ArgumentParser:
         _add_common(p)
         p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"from {', '.join(METHODS)}")
         p.add_argument(
-            "--ratios", nargs="+", type=float, default=None, help=f"fractions removed (default: {RATIOS})"
+            "--ratios", nargs="+", type=float, default=None, help=f"fractions removed (default: {_RATIOS})"
         )
         p.add_argument("--patterns", nargs="+", default=None, help="N:M patterns for method nm")
         p.add_argument("--finetune-epochs", type=int, default=None, help="default: per model (MLP 8, CNN 2)")
@@ -217,7 +217,7 @@ def _compress(args: argparse.Namespace) -> int:
     from . import compress as C
 
     models = tuple(args.models) if args.sweep else (args.model,)
-    check_choices(models, MODEL_NAMES, "model")
+    _check_choices(models, MODEL_NAMES, "model")
     per_model = lambda v: {} if v is None else dict.fromkeys(models, v)  # noqa: E731
     kwargs = dict(
         models=models,
@@ -285,11 +285,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _compress(args)
     if args.command == "baseline":
         from .data import load_mnist
-        from .runner import baseline, baseline_path
+        from .runner import _baseline_path, baseline
         from .settings import display_path, paths
         from .train import TrainConfig
 
-        check_choices(args.models, MODEL_NAMES, "model")
+        _check_choices(args.models, MODEL_NAMES, "model")
         seed = 0 if args.seed is None else args.seed
         configs = {
             m: TrainConfig.for_model(
@@ -304,7 +304,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         data = load_mnist(p.data, subset=args.subset, seed=seed)
         for m, cfg in configs.items():
             _, payload = baseline(m, data, cfg, p.runs)
-            where = display_path(baseline_path(p.runs, m, seed))
+            where = display_path(_baseline_path(p.runs, m, seed))
             acc = payload["metrics"]
             print(
                 f"{m}: validation accuracy {acc['val']['accuracy']:.4f}, "
@@ -333,13 +333,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         results = config.paths.results
         print(f"done in {time.perf_counter() - start:.0f} s; results in {results}")
         return 0
-    with sweep_executor(args.workers, args.scheduler) as executor:  # connects (or fails) before any training
+    with _sweep_executor(args.workers, args.scheduler) as executor:  # connects (or fails) before any training
         csvs = run_sweep(config, executor=executor)
-    from .compare import load_compared, summary_table
+    from .compare import _summary_table, load_compared
     from .settings import display_path
 
     folder = next(iter(csvs.values())).parent
-    print(summary_table(load_compared(folder, models=config.models)).to_string())
+    print(_summary_table(load_compared(folder, models=config.models)).to_string())
     print(
         f"\nrows in {', '.join(display_path(p) for p in csvs.values())}; "
         f"done in {time.perf_counter() - start:.0f} s"

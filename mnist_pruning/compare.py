@@ -13,8 +13,8 @@ Usage::
 Every table reads :func:`~mnist_pruning.results.load_results`' default frame: one row per point with the mean
 over seeds, ``<column>_std`` and ``n_seeds`` (:func:`~mnist_pruning.results._aggregate`), so every comparison is
 made on means. A difference smaller than :data:`_NOISE_SIGMAS` standard deviations of the dense baseline over
-seeds (:func:`noise_floor`) is reported as no measurable difference. Speed-ups follow the same rule
-(:func:`speedup_text`): each seed's ratio against the baseline timed in its own run, averaged over seeds, and a
+seeds (:func:`_noise_floor`) is reported as no measurable difference. Speed-ups follow the same rule
+(:func:`_speedup_text`): each seed's ratio against the baseline timed in its own run, averaged over seeds, and a
 mean within :data:`_NOISE_SIGMAS` of its seed-to-seed standard deviations of 1.00x is no measurable difference
 (:func:`load_compared` adds ``speedup_b1`` / ``speedup_b256`` and their ``_std``).
 
@@ -32,20 +32,17 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .references import MODEL_TITLES
+from .references import _MODEL_TITLES
 from .results import PRUNING, _aggregate, load_results
 
 __all__ = [
     "load_compared",
-    "speedup_text",
     "models",
     "overview",
-    "noise_floor",
     "noise_table",
     "smallest_within",
     "format_smallest",
     "key_findings_markdown",
-    "summary_table",
 ]
 
 _METHOD_ORDER = ("l1", "global", "structured", "nm")
@@ -61,7 +58,7 @@ _SPEEDUP_RULE = (
 
 def models(df: pd.DataFrame) -> list[str]:
     """The model families present, in the project's order (mlp, then cnn)."""
-    return [m for m in MODEL_TITLES if (df["model"] == m).any()]
+    return [m for m in _MODEL_TITLES if (df["model"] == m).any()]
 
 
 def _series_order(df: pd.DataFrame) -> list[str]:
@@ -114,7 +111,7 @@ def load_compared(results_dir="", models=("mlp", "cnn")) -> pd.DataFrame:
     return _aggregate(seeds, _COMPARED)
 
 
-def speedup_text(mean: float, std: float) -> str:
+def _speedup_text(mean: float, std: float) -> str:
     """A speed-up with its band ("1.02x ± 0.05"), marked "no measurable difference" when 1.00x is within
     :data:`_NOISE_SIGMAS` standard deviations (the accuracy rule of :func:`_difference_text`); "" when not
     measured.
@@ -175,7 +172,7 @@ def _baseline_spread(df: pd.DataFrame, model: str) -> tuple[float, int]:
     return float(rows["acc_baseline_std"].median()), int(rows["n_seeds"].max())
 
 
-def noise_floor(df: pd.DataFrame, model: str) -> float:
+def _noise_floor(df: pd.DataFrame, model: str) -> float:
     """:data:`_NOISE_SIGMAS` times the baseline's seed-to-seed standard deviation (a fraction; NaN for one seed):
     an accuracy difference below it is no measurable difference."""
     return _NOISE_SIGMAS * _baseline_spread(df, model)[0]
@@ -189,10 +186,10 @@ def noise_table(df: pd.DataFrame) -> pd.DataFrame:
         rows = df[df["model"] == model]
         std, n = _baseline_spread(df, model)
         val_std = float(rows["acc_val_baseline_std"].median()) if "acc_val_baseline_std" in rows else math.nan
-        floor = noise_floor(df, model)
+        floor = _noise_floor(df, model)
         out.append(
             {
-                "model": MODEL_TITLES.get(model, model),
+                "model": _MODEL_TITLES.get(model, model),
                 "baseline test accuracy": _pct_pm(_baseline_accuracy(df, model), std),
                 "baseline validation accuracy": _pct_pm(float(rows["acc_val_baseline"].median()), val_std),
                 "seeds": n,
@@ -228,7 +225,7 @@ def _dense_bytes(df: pd.DataFrame, model: str) -> float:
 @functools.cache
 def _architecture_dense_bytes(model: str) -> int:
     from .models import build_model
-    from .sparsity.compact import dense_bytes as measure
+    from .sparsity.compact import _dense_bytes as measure
 
     return measure(build_model(model))
 
@@ -367,7 +364,7 @@ def _key_findings(df: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
         record = {
             "model": model,
             "acc_baseline_model": _baseline_accuracy(df, model),
-            "noise_floor": noise_floor(df, model),
+            "noise_floor": _noise_floor(df, model),
             "tolerance_pp": round(100 * tolerance, 6),
             "series": series,
             "label": "",
@@ -406,7 +403,7 @@ def _format_findings(findings: pd.DataFrame) -> pd.DataFrame:
     tol = float(findings["tolerance_pp"].iloc[0]) if len(findings) else 0.5
     return pd.DataFrame(
         {
-            "model": [MODEL_TITLES.get(m, m) for m in findings["model"]],
+            "model": [_MODEL_TITLES.get(m, m) for m in findings["model"]],
             "method": [
                 label or series for label, series in zip(findings["label"], findings["series"], strict=True)
             ],
@@ -422,7 +419,7 @@ def _format_findings(findings: pd.DataFrame) -> pd.DataFrame:
             "compact file": [_kb(v) for v in findings["size_compact_bytes"]],
             "smaller than dense": [_times(v) for v in findings["x_smaller"]],
             "speed-up, batch 256": [
-                speedup_text(v, s)
+                _speedup_text(v, s)
                 for v, s in zip(findings["speedup_b256"], _std(findings, "speedup_b256"), strict=True)
             ],
         }
@@ -442,11 +439,11 @@ def key_findings_markdown(df: pd.DataFrame, tolerance: float = 0.005) -> str:
         f = findings[mask & findings["sparsity"].notna().to_numpy()]
         std, n = _baseline_spread(df, model)
         base = _pct_pm(_baseline_accuracy(df, model), std)
-        lead = f"**{MODEL_TITLES[model]}**: dense baseline {base}"
+        lead = f"**{_MODEL_TITLES[model]}**: dense baseline {base}"
         if n > 1:
             lead += (
                 f" (mean ± std over {n} seeds; differences below {_NOISE_SIGMAS:g} std = "
-                f"{100 * noise_floor(df, model):.2f} pp are no measurable difference)"
+                f"{100 * _noise_floor(df, model):.2f} pp are no measurable difference)"
             )
         else:
             lead += " (one seed: no spread measured)"
@@ -480,11 +477,11 @@ def _std(df: pd.DataFrame, column: str) -> pd.Series:
     return df[f"{column}_std"] if f"{column}_std" in df else pd.Series(math.nan, index=df.index)
 
 
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+def _summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Every experiment in one short display table, for the end of a run: per model, method and ratio the
     accuracy after fine-tuning (and the baseline's), the measured sparsity, the compact file against the
     dense baseline's file (for structured rows too: what the smaller model saves over the original) and the
-    batch-256 speed-up with the faster kernel and, from :func:`load_compared`, its band (:func:`speedup_text`)."""
+    batch-256 speed-up with the faster kernel and, from :func:`load_compared`, its band (:func:`_speedup_text`)."""
     out = pd.DataFrame(
         {
             "model": df["model"],
@@ -500,7 +497,7 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             "smaller than dense": [
                 _times(_dense_bytes(df, m) / c) for m, c in zip(df["model"], df["size_compact_bytes"], strict=True)
             ],
-            "faster at b256": [speedup_text(v, s) for v, s in zip(*_speedup_columns(df, 256), strict=True)],
+            "faster at b256": [_speedup_text(v, s) for v, s in zip(*_speedup_columns(df, 256), strict=True)],
         }
     )
     return out.set_index(["model", "method", "ratio"])

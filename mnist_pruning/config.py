@@ -2,8 +2,8 @@
 
 Usage::
 
-    from mnist_pruning.config import RunConfig
-    run = RunConfig(seeds=(0, 1, 2))
+    from mnist_pruning.config import _RunConfig
+    run = _RunConfig(seeds=(0, 1, 2))
     run.paths.results                        # results/ (runs/smoke/results with MNIST_PRUNING_SMOKE=1)
     one = run.for_seed(1)                    # what one task of the study runs: one.seed == 1
     data = one.load_data()                   # MNIST as this run splits it (subsets for smoke runs)
@@ -20,17 +20,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .checks import check_choice, check_int, check_seeds
-from .data import SPLIT_SEED, VAL_SIZE, MNISTData, data_root, load_mnist
+from .checks import _check_choice, _check_int, _check_seeds
+from .data import _SPLIT_SEED, _VAL_SIZE, MNISTData, _data_root, load_mnist
 from .models import MODEL_NAMES
-from .settings import SMOKE, Paths, paths, smoke_mode
-from .train import PRECISIONS, TrainConfig
+from .settings import SMOKE, _Paths, paths, smoke_mode
+from .train import _PRECISIONS, TrainConfig
 
-__all__ = ["RunConfig"]
+__all__ = []
 
 
 @dataclass
-class RunConfig:
+class _RunConfig:
     """Folders, seeds and data of a study; one seed of it is what a single task runs."""
 
     seed: int | None = None  # one seed; shorthand for seeds=(seed,). After construction: the only seed, or None
@@ -46,30 +46,30 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.seed is not None:
-            check_int(self.seed, "seed", minimum=0)
-        seeds = check_seeds((0 if self.seed is None else self.seed,) if self.seeds is None else self.seeds)
+            _check_int(self.seed, "seed", minimum=0)
+        seeds = _check_seeds((0 if self.seed is None else self.seed,) if self.seeds is None else self.seeds)
         if self.seed is not None and seeds != (self.seed,):
             raise ValueError(f"seed={self.seed!r} and seeds={list(seeds)} disagree; give one of them")
         self.seeds = seeds
         self.seed = seeds[0] if len(seeds) == 1 else None
         for name in ("subset", "test_subset", "val_subset"):
             if getattr(self, name) is not None:
-                check_int(getattr(self, name), name, minimum=10)
+                _check_int(getattr(self, name), name, minimum=10)
         for arch, epochs in self.baseline_epochs.items():
-            check_choice(arch, MODEL_NAMES, "model")
-            check_int(epochs, f"baseline epochs of {arch!r}")
-        check_choice(self.precision, PRECISIONS, "precision")
+            _check_choice(arch, MODEL_NAMES, "model")
+            _check_int(epochs, f"baseline epochs of {arch!r}")
+        _check_choice(self.precision, _PRECISIONS, "precision")
         if self.precision == "auto":
             self.precision = TrainConfig().precision  # resolved once, so hashes and rows hold what ran
 
     @classmethod
-    def smoke(cls, **overrides) -> RunConfig:
+    def smoke(cls, **overrides) -> _RunConfig:
         """The small configuration tests and CI run (:data:`mnist_pruning.settings.SMOKE`)."""
         small = dict(subset=SMOKE.subset, test_subset=SMOKE.test_subset, val_subset=SMOKE.val_subset)
         return cls(**{**small, **overrides})
 
     @classmethod
-    def for_notebook(cls, **overrides) -> RunConfig:
+    def for_notebook(cls, **overrides) -> _RunConfig:
         """This configuration as the chapters run it: with ``MNIST_PRUNING_SMOKE=1`` :meth:`smoke` and the smoke
         baseline epochs (whatever ``baseline_epochs`` says), else as given."""
         if smoke_mode():
@@ -77,15 +77,15 @@ class RunConfig:
         return cls(**overrides)
 
     def run_settings(self) -> dict:
-        """This configuration's :class:`RunConfig` fields by name: what a study's config is built from."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(RunConfig)}
+        """This configuration's :class:`_RunConfig` fields by name: what a study's config is built from."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(_RunConfig)}
 
     @property
-    def paths(self) -> Paths:
+    def paths(self) -> _Paths:
         """The resolved data, runs and results folders (:func:`mnist_pruning.settings.paths`)."""
         return paths(self.data_dir, self.out_dir, self.results_dir)
 
-    def for_seed(self, seed: int) -> RunConfig:
+    def for_seed(self, seed: int) -> _RunConfig:
         """This configuration with ``seed`` as its only seed: what one task of a multi-seed study runs."""
         if seed not in self.seeds:
             raise ValueError(f"seed {seed!r} is not one of this run's seeds {list(self.seeds)}")
@@ -99,13 +99,13 @@ class RunConfig:
             )
         return self.seed
 
-    def absolute(self) -> RunConfig:
+    def absolute(self) -> _RunConfig:
         """This configuration with its folders resolved to absolute paths, as workers (other processes, other
         machines with a shared filesystem) must see them."""
         p = self.paths
         return dataclasses.replace(
             self,
-            data_dir=str(data_root(p.data).resolve()),
+            data_dir=str(_data_root(p.data).resolve()),
             out_dir=str(p.runs.resolve()),
             results_dir=str(p.results.resolve()),
         )
@@ -123,7 +123,7 @@ class RunConfig:
             "subset": self.subset,
             "test_subset": self.test_subset,
             "val_subset": self.val_subset,
-            "split": [VAL_SIZE, SPLIT_SEED],
+            "split": [_VAL_SIZE, _SPLIT_SEED],
         }
 
     def load_data(self) -> MNISTData:
@@ -133,5 +133,5 @@ class RunConfig:
             subset=self.subset,
             test_subset=self.test_subset,
             seed=self.one_seed(),
-            val_size=VAL_SIZE if self.val_subset is None else self.val_subset,
+            val_size=_VAL_SIZE if self.val_subset is None else self.val_subset,
         )

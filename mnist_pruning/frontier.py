@@ -13,7 +13,7 @@ ingredients: a longer schedule, distillation from the dense baseline (:class:`~m
 and density floors that keep a share of a small layer (``sparsify_(..., floors=)``). The ``ablation`` schedule
 runs every recipe of :data:`RECIPES` at the sweep's frontier ratio (0.99); :func:`choose_recipes` picks, per
 model, the recipe with the best mean validation accuracy over the seeds (the cheaper one within
-:data:`TIE_PP`); the ``frontier`` schedule runs the chosen recipe at every sparsity of :data:`SPARSITIES`. The
+:data:`_TIE_PP`); the ``frontier`` schedule runs the chosen recipe at every sparsity of :data:`_SPARSITIES`. The
 ``vd`` schedule is Sparse Variational Dropout (:mod:`mnist_pruning.vd`) from the same baseline: it chooses its own
 sparsity, measured on the saved model like every other row. The test set never enters a choice.
 """
@@ -29,7 +29,8 @@ from torch import nn
 from .data import MNISTData
 from .distill import Distillation
 from .models import MODEL_NAMES
-from .references import ANCHORS, FRONTIER_GOALS, SPARSE_VD_PAPER_EPOCHS
+from .references import _ANCHORS as ANCHORS
+from .references import _FRONTIER_GOALS, _SPARSE_VD_PAPER_EPOCHS
 from .results import load_results
 from .schedules import PruneResult, gradual_prune
 from .train import TrainConfig
@@ -39,19 +40,13 @@ __all__ = [
     "ablation_table",
     "goals_table",
     "vd_summary",
-    "Recipe",
     "RECIPES",
-    "SPARSITIES",
-    "VD_BUDGETS",
-    "check_recipe",
-    "run_recipe",
-    "run_vd",
     "choose_recipes",
 ]
 
 
 @dataclass(frozen=True)
-class Recipe:
+class _Recipe:
     """Gradual global pruning from the dense baseline, and what it adds."""
 
     epochs: int  # epochs of the gradual schedule (the cubic ramp spans its first two thirds)
@@ -65,40 +60,40 @@ class Recipe:
 
 # The ablation's candidates per model, cheapest first (a tie goes to the first). The baseline-budget gradual run
 # repeats the sweep's gradual rows; each later entry adds one ingredient, the last combine them.
-RECIPES: dict[str, dict[str, Recipe]] = {
+RECIPES: dict[str, dict[str, _Recipe]] = {
     "mlp": {
-        "gradual": Recipe(20),
-        "long": Recipe(40),
-        "long+kd": Recipe(40, distill=(2.0, 0.5)),
-        "long+kd+floor": Recipe(40, distill=(2.0, 0.5), floors=(("fc3", 0.5),)),
-        "longer": Recipe(80),
-        "longer+kd": Recipe(80, distill=(2.0, 0.5)),
+        "gradual": _Recipe(20),
+        "long": _Recipe(40),
+        "long+kd": _Recipe(40, distill=(2.0, 0.5)),
+        "long+kd+floor": _Recipe(40, distill=(2.0, 0.5), floors=(("fc3", 0.5),)),
+        "longer": _Recipe(80),
+        "longer+kd": _Recipe(80, distill=(2.0, 0.5)),
     },
     "cnn": {
-        "gradual": Recipe(6),
-        "long": Recipe(15),
-        "long+kd": Recipe(15, distill=(2.0, 0.5)),
-        "long+floor": Recipe(15, floors=(("conv1", 0.5),)),
-        "long+kd+floor": Recipe(15, distill=(2.0, 0.5), floors=(("conv1", 0.5),)),
-        "longer+kd+floor": Recipe(30, distill=(2.0, 0.5), floors=(("conv1", 0.5),)),
+        "gradual": _Recipe(6),
+        "long": _Recipe(15),
+        "long+kd": _Recipe(15, distill=(2.0, 0.5)),
+        "long+floor": _Recipe(15, floors=(("conv1", 0.5),)),
+        "long+kd+floor": _Recipe(15, distill=(2.0, 0.5), floors=(("conv1", 0.5),)),
+        "longer+kd+floor": _Recipe(30, distill=(2.0, 0.5), floors=(("conv1", 0.5),)),
     },
 }
-SPARSITIES = (0.95, 0.98, 0.985, 0.99, 0.995)  # where the frontier runs its recipe; 0.985: the MLP goal
+_SPARSITIES = (0.95, 0.98, 0.985, 0.99, 0.995)  # where the frontier runs its recipe; 0.985: the MLP goal
 # Sparse VD budgets, chosen on the validation split from the seed-0 baselines (lr 1e-3, Adam): MLP 40 epochs
 # (10 and 20 were lower), CNN 10 (5 was lower; 20 not run). The README lists what each measured.
-VD_BUDGETS = {"mlp": 40, "cnn": 10}
-TIE_PP = 0.1  # validation accuracy differences below this (percentage points) are a tie: the cheaper recipe wins
+_VD_BUDGETS = {"mlp": 40, "cnn": 10}
+_TIE_PP = 0.1  # validation accuracy differences below this (percentage points) are a tie: the cheaper recipe wins
 
 
-def check_recipe(arch: str, name: str) -> Recipe:
+def _check_recipe(arch: str, name: str) -> _Recipe:
     """The recipe ``name`` of ``arch``; a ValueError listing the allowed names otherwise."""
     if name not in RECIPES[arch]:
         raise ValueError(f"unknown recipe {name!r} for {arch!r}; allowed: {list(RECIPES[arch])}")
     return RECIPES[arch][name]
 
 
-def run_recipe(
-    base: nn.Module, data: MNISTData, ratio: float, recipe: Recipe, config: TrainConfig, progress: bool = True
+def _run_recipe(
+    base: nn.Module, data: MNISTData, ratio: float, recipe: _Recipe, config: TrainConfig, progress: bool = True
 ) -> PruneResult:
     """``recipe`` on a copy of the dense ``base``: gradual global pruning to ``ratio`` for ``recipe.epochs`` at
     ``config``'s learning rate, seed and precision, distilling from ``base`` when the recipe says so."""
@@ -116,14 +111,14 @@ def run_recipe(
     )
 
 
-def run_vd(base: nn.Module, data: MNISTData, config: VDConfig, progress: bool = True) -> PruneResult:
+def _run_vd(base: nn.Module, data: MNISTData, config: VDConfig, progress: bool = True) -> PruneResult:
     """Sparse VD on a copy of the dense ``base``; the model comes back with prune masks where log alpha > 3."""
     return sparse_vd(copy.deepcopy(base), data, config, progress=progress)
 
 
 def choose_recipes(results_dir="", models: tuple[str, ...] = MODEL_NAMES) -> dict[str, str]:
     """Per model, the ablation's recipe with the best mean validation accuracy over its seeds; one within
-    :data:`TIE_PP` of the best that comes earlier in :data:`RECIPES` (cheaper) wins. Raises when a model has no
+    :data:`_TIE_PP` of the best that comes earlier in :data:`RECIPES` (cheaper) wins. Raises when a model has no
     ablation rows (run the ``ablation`` schedule first) or a recipe lacks seeds the others have."""
     df = load_results(results_dir, models=models)
     return {arch: _choose(df, arch) for arch in models}
@@ -138,7 +133,7 @@ def _choose(df: pd.DataFrame, arch: str) -> str:
         raise ValueError(f"the {arch} ablation recipes have different numbers of seeds: {sorted(seeds)}")
     val = {r: 100 * float(v) for r, v in zip(rows["recipe"], rows["acc_val_finetuned"], strict=True)}
     best = max(val.values())
-    return next(name for name in RECIPES[arch] if name in val and val[name] >= best - TIE_PP)
+    return next(name for name in RECIPES[arch] if name in val and val[name] >= best - _TIE_PP)
 
 
 def ablation_table(df: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -176,12 +171,12 @@ def _pm(mean: float, std: float) -> str:
 
 
 def goals_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Chapter 06's goals (:data:`~mnist_pruning.references.FRONTIER_GOALS`) against the seed means of
+    """Chapter 06's goals (:data:`~mnist_pruning.references._FRONTIER_GOALS`) against the seed means of
     :func:`~mnist_pruning.results.load_results`: per goal the most accurate row at or above its sparsity (any
     schedule, structured surgery aside), its test accuracy ± std over seeds, and whether the goal is met,
     missed within the seed spread (2 std), or missed by more."""
     out = []
-    for model, sparsity, accuracy, level in FRONTIER_GOALS:
+    for model, sparsity, accuracy, level in _FRONTIER_GOALS:
         # structured rows count removed parameters, not zero weights: another kind of sparsity
         rows = df[(df["model"] == model) & (df["method"] != "structured") & (df["sparsity"] >= sparsity - 1e-6)]
         goal = f"{model}: >= {100 * accuracy:.2f} % at >= {100 * sparsity:g} % sparsity ({level})"
@@ -225,5 +220,5 @@ def vd_summary(df: pd.DataFrame, model: str) -> str:
     )
     return (
         f"{ours}; the paper: {1 / paper.kept:.0f}x fewer at {100 * (1 - paper.accuracy):.2f} % error after "
-        f"{SPARSE_VD_PAPER_EPOCHS} epochs."
+        f"{_SPARSE_VD_PAPER_EPOCHS} epochs."
     )

@@ -15,7 +15,7 @@ Stages (each one resumes: finished experiments stay in the CSVs, baselines are r
 2. the chapters, executed by papermill with the parameters below -> ``results/notebooks/*.ipynb``;
 3. the book, built offline from those notebooks and CSVs -> ``book/_build/html``;
 4. ``results/run.json``: settings (seeds included), where the sweep ran (workers or scheduler), library versions,
-   machine, the wall time of every stage, and where the sweep's time went (:func:`sweep_time`).
+   machine, the wall time of every stage, and where the sweep's time went (:func:`_sweep_time`).
 """
 
 from __future__ import annotations
@@ -34,16 +34,16 @@ from .compress import run_compression_sweep
 from .compress.grid import _compress_config_of
 from .files import _atomic_write, _check_writable_dir, _load_torch
 from .frontier import choose_recipes
-from .parallel import _WORKER_THREADS, _check_workers, _default_workers, sweep_executor
+from .parallel import _WORKER_THREADS, _check_workers, _default_workers, _sweep_executor
 from .results import load_results
-from .runner import baseline_path
+from .runner import _baseline_path
 from .settings import paths
-from .sweep import SweepConfig, run_sweep, settings_json
+from .sweep import SweepConfig, _settings_json, run_sweep
 
-__all__ = ["CHAPTER_PARAMETERS", "execute_chapters", "full_run", "sweep_time"]
+__all__ = ["full_run"]
 
 # What each chapter shows in the published book (papermill parameters on top of the notebook's defaults).
-CHAPTER_PARAMETERS: dict[str, dict] = {
+_CHAPTER_PARAMETERS: dict[str, dict] = {
     "01_baseline": {"model": "both"},
     "02_prune": {"model": "mlp", "method": "global", "ratio": 0.9},
     "03_structured": {"model": "cnn", "ratio": 0.5},
@@ -54,7 +54,7 @@ CHAPTER_PARAMETERS: dict[str, dict] = {
 }
 
 
-def execute_chapters(
+def _execute_chapters(
     out_dir: str | os.PathLike,
     results_dir: str | os.PathLike,
     chapters: dict[str, dict] | None = None,
@@ -72,7 +72,7 @@ def execute_chapters(
     user_setting = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"
     try:
-        for name, params in (CHAPTER_PARAMETERS if chapters is None else chapters).items():
+        for name, params in (_CHAPTER_PARAMETERS if chapters is None else chapters).items():
             declared = pm.inspect_notebook(str(root / "notebooks" / f"{name}.ipynb"))
             if "results_dir" in declared and "results_dir" not in params:
                 # relative to the notebooks' folder, so the published pages show no machine-specific paths
@@ -99,7 +99,7 @@ def execute_chapters(
     return seconds
 
 
-def sweep_time(config: SweepConfig, wall_seconds: float, workers: int | None) -> dict:
+def _sweep_time(config: SweepConfig, wall_seconds: float, workers: int | None) -> dict:
     """Where a sweep's time went, from what it saved: the training seconds of each baseline (its checkpoint's
     history) and of the experiments (the rows' ``finetune_seconds``, per model and schedule), against the
     worker-seconds the sweep had (``wall_seconds`` x ``workers``; None with a Dask scheduler). ``other`` is the
@@ -109,7 +109,7 @@ def sweep_time(config: SweepConfig, wall_seconds: float, workers: int | None) ->
     baselines: dict[str, float] = {}
     for arch in config.models:
         for seed in config.seeds:
-            path = baseline_path(p.runs, arch, seed)
+            path = _baseline_path(p.runs, arch, seed)
             history = _load_torch(path)["history"] if path.exists() else []
             baselines[arch] = round(baselines.get(arch, 0.0) + (history[-1]["seconds"] if history else 0.0), 1)
     experiments: dict[str, dict[str, float]] = {}
@@ -161,7 +161,7 @@ def full_run(
     if scheduler is None:
         workers = _default_workers() if workers is None else _check_workers(workers)
     record: dict = {
-        "settings": json.loads(settings_json(config)),
+        "settings": json.loads(_settings_json(config)),
         "versions": {
             "mnist_pruning": __version__,
             "commit": _commit(),
@@ -185,7 +185,7 @@ def full_run(
         "seconds": {},
     }
     start = time.perf_counter()
-    with sweep_executor(workers, scheduler) as executor:
+    with _sweep_executor(workers, scheduler) as executor:
         run_sweep(config, progress=progress, executor=executor)
         record["seconds"]["sweep"] = round(time.perf_counter() - start, 1)
         t = time.perf_counter()
@@ -197,15 +197,15 @@ def full_run(
         # every seed prunes its own baseline, as in the sweep, on the same workers, with the frontier's recipe
         run_compression_sweep(_compress_config_of(config, recipes=recipes), progress=progress, executor=executor)
         record["seconds"]["compression"] = round(time.perf_counter() - t, 1)
-    record["sweep_time"] = sweep_time(config, record["seconds"]["sweep"], workers if scheduler is None else None)
+    record["sweep_time"] = _sweep_time(config, record["seconds"]["sweep"], workers if scheduler is None else None)
 
     executed = p.results / "notebooks"
-    record["seconds"]["chapters"] = execute_chapters(executed, p.results, progress=progress)
+    record["seconds"]["chapters"] = _execute_chapters(executed, p.results, progress=progress)
     if book:
-        from .book import build
+        from .book import _build
 
         t = time.perf_counter()
-        build(executed_dir=executed, results_dir=p.results, require_all=True)
+        _build(executed_dir=executed, results_dir=p.results, require_all=True)
         record["seconds"]["book"] = round(time.perf_counter() - t, 1)
     record["seconds"]["total"] = round(time.perf_counter() - start, 1)
     with _atomic_write(Path(p.results) / "run.json") as tmp:

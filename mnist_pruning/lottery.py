@@ -5,7 +5,7 @@ Usage::
     from mnist_pruning.lottery import lottery_targets, lottery_ticket
     ticket = lottery_ticket("mlp", mnist, 0.99, TrainConfig(epochs=2), per_round=0.2, rewind_iteration=0)
     print(ticket.rounds)                              # round, target, sparsity, accuracy, epochs, seconds
-    print(ticket.epochs)                              # = epochs x (len(lottery_targets(0.99, 0.2)) + 1)
+    print(ticket.epochs)                              # = epochs x (len(_lottery_targets(0.99, 0.2)) + 1)
 
 Masks follow :mod:`mnist_pruning.schedules`: each round targets an absolute sparsity and masks only gain zeros.
 """
@@ -23,18 +23,18 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .checks import check_choice, check_int, check_ratio
+from .checks import _check_choice, _check_int, _check_ratio
 from .data import MNISTData
 from .models import ModelConfig, build_model
-from .schedules import UNSTRUCTURED_METHODS, prune_to, steps_per_epoch
+from .schedules import _UNSTRUCTURED_METHODS, _steps_per_epoch, prune_to
 from .sparsity.measure import prunable_layers, sparsity
-from .train import TrainConfig, fine_tune, get_device
+from .train import TrainConfig, _get_device, fine_tune
 
-__all__ = ["LotteryResult", "lottery_targets", "lottery_ticket"]
+__all__ = ["lottery_ticket"]
 
 
 @dataclass
-class LotteryResult:
+class _LotteryResult:
     """The winning ticket after the last round, and every round's numbers and cost."""
 
     model: nn.Module  # pruned, retrained model (masks attached)
@@ -48,17 +48,17 @@ class LotteryResult:
     includes_dense_training: bool = True  # `epochs` counts the ticket's own dense training (see budget_table)
 
 
-def lottery_targets(final_ratio: float, per_round: float | None = None, rounds: int | None = None) -> list[float]:
+def _lottery_targets(final_ratio: float, per_round: float | None = None, rounds: int | None = None) -> list[float]:
     """Sparsity after each round of iterative pruning: ``1 - (1 - p)^r``, the last one exactly ``final_ratio``.
 
     Give ``per_round`` (fraction of the remaining weights pruned per round; default 0.2 as Frankle & Carbin) or
     ``rounds`` (then ``p = 1 - (1 - final_ratio)^(1/rounds)``), not both.
     """
-    final_ratio = check_ratio(final_ratio, "final_ratio")
+    final_ratio = _check_ratio(final_ratio, "final_ratio")
     if per_round is not None and rounds is not None:
         raise ValueError(f"give per_round ({per_round!r}) or rounds ({rounds!r}), not both")
     if rounds is not None:
-        rounds = check_int(rounds, "rounds", 1)
+        rounds = _check_int(rounds, "rounds", 1)
     else:
         per_round = 0.2 if per_round is None else per_round
         if isinstance(per_round, bool) or not isinstance(per_round, numbers.Real) or not 0 < per_round < 1:
@@ -99,12 +99,12 @@ def lottery_ticket(
     method: str = "global",
     progress: bool = True,
     on_reset: Callable[[int, nn.Module, dict[str, torch.Tensor]], None] | None = None,
-) -> LotteryResult:
+) -> _LotteryResult:
     """Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020).
 
     1. Train the dense model for ``config.epochs``, recording its weights after ``rewind_iteration`` optimizer
        steps (0 = the initialisation itself; or ``rewind_epoch`` whole epochs).
-    2. Each round: prune to the next :func:`lottery_targets` sparsity (absolute; ``method`` ``"global"`` or
+    2. Each round: prune to the next :func:`_lottery_targets` sparsity (absolute; ``method`` ``"global"`` or
        ``"l1"``, by magnitude of the trained weights, masks only gain zeros), reset every unpruned weight and every
        bias to its rewind-point value exactly (masks kept), call ``on_reset(round, model, rewind_state)``, and
        retrain for ``config.epochs``.
@@ -114,17 +114,17 @@ def lottery_ticket(
     and optimizer state at every round (``fine_tune`` builds them afresh), also when rewinding to ``k > 0`` steps.
     Total epochs: ``config.epochs * (rounds + 1)`` - ``result.epochs``, known beforehand from ``lottery_targets``.
     """
-    check_choice(method, UNSTRUCTURED_METHODS, "method")
-    targets = lottery_targets(final_ratio, per_round, rounds)
-    spe = steps_per_epoch(data, config)
+    _check_choice(method, _UNSTRUCTURED_METHODS, "method")
+    targets = _lottery_targets(final_ratio, per_round, rounds)
+    spe = _steps_per_epoch(data, config)
     if rewind_epoch is not None:
-        rewind_epoch = check_int(rewind_epoch, "rewind_epoch", 0)
+        rewind_epoch = _check_int(rewind_epoch, "rewind_epoch", 0)
         if rewind_iteration:
             raise ValueError(
                 f"give rewind_iteration ({rewind_iteration!r}) or rewind_epoch ({rewind_epoch!r}), not both"
             )
         rewind_iteration = rewind_epoch * spe
-    rewind_iteration = check_int(rewind_iteration, "rewind_iteration", 0)
+    rewind_iteration = _check_int(rewind_iteration, "rewind_iteration", 0)
     if rewind_iteration > config.epochs * spe:
         raise ValueError(
             f"rewind_iteration={rewind_iteration} is past the end of dense training "
@@ -134,7 +134,7 @@ def lottery_ticket(
         model = copy.deepcopy(arch_or_model)
     else:
         torch.manual_seed(config.seed)
-        model = build_model(arch_or_model).to(get_device())
+        model = build_model(arch_or_model).to(_get_device())
 
     start = time.perf_counter()
     snapshot: dict[str, dict[str, torch.Tensor]] = {}
@@ -183,7 +183,7 @@ def lottery_ticket(
                 "seconds": time.perf_counter() - round_start,
             }
         )
-    return LotteryResult(
+    return _LotteryResult(
         model=model,
         rounds=rows,
         rewind_state=state,

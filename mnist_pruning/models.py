@@ -26,10 +26,10 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from .checks import check_choice, check_int
+from .checks import _check_choice, _check_int
 from .sparsity.structured import Link
 
-__all__ = ["MODEL_NAMES", "SAMPLE_SHAPE", "ModelConfig", "MLP", "LeNet5", "build_model"]
+__all__ = ["MODEL_NAMES", "SAMPLE_SHAPE", "ModelConfig", "build_model"]
 
 MODEL_NAMES = ("mlp", "cnn")
 # Hidden widths of the published architectures: MLP (fc1, fc2); CNN (conv1 filters, conv2 filters, fc1 units).
@@ -48,12 +48,12 @@ class ModelConfig:
     )  # hidden widths, in the order of the model's STRUCTURED; () = published
 
     def __post_init__(self) -> None:
-        check_choice(self.arch, MODEL_NAMES, "model")
+        _check_choice(self.arch, MODEL_NAMES, "model")
         widths = tuple(self.widths) if self.widths else _DEFAULT_WIDTHS[self.arch]
         expected = len(_DEFAULT_WIDTHS[self.arch])
         if len(widths) != expected:
             raise ValueError(f"widths for {self.arch!r} must be {expected} positive integers, got {self.widths!r}")
-        object.__setattr__(self, "widths", tuple(check_int(w, f"every width of {self.widths!r}") for w in widths))
+        object.__setattr__(self, "widths", tuple(_check_int(w, f"every width of {self.widths!r}") for w in widths))
 
     def to_dict(self) -> dict:
         return {"arch": self.arch, "widths": list(self.widths)}
@@ -86,7 +86,7 @@ class _LeNet(nn.Module):
         return type(self)(replace(self.config, widths=new))
 
 
-class MLP(_LeNet):
+class _MLP(_LeNet):
     """LeNet-300-100: two ReLU hidden layers on the flattened 28x28 image."""
 
     ARCH = "mlp"
@@ -107,7 +107,7 @@ class MLP(_LeNet):
         return self.fc3(x)
 
 
-class LeNet5(_LeNet):
+class _LeNet5(_LeNet):
     """LeNet-5 as in Caffe's MNIST example: 28 -> conv5 -> 24 -> pool -> 12 -> conv5 -> 8 -> pool -> 4."""
 
     ARCH = "cnn"
@@ -132,7 +132,7 @@ class LeNet5(_LeNet):
         return self.fc2(x)
 
 
-_CLASSES = {"mlp": MLP, "cnn": LeNet5}
+_CLASSES = {"mlp": _MLP, "cnn": _LeNet5}
 
 
 def build_model(spec: str | ModelConfig) -> _LeNet:

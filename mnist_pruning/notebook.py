@@ -13,7 +13,7 @@ Usage (in a notebook, right after the ``parameters`` cell)::
 Every parameter is checked before anything is loaded or trained, and a bad one raises a ValueError naming the
 value and what is allowed, so ``papermill ... -p ratio 1.5`` fails in the notebook's first code cells.
 With ``MNIST_PRUNING_SMOKE=1`` (tests, CI) budgets shrink to a few seconds and outputs go to ``runs/smoke/``.
-``setup`` also makes pandas show floats as :func:`format_number` does, so tables read ``532,400``, not
+``setup`` also makes pandas show floats as :func:`_format_number` does, so tables read ``532,400``, not
 ``532400.000000``.
 """
 
@@ -27,26 +27,24 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .checks import check_choice, check_int, check_n_of_m, check_ratio
+from .checks import _check_choice, _check_int, _check_n_of_m, _check_ratio
 from .compress import CompressConfig
-from .config import RunConfig
-from .data import MNISTData, data_root
+from .config import _RunConfig
+from .data import MNISTData, _data_root
 from .files import _check_writable_dir
 from .frontier import choose_recipes
 from .models import MODEL_NAMES, SAMPLE_SHAPE
-from .references import PUBLISHED_BASELINE
-from .runner import accuracies, baseline, record
-from .settings import SMOKE, Paths, paths, smoke_mode
+from .references import _PUBLISHED_BASELINE
+from .runner import _accuracies, _record, baseline
+from .settings import SMOKE, _Paths, paths, smoke_mode
 from .sparsity import measure
-from .sparsity.compact import dense_bytes
+from .sparsity.compact import _dense_bytes
 from .sparsity.nm import parse_pattern
-from .sweep import METHODS, SCHEDULES, SweepConfig, SweepStudy, latency_values, run_experiment
+from .sweep import METHODS, SCHEDULES, SweepConfig, SweepStudy, _latency_values, run_experiment
 from .train import TrainConfig
 
 __all__ = [
-    "Run",
     "setup",
-    "format_number",
     "baseline_summary",
     "accuracy_table",
     "cost_table",
@@ -55,12 +53,12 @@ __all__ = [
 
 
 @dataclass
-class Run:
-    """Validated notebook parameters: the run's folders, seed and data (:class:`~mnist_pruning.config.RunConfig`,
+class _Run:
+    """Validated notebook parameters: the run's folders, seed and data (:class:`~mnist_pruning.config._RunConfig`,
     small in smoke mode) and the chapter's own parameters."""
 
     models: tuple[str, ...]  # model families this notebook works on
-    config: RunConfig  # folders, seed, data subsets and baseline epochs
+    config: _RunConfig  # folders, seed, data subsets and baseline epochs
     finetune_epochs: int | None = None  # None: the model's budget (mnist_pruning.sweep.BUDGETS)
     params: dict = field(default_factory=dict)  # every other validated parameter, by name
 
@@ -71,7 +69,7 @@ class Run:
         raise AttributeError(name)
 
     @property
-    def paths(self) -> Paths:
+    def paths(self) -> _Paths:
         return self.config.paths
 
     @property
@@ -96,13 +94,13 @@ class Run:
         checkpoint payload (``history``, ``train_config``) with ``accuracy`` (test) and ``val_accuracy`` added,
         measured on ``data``."""
         model, payload = baseline(arch, data, self.train_config(arch), self.paths.runs, progress=progress)
-        test, val = accuracies(model, data)
+        test, val = _accuracies(model, data)
         return model, {**payload, "accuracy": test, "val_accuracy": val}
 
     def experiment(self, exp, base: nn.Module, payload: dict, data: MNISTData, **overrides):
         """Run ``exp`` (a :class:`~mnist_pruning.sweep.Experiment`) on ``base`` (whose :meth:`baseline` payload
         gives its test and validation accuracy) with this run's budgets, record its row in the results CSV
-        (once), and return the :class:`~mnist_pruning.sweep.ExperimentResult` with its ``csv`` set.
+        (once), and return the :class:`~mnist_pruning.sweep._ExperimentResult` with its ``csv`` set.
         ``overrides`` go to :meth:`sweep_config` (e.g. ``frontier_epochs``)."""
         config = self.sweep_config(
             methods=(exp.method,),
@@ -115,8 +113,8 @@ class Run:
         acc_baseline = (payload["accuracy"], payload["val_accuracy"])
         result = run_experiment(exp, base, data, config, acc_baseline, self.paths.runs / "experiments")
         if config.latency:  # a chapter runs alone: its experiment is timed right away
-            result.row.update(latency_values(exp, result.model, base))
-        result.csv = record(SweepStudy(config), result.row)
+            result.row.update(_latency_values(exp, result.model, base))
+        result.csv = _record(SweepStudy(config), result.row)
         return result
 
     def sweep_config(self, **overrides) -> SweepConfig:
@@ -158,28 +156,31 @@ def setup(
     epochs: int | None = None,
     finetune_epochs: int | None = None,
     allow_both: bool = False,
+    allowed_methods: tuple[str, ...] = METHODS,
     **params,
-) -> Run:
+) -> _Run:
     """Validate a notebook's parameters and resolve paths; see the module docstring.
 
     Known extra parameters: ``ratio`` (fraction removed, [0, 1)), ``ratios`` (a list of them), ``method``
-    (l1 | global | nm | structured), ``n``/``m`` (an N:M pattern), ``patterns`` (list of "n:m"),
-    ``schedule`` (oneshot | gradual | lottery), ``results_dir``.
+    (one of ``allowed_methods``, by default l1 | global | nm | structured), ``n``/``m`` (an N:M pattern),
+    ``patterns`` (list of "n:m"), ``schedule`` (oneshot | gradual | lottery), ``lottery_rounds`` (an int >= 1),
+    ``results_dir``.
     """
-    model = check_choice(model, (*MODEL_NAMES, "both") if allow_both else MODEL_NAMES, "model")
+    model = _check_choice(model, (*MODEL_NAMES, "both") if allow_both else MODEL_NAMES, "model")
     models = MODEL_NAMES if model == "both" else (model,)
-    seed = check_int(seed, "seed", minimum=0)
+    seed = _check_int(seed, "seed", minimum=0)
     if epochs is not None:
-        epochs = check_int(epochs, "epochs")
+        epochs = _check_int(epochs, "epochs")
     if finetune_epochs is not None:
-        finetune_epochs = check_int(finetune_epochs, "finetune_epochs")
+        finetune_epochs = _check_int(finetune_epochs, "finetune_epochs")
     checks = {
-        "ratio": check_ratio,
-        "ratios": lambda v: tuple(check_ratio(r) for r in v),
-        "method": lambda v: check_choice(v, METHODS, "method"),
-        "methods": lambda v: check_choice(v, METHODS, "method"),
+        "ratio": _check_ratio,
+        "ratios": lambda v: tuple(_check_ratio(r) for r in v),
+        "method": lambda v: _check_choice(v, allowed_methods, "method"),
+        "methods": lambda v: _check_choice(v, METHODS, "method"),
         "patterns": lambda v: tuple(p for p, _ in ((p, parse_pattern(p)) for p in v)),
-        "schedule": lambda v: check_choice(v, SCHEDULES, "schedule"),
+        "schedule": lambda v: _check_choice(v, SCHEDULES, "schedule"),
+        "lottery_rounds": lambda v: _check_int(v, "lottery_rounds"),
         "results_dir": lambda v: v or None,
         "n": lambda v: v,
         "m": lambda v: v,
@@ -189,25 +190,25 @@ def setup(
         raise TypeError(f"setup() got unknown parameter(s) {unknown}; known: {sorted(checks)}")
     checked = {name: checks[name](value) for name, value in params.items()}
     if "n" in checked or "m" in checked:
-        checked["n"], checked["m"] = check_n_of_m(checked.get("n"), checked.get("m"))
+        checked["n"], checked["m"] = _check_n_of_m(checked.get("n"), checked.get("m"))
     if data_dir:
-        data_root(data_dir)  # raises if it exists and is not a directory
+        _data_root(data_dir)  # raises if it exists and is not a directory
     p = paths(data_dir or None, out_dir or None, checked.get("results_dir"))
     _check_writable_dir(p.runs)
     folders = {"data_dir": str(p.data) if p.data else None, "out_dir": str(p.runs), "results_dir": str(p.results)}
     baseline_epochs = dict.fromkeys(models, epochs) if epochs else {}
-    run = Run(
+    run = _Run(
         models=models,
-        config=RunConfig.for_notebook(seed=seed, baseline_epochs=baseline_epochs, **folders),
+        config=_RunConfig.for_notebook(seed=seed, baseline_epochs=baseline_epochs, **folders),
         finetune_epochs=SMOKE.finetune_epochs if smoke_mode() else finetune_epochs,
         params=checked,
     )
     torch.manual_seed(seed)
-    pd.set_option("display.float_format", format_number)
+    pd.set_option("display.float_format", _format_number)
     return run
 
 
-def format_number(value: float) -> str:
+def _format_number(value: float) -> str:
     """How the chapters' tables show a float: whole numbers and anything from 1,000 up with thousands separators
     and no decimals (``532,400``, never ``532400.000000`` or ``5.324e+05``), others with four significant digits
     (``98.36``, ``0.1235``)."""
@@ -228,7 +229,7 @@ def baseline_summary(arch: str, model: nn.Module, payload: dict) -> dict:
         "test accuracy %": round(100 * payload["accuracy"], 2),
         "epochs": len(payload.get("history") or []),
         "train time s": round(history[-1].get("seconds", float("nan")), 1),
-        "Han et al. 2015 %": 100 * PUBLISHED_BASELINE[arch],
+        "Han et al. 2015 %": 100 * _PUBLISHED_BASELINE[arch],
     }
 
 
@@ -266,7 +267,7 @@ def cost_table(row: dict, base: nn.Module) -> pd.DataFrame:
         measure.count_nonzero_parameters(base),
         measure.flops(base, SAMPLE_SHAPE),
         measure.flops(base, SAMPLE_SHAPE),
-        dense_bytes(base),
+        _dense_bytes(base),
         row.get("baseline_latency_b1_ms"),
         row.get("baseline_latency_b256_ms"),
     ]

@@ -2,10 +2,10 @@
 
 Usage::
 
-    from mnist_pruning.parallel import sweep_executor
-    with sweep_executor(workers=2) as pool:                      # local processes, 1 torch thread each
+    from mnist_pruning.parallel import _sweep_executor
+    with _sweep_executor(workers=2) as pool:                      # local processes, 1 torch thread each
         run_sweep(config, executor=pool)
-    with sweep_executor(scheduler="tcp://host:8786") as pool:    # an existing Dask cluster (pip install '.[dask]')
+    with _sweep_executor(scheduler="tcp://host:8786") as pool:  # an existing Dask cluster (pip install '.[dask]')
         run_sweep(config, executor=pool)
 
 Every executor is a :class:`concurrent.futures.Executor`: :class:`_InlineExecutor` (``workers=1``: the task runs
@@ -33,9 +33,9 @@ import threading
 import time
 from collections.abc import Iterator
 
-from .checks import check_int
+from .checks import _check_int
 
-__all__ = ["sweep_executor"]
+__all__ = []
 
 # Torch threads per worker process: on a 2-core machine two busy processes at 2 threads each slow each other 3-30x,
 # so the pool runs one process per core at one thread each.
@@ -57,7 +57,7 @@ def _default_workers() -> int:
 
 def _check_workers(workers: object) -> int:
     """``workers`` as an int >= 1; else a ValueError naming it."""
-    return check_int(workers, "workers")
+    return _check_int(workers, "workers")
 
 
 class _InlineExecutor(cf.Executor):
@@ -141,7 +141,7 @@ def _connect(address: str, timeout: float | None = None):
 
 
 @contextlib.contextmanager
-def sweep_executor(workers: int | None = None, scheduler: str | None = None) -> Iterator[cf.Executor]:
+def _sweep_executor(workers: int | None = None, scheduler: str | None = None) -> Iterator[cf.Executor]:
     """The executor for ``workers`` local processes (None: :func:`_default_workers`; 1: :class:`_InlineExecutor`)
     or, with ``scheduler``, the Dask cluster at that address; shut down (pending tasks cancelled) on exit."""
     if scheduler is not None:

@@ -15,20 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "ANCHORS",
-    "PUBLISHED_BASELINE",
-    "MODEL_TITLES",
-    "SIZE_ANCHORS",
-    "COMPRESSION_GOALS",
-    "FRONTIER_GOALS",
-    "SPARSE_VD_PAPER_EPOCHS",
 ]
 
-MODEL_TITLES = {"mlp": "LeNet-300-100 (mlp)", "cnn": "LeNet-5-Caffe (cnn)"}
+_MODEL_TITLES = {"mlp": "LeNet-300-100 (mlp)", "cnn": "LeNet-5-Caffe (cnn)"}
 
 # Han et al. 2015, "Learning both Weights and Connections for Efficient Neural Networks", Tables 1-2
 # (1.64 % / 0.80 % test error).
-PUBLISHED_BASELINE = {"mlp": 0.9836, "cnn": 0.9920}
+_PUBLISHED_BASELINE = {"mlp": 0.9836, "cnn": 0.9920}
 
 
 @dataclass(frozen=True)
@@ -45,7 +38,7 @@ class _Anchor:
         return 1.0 - self.kept
 
 
-ANCHORS = (
+_ANCHORS = (
     # Han et al. 2015, Tables 1-3: 8 % of the weights kept, 1.59 % / 0.77 % error.
     _Anchor("mlp", "Han et al. 2015", 0.08, 0.9841),
     _Anchor("cnn", "Han et al. 2015", 0.08, 0.9923),
@@ -79,7 +72,7 @@ class _SizeAnchor:
 
 # Published dense fp32 sizes in Han et al. 2016 (Table 1): 1070 KB and 1720 KB (266,200 / 431,080 x 4 bytes: the
 # paper's KB is 1000 bytes). The ratios of the other papers are applied to these.
-SIZE_ANCHORS = (
+_SIZE_ANCHORS = (
     # Han et al. 2016, Deep Compression, Table 1: prune + k-means weight sharing + Huffman coding.
     _SizeAnchor("mlp", "Deep Compression (Han et al. 2016)", 27_000, 0.0158, "1070 KB -> 27 KB (40x)"),
     _SizeAnchor("cnn", "Deep Compression (Han et al. 2016)", 44_000, 0.0074, "1720 KB -> 44 KB (39x)"),
@@ -92,18 +85,18 @@ SIZE_ANCHORS = (
 )
 
 # The goals of chapter 07 (issue 12): the largest file and the largest test error each model should reach.
-COMPRESSION_GOALS = {
+_COMPRESSION_GOALS = {
     "mlp": ((27_000, 0.0158), (16_000, 0.020)),
     "cnn": ((44_000, 0.0074), (8_000, 0.010)),
 }
 
 # The goals of chapter 06 (issue 19): (model, at least this sparsity, at least this test accuracy, the paper whose
 # level it is). Judged on 3-seed means of the committed run.
-FRONTIER_GOALS = (
+_FRONTIER_GOALS = (
     ("cnn", 0.99, 0.9910, "DNS 2016"),
     ("cnn", 0.995, 0.9920, "Sparse VD 2017 (stretch)"),
     ("mlp", 0.985, 0.9805, "Sparse VD 2017"),
     ("mlp", 0.99, 0.9790, "between DNS and Sparse VD"),
 )
 # Sparse VD in Molchanov et al. 2017 trains for 200 epochs (their LeNet experiments).
-SPARSE_VD_PAPER_EPOCHS = 200
+_SPARSE_VD_PAPER_EPOCHS = 200

@@ -39,7 +39,6 @@ __all__ = [
     "COMPRESSION",
     "read_results",
     "append_row",
-    "update_rows",
     "resolve_results_dir",
     "resolve_figures_dir",
     "load_results",
@@ -315,7 +314,7 @@ def _locked(path: str | os.PathLike, timeout: float):
         held.release()
 
 
-def update_rows(
+def _update_rows(
     path: str | os.PathLike,
     updates: Mapping[tuple[str, ...], Mapping[str, object]],
     schema: Schema = PRUNING,

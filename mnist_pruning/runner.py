@@ -6,7 +6,7 @@ Usage::
     from mnist_pruning.sweep import SweepConfig, SweepStudy
     run_study(SweepStudy(SweepConfig(models=("mlp",), seeds=(0, 1))), workers=2)
 
-A study (:class:`Study`) supplies its configuration (a :class:`~mnist_pruning.config.RunConfig`), the schema of
+A study (:class:`Study`) supplies its configuration (a :class:`~mnist_pruning.config._RunConfig`), the schema of
 the CSV it fills (:mod:`mnist_pruning.results`), its points per seed, the run key and hash of a point, and how to
 run a group of points on a baseline. The runner does the rest, the same way for the pruning sweep and the
 compression grid:
@@ -39,37 +39,30 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import RunConfig
+from .config import _RunConfig
 from .data import MNISTData, fetch_mnist
 from .files import CorruptFileError, _check_writable_dir
-from .parallel import _WORKER_THREADS, _available_cores, _check_workers, _InlineExecutor, sweep_executor
+from .parallel import _WORKER_THREADS, _available_cores, _check_workers, _InlineExecutor, _sweep_executor
 from .results import Schema, append_row, read_results
 from .settings import _show_progress
-from .train import TrainConfig, evaluate, get_device, load_checkpoint, save_checkpoint, train
+from .train import TrainConfig, _get_device, _load_checkpoint, _save_checkpoint, evaluate, train
 
 __all__ = [
-    "Accuracy",
     "Study",
     "SweepError",
-    "accuracies",
     "baseline",
-    "baseline_path",
-    "cached_model",
-    "config_hash",
-    "pending",
-    "record",
     "run_study",
 ]
 
-Accuracy = tuple[float, float | str]  # (test, validation) accuracy of one model; "" without a validation split
+_Accuracy = tuple[float, float | str]  # (test, validation) accuracy of one model; "" without a validation split
 
 
-def config_hash(key: dict) -> str:
+def _config_hash(key: dict) -> str:
     """A short, stable hash of ``key`` (JSON with sorted keys): what names a configuration in rows and files."""
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def accuracies(model: nn.Module, data: MNISTData) -> Accuracy:
+def _accuracies(model: nn.Module, data: MNISTData) -> _Accuracy:
     """(test, validation) accuracy of ``model``: the test number is reported, the validation one is what any
     choice may look at. Validation is "" (an empty cell) when the data has no validation split."""
     test = evaluate(model, data.test_x, data.test_y)["accuracy"]
@@ -77,7 +70,7 @@ def accuracies(model: nn.Module, data: MNISTData) -> Accuracy:
     return test, val
 
 
-def cached_model(
+def _cached_model(
     path: str | os.PathLike,
     config: TrainConfig,
     key: dict,
@@ -96,7 +89,7 @@ def cached_model(
     path = Path(path)
     if path.exists():
         try:
-            model, payload = load_checkpoint(path, device)
+            model, payload = _load_checkpoint(path, device)
         except CorruptFileError as e:
             warnings.warn(f"{e}; training {what} again and replacing it", stacklevel=3)
         else:
@@ -106,11 +99,11 @@ def cached_model(
                 return model, payload, False
     model, history, extra = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(path, model, config, history, **extra, **key)
+    _save_checkpoint(path, model, config, history, **extra, **key)
     return model, {"train_config": config.to_dict(), "history": history, **extra, **key}, True
 
 
-def baseline_path(out_dir: str | os.PathLike, arch: str, seed: int) -> Path:
+def _baseline_path(out_dir: str | os.PathLike, arch: str, seed: int) -> Path:
     """Where the baseline of ``arch`` trained with ``seed`` is cached: ``<arch>_baseline_seed<seed>.pt``, except
     seed 0's ``<arch>_baseline.pt``, the name the chapters, benchmarks and earlier versions use."""
     return Path(out_dir) / (f"{arch}_baseline.pt" if seed == 0 else f"{arch}_baseline_seed{seed}.pt")
@@ -119,8 +112,8 @@ def baseline_path(out_dir: str | os.PathLike, arch: str, seed: int) -> Path:
 def baseline(
     arch: str, data: MNISTData, config: TrainConfig, out_dir: str | os.PathLike, progress: bool = True
 ) -> tuple[nn.Module, dict]:
-    """The dense baseline: loaded from :func:`baseline_path` (per ``config.seed``) in ``out_dir`` when it was
-    trained with ``config`` on the same data, else trained now and saved there (:func:`cached_model`). Returns the
+    """The dense baseline: loaded from :func:`_baseline_path` (per ``config.seed``) in ``out_dir`` when it was
+    trained with ``config`` on the same data, else trained now and saved there (:func:`_cached_model`). Returns the
     model and its checkpoint payload (``history``, ``train_config``, ``metrics``, ``data``)."""
 
     def make():
@@ -131,8 +124,8 @@ def baseline(
         }
         return model, history, {"metrics": metrics}
 
-    model, payload, _ = cached_model(
-        baseline_path(out_dir, arch, config.seed), config, {"data": data.sizes()}, make, f"the {arch} baseline"
+    model, payload, _ = _cached_model(
+        _baseline_path(out_dir, arch, config.seed), config, {"data": data.sizes()}, make, f"the {arch} baseline"
     )
     return model, payload
 
@@ -145,14 +138,14 @@ class Study(ABC):
     points that share work (the bits settings of one pruned model) form one *group*, run by one task."""
 
     schema: Schema  # the CSV the study fills
-    config: RunConfig  # folders, seeds, data; the study's own settings live in its subclass
+    config: _RunConfig  # folders, seeds, data; the study's own settings live in its subclass
     baseline_latency: bool = False  # whether baseline tasks also time the baseline (see baseline_info)
 
     @property
     def models(self) -> tuple[str, ...]:
         return self.config.models  # type: ignore[attr-defined]
 
-    def with_config(self, config: RunConfig) -> Study:
+    def with_config(self, config: _RunConfig) -> Study:
         """A copy of this study holding ``config``."""
         return dataclasses.replace(self, config=config)  # type: ignore[type-var]
 
@@ -170,7 +163,7 @@ class Study(ABC):
 
     @abstractmethod
     def hash(self, point: Hashable) -> str:
-        """The configuration hash of ``point``'s row: :func:`config_hash` of all that shapes its numbers."""
+        """The configuration hash of ``point``'s row: :func:`_config_hash` of all that shapes its numbers."""
 
     def group(self, point: Hashable) -> Hashable:
         """Points with the same group run in one task, in order (default: each point alone)."""
@@ -179,7 +172,7 @@ class Study(ABC):
     def baseline_info(self, model: nn.Module, data: MNISTData) -> tuple:
         """What experiment tasks receive about their baseline: its (test, validation) accuracy, and whatever a
         study adds (the sweep: its latency)."""
-        return (accuracies(model, data),)
+        return (_accuracies(model, data),)
 
     @abstractmethod
     def run(
@@ -189,7 +182,7 @@ class Study(ABC):
         may be left empty: the runner sets it)."""
 
 
-def pending(study: Study) -> list[tuple[int, Hashable]]:
+def _pending(study: Study) -> list[tuple[int, Hashable]]:
     """``(seed, point)`` for every run of ``study`` not in its CSV yet, seed by seed (reading the CSVs checks
     their columns before any training)."""
     schema = study.schema
@@ -204,7 +197,7 @@ def pending(study: Study) -> list[tuple[int, Hashable]]:
     return out
 
 
-def record(study: Study, row: dict) -> Path:
+def _record(study: Study, row: dict) -> Path:
     """Append a finished row (one seed's) to the study's CSV unless the same run is there; return the CSV."""
     path = study.schema.csv(study.config.paths.results, row.get("model", ""))
     append_row(path, row, study.schema)
@@ -227,7 +220,7 @@ _DATA_CACHE: dict[tuple, MNISTData] = {}
 _DATA_CACHE_SIZE = 4
 
 
-def _task_start(config: RunConfig, data: MNISTData | None, threads: int | None) -> MNISTData:
+def _task_start(config: _RunConfig, data: MNISTData | None, threads: int | None) -> MNISTData:
     """What every task does first: seed torch (nothing may depend on what the worker ran before), take
     ``threads`` torch threads (None: keep this process's), and return ``data`` (in-process runs), else MNIST as
     ``config`` (one seed) asks, from its folder the parent already verified."""
@@ -249,7 +242,7 @@ def _task_start(config: RunConfig, data: MNISTData | None, threads: int | None) 
                 del _DATA_CACHE[next(iter(_DATA_CACHE))]  # the oldest
             _DATA_CACHE[key] = config.load_data()
         data = _DATA_CACHE[key]
-    return data.to(get_device())
+    return data.to(_get_device())
 
 
 def _baseline_of(study: Study, arch: str, data: MNISTData, progress: bool) -> nn.Module:
@@ -297,7 +290,7 @@ def run_study(
     p = study.config.paths
     _check_writable_dir(p.runs)
     _check_writable_dir(p.results)
-    todo = pending(study)  # also validates existing CSVs before any training
+    todo = _pending(study)  # also validates existing CSVs before any training
     csvs = {arch: study.schema.csv(p.results, arch) for arch in study.models}
     if not todo:
         return csvs
@@ -306,7 +299,7 @@ def run_study(
     with contextlib.ExitStack() as stack:
         if executor is None:
             in_process = data is not None or workers == 1
-            executor = _InlineExecutor() if in_process else stack.enter_context(sweep_executor(workers))
+            executor = _InlineExecutor() if in_process else stack.enter_context(_sweep_executor(workers))
         inline = isinstance(executor, _InlineExecutor)
         if inline:
             stack.callback(_DATA_CACHE.clear)  # in this process, the data must not outlive the study
@@ -401,7 +394,7 @@ class _Tasks:
             return [("group", key, (points, info)) for points in self.groups[key].values()]
         one = self.study.for_seed(key[1])
         for row in future.result():
-            record(one, row)
+            _record(one, row)
         return []
 
 

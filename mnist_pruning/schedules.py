@@ -32,18 +32,14 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .checks import check_choice, check_fraction, check_int, check_ratio
+from .checks import _check_choice, _check_fraction, _check_int, _check_ratio
 from .data import MNISTData
 from .sparsity.masked import MaskedTraining
 from .sparsity.measure import prunable_layers, sparsity
 from .sparsity.unstructured import _check_floors, sparsify_
-from .train import LossFn, TrainConfig, evaluate, fine_tune
+from .train import TrainConfig, _LossFn, evaluate, fine_tune
 
 __all__ = [
-    "UNSTRUCTURED_METHODS",
-    "CubicSchedule",
-    "cubic_schedule",
-    "masks",
     "prune_to",
     "PruneResult",
     "one_shot",
@@ -51,11 +47,11 @@ __all__ = [
     "budget_table",
 ]
 
-UNSTRUCTURED_METHODS = ("l1", "global")  # the magnitude methods a schedule can target an absolute sparsity with
+_UNSTRUCTURED_METHODS = ("l1", "global")  # the magnitude methods a schedule can target an absolute sparsity with
 
 
 @dataclass(frozen=True)
-class CubicSchedule:
+class _CubicSchedule:
     """Zhu & Gupta 2017: ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt)) ** 3`` for t in [t0, t0 + n dt].
 
     Before ``t0`` the sparsity is ``s_i``, after ``t0 + n dt`` it is ``s_f``. Pruning happens at the
@@ -70,16 +66,16 @@ class CubicSchedule:
     every: int = 1  # dt: optimizer steps between two pruning events
 
     def __post_init__(self) -> None:
-        check_ratio(self.final, "final")
-        check_ratio(self.initial, "initial")
+        _check_ratio(self.final, "final")
+        _check_ratio(self.initial, "initial")
         if self.initial > self.final:
             raise ValueError(
                 f"initial sparsity {self.initial!r} must not exceed final sparsity {self.final!r} "
                 "(pruning only removes weights)"
             )
-        check_int(self.begin, "begin", 0)
-        check_int(self.steps, "steps", 1)
-        check_int(self.every, "every", 1)
+        _check_int(self.begin, "begin", 0)
+        _check_int(self.steps, "steps", 1)
+        _check_int(self.every, "every", 1)
 
     @property
     def end(self) -> int:
@@ -101,11 +97,11 @@ class CubicSchedule:
         return self.final + (self.initial - self.final) * (1.0 - progress) ** 3
 
 
-def cubic_schedule(
+def _cubic_schedule(
     step: float, final: float, initial: float = 0.0, begin: int = 0, steps: int = 10, every: int = 1
 ) -> float:
-    """Sparsity at optimizer step ``step`` of the Zhu & Gupta cubic schedule (see :class:`CubicSchedule`)."""
-    return CubicSchedule(final=final, initial=initial, begin=begin, steps=steps, every=every)(step)
+    """Sparsity at optimizer step ``step`` of the Zhu & Gupta cubic schedule (see :class:`_CubicSchedule`)."""
+    return _CubicSchedule(final=final, initial=initial, begin=begin, steps=steps, every=every)(step)
 
 
 def _attach(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -117,7 +113,7 @@ def _attach(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return layers
 
 
-def masks(model: nn.Module) -> dict[str, torch.Tensor]:
+def _masks(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of the boolean keep-masks (True = kept) of every prunable layer; all True for an unmasked one."""
     out = {}
     for name, module in prunable_layers(model):
@@ -137,8 +133,8 @@ def prune_to(model: nn.Module, method: str, target: float, floors: Mapping[str, 
     zeros), so this never un-prunes; a target below the current sparsity changes nothing. ``floors`` (``global``
     only): the fraction of each named layer's weights always kept.
     """
-    check_choice(method, UNSTRUCTURED_METHODS, "method")
-    sparsify_(model, method, check_ratio(target, "target"), absolute=True, floors=floors)
+    _check_choice(method, _UNSTRUCTURED_METHODS, "method")
+    sparsify_(model, method, _check_ratio(target, "target"), absolute=True, floors=floors)
     return sparsity(model)
 
 
@@ -156,7 +152,7 @@ class PruneResult:
     includes_dense_training: bool = False  # True when `epochs` counts training the dense model too (lottery)
 
 
-def result_of(
+def _result_of(
     model: nn.Module, history: list[dict[str, float]], config: TrainConfig, start: float, steps: list | None = None
 ) -> PruneResult:
     """A :class:`PruneResult` measured now: sparsity, last epoch's accuracy, time since ``start``."""
@@ -171,7 +167,7 @@ def result_of(
     )
 
 
-def steps_per_epoch(data: MNISTData, config: TrainConfig) -> int:
+def _steps_per_epoch(data: MNISTData, config: TrainConfig) -> int:
     return math.ceil(data.train_y.shape[0] / config.batch_size)
 
 
@@ -179,13 +175,13 @@ def one_shot(
     model: nn.Module, data: MNISTData, method: str, ratio: float, config: TrainConfig, progress: bool = True
 ) -> PruneResult:
     """The reference point: prune once to ``ratio`` (absolute), fine-tune ``config.epochs`` with fixed masks."""
-    check_choice(method, UNSTRUCTURED_METHODS, "method")
-    ratio = check_ratio(ratio)
+    _check_choice(method, _UNSTRUCTURED_METHODS, "method")
+    ratio = _check_ratio(ratio)
     start = time.perf_counter()
     measured = prune_to(model, method, ratio)
     steps = [{"step": 0, "epoch": 0.0, "target": ratio, "sparsity": measured}]
     history = fine_tune(model, data, config, desc=f"one-shot {method} {ratio:g}", progress=progress)
-    return result_of(model, history, config, start, steps)
+    return _result_of(model, history, config, start, steps)
 
 
 def gradual_prune(
@@ -201,7 +197,7 @@ def gradual_prune(
     progress: bool = True,
     on_prune: Callable[[int, nn.Module], None] | None = None,
     floors: Mapping[str, float] | None = None,
-    loss_fn: LossFn | None = None,
+    loss_fn: _LossFn | None = None,
 ) -> PruneResult:
     """Gradual magnitude pruning (Zhu & Gupta 2017) while fine-tuning ``model`` in place for ``config.epochs``.
 
@@ -209,19 +205,19 @@ def gradual_prune(
     ``final_ratio`` at the last pruning event, at or before ``round(end_fraction * T)``; the rest of the
     training recovers with fixed masks (fine-tuning with the low, cosine-decayed learning rate of the end).
     Every ``prune_every`` steps (default: 20 pruning steps over the window) the masks are recomputed to the
-    :class:`CubicSchedule` sparsity from the current magnitudes, by ``method`` (``"l1"`` per layer or
+    :class:`_CubicSchedule` sparsity from the current magnitudes, by ``method`` (``"l1"`` per layer or
     ``"global"``); see the module docstring for why masks only gain zeros. ``on_prune(step, model)`` is called
     after every pruning event (step 0 = before training). ``floors`` keeps a share of named layers at every event
     (``global`` only, see :func:`~mnist_pruning.sparsity.sparsify_`); ``loss_fn`` replaces the cross-entropy
     (e.g. :class:`~mnist_pruning.distill.Distillation` from the dense model).
     """
-    check_choice(method, UNSTRUCTURED_METHODS, "method")
-    final_ratio = check_ratio(final_ratio, "final_ratio")
+    _check_choice(method, _UNSTRUCTURED_METHODS, "method")
+    final_ratio = _check_ratio(final_ratio, "final_ratio")
     _check_floors(floors, method, final_ratio, True, prunable_layers(model))
-    initial_ratio = check_ratio(initial_ratio, "initial_ratio")
-    begin_fraction = check_fraction(begin_fraction, "begin_fraction", 0.0, 1.0)
-    end_fraction = check_fraction(end_fraction, "end_fraction", 0.0, 1.0)
-    total = config.epochs * steps_per_epoch(data, config)
+    initial_ratio = _check_ratio(initial_ratio, "initial_ratio")
+    begin_fraction = _check_fraction(begin_fraction, "begin_fraction", 0.0, 1.0)
+    end_fraction = _check_fraction(end_fraction, "end_fraction", 0.0, 1.0)
+    total = config.epochs * _steps_per_epoch(data, config)
     begin, end = round(begin_fraction * total), round(end_fraction * total)
     if end <= begin:
         raise ValueError(
@@ -230,13 +226,13 @@ def gradual_prune(
         )
     if prune_every is None:
         prune_every = max(1, (end - begin) // 20)
-    prune_every = check_int(prune_every, "prune_every", 1)
+    prune_every = _check_int(prune_every, "prune_every", 1)
     if prune_every > end - begin:
         raise ValueError(
             f"prune_every={prune_every} is longer than the pruning window of {end - begin} steps "
             f"(steps {begin}..{end} of {total}); allowed: 1..{end - begin}"
         )
-    schedule = CubicSchedule(
+    schedule = _CubicSchedule(
         final=final_ratio,
         initial=initial_ratio,
         begin=begin,
@@ -244,7 +240,7 @@ def gradual_prune(
         every=prune_every,
     )
     events = set(schedule.events())
-    spe = steps_per_epoch(data, config)
+    spe = _steps_per_epoch(data, config)
     log: list[dict[str, float]] = []
 
     def prune_now(step: int) -> None:
@@ -277,7 +273,7 @@ def gradual_prune(
         masked=masked,
         loss_fn=loss_fn,
     )
-    return result_of(model, history, config, start, log)
+    return _result_of(model, history, config, start, log)
 
 
 def budget_table(

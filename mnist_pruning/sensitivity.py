@@ -22,9 +22,9 @@ import pandas as pd
 from torch import nn
 from torch.nn.utils import prune
 
-from .checks import check_choice, check_int, check_ratio
+from .checks import _check_choice, _check_int, _check_ratio
 from .data import MNISTData
-from .schedules import PruneResult, result_of
+from .schedules import PruneResult, _result_of
 from .sparsity.measure import prunable_layers
 from .sparsity.unstructured import sparsify_
 from .train import TrainConfig, evaluate, fine_tune
@@ -57,12 +57,12 @@ def sensitivity_scan(
     The first ``max_samples`` images of the split are used. ``df.attrs`` holds the
     budget: ``seconds`` (wall time), ``epochs`` (0: nothing is trained), ``evaluations``, ``split``, ``samples``.
     """
-    check_choice(split, ("val", "train", "test"), "split")
-    ratios = [check_ratio(r) for r in ratios]
+    _check_choice(split, ("val", "train", "test"), "split")
+    ratios = [_check_ratio(r) for r in ratios]
     if not ratios:
         raise ValueError("ratios must not be empty")
     if max_samples is not None:
-        check_int(max_samples, "max_samples", 1)
+        _check_int(max_samples, "max_samples", 1)
     x, y = {
         "val": (data.val_x, data.val_y),
         "train": (data.train_x, data.train_y),
@@ -122,7 +122,7 @@ def ratios_from_sensitivity(
     ``max_drop`` additionally caps ``tau``: no layer is pruned beyond the ratio at which it alone loses more than
     ``max_drop`` accuracy; if the target cannot be reached under that cap, a ValueError says how far it gets.
     """
-    target = check_ratio(target_sparsity, "target_sparsity")
+    target = _check_ratio(target_sparsity, "target_sparsity")
     if max_drop is not None and (isinstance(max_drop, bool) or not isinstance(max_drop, numbers.Real)):
         raise ValueError(f"max_drop must be None or a number, got {max_drop!r}")
     missing_cols = {"layer", "ratio", "accuracy", "accuracy_drop"} - set(df.columns)
@@ -181,4 +181,4 @@ def one_shot_layers(
     start = time.perf_counter()
     sparsify_(model, "l1", ratios)
     history = fine_tune(model, data, config, desc="one-shot per-layer", progress=progress)
-    return result_of(model, history, config, start)
+    return _result_of(model, history, config, start)

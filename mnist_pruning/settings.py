@@ -3,7 +3,7 @@
 Usage::
 
     from mnist_pruning.settings import paths, smoke_mode
-    p = paths()                  # Paths(root, data, runs, results) resolved for this checkout / Colab
+    p = paths()                  # _Paths(root, data, runs, results) resolved for this checkout / Colab
     if smoke_mode():             # MNIST_PRUNING_SMOKE=1: tiny budgets so notebooks execute in seconds
         ...
 
@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Paths", "paths", "smoke_mode", "SMOKE", "display_path"]
+__all__ = ["paths", "smoke_mode", "SMOKE", "display_path"]
 
 _SMOKE_ENV = "MNIST_PRUNING_SMOKE"
 
@@ -41,7 +41,7 @@ SMOKE = _SmokeBudget()
 
 
 @dataclass(frozen=True)
-class Paths:
+class _Paths:
     root: Path  # the project checkout (or the current directory outside one)
     data: Path | None  # MNIST root; None lets mnist_pruning.data resolve $MNIST_PRUNING_DATA / ./data
     runs: Path  # checkpoints and compact files
@@ -78,7 +78,7 @@ def paths(
     data_dir: str | os.PathLike | None = None,
     out_dir: str | os.PathLike | None = None,
     results_dir: str | os.PathLike | None = None,
-) -> Paths:
+) -> _Paths:
     """Resolve the data, runs and results folders (arguments win; smoke mode redirects the defaults)."""
     root = _project_root()
     smoke = smoke_mode()
@@ -91,7 +91,7 @@ def paths(
         if results_dir not in (None, "")
         else (base_runs / "results" if smoke else root / "results")
     )
-    return Paths(
+    return _Paths(
         root=root, data=Path(data_dir) if data_dir not in (None, "") else None, runs=runs, results=results
     )
 

@@ -8,7 +8,7 @@ Usage::
 
     table, plans = speed.crossover(build_model("mlp"), "mlp", (1.0, 0.1, 0.01))   # global magnitude pruning
     table, plans = speed.crossover(model, "cnn", ("2:4", "1:8"), variants=("dense", "converted", "sparse"))
-    speed.where_each_wins(table)        # one line per model and batch size, as bench/sparse_speed.py prints
+    speed._where_each_wins(table)       # one line per model and batch size, as bench/sparse_speed.py prints
     speed.crossover_text(table)         # the same, as sentences for a chapter
     plots.crossover_figure(table)
 
@@ -41,25 +41,22 @@ import torch
 from torch import nn
 
 from . import sparsity as sp
-from .checks import check_choices
+from .checks import _check_choices
 from .models import SAMPLE_SHAPE
-from .references import MODEL_TITLES
+from .references import _MODEL_TITLES
 from .sparsity.measure import Timing, time_models
 from .sparsity.nm import parse_pattern
 
 __all__ = [
-    "VARIANTS",
-    "FORMATS",
     "Timing",
     "pick_format",
     "pruned_copy",
     "crossover",
-    "where_each_wins",
     "crossover_text",
 ]
 
-VARIANTS = ("dense", "converted", "sparse", "structured")
-FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+_VARIANTS = ("dense", "converted", "sparse", "structured")
+_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 _WIN = 1.1  # "sparse kernels win": the converted model runs sparse layers and is at least 10 % faster than dense
 
 
@@ -75,12 +72,12 @@ def pick_format(
     big = max(timing.batches)
     models = {
         f"{name} {fmt_name}": copy.deepcopy(model).to(memory_format=fmt)
-        for fmt_name, fmt in FORMATS.items()
+        for fmt_name, fmt in _FORMATS.items()
         for name, model in {"dense": dense, **(others or {})}.items()
     }
     quick = replace(timing, min_run_time=timing.min_run_time / 2, batches=(big,))
     ms = {name: per_b[big].best_ms for name, per_b in time_models(models, quick, SAMPLE_SHAPE).items()}
-    return FORMATS[min(FORMATS, key=lambda f: ms[f"dense {f}"])], ms
+    return _FORMATS[min(_FORMATS, key=lambda f: ms[f"dense {f}"])], ms
 
 
 def _density(point: float | str) -> float:
@@ -124,9 +121,9 @@ def crossover(
     arch: str,
     points: Sequence[float | str],
     timing: Timing | None = None,
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str] = _VARIANTS,
     memory_format: torch.memory_format | None = None,
-) -> tuple[pd.DataFrame, dict[float | str, list[sp.LayerPlan]]]:
+) -> tuple[pd.DataFrame, dict[float | str, list[sp.inference._LayerPlan]]]:
     """Time ``variants`` of ``model`` (an unpruned float32 CPU model of family ``arch``) at every point and batch
     size with ``timing`` (None: :class:`Timing` defaults); see the module docstring. ``memory_format`` None picks
     the dense model's faster one (:func:`pick_format`).
@@ -136,9 +133,9 @@ def crossover(
     the pruned model), ``batch``, ``variant``, ``ms``, ``speedup`` (dense ms / this ms), ``structured_ratio``,
     ``params`` (the weights and biases the variant computes with), ``sparse_layers`` (converted only: the layers
     it runs sparse at that batch, space-separated, "-" for none), ``memory_format``, ``threads``; and each
-    point's :class:`~mnist_pruning.sparsity.LayerPlan` list (the converted model's decisions).
+    point's :class:`~mnist_pruning.sparsity.inference._LayerPlan` list (the converted model's decisions).
     """
-    variants = check_choices(tuple(variants), VARIANTS, "variant")
+    variants = _check_choices(tuple(variants), _VARIANTS, "variant")
     if "dense" not in variants:
         raise ValueError(f"variants must include 'dense' (every speedup is taken against it), got {variants!r}")
     if not points:
@@ -218,7 +215,7 @@ def _wins(df: pd.DataFrame):
         yield model, batch, kind, sparse_wins, best_speedup, structured_best
 
 
-def where_each_wins(df: pd.DataFrame) -> list[str]:
+def _where_each_wins(df: pd.DataFrame) -> list[str]:
     """The crossover map in one line per model and batch: the kept fractions where the sparse kernels (the
     converted model running sparse layers, or the forced ``sparse`` variant when no converted one was timed)
     beat dense by >= 1.1x, and where the structured model of as many parameters is the fastest (when timed)."""
@@ -238,7 +235,7 @@ def _kept_list(densities: list[float]) -> str:
 
 
 def crossover_text(df: pd.DataFrame) -> str:
-    """:func:`where_each_wins` as sentences (Markdown, one paragraph per model), computed from the measured table
+    """:func:`_where_each_wins` as sentences (Markdown, one paragraph per model), computed from the measured table
     so that a chapter's text says what this run measured."""
     paragraphs: dict[str, list[str]] = {}
     for model, batch, kind, sparse_wins, (best, speedup), structured_best in _wins(df):
@@ -257,5 +254,5 @@ def crossover_text(df: pd.DataFrame) -> str:
             text += "; the structured model of as many parameters is never the fastest"
         paragraphs.setdefault(model, []).append(text + ".")
     return "\n\n".join(
-        f"**{MODEL_TITLES.get(model, model)}**. " + " ".join(parts) for model, parts in paragraphs.items()
+        f"**{_MODEL_TITLES.get(model, model)}**. " + " ".join(parts) for model, parts in paragraphs.items()
     )

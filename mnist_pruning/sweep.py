@@ -36,14 +36,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__, frontier
-from .checks import check_choice, check_choices, check_int, check_ratio
-from .config import RunConfig
+from .checks import _check_choice, _check_choices, _check_int, _check_ratio
+from .config import _RunConfig
 from .data import MNISTData
 from .lottery import lottery_ticket
 from .models import MODEL_NAMES, SAMPLE_SHAPE, build_model
 from .parallel import _WORKER_THREADS
-from .results import PRUNING, Schema, read_results, update_rows
-from .runner import Accuracy, Study, accuracies, baseline_path, config_hash, run_study
+from .results import PRUNING, Schema, _update_rows, read_results
+from .runner import Study, _accuracies, _Accuracy, _baseline_path, _config_hash, run_study
 from .schedules import gradual_prune
 from .settings import _show_progress
 from .sparsity import measure
@@ -52,32 +52,27 @@ from .sparsity.inference import apply_sparse_plan, plan_sparse_inference
 from .sparsity.nm import NM_PATTERNS, _nm_compact_bytes, _pattern_for_ratio, parse_pattern
 from .sparsity.structured import apply_structured_masks, apply_surgery
 from .sparsity.unstructured import bake_in, sparsify_
-from .train import TrainConfig, fine_tune, load_checkpoint
+from .train import TrainConfig, _load_checkpoint, fine_tune
 from .vd import VDConfig
 
 _CPU = torch.device("cpu")
 
 __all__ = [
     "BUDGETS",
-    "Budget",
     "METHODS",
-    "RATIOS",
     "SCHEDULES",
     "Experiment",
-    "ExperimentResult",
     "SweepConfig",
     "SweepStudy",
     "experiments",
-    "experiment_files",
     "run_experiment",
     "run_sweep",
-    "settings_json",
 ]
 
 # The project's pruning methods: the unstructured ones of mnist_pruning.sparsity, and structured surgery.
 METHODS = ("l1", "global", "nm", "structured")
 
-RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
+_RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
 # oneshot: prune once, then fine-tune. gradual: Zhu & Gupta's cubic schedule while training. lottery: iterative
 # magnitude pruning with rewinding to the initialisation (Frankle & Carbin 2019). See mnist_pruning.schedules
 # and mnist_pruning.lottery.
@@ -85,7 +80,7 @@ SCHEDULES = ("oneshot", "gradual", "lottery", "ablation", "frontier", "vd")
 
 
 @dataclass(frozen=True)
-class Budget:
+class _Budget:
     """How long a model family's experiments train: an MLP epoch costs ~1.5 s here, a LeNet-5 epoch ~15 s."""
 
     finetune_epochs: int  # fine-tuning after one-shot pruning
@@ -96,8 +91,8 @@ class Budget:
 
 # Chosen on the validation split by bench/budgets.py; the README (How numbers are chosen) says what it measured.
 BUDGETS = {
-    "mlp": Budget(finetune_epochs=8, finetune_lr=0.05, frontier_epochs=20, lottery_epochs=8),
-    "cnn": Budget(finetune_epochs=2, finetune_lr=0.02, frontier_epochs=6, lottery_epochs=5),
+    "mlp": _Budget(finetune_epochs=8, finetune_lr=0.05, frontier_epochs=20, lottery_epochs=8),
+    "cnn": _Budget(finetune_epochs=2, finetune_lr=0.02, frontier_epochs=6, lottery_epochs=5),
 }
 
 
@@ -121,12 +116,12 @@ class Experiment:
 
 
 @dataclass
-class SweepConfig(RunConfig):
-    """What to sweep and with which budgets (folders, seeds and data: :class:`~mnist_pruning.config.RunConfig`)."""
+class SweepConfig(_RunConfig):
+    """What to sweep and with which budgets (folders, seeds, data: :class:`~mnist_pruning.config._RunConfig`)."""
 
     models: tuple[str, ...] = MODEL_NAMES  # model families
     methods: tuple[str, ...] = METHODS  # pruning methods
-    ratios: tuple[float, ...] = RATIOS  # for l1 / global / structured; nm uses their exact N:M equivalents too
+    ratios: tuple[float, ...] = _RATIOS  # for l1 / global / structured; nm uses their exact N:M equivalents too
     patterns: tuple[str, ...] = NM_PATTERNS  # hardware N:M patterns, in addition to the ratios' patterns
     finetune_epochs: int | None = None  # fine-tuning epochs after pruning; None = the model's BUDGETS entry
     finetune_lr: float | None = None  # peak learning rate of fine-tuning (cosine-decayed); None = BUDGETS
@@ -139,32 +134,32 @@ class SweepConfig(RunConfig):
     recipes: dict[str, str] = field(default_factory=dict)  # the frontier schedule's recipe per model (chosen on
     # validation by mnist_pruning.frontier.choose_recipes from the ablation's rows)
     recipe_epochs: int | None = None  # every recipe's epochs (smoke runs); None = each recipe's own
-    vd_epochs: int | None = None  # Sparse VD epochs; None = mnist_pruning.frontier.VD_BUDGETS
+    vd_epochs: int | None = None  # Sparse VD epochs; None = mnist_pruning.frontier._VD_BUDGETS
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.models = check_choices(self.models, MODEL_NAMES, "model")
-        self.methods = check_choices(self.methods, METHODS, "method")
-        self.schedules = check_choices(self.schedules, SCHEDULES, "schedule")
-        self.ratios = tuple(check_ratio(r) for r in self.ratios)
-        self.frontier_ratios = tuple(check_ratio(r) for r in self.frontier_ratios)
+        self.models = _check_choices(self.models, MODEL_NAMES, "model")
+        self.methods = _check_choices(self.methods, METHODS, "method")
+        self.schedules = _check_choices(self.schedules, SCHEDULES, "schedule")
+        self.ratios = tuple(_check_ratio(r) for r in self.ratios)
+        self.frontier_ratios = tuple(_check_ratio(r) for r in self.frontier_ratios)
         self.patterns = tuple(self.patterns)
         for p in self.patterns:
             parse_pattern(p)
-        check_int(self.lottery_rounds, "lottery_rounds")
+        _check_int(self.lottery_rounds, "lottery_rounds")
         for arch in self.models:
             self.budget(arch)  # validates every override
         for name in ("recipe_epochs", "vd_epochs"):
             if getattr(self, name) is not None:
-                check_int(getattr(self, name), name)
+                _check_int(getattr(self, name), name)
         for arch, name in self.recipes.items():
-            check_choice(arch, MODEL_NAMES, "model")
-            frontier.check_recipe(arch, name)
+            _check_choice(arch, MODEL_NAMES, "model")
+            frontier._check_recipe(arch, name)
 
-    def budget(self, arch: str) -> Budget:
+    def budget(self, arch: str) -> _Budget:
         """The model's :data:`BUDGETS` entry with this config's overrides applied (and validated)."""
         base = BUDGETS[arch]
-        budget = Budget(
+        budget = _Budget(
             finetune_epochs=base.finetune_epochs if self.finetune_epochs is None else self.finetune_epochs,
             finetune_lr=base.finetune_lr if self.finetune_lr is None else self.finetune_lr,
             frontier_epochs=base.frontier_epochs if self.frontier_epochs is None else self.frontier_epochs,
@@ -173,8 +168,8 @@ class SweepConfig(RunConfig):
         TrainConfig(
             epochs=budget.finetune_epochs, lr=budget.finetune_lr, seed=self.seeds[0], precision=self.precision
         )
-        check_int(budget.frontier_epochs, "frontier_epochs")
-        check_int(budget.lottery_epochs, "lottery_epochs")
+        _check_int(budget.frontier_epochs, "frontier_epochs")
+        _check_int(budget.lottery_epochs, "lottery_epochs")
         return budget
 
     def epochs(self, exp: Experiment) -> int:
@@ -190,14 +185,14 @@ class SweepConfig(RunConfig):
             return self.vd_config(exp.model).epochs
         return budget.finetune_epochs
 
-    def recipe(self, exp: Experiment) -> frontier.Recipe:
+    def recipe(self, exp: Experiment) -> frontier._Recipe:
         """The recipe an ablation / frontier experiment trains with (its epochs overridden by recipe_epochs)."""
         recipe = frontier.RECIPES[exp.model][exp.recipe]
         return recipe if self.recipe_epochs is None else dataclasses.replace(recipe, epochs=self.recipe_epochs)
 
     def vd_config(self, arch: str) -> VDConfig:
-        """The Sparse VD run of ``arch`` (:data:`mnist_pruning.frontier.VD_BUDGETS`, or vd_epochs)."""
-        epochs = frontier.VD_BUDGETS[arch] if self.vd_epochs is None else self.vd_epochs
+        """The Sparse VD run of ``arch`` (:data:`mnist_pruning.frontier._VD_BUDGETS`, or vd_epochs)."""
+        epochs = frontier._VD_BUDGETS[arch] if self.vd_epochs is None else self.vd_epochs
         return VDConfig(epochs=epochs, seed=self.one_seed(), precision=self.precision)
 
     def finetune_config(self, arch: str) -> TrainConfig:
@@ -247,14 +242,14 @@ def experiments(config: SweepConfig) -> list[Experiment]:
                 raise ValueError(f"the frontier schedule needs a recipe for {arch!r}: recipes={{model: name}}")
             recipe = config.recipes[arch]
             out.extend(
-                Experiment(arch, "global", s, schedule="frontier", recipe=recipe) for s in frontier.SPARSITIES
+                Experiment(arch, "global", s, schedule="frontier", recipe=recipe) for s in frontier._SPARSITIES
             )
         if "vd" in config.schedules:
             out.append(Experiment(arch, "vd", 0.0, schedule="vd"))
     return out
 
 
-def experiment_hash(config: SweepConfig, exp: Experiment) -> str:
+def _experiment_hash(config: SweepConfig, exp: Experiment) -> str:
     """A short hash of everything that shapes ``exp``'s numbers (baseline recipe, data, seed and the budget of
     its schedule), not of paths: changing the gradual budget does not invalidate one-shot rows."""
     budget = config.budget(exp.model)
@@ -269,7 +264,7 @@ def experiment_hash(config: SweepConfig, exp: Experiment) -> str:
         key["vd"] = asdict(config.vd_config(exp.model))
     else:
         key["recipe"] = config.recipe(exp).key()
-    return config_hash(key)
+    return _config_hash(key)
 
 
 def _prune(model: nn.Module, exp: Experiment) -> nn.Module:
@@ -284,14 +279,14 @@ def _prune(model: nn.Module, exp: Experiment) -> nn.Module:
 
 
 @dataclass
-class ExperimentResult:
+class _ExperimentResult:
     """What :func:`run_experiment` measured and where it saved the model."""
 
     row: dict  # the CSV row (every column of mnist_pruning.results.PRUNING)
     model: nn.Module  # the fine-tuned model, masks baked in, on the CPU
     dense_path: Path  # its ordinary dense state_dict file
     compact_path: Path  # its compact sparse file (mnist_pruning.sparsity.compact)
-    csv: Path | None = None  # the results CSV its row went to, once recorded (see notebook.Run.experiment)
+    csv: Path | None = None  # the results CSV its row went to, once recorded (see notebook._Run.experiment)
 
 
 def run_experiment(
@@ -299,14 +294,14 @@ def run_experiment(
     base_model: nn.Module,
     data: MNISTData,
     config: SweepConfig,
-    acc_baseline: Accuracy,
+    acc_baseline: _Accuracy,
     files_dir: str | os.PathLike,
     progress: bool = True,
-) -> ExperimentResult:
+) -> _ExperimentResult:
     """Run one experiment on a copy of ``base_model``: prune, fine-tune, save, measure everything but latency
-    (its columns stay empty: :func:`latency_values` times the saved model later, in a quiet phase).
+    (its columns stay empty: :func:`_latency_values` times the saved model later, in a quiet phase).
 
-    ``acc_baseline`` is the baseline's (test, validation) accuracy (:func:`~mnist_pruning.runner.accuracies`).
+    ``acc_baseline`` is the baseline's (test, validation) accuracy (:func:`~mnist_pruning.runner._accuracies`).
     """
     run = _run_oneshot if exp.schedule == "oneshot" else _run_frontier
     model, acc_pruned, epochs, seconds = run(exp, base_model, data, config, progress)
@@ -324,23 +319,23 @@ def run_experiment(
     )
 
 
-LATENCY_BATCHES = (1, 256)
+_LATENCY_BATCHES = (1, 256)
 # Planning a row's sparse conversion times each layer dense and sparse, then the whole model (sparsity.inference).
 # One round of 3-5 block medians of 20 ms keeps that to about a second per row on 2 cores. Layers denser than 0.4
 # stay dense untimed: their CSR matrix (a float32 value and an int32 column index per non-zero) holds 80 % or more
 # of the dense matrix's bytes, and torch's CSR kernel needed density ~0.1 to beat dense GEMM by 2x at batch 256
 # (bench/sparse_speed.py); this spares the timing on the rows pruned to 30-50 %.
-SPARSE_PLAN_OPTIONS = {"min_run_time": 0.02, "rounds": 1, "max_density": 0.4}
+_SPARSE_PLAN_OPTIONS = {"min_run_time": 0.02, "rounds": 1, "max_density": 0.4}
 
 
 # Latency is timed after training, in one process at one thread with nothing else running (measure_latencies):
 # the model, its sparse conversion and its baseline alternate round by round, so drift hits them alike.
-LATENCY_TIMING = measure.Timing(rounds=3, min_run_time=0.1, batches=LATENCY_BATCHES)
+_LATENCY_TIMING = measure.Timing(rounds=3, min_run_time=0.1, batches=_LATENCY_BATCHES)
 
 
-def latency_values(exp: Experiment, model: nn.Module, base_model: nn.Module) -> dict[str, object]:
+def _latency_values(exp: Experiment, model: nn.Module, base_model: nn.Module) -> dict[str, object]:
     """The latency columns of ``exp``'s row: ``model`` (masks baked in), its sparse conversion (unstructured and
-    N:M rows) and ``base_model``, timed alternately (:data:`LATENCY_TIMING`) on CPU copies."""
+    N:M rows) and ``base_model``, timed alternately (:data:`_LATENCY_TIMING`) on CPU copies."""
     models = {
         name: copy.deepcopy(m).cpu().to(memory_format=torch.contiguous_format)
         for name, m in (("baseline", base_model), ("dense", model))
@@ -350,9 +345,9 @@ def latency_values(exp: Experiment, model: nn.Module, base_model: nn.Module) -> 
         sparse, names = _sparse_inference(models["dense"])
         if sparse is not None:  # else every layer stays dense: the converted model is the dense one
             models["sparse"] = sparse
-    timed = measure.time_models(models, LATENCY_TIMING, SAMPLE_SHAPE)
+    timed = measure.time_models(models, _LATENCY_TIMING, SAMPLE_SHAPE)
     values: dict[str, object] = {}
-    for b in LATENCY_BATCHES:
+    for b in _LATENCY_BATCHES:
         values[f"baseline_latency_b{b}_ms"] = timed["baseline"][b].best_ms
         values[f"latency_b{b}_ms"] = timed["dense"][b].best_ms
         if names:
@@ -361,9 +356,9 @@ def latency_values(exp: Experiment, model: nn.Module, base_model: nn.Module) -> 
     return values
 
 
-def saved_model(exp: Experiment, config: SweepConfig) -> nn.Module:
+def _saved_model(exp: Experiment, config: SweepConfig) -> nn.Module:
     """``exp``'s model as the sweep saved it (its compact file, CRC-checked), on the CPU."""
-    state = load_compact(experiment_files(exp, config.paths.runs / "experiments", config)[1])
+    state = load_compact(_experiment_files(exp, config.paths.runs / "experiments", config)[1])
     model = build_model(exp.model)
     widths = {name: state[f"{name}.weight"].shape[0] for name in model.STRUCTURED}
     model = model.with_widths(widths)  # a surgered model's layers are smaller
@@ -390,10 +385,10 @@ def measure_latencies(config: SweepConfig, progress: bool = True) -> int:
         for path, one, exp in tqdm(todo, desc="latency", disable=not _show_progress(progress)):
             seed = one.config.one_seed()
             if (exp.model, seed) not in bases:
-                saved = baseline_path(config.paths.runs, exp.model, seed)
-                bases[(exp.model, seed)] = load_checkpoint(saved, _CPU)[0]
-            values = latency_values(exp, saved_model(exp, one.config), bases[(exp.model, seed)])
-            update_rows(path, {_key(one, exp): values})
+                saved = _baseline_path(config.paths.runs, exp.model, seed)
+                bases[(exp.model, seed)] = _load_checkpoint(saved, _CPU)[0]
+            values = _latency_values(exp, _saved_model(exp, one.config), bases[(exp.model, seed)])
+            _update_rows(path, {_key(one, exp): values})
     finally:
         torch.set_num_threads(threads)
     return len(todo)
@@ -407,8 +402,8 @@ def _sparse_inference(model: nn.Module) -> tuple[nn.Module | None, dict[int, str
     """``model`` (baked in, contiguous, on the CPU) converted by ``sparsity.to_sparse_inference`` for batch 1
     and 256, and per batch size the layers that run sparse, comma-joined ("none": the plan keeps them all dense).
     The model is None when no layer runs sparse at any batch size: it would be the dense model again."""
-    plan = plan_sparse_inference(model, SAMPLE_SHAPE, LATENCY_BATCHES, **SPARSE_PLAN_OPTIONS)
-    names = {b: ",".join(row.layer for row in plan if row.sparse[b]) or "none" for b in LATENCY_BATCHES}
+    plan = plan_sparse_inference(model, SAMPLE_SHAPE, _LATENCY_BATCHES, **_SPARSE_PLAN_OPTIONS)
+    names = {b: ",".join(row.layer for row in plan if row.sparse[b]) or "none" for b in _LATENCY_BATCHES}
     if not any(row.any_sparse for row in plan):
         return None, names
     return apply_sparse_plan(model, plan), names
@@ -416,10 +411,10 @@ def _sparse_inference(model: nn.Module) -> tuple[nn.Module | None, dict[int, str
 
 def _run_oneshot(
     exp: Experiment, base_model: nn.Module, data: MNISTData, config: SweepConfig, progress: bool
-) -> tuple[nn.Module, Accuracy | None, int, float]:
+) -> tuple[nn.Module, _Accuracy | None, int, float]:
     """Prune a copy of the baseline once, then fine-tune it (structured: the surgered, smaller model)."""
     model = _prune(copy.deepcopy(base_model), exp)
-    acc_pruned = accuracies(model, data)
+    acc_pruned = _accuracies(model, data)
     if exp.method == "structured":
         # Surgery makes the tensors physically smaller; the small model needs no masks while fine-tuning.
         model = apply_surgery(model)
@@ -429,14 +424,14 @@ def _run_oneshot(
     return model, acc_pruned, finetune.epochs, time.perf_counter() - start
 
 
-def experiment_files(exp: Experiment, files_dir: str | os.PathLike, config: SweepConfig) -> tuple[Path, Path]:
+def _experiment_files(exp: Experiment, files_dir: str | os.PathLike, config: SweepConfig) -> tuple[Path, Path]:
     """Where an experiment's dense ``state_dict`` and its compact file go, e.g.
-    ``mlp_nm_2of4_seed0_<config_hash>.safetensors``: the seed and the :func:`config_hash` (budget, baseline
+    ``mlp_nm_2of4_seed0_<config_hash>.safetensors``: the seed and the :func:`_config_hash` (budget, baseline
     recipe, data) make the names unique per run, so a later run never replaces the files of an earlier row."""
     detail = (exp.pattern or f"{exp.ratio:g}").replace(":", "of")
     suffix = "" if exp.schedule == "oneshot" else f"_{exp.schedule}"
     suffix += f"_{exp.recipe.replace('+', '-')}" if exp.recipe else ""
-    stem = f"{exp.model}_{exp.method}_{detail}{suffix}_seed{config.one_seed()}_{experiment_hash(config, exp)}"
+    stem = f"{exp.model}_{exp.method}_{detail}{suffix}_seed{config.one_seed()}_{_experiment_hash(config, exp)}"
     return Path(files_dir) / f"{stem}.dense.pt", Path(files_dir) / f"{stem}.safetensors"
 
 
@@ -446,11 +441,11 @@ def _run_frontier(
     """Gradual pruning or a frontier recipe from the baseline, Sparse VD from the baseline, or a lottery ticket
     trained from scratch (it needs its own early iterate to rewind to)."""
     if exp.schedule == "vd":
-        result = frontier.run_vd(base_model, data, config.vd_config(exp.model), progress)
+        result = frontier._run_vd(base_model, data, config.vd_config(exp.model), progress)
         return result.model, None, result.epochs, result.seconds
     if exp.schedule in ("ablation", "frontier"):
         recipe, recipe_cfg = config.recipe(exp), config.baseline_config(exp.model)
-        result = frontier.run_recipe(base_model, data, exp.ratio, recipe, recipe_cfg, progress)
+        result = frontier._run_recipe(base_model, data, exp.ratio, recipe, recipe_cfg, progress)
         return result.model, None, result.epochs, result.seconds
     train_cfg = config.schedule_config(exp)
     if exp.schedule == "gradual":
@@ -468,20 +463,20 @@ def _measure(
     base_model: nn.Module,
     data: MNISTData,
     config: SweepConfig,
-    acc_baseline: Accuracy,
-    acc_pruned: Accuracy | None,
+    acc_baseline: _Accuracy,
+    acc_pruned: _Accuracy | None,
     epochs: int,
     seconds: float,
     files_dir: str | os.PathLike,
-) -> ExperimentResult:
+) -> _ExperimentResult:
     """Bake the masks in, save the model both ways and measure everything a CSV row holds on what was saved."""
     bake_in(model)
     model = model.to(memory_format=torch.contiguous_format).cpu()
-    dense_path, compact_path = experiment_files(exp, files_dir, config)
+    dense_path, compact_path = _experiment_files(exp, files_dir, config)
     size_dense = save_dense(model, dense_path)
     size_compact = save_compact(model, compact_path)
     layers = measure.prunable_layers(model)
-    acc_finetuned = accuracies(model, data)
+    acc_finetuned = _accuracies(model, data)
     row = PRUNING.row(
         **{
             "model": exp.model,
@@ -512,7 +507,7 @@ def _measure(
             "finetune_seconds": round(seconds, 3),
             "version": __version__,
             "torch_version": torch.__version__,
-            "config_hash": experiment_hash(config, exp),
+            "config_hash": _experiment_hash(config, exp),
         }
     )
     if exp.method == "structured":
@@ -523,7 +518,7 @@ def _measure(
             _nm_compact_bytes(module.weight.detach(), n, m) + module.bias.numel() * module.bias.element_size()
             for _, module in layers
         )
-    return ExperimentResult(row, model, dense_path, compact_path)
+    return _ExperimentResult(row, model, dense_path, compact_path)
 
 
 @dataclass
@@ -541,7 +536,7 @@ class SweepStudy(Study):
         return {**asdict(exp), "finetune_epochs": self.config.epochs(exp), "seed": self.config.one_seed()}
 
     def hash(self, exp: Experiment) -> str:
-        return experiment_hash(self.config, exp)
+        return _experiment_hash(self.config, exp)
 
     def run(self, points, base, info, data, progress) -> list[dict]:
         files = self.config.paths.runs / "experiments"
@@ -575,7 +570,7 @@ def run_sweep(
     return csvs
 
 
-def settings_json(config: SweepConfig) -> str:
+def _settings_json(config: SweepConfig) -> str:
     """The sweep's settings and library versions as JSON (saved beside a full run's results)."""
     return json.dumps(
         {"sweep": asdict(config), "version": __version__, "torch": torch.__version__}, indent=2, default=str

@@ -3,11 +3,11 @@
 Usage::
 
     from mnist_pruning.data import load_mnist
-    from mnist_pruning.train import TrainConfig, train, evaluate, save_checkpoint
+    from mnist_pruning.train import TrainConfig, train, evaluate, _save_checkpoint
     mnist = load_mnist()
     model, history = train("mlp", mnist, TrainConfig.for_model("mlp"))
     print(evaluate(model, mnist.val_x, mnist.val_y))        # {'loss': ..., 'accuracy': 0.98...}
-    save_checkpoint("runs/mlp_baseline.pt", model, TrainConfig.for_model("mlp"), history)
+    _save_checkpoint("runs/mlp_baseline.pt", model, TrainConfig.for_model("mlp"), history)
 
 ``fine_tune`` is ``train`` on an existing (possibly pruned) model. A model with ``torch.nn.utils.prune`` masks
 trains through :class:`~mnist_pruning.sparsity.masked.MaskedTraining`: plain weights holding exact zeros, masks
@@ -15,7 +15,7 @@ held aside and put back at the end, so pruned weights stay exactly zero (momentu
 weights it computes with are those of training with the prune hooks attached (bitwise in one memory format), and
 no forward recomputes ``weight_orig * weight_mask``.
 
-The device is picked once, by :func:`get_device`: CUDA when present, else CPU. Histories log the validation
+The device is picked once, by :func:`_get_device`: CUDA when present, else CPU. Histories log the validation
 split (``mnist_pruning.data``): the test set is evaluated once per final model, by the caller, and only reported.
 
 Precision: ``TrainConfig.precision="auto"`` (the default) trains in bfloat16 autocast where the device supports
@@ -36,37 +36,30 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checks import check_choice, check_fraction, check_int
-from .data import MNISTData, batches
+from .checks import _check_choice, _check_fraction, _check_int
+from .data import MNISTData, _batches
 from .files import CorruptFileError, _load_torch, _save_torch
 from .models import ModelConfig, build_model
 from .settings import _show_progress
 from .sparsity.masked import MaskedTraining
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> a scalar loss
+_LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, x, y) -> a scalar loss
 
 __all__ = [
     "TrainConfig",
-    "get_device",
-    "PRECISIONS",
-    "OPTIMIZERS",
-    "bf16_supported",
-    "train_one_epoch",
     "evaluate",
     "train",
     "fine_tune",
-    "save_checkpoint",
-    "load_checkpoint",
 ]
 
 
-PRECISIONS = ("auto", "bf16", "fp32")
-OPTIMIZERS = ("sgd", "adam")
+_PRECISIONS = ("auto", "bf16", "fp32")
+_OPTIMIZERS = ("sgd", "adam")
 
 
-def bf16_supported(device: torch.device | None = None) -> bool:
-    """Whether bfloat16 autocast runs natively on ``device`` (default: :func:`get_device`)."""
-    device = device or get_device()
+def _bf16_supported(device: torch.device | None = None) -> bool:
+    """Whether bfloat16 autocast runs natively on ``device`` (default: :func:`_get_device`)."""
+    device = device or _get_device()
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return (
@@ -91,17 +84,17 @@ class TrainConfig:
     optimizer: str = "sgd"  # "sgd" (Nesterov, `momentum`) | "adam" (default betas; `momentum` unused)
 
     def __post_init__(self) -> None:
-        check_choice(self.precision, PRECISIONS, "precision")
-        check_choice(self.optimizer, OPTIMIZERS, "optimizer")
+        _check_choice(self.precision, _PRECISIONS, "precision")
+        _check_choice(self.optimizer, _OPTIMIZERS, "optimizer")
         if self.precision == "auto":
-            self.precision = "bf16" if bf16_supported() else "fp32"
-        check_int(self.epochs, "epochs")
-        check_int(self.batch_size, "batch_size")
-        check_int(self.seed, "seed", minimum=0)
-        check_fraction(self.lr, "lr", 1e-12, math.inf)
-        check_fraction(self.momentum, "momentum", 0.0, 1.0)
-        check_fraction(self.weight_decay, "weight_decay", 0.0, math.inf)
-        check_fraction(self.warmup, "warmup", 0.0, 0.999)
+            self.precision = "bf16" if _bf16_supported() else "fp32"
+        _check_int(self.epochs, "epochs")
+        _check_int(self.batch_size, "batch_size")
+        _check_int(self.seed, "seed", minimum=0)
+        _check_fraction(self.lr, "lr", 1e-12, math.inf)
+        _check_fraction(self.momentum, "momentum", 0.0, 1.0)
+        _check_fraction(self.weight_decay, "weight_decay", 0.0, math.inf)
+        _check_fraction(self.warmup, "warmup", 0.0, 0.999)
 
     @classmethod
     def for_model(cls, arch: str, **overrides) -> TrainConfig:
@@ -117,12 +110,12 @@ class TrainConfig:
         return d
 
 
-def get_device() -> torch.device:
+def _get_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train_one_epoch(
+def _train_one_epoch(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -133,7 +126,7 @@ def train_one_epoch(
     after_step=None,
     precision: str = "fp32",
     penalty: Callable[[], torch.Tensor] | None = None,
-    loss_fn: LossFn | None = None,
+    loss_fn: _LossFn | None = None,
 ) -> float:
     """One pass over ``(x, y)`` in seeded random order; returns the mean training loss (penalty included).
 
@@ -146,7 +139,7 @@ def train_one_epoch(
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     total = torch.zeros((), device=x.device)
     count = 0
-    for xb, yb in batches(x, y, batch_size, shuffle=True, generator=generator):
+    for xb, yb in _batches(x, y, batch_size, shuffle=True, generator=generator):
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             logits = model(xb)
@@ -170,7 +163,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     device = next(model.parameters()).device
     loss, correct = 0.0, 0
-    for xb, yb in batches(x, y, batch_size):
+    for xb, yb in _batches(x, y, batch_size):
         xb, yb = xb.to(device), yb.to(device)
         logits = model(xb)
         loss += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
@@ -207,12 +200,12 @@ def fine_tune(
     after_step=None,
     penalty: Callable[[], torch.Tensor] | None = None,
     masked: MaskedTraining | None = None,
-    loss_fn: LossFn | None = None,
+    loss_fn: _LossFn | None = None,
 ) -> list[dict[str, float]]:
     """Train an existing model in place for ``config.epochs``; returns per-epoch history.
 
     ``penalty()`` is added to every step's loss, ``loss_fn`` replaces the cross-entropy (see
-    :func:`train_one_epoch`).
+    :func:`_train_one_epoch`).
 
     History rows: ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy`` (the validation split, float32),
     ``seconds`` (cumulative, evaluation included).
@@ -237,7 +230,7 @@ def fine_tune(
         optimizer, scheduler = _optimizer(model, config, config.epochs * steps_per_epoch)
         training.watch(optimizer)
         for epoch in bar:
-            train_loss = train_one_epoch(
+            train_loss = _train_one_epoch(
                 model,
                 x,
                 y,
@@ -274,12 +267,12 @@ def train(
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Build a model from ``spec`` (seeded by ``config.seed``) and train it from scratch; return it + history."""
     torch.manual_seed(config.seed)
-    model = build_model(spec).to(device or get_device())
+    model = build_model(spec).to(device or _get_device())
     history = fine_tune(model, data, config, desc=f"train {model.config.arch}", progress=progress)
     return model, history
 
 
-def save_checkpoint(
+def _save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
     train_config: TrainConfig | None = None,
@@ -298,7 +291,7 @@ def save_checkpoint(
     _save_torch(payload, path)
 
 
-def load_checkpoint(path: str | os.PathLike, device: torch.device | None = None) -> tuple[nn.Module, dict]:
+def _load_checkpoint(path: str | os.PathLike, device: torch.device | None = None) -> tuple[nn.Module, dict]:
     """Rebuild the model of a checkpoint (integrity checked, weights only, no code executed); return it and the
     whole payload. A damaged file raises :class:`~mnist_pruning.files.CorruptFileError` naming it."""
     payload = _load_torch(path)
@@ -307,4 +300,4 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | None = None)
         model.load_state_dict(payload["state_dict"])
     except (TypeError, KeyError, ValueError, RuntimeError) as e:
         raise CorruptFileError(f"{str(path)!r} is not an mnist_pruning checkpoint of a known model: {e}") from e
-    return model.to(device or get_device()), payload
+    return model.to(device or _get_device()), payload

@@ -26,14 +26,14 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import nn
 
-from .checks import check_choice, check_fraction, check_int
+from .checks import _check_choice, _check_fraction, _check_int
 from .data import MNISTData
-from .schedules import PruneResult, result_of
+from .schedules import PruneResult, _result_of
 from .sparsity import variational
 from .sparsity.measure import layer_sparsity
-from .train import PRECISIONS, TrainConfig, fine_tune
+from .train import _PRECISIONS, TrainConfig, fine_tune
 
-__all__ = ["VDConfig", "VDResult", "KLPenalty", "sparse_vd"]
+__all__ = ["VDConfig", "sparse_vd"]
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,15 @@ class VDConfig:
     precision: str = "auto"  # forward/backward precision, as TrainConfig.precision
 
     def __post_init__(self) -> None:
-        check_int(self.epochs, "epochs")
-        check_int(self.batch_size, "batch_size")
-        check_int(self.seed, "seed", minimum=0)
-        check_fraction(self.lr, "lr", 1e-12, 1.0)
-        check_fraction(self.kl_weight, "kl_weight", 0.0, 100.0)
-        check_fraction(self.kl_warmup, "kl_warmup", 0.0, 1.0)
-        check_fraction(self.threshold, "threshold", *variational._LOG_ALPHA_RANGE)
-        check_fraction(self.log_sigma2, "log_sigma2", *variational._LOG_SIGMA2_RANGE)
-        check_choice(self.precision, PRECISIONS, "precision")
+        _check_int(self.epochs, "epochs")
+        _check_int(self.batch_size, "batch_size")
+        _check_int(self.seed, "seed", minimum=0)
+        _check_fraction(self.lr, "lr", 1e-12, 1.0)
+        _check_fraction(self.kl_weight, "kl_weight", 0.0, 100.0)
+        _check_fraction(self.kl_warmup, "kl_warmup", 0.0, 1.0)
+        _check_fraction(self.threshold, "threshold", *variational._LOG_ALPHA_RANGE)
+        _check_fraction(self.log_sigma2, "log_sigma2", *variational._LOG_SIGMA2_RANGE)
+        _check_choice(self.precision, _PRECISIONS, "precision")
 
     def train_config(self) -> TrainConfig:
         """The :class:`TrainConfig` that ``fine_tune`` runs: Adam, no weight decay (the KL term is the prior)."""
@@ -80,13 +80,13 @@ class VDConfig:
 
 
 @dataclass
-class VDResult(PruneResult):
+class _VDResult(PruneResult):
     """A :class:`~mnist_pruning.schedules.PruneResult` plus the measured sparsity of every layer."""
 
     layers: list[dict] = field(default_factory=list)  # sparsity.layer_sparsity(model): layer, params, nonzero, ...
 
 
-class KLPenalty:
+class _KLPenalty:
     """``kl_weight(step) * KL(model) / n``, the KL term of the ELBO divided by ``n``; one call per optimizer step.
 
     The weight rises linearly from ``weight / warmup_steps`` at the first call to ``weight`` at call
@@ -100,9 +100,9 @@ class KLPenalty:
 
     def __init__(self, model: nn.Module, n: int, weight: float = 1.0, warmup_steps: int = 0) -> None:
         self.model = model
-        self.n = check_int(n, "n")
-        self.weight = check_fraction(weight, "weight", 0.0, math.inf)
-        self.warmup_steps = check_int(warmup_steps, "warmup_steps", minimum=0)
+        self.n = _check_int(n, "n")
+        self.weight = _check_fraction(weight, "weight", 0.0, math.inf)
+        self.warmup_steps = _check_int(warmup_steps, "warmup_steps", minimum=0)
         self.step = 0
 
     def current_weight(self) -> float:
@@ -117,7 +117,7 @@ class KLPenalty:
         return weight * variational.kl(self.model) / self.n
 
 
-def sparse_vd(model: nn.Module, data: MNISTData, config: VDConfig, progress: bool = True) -> VDResult:
+def sparse_vd(model: nn.Module, data: MNISTData, config: VDConfig, progress: bool = True) -> _VDResult:
     """Sparsify a trained dense ``model`` in place with Sparse Variational Dropout; return what it cost.
 
     Args:
@@ -128,7 +128,7 @@ def sparse_vd(model: nn.Module, data: MNISTData, config: VDConfig, progress: boo
         progress: show a progress bar.
 
     Returns:
-        A :class:`VDResult`: ``model`` (same object, class and config; masks where ``log alpha > threshold``),
+        A :class:`_VDResult`: ``model`` (same object, class and config; masks where ``log alpha > threshold``),
         ``history``, measured ``sparsity`` and ``layers``, last-epoch validation ``accuracy``, ``epochs``,
         ``seconds``.
 
@@ -143,9 +143,9 @@ def sparse_vd(model: nn.Module, data: MNISTData, config: VDConfig, progress: boo
     start = time.perf_counter()
     variational.to_variational_(model, log_sigma2=config.log_sigma2, threshold=config.threshold)
     steps = config.epochs * math.ceil(data.train_y.shape[0] / config.batch_size)
-    penalty = KLPenalty(model, data.train_y.shape[0], config.kl_weight, round(config.kl_warmup * steps))
+    penalty = _KLPenalty(model, data.train_y.shape[0], config.kl_weight, round(config.kl_warmup * steps))
     torch.manual_seed(config.seed)  # the local reparametrisation's noise
     history = fine_tune(model, data, train_config, desc="sparse VD", progress=progress, penalty=penalty)
     variational.finalize_(model)
-    result = result_of(model, history, train_config, start)
-    return VDResult(**{f.name: getattr(result, f.name) for f in fields(result)}, layers=layer_sparsity(model))
+    result = _result_of(model, history, train_config, start)
+    return _VDResult(**{f.name: getattr(result, f.name) for f in fields(result)}, layers=layer_sparsity(model))

@@ -95,14 +95,14 @@ def test_check_executed_refuses_unexecuted_and_failed(tmp_path):
     assert book._check_executed(ok).cells
     unexecuted = tmp_path / "raw.ipynb"
     nbformat.write(executed_notebook("raw", executed=False), unexecuted)
-    with pytest.raises(book.BookError, match="never executed"):
+    with pytest.raises(book._BookError, match="never executed"):
         book._check_executed(unexecuted)
     failed = tmp_path / "failed.ipynb"
     nbformat.write(executed_notebook("failed", error=True), failed)
-    with pytest.raises(book.BookError, match="raised an error"):
+    with pytest.raises(book._BookError, match="raised an error"):
         book._check_executed(failed)
     (tmp_path / "junk.ipynb").write_text("{not json")
-    with pytest.raises(book.BookError, match="not a readable notebook"):
+    with pytest.raises(book._BookError, match="not a readable notebook"):
         book._check_executed(tmp_path / "junk.ipynb")
 
 
@@ -137,16 +137,16 @@ def test_prepare_require_all(tmp_path, fixture_results):
     src = book_copy(tmp_path)
     executed = tmp_path / "executed"
     executed.mkdir()
-    with pytest.raises(book.BookError, match="--require-all"):
+    with pytest.raises(book._BookError, match="--require-all"):
         book._prepare(executed, fixture_results, src, require_all=True)
     for name, title in book._CHAPTERS:
         nbformat.write(executed_notebook(title), executed / f"{name}.ipynb")
-    with pytest.raises(book.BookError, match="no results CSV"):
+    with pytest.raises(book._BookError, match="no results CSV"):
         book._prepare(executed, tmp_path / "empty", src, require_all=True)
     # without require_all, missing CSVs give a note instead of numbers
     book._prepare(executed, tmp_path / "empty", src)
     assert "No key findings in this build" in (src / book._GENERATED_DIR / book._FINDINGS).read_text()
-    assert book.main(["--executed", str(tmp_path / "none"), "--book", str(src), "--require-all"]) == 1
+    assert book._main(["--executed", str(tmp_path / "none"), "--book", str(src), "--require-all"]) == 1
 
 
 # ------------------------------------------------------------------------------------------------ HTML check
@@ -232,7 +232,7 @@ def test_book_builds_offline_with_executed_notebooks_and_stubs(tmp_path, fixture
         check=True, cwd=ROOT, env=book._offline_env(), capture_output=True,
     )  # fmt: skip
 
-    report = book.build(executed, results, src, quiet=True)  # -W: any Sphinx warning fails here
+    report = book._build(executed, results, src, quiet=True)  # -W: any Sphinx warning fails here
 
     html = src / book._HTML_DIR
     assert report.ok and not report.external

@@ -65,11 +65,11 @@ def html(tmp_path_factory) -> Path:
         pytest.skip("no results/notebooks (the committed run's executed chapters) to build the book from")
     try:
         book._jupyter_book()
-    except book.BookError as e:
+    except book._BookError as e:
         pytest.skip(str(e))
     src = tmp_path_factory.mktemp("book") / "book"
     shutil.copytree(ROOT / "book", src, ignore=shutil.ignore_patterns("_build", "_chapters", "_generated"))
-    book.build(ROOT / "results" / "notebooks", ROOT / "results", src, require_all=True, quiet=True)
+    book._build(ROOT / "results" / "notebooks", ROOT / "results", src, require_all=True, quiet=True)
     return src / "_build" / "html"
 
 

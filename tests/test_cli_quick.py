@@ -3,7 +3,7 @@
 import pytest
 
 from mnist_pruning.cli import _QUICK, _build_parser, _sweep_config
-from mnist_pruning.fullrun import execute_chapters
+from mnist_pruning.fullrun import _execute_chapters
 
 
 def config_for(*argv):
@@ -53,7 +53,7 @@ def test_quick_run_writes_under_its_own_folder_unless_told_otherwise(tmp_path):
 
 def test_executing_chapters_leaves_the_users_tqdm_setting_alone(tmp_path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "0")
-    execute_chapters(tmp_path / "out", tmp_path, chapters={})
+    _execute_chapters(tmp_path / "out", tmp_path, chapters={})
     import os
 
     assert os.environ["TQDM_DISABLE"] == "0"

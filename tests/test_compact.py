@@ -15,26 +15,26 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from mnist_pruning.files import CorruptFileError, UnsafeFileError
+from mnist_pruning.files import CorruptFileError, _UnsafeFileError
 from mnist_pruning.models import build_model
 from mnist_pruning.sparsity._binary import _log2_binomial, _parse_shape, _shape_text
 from mnist_pruning.sparsity.compact import (
     _ENCODINGS,
     _FORMAT,
+    _compact_bytes,
     _decode_positions,
+    _dense_bytes,
     _encode_compact,
     _encode_positions,
     _information_limit_bits,
     _position_bytes,
-    compact_bytes,
     compact_ratio,
     compact_summary,
-    dense_bytes,
     load_compact,
     save_compact,
     save_dense,
 )
-from mnist_pruning.sparsity.measure import effective_state_dict, prunable_layers
+from mnist_pruning.sparsity.measure import _effective_state_dict, prunable_layers
 
 ARCHS = ("mlp", "cnn")
 
@@ -68,7 +68,7 @@ def test_compact_round_trip_is_bitwise_with_masks_attached(tmp_path: Path, arch:
     assert n_bytes == (tmp_path / "m.safetensors").stat().st_size
     loaded = load_compact(tmp_path / "m.safetensors")
     assert not any(k.endswith(("_orig", "_mask")) for k in loaded)
-    assert_bitwise_equal(loaded, effective_state_dict(model))
+    assert_bitwise_equal(loaded, _effective_state_dict(model))
     # And the values are the ones the masked model computes with.
     for name, module in prunable_layers(model):
         assert torch.equal(loaded[f"{name}.weight"], module.weight_orig * module.weight_mask)
@@ -84,7 +84,7 @@ def test_compact_round_trip_after_prune_remove_loads_into_fresh_model(
         prune.remove(module, "weight")
     save_compact(model, tmp_path / "m.safetensors")
     loaded = load_compact(tmp_path / "m.safetensors")
-    assert_bitwise_equal(loaded, effective_state_dict(model))
+    assert_bitwise_equal(loaded, _effective_state_dict(model))
     reference = model.state_dict()
     assert all(torch.equal(loaded[k], reference[k]) for k in reference)  # -0.0 == +0.0 here
     fresh = build_model(arch)
@@ -148,7 +148,7 @@ def test_compact_round_trips_1d_4d_tiny_and_empty_shapes(tmp_path: Path, shape: 
     torch.manual_seed(0)
     t = torch.randn(shape) * (torch.rand(shape) < density)
     save_compact({"w": t}, tmp_path / "s.safetensors")
-    assert_bitwise_equal(load_compact(tmp_path / "s.safetensors"), effective_state_dict({"w": t}))
+    assert_bitwise_equal(load_compact(tmp_path / "s.safetensors"), _effective_state_dict({"w": t}))
 
 
 def test_elias_fano_is_chosen_and_near_the_limit_at_high_sparsity() -> None:
@@ -162,7 +162,7 @@ def test_elias_fano_is_chosen_and_near_the_limit_at_high_sparsity() -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_compact_size_strictly_falls_as_sparsity_rises(arch: str) -> None:
-    sizes = [compact_bytes(pruned(arch, s)) for s in (0.3, 0.5, 0.7, 0.9, 0.99)]
+    sizes = [_compact_bytes(pruned(arch, s)) for s in (0.3, 0.5, 0.7, 0.9, 0.99)]
     assert sizes == sorted(set(sizes), reverse=True), sizes  # strictly: no two equal
 
 
@@ -171,8 +171,8 @@ def test_compact_size_strictly_falls_as_sparsity_rises(arch: str) -> None:
 def test_compact_size_within_15_percent_of_information_limit(arch: str, amount: float) -> None:
     model = pruned(arch, amount)
     limit_bits = sum(r["limit_bits"] for r in compact_summary(model))
-    assert compact_bytes(model) * 8 <= 1.15 * limit_bits
-    assert compact_ratio(model) == pytest.approx(compact_bytes(model) * 8 / limit_bits)
+    assert _compact_bytes(model) * 8 <= 1.15 * limit_bits
+    assert compact_ratio(model) == pytest.approx(_compact_bytes(model) * 8 / limit_bits)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -183,9 +183,9 @@ def test_compact_smaller_than_dense_at_half_sparsity(tmp_path: Path, arch: str) 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_dense_file_size_does_not_fall_with_sparsity(tmp_path: Path, arch: str) -> None:
-    sizes = [dense_bytes(pruned(arch, s), tmp_path / f"{s}.pt") for s in (0.0, 0.5, 0.9, 0.99)]
+    sizes = [_dense_bytes(pruned(arch, s), tmp_path / f"{s}.pt") for s in (0.0, 0.5, 0.9, 0.99)]
     assert sizes == sorted(sizes), sizes
-    assert dense_bytes(pruned(arch, 0.9)) == sizes[2]  # in-memory measure matches the file on disk
+    assert _dense_bytes(pruned(arch, 0.9)) == sizes[2]  # in-memory measure matches the file on disk
 
 
 def test_information_limit_matches_exact_binomial() -> None:
@@ -209,7 +209,7 @@ class _Marker:
 def test_loading_torch_save_with_pickled_object_raises_and_runs_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     torch.save({"fc1.weight": torch.ones(2), "evil": _Marker(marker)}, tmp_path / "evil.safetensors")
-    with pytest.raises(UnsafeFileError, match="never unpickles"):
+    with pytest.raises(_UnsafeFileError, match="never unpickles"):
         load_compact(tmp_path / "evil.safetensors")
     assert not marker.exists()
 
@@ -308,7 +308,7 @@ def test_encode_compact_is_the_file_save_compact_writes(tmp_path: Path) -> None:
     n = save_compact(model, tmp_path / "m.safetensors")
     (tmp_path / "e.safetensors").write_bytes(_encode_compact(model))
     assert n == (tmp_path / "m.safetensors").stat().st_size == (tmp_path / "e.safetensors").stat().st_size
-    assert n == compact_bytes(model)
+    assert n == _compact_bytes(model)
     assert_bitwise_equal(load_compact(tmp_path / "e.safetensors"), load_compact(tmp_path / "m.safetensors"))
 
 

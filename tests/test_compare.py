@@ -121,7 +121,7 @@ def test_resolve_results_dir(monkeypatch, tmp_path):
 def test_dense_bytes_with_only_structured_rows(tmp_path):
     """Structured rows are smaller models, so their dense files cannot stand for the baseline's."""
     from mnist_pruning.models import build_model
-    from mnist_pruning.sparsity.compact import dense_bytes
+    from mnist_pruning.sparsity.compact import _dense_bytes
 
     rows = [r for r in raw_rows("cnn") if r["method"] == "structured"]
     with open(tmp_path / "cnn_pruning_results.csv", "w", newline="") as f:
@@ -130,7 +130,7 @@ def test_dense_bytes_with_only_structured_rows(tmp_path):
         writer.writerows(rows)
     df = results.load_results(tmp_path)
     dense = compare._dense_bytes(df, "cnn")
-    assert dense == dense_bytes(build_model("cnn"))
+    assert dense == _dense_bytes(build_model("cnn"))
     assert dense > max(int(r["size_dense_bytes"]) for r in rows)
     table = compare.smallest_within(df)
     best = table[table["tolerance_pp"] == 1.0].iloc[0]  # structured 0.7 (160,864 compact bytes)
@@ -408,7 +408,7 @@ def test_key_findings_markdown_prints_no_empty_table(df):
 
 
 def test_summary_table_has_one_row_per_experiment(df):
-    table = compare.summary_table(df)
+    table = compare._summary_table(df)
     assert len(table) == len(df) == 27
     assert table.index.names == ["model", "method", "ratio"]
     row = table.loc[("mlp", "global", "0.99")]  # 17,027 compact bytes against the 1,067,900-byte dense file
@@ -524,10 +524,10 @@ def test_key_findings_markdown_states_the_baseline_spread_and_the_noise_floor(tm
 
 
 def test_speedup_within_two_std_of_one_is_called_no_measurable_difference():
-    assert compare.speedup_text(0.86, 0.15) == "0.86x ± 0.15 (no measurable difference)"
-    assert compare.speedup_text(2.52, 0.11) == "2.52x ± 0.11"
-    assert compare.speedup_text(1.30, float("nan")) == "1.30x"  # one seed: no band
-    assert compare.speedup_text(float("nan"), 0.1) == ""
+    assert compare._speedup_text(0.86, 0.15) == "0.86x ± 0.15 (no measurable difference)"
+    assert compare._speedup_text(2.52, 0.11) == "2.52x ± 0.11"
+    assert compare._speedup_text(1.30, float("nan")) == "1.30x"  # one seed: no band
+    assert compare._speedup_text(float("nan"), 0.1) == ""
 
 
 def scaled_baseline_latency(folder, factors=(0.9, 1.0, 1.1)):
@@ -559,6 +559,6 @@ def test_load_compared_gives_the_mean_and_std_of_per_seed_speedups(tmp_path):
 def test_key_findings_markdown_shows_the_speedup_band_and_its_rule(tmp_path):
     text = compare.key_findings_markdown(compare.load_compared(scaled_baseline_latency(seeded(tmp_path))))
     fixture = 1.21 / 0.6221
-    band = compare.speedup_text(fixture, 0.1 * fixture)
+    band = compare._speedup_text(fixture, 0.1 * fixture)
     assert f"| structured | 52.8 % | 97.90 ± 0.04 % | -0.22 pp | 503.7 kB | 2.1x | {band} |" in text
     assert compare._SPEEDUP_RULE in text

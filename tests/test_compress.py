@@ -13,6 +13,7 @@ from torch.nn.utils import parametrize
 from mnist_pruning import compress as C
 from mnist_pruning import frontier
 from mnist_pruning.compress.coder import _encode_indices
+from mnist_pruning.compress.fileformat import _load_coded
 from mnist_pruning.files import CorruptFileError
 from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.sparsity.measure import prunable_layers
@@ -27,13 +28,13 @@ def _pruned(model: torch.nn.Module, ratio: float = 0.8) -> torch.nn.Module:
     return bake_in(model)
 
 
-def _coded(model=None, bits_fc: int = 3, bits_conv: int = 4) -> C.CodedModel:
+def _coded(model=None, bits_fc: int = 3, bits_conv: int = 4) -> C.coded._CodedModel:
     model = _pruned(model if model is not None else tiny_model())
     C.share_weights(model, C.layer_bits(model, bits_conv=bits_conv, bits_fc=bits_fc))
     return C.unshare(model)
 
 
-def _shared(module: torch.nn.Module) -> C.SharedWeight:
+def _shared(module: torch.nn.Module) -> C.sharing._SharedWeight:
     return module.parametrizations.weight[0]
 
 
@@ -143,7 +144,7 @@ def test_sharing_is_a_torch_parametrization_that_unshare_removes():
     C.share_weights(model, C.layer_bits(model, bits_fc=3))
     for name, m in prunable_layers(model):
         shared = _shared(m)
-        assert parametrize.is_parametrized(m, "weight") and isinstance(shared, C.SharedWeight), name
+        assert parametrize.is_parametrized(m, "weight") and isinstance(shared, C.sharing._SharedWeight), name
         assert torch.equal(m.weight, shared.codebook[shared.index] * shared.keep), name
     C.unshare(model)
     assert not any(parametrize.is_parametrized(m) for _, m in prunable_layers(model))
@@ -191,7 +192,7 @@ def test_information_limit_is_near_the_coded_payload():
     coded = _coded()
     data = C.encode(coded)
     parts = C.size_breakdown(data)
-    limit = C.information_limit(coded)
+    limit = C.limits._information_limit(coded)
     payload = len(data) - parts["header"]
     assert limit["total"] * 0.9 < payload < limit["total"] * 1.25 + 64
 
@@ -211,7 +212,7 @@ def test_every_sampled_single_bit_flip_is_refused(tmp_path):
         damaged[bit // 8] ^= 1 << (bit % 8)
         path.write_bytes(bytes(damaged))
         with pytest.raises(CorruptFileError, match="m.mnpz"):
-            C.load_coded(path)
+            _load_coded(path)
 
 
 def test_truncated_file_is_refused(tmp_path):
@@ -220,7 +221,7 @@ def test_truncated_file_is_refused(tmp_path):
     for length in sorted({0, 1, 4, 7, 8, 11, 100, len(data) // 2, len(data) - 4, len(data) - 1}):
         path.write_bytes(data[:length])
         with pytest.raises(CorruptFileError, match="cut.mnpz"):
-            C.load_coded(path)
+            _load_coded(path)
 
 
 def _with_header(data: bytes, edit) -> bytes:
@@ -247,7 +248,7 @@ def test_a_file_of_another_kind_is_refused(tmp_path):
     path = tmp_path / "x.mnpz"
     path.write_bytes(b"PK\x03\x04" + b"\0" * 64)
     with pytest.raises(CorruptFileError, match="x.mnpz"):
-        C.load_coded(path)
+        _load_coded(path)
 
 
 @pytest.mark.parametrize("bits", [0, 17, -1, 2.5, True])
@@ -344,7 +345,7 @@ def _comp_rows():
 
 def test_compression_frontier_draws_coded_files_limits_and_the_references(fixture_results):
     from mnist_pruning import plots
-    from mnist_pruning.references import SIZE_ANCHORS
+    from mnist_pruning.references import _SIZE_ANCHORS
     from mnist_pruning.results import load_results
 
     df = load_results(fixture_results)
@@ -352,7 +353,7 @@ def test_compression_frontier_draws_coded_files_limits_and_the_references(fixtur
     (ax,) = fig.axes
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     labels = [line.get_label() for line in ax.get_lines()]
-    for anchor in (a for a in SIZE_ANCHORS if a.model == "cnn"):
+    for anchor in (a for a in _SIZE_ANCHORS if a.model == "cnn"):
         assert any(anchor.source in label for label in labels), anchor.source
     assert "information limit of that file" in labels and "dense baseline" in labels
     coded = next(line for line in ax.get_lines() if line.get_label().startswith("coded: 95 %"))

@@ -29,7 +29,7 @@ from mnist_pruning.files import CorruptFileError, _load_torch
 from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.results import append_row, read_results
 from mnist_pruning.sparsity.compact import _position_bytes
-from mnist_pruning.train import TrainConfig, load_checkpoint, save_checkpoint
+from mnist_pruning.train import TrainConfig, _load_checkpoint, _save_checkpoint
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FLIPS = 30  # sampled bit flips per file kind, on top of one in each named part of the file
@@ -139,13 +139,13 @@ class Kind:
 def _write_compact(path: Path) -> object:
     model = mlp_90()
     sp.save_compact(model, path)
-    return sp.measure.effective_state_dict(model)
+    return sp.measure._effective_state_dict(model)
 
 
 def _write_dense(path: Path) -> object:
     model = mlp_90()
     sp.save_dense(model, path)
-    return sp.measure.effective_state_dict(model)
+    return sp.measure._effective_state_dict(model)
 
 
 def _checkpoint_content(model: nn.Module, payload: dict) -> object:
@@ -156,7 +156,7 @@ def _write_checkpoint(path: Path) -> object:
     torch.manual_seed(0)
     model = build_model(ModelConfig("cnn", (6, 10, 30)))
     history = [{"epoch": 1, "train_loss": 0.5, "test_loss": 0.4, "test_accuracy": 0.9, "seconds": 1.5}]
-    save_checkpoint(path, model, TrainConfig(epochs=1), history, metrics={"accuracy": 0.9})
+    _save_checkpoint(path, model, TrainConfig(epochs=1), history, metrics={"accuracy": 0.9})
     return _checkpoint_content(model, _load_torch(path))
 
 
@@ -164,12 +164,12 @@ def _write_structured_checkpoint(path: Path) -> object:
     torch.manual_seed(0)
     small = sp.shrink(build_model("mlp"), 0.9)  # surgered: widths (30, 10), saved like any model
     assert small.config == ModelConfig("mlp", (30, 10))
-    save_checkpoint(path, small, ratio=0.9)
+    _save_checkpoint(path, small, ratio=0.9)
     return _checkpoint_content(small, _load_torch(path))
 
 
 def _read_checkpoint(path: Path) -> object:
-    model, payload = load_checkpoint(path, device=torch.device("cpu"))
+    model, payload = _load_checkpoint(path, device=torch.device("cpu"))
     return _checkpoint_content(model, payload)
 
 
@@ -268,7 +268,7 @@ def test_a_damaged_baseline_cache_is_reported_and_retrained(tmp_path, mnist_smal
         with pytest.warns(UserWarning, match="training the mlp baseline again") as record:
             again, _ = baseline("mlp", mnist_small, config, tmp_path, progress=False)
         assert any(str(path) in str(w.message) for w in record), f"{what}: the warning does not name the file"
-        reloaded, saved = load_checkpoint(path, device=torch.device("cpu"))  # replaced by a whole checkpoint
+        reloaded, saved = _load_checkpoint(path, device=torch.device("cpu"))  # replaced by a whole checkpoint
         assert saved["train_config"] == config.to_dict()
         assert bits_equal(reloaded.state_dict(), {k: v.cpu() for k, v in again.state_dict().items()}), what
         # Same seed, same data: retraining reproduces the baseline exactly.

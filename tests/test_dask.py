@@ -56,7 +56,7 @@ def test_a_local_cluster_gives_the_in_process_rows(tmp_path):
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,
-        parallel.sweep_executor(scheduler=cluster.scheduler_address) as executor,
+        parallel._sweep_executor(scheduler=cluster.scheduler_address) as executor,
     ):
         csvs = run_sweep(smoke(tmp_path / "cluster"), progress=False, executor=executor)
     rows = read_results(csvs["mlp"])

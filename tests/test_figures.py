@@ -13,7 +13,7 @@ from matplotlib.text import Text  # noqa: E402
 
 from mnist_pruning import plots  # noqa: E402
 from mnist_pruning.compress import steps_table  # noqa: E402
-from mnist_pruning.notebook import format_number  # noqa: E402
+from mnist_pruning.notebook import _format_number  # noqa: E402
 from mnist_pruning.results import COMPRESSION, load_results, read_results  # noqa: E402
 from mnist_pruning.settings import _project_root  # noqa: E402
 
@@ -88,7 +88,7 @@ def test_same_svg_tells_coordinates_apart_only_beyond_the_tolerance():
     ],
 )
 def test_tables_show_whole_numbers_with_separators_and_others_with_four_digits(value, shown):
-    assert format_number(value) == shown
+    assert _format_number(value) == shown
 
 
 def test_the_compression_steps_table_shows_a_dash_not_nan():

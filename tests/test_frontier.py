@@ -40,7 +40,7 @@ def test_the_ablation_runs_every_recipe_at_the_frontier_ratio():
 def test_the_frontier_runs_its_recipe_at_every_frontier_sparsity():
     config = SweepConfig(models=("mlp",), methods=(), ratios=(), patterns=(), schedules=("frontier",))
     config = dataclasses.replace(config, recipes={"mlp": "long"})
-    assert [(e.ratio, e.recipe) for e in experiments(config)] == [(s, "long") for s in frontier.SPARSITIES]
+    assert [(e.ratio, e.recipe) for e in experiments(config)] == [(s, "long") for s in frontier._SPARSITIES]
 
 
 def test_an_unknown_recipe_is_refused_naming_the_allowed_ones():
@@ -106,7 +106,7 @@ def test_the_sweep_chooses_the_frontier_recipe_from_its_own_ablation(tmp_path, m
     rows = read_results(run_sweep(config, progress=False, data=mnist_small)["mlp"])
     chosen = frontier.choose_recipes(config.paths.results, ("mlp",))["mlp"]
     front = [r for r in rows if r["schedule"] == "frontier"]
-    assert [float(r["ratio"]) for r in front] == list(frontier.SPARSITIES)
+    assert [float(r["ratio"]) for r in front] == list(frontier._SPARSITIES)
     assert {r["recipe"] for r in front} == {chosen}
     for r in front:  # measured on the saved model: the target, to the weight
         assert float(r["sparsity"]) == pytest.approx(float(r["ratio"]), abs=1e-4)
@@ -114,12 +114,12 @@ def test_the_sweep_chooses_the_frontier_recipe_from_its_own_ablation(tmp_path, m
 
 def test_a_sparse_vd_row_holds_the_sparsity_its_saved_model_has(tmp_path, mnist_small):
     from mnist_pruning.sparsity import sparsity
-    from mnist_pruning.sweep import saved_model
+    from mnist_pruning.sweep import _saved_model
 
     config = tiny(tmp_path, schedules=("vd",))
     (row,) = read_results(run_sweep(config, progress=False, data=mnist_small)["mlp"])
     assert row["method"] == "vd" and float(row["ratio"]) == 0
-    assert float(row["sparsity"]) == sparsity(saved_model(Experiment("mlp", "vd", 0.0, schedule="vd"), config))
+    assert float(row["sparsity"]) == sparsity(_saved_model(Experiment("mlp", "vd", 0.0, schedule="vd"), config))
 
 
 def goal_rows(**accuracy_by_sparsity):
@@ -164,7 +164,7 @@ def test_the_frontier_figure_draws_every_published_point_on_logit_and_log_axes()
     from pathlib import Path
 
     from mnist_pruning import plots
-    from mnist_pruning.references import ANCHORS
+    from mnist_pruning.references import _ANCHORS as ANCHORS
     from mnist_pruning.results import load_results
 
     df = load_results(Path(__file__).resolve().parent / "fixtures")

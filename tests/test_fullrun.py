@@ -3,19 +3,19 @@ import os
 
 import pytest
 
-from mnist_pruning.fullrun import CHAPTER_PARAMETERS, execute_chapters
+from mnist_pruning.fullrun import _CHAPTER_PARAMETERS, _execute_chapters
 
 
 def test_every_chapter_has_full_run_parameters():
     from mnist_pruning.book import _CHAPTERS
 
-    assert list(CHAPTER_PARAMETERS) == [name for name, _ in _CHAPTERS]
+    assert list(_CHAPTER_PARAMETERS) == [name for name, _ in _CHAPTERS]
 
 
 def test_execute_chapters_writes_an_executed_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_PRUNING_SMOKE", "1")
     monkeypatch.setenv("TQDM_DISABLE", "0")  # the user's own setting
-    seconds = execute_chapters(tmp_path, "tests/fixtures", {"05_compare": {}}, progress=False)
+    seconds = _execute_chapters(tmp_path, "tests/fixtures", {"05_compare": {}}, progress=False)
     assert set(seconds) == {"05_compare"}
     nb = json.loads((tmp_path / "05_compare.ipynb").read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -28,7 +28,7 @@ def test_execute_chapters_writes_an_executed_notebook(tmp_path, monkeypatch):
 def test_execute_chapters_restores_an_unset_tqdm_disable_even_when_a_chapter_fails(tmp_path, monkeypatch):
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     with pytest.raises(Exception, match="no_such_chapter"):
-        execute_chapters(tmp_path, "tests/fixtures", {"no_such_chapter": {}}, progress=False)
+        _execute_chapters(tmp_path, "tests/fixtures", {"no_such_chapter": {}}, progress=False)
     assert "TQDM_DISABLE" not in os.environ
 
 
@@ -38,7 +38,7 @@ def test_run_json_records_the_seeds_and_where_the_sweep_ran(tmp_path, monkeypatc
 
     ran = {}
     monkeypatch.setattr(fullrun, "run_sweep", lambda config, progress, executor: ran.update(executor=executor))
-    monkeypatch.setattr(fullrun, "execute_chapters", lambda *args, **kwargs: {})
+    monkeypatch.setattr(fullrun, "_execute_chapters", lambda *args, **kwargs: {})
     compressed = []
     monkeypatch.setattr(fullrun, "run_compression_sweep", lambda c, **kwargs: compressed.extend(c.seeds))
     config = SweepConfig(seeds=(0, 1, 2), results_dir=str(tmp_path), out_dir=str(tmp_path / "runs"))
@@ -55,20 +55,20 @@ def test_sweep_time_adds_up_the_saved_training_seconds(tmp_path):
 
     import pandas as pd
 
-    from mnist_pruning.fullrun import sweep_time
+    from mnist_pruning.fullrun import _sweep_time
     from mnist_pruning.models import build_model
-    from mnist_pruning.runner import baseline_path
+    from mnist_pruning.runner import _baseline_path
     from mnist_pruning.sweep import SweepConfig
-    from mnist_pruning.train import save_checkpoint
+    from mnist_pruning.train import _save_checkpoint
 
     for name in ("mlp_pruning_results.csv", "cnn_pruning_results.csv"):
         shutil.copy(f"tests/fixtures/{name}", tmp_path / name)
     runs = tmp_path / "runs"
     runs.mkdir()
     history = [{"seconds": 4.0}, {"seconds": 9.5}]  # cumulative, as fine_tune writes it
-    save_checkpoint(baseline_path(runs, "mlp", 0), build_model("mlp"), history=history)
+    _save_checkpoint(_baseline_path(runs, "mlp", 0), build_model("mlp"), history=history)
     config = SweepConfig(models=("mlp", "cnn"), seeds=(0,), results_dir=str(tmp_path), out_dir=str(runs))
-    got = sweep_time(config, wall_seconds=1000.0, workers=2)
+    got = _sweep_time(config, wall_seconds=1000.0, workers=2)
     rows = pd.read_csv(tmp_path / "mlp_pruning_results.csv")
     expected_mlp = rows.groupby("schedule")["finetune_seconds"].sum()
     assert got["baseline_training"] == {"mlp": 9.5, "cnn": 0.0}  # the cnn baseline is not there

@@ -13,7 +13,7 @@ import pytest
 
 from mnist_pruning.results import PRUNING, read_results
 from mnist_pruning.sparsity import load_compact
-from mnist_pruning.train import load_checkpoint
+from mnist_pruning.train import _load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_sweep_killed_mid_run_resumes_without_duplicates_or_half_files(tmp_path,
         lines = list(csv.reader(f))
     assert all(len(line) == len(PRUNING.columns) for line in lines)
     # every file a reader would pick up is whole; interrupted writes leave only hidden .tmp files
-    load_checkpoint(tmp_path / "runs" / "mlp_baseline.pt")
+    _load_checkpoint(tmp_path / "runs" / "mlp_baseline.pt")
     compact = sorted((tmp_path / "runs" / "experiments").glob("*.safetensors"))
     assert len(compact) == 8
     for path in compact:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from tiny import CFG, TINY, n_weights, n_zeros, tiny_model
 
-from mnist_pruning.lottery import lottery_targets, lottery_ticket
-from mnist_pruning.schedules import budget_table, masks
+from mnist_pruning.lottery import _lottery_targets, lottery_ticket
+from mnist_pruning.schedules import _masks, budget_table
 from mnist_pruning.sparsity.measure import prunable_layers
 from mnist_pruning.train import TrainConfig
 
@@ -59,7 +59,7 @@ def test_lottery_masks_only_gain_zeros_across_rounds(mnist_small):
     trace = []
     cfg = TrainConfig(epochs=1, batch_size=256)
     lottery_ticket(
-        TINY, mnist_small, 0.9, cfg, rounds=4, progress=False, on_reset=lambda i, m, s: trace.append(masks(m))
+        TINY, mnist_small, 0.9, cfg, rounds=4, progress=False, on_reset=lambda i, m, s: trace.append(_masks(m))
     )
     assert len(trace) == 4
     for before, after in zip(trace, trace[1:], strict=False):
@@ -68,11 +68,11 @@ def test_lottery_masks_only_gain_zeros_across_rounds(mnist_small):
 
 
 def test_lottery_targets_prune_a_fixed_fraction_of_what_remains_and_end_exactly():
-    targets = lottery_targets(0.99, per_round=0.2)
+    targets = _lottery_targets(0.99, per_round=0.2)
     assert len(targets) == 21 and targets[-1] == 0.99
     assert targets[:-1] == pytest.approx([1 - 0.8**r for r in range(1, 21)])
-    assert lottery_targets(0.488, per_round=0.2) == pytest.approx([0.2, 0.36, 0.488])
-    assert lottery_targets(0.9, rounds=2) == pytest.approx([1 - 0.1**0.5, 0.9])
+    assert _lottery_targets(0.488, per_round=0.2) == pytest.approx([0.2, 0.36, 0.488])
+    assert _lottery_targets(0.9, rounds=2) == pytest.approx([1 - 0.1**0.5, 0.9])
 
 
 def test_budget_counts_the_tickets_own_dense_training(mnist_small):

@@ -12,14 +12,15 @@ from torch.nn.utils import prune
 from mnist_pruning import schedules
 from mnist_pruning.data import MNISTData
 from mnist_pruning.models import ModelConfig, build_model
-from mnist_pruning.sparsity import MaskedTraining, pruned_tensors, sparsify_
-from mnist_pruning.sparsity.measure import effective_state_dict, prunable_layers
-from mnist_pruning.train import TrainConfig, _optimizer, bf16_supported, fine_tune, train_one_epoch
+from mnist_pruning.sparsity import MaskedTraining, sparsify_
+from mnist_pruning.sparsity.masked import _pruned_tensors
+from mnist_pruning.sparsity.measure import _effective_state_dict, prunable_layers
+from mnist_pruning.train import TrainConfig, _bf16_supported, _optimizer, _train_one_epoch, fine_tune
 
 TINY_CNN = ModelConfig("cnn", (4, 8, 16))
 # 10 steps of 64 images per epoch, 2 epochs: 20 steps with Nesterov momentum, weight decay, warm-up and cosine.
 CFG = TrainConfig(epochs=2, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4, warmup=0.1, precision="fp32")
-NATIVE_BF16 = pytest.mark.skipif(not bf16_supported(), reason="no native bf16 on this CPU")
+NATIVE_BF16 = pytest.mark.skipif(not _bf16_supported(), reason="no native bf16 on this CPU")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def _train_with_hooks(
     generator = torch.Generator().manual_seed(config.seed)
     history = []
     for _ in range(config.epochs):
-        loss = train_one_epoch(
+        loss = _train_one_epoch(
             model, data.train_x, data.train_y, optimizer, config.batch_size, generator, scheduler, after_step,
             config.precision,
         )  # fmt: skip
@@ -66,7 +67,7 @@ def _train_with_hooks(
 
 def _bits(model: nn.Module) -> dict[str, torch.Tensor]:
     """The tensors the model computes with, as raw int32 bit patterns (zeros as +0.0)."""
-    return {k: v.view(torch.int32) for k, v in effective_state_dict(model).items()}
+    return {k: v.view(torch.int32) for k, v in _effective_state_dict(model).items()}
 
 
 def _assert_bitwise_equal(a: nn.Module, b: nn.Module) -> None:
@@ -139,10 +140,10 @@ def test_pruned_weights_are_exactly_zero_after_every_optimizer_step(data):
 def test_fine_tune_leaves_the_same_masks_parameters_buffers_and_prune_hooks(data):
     model = _pruned(TINY_CNN)
     masks = {k: v.clone() for k, v in model.named_buffers()}
-    params, hooked = [k for k, _ in model.named_parameters()], [(id(m), n) for m, n in pruned_tensors(model)]
+    params, hooked = [k for k, _ in model.named_parameters()], [(id(m), n) for m, n in _pruned_tensors(model)]
     fine_tune(model, data, CFG, progress=False)
     assert [k for k, _ in model.named_parameters()] == params
-    assert [(id(m), n) for m, n in pruned_tensors(model)] == hooked
+    assert [(id(m), n) for m, n in _pruned_tensors(model)] == hooked
     buffers = dict(model.named_buffers())
     assert buffers.keys() == masks.keys() and all(torch.equal(buffers[k], masks[k]) for k in masks)
     assert all(torch.equal(m.weight, m.weight_orig * m.weight_mask) for _, m in prunable_layers(model))

@@ -15,14 +15,14 @@ from torch.nn.utils import prune
 from mnist_pruning.models import SAMPLE_SHAPE, ModelConfig, build_model
 from mnist_pruning.sparsity.measure import (
     Timing,
+    _effective_state_dict,
+    _layer_flops,
     count_nonzero_parameters,
     count_parameters,
     effective_flops,
-    effective_state_dict,
     effective_weight,
     flops,
     latency_ms,
-    layer_flops,
     layer_sparsity,
     prunable_layers,
     sparsity,
@@ -92,7 +92,7 @@ def test_sparsity_reads_masks_even_when_weight_attribute_is_stale() -> None:
 def test_effective_state_dict_folds_masks_and_writes_zeros_as_positive_zero() -> None:
     torch.manual_seed(0)
     model = sparsify_(build_model("mlp"), "global", 0.9)
-    sd = effective_state_dict(model)
+    sd = _effective_state_dict(model)
     assert sorted(sd) == sorted(build_model("mlp").state_dict())  # no _orig / _mask keys: a plain state_dict
     for name, module in prunable_layers(model):
         assert torch.equal(sd[f"{name}.weight"], module.weight_orig * module.weight_mask)
@@ -130,7 +130,7 @@ def test_flops_count_one_sample_whatever_batch_the_model_sees_later() -> None:
 
 def test_layer_flops_sum_to_total() -> None:
     model = build_model("cnn")
-    per_layer = layer_flops(model, SAMPLE_SHAPE)
+    per_layer = _layer_flops(model, SAMPLE_SHAPE)
     assert per_layer == {
         "conv1": 2 * 24 * 24 * 20 * 25,
         "conv2": 2 * 8 * 8 * 50 * 20 * 25,
@@ -148,7 +148,7 @@ def test_dense_flops_ignore_zeros_and_effective_flops_scale_with_layer_density(a
     assert effective_flops(model, SAMPLE_SHAPE) == dense
     for i, (_, m) in enumerate(prunable_layers(model)):
         prune.l1_unstructured(m, "weight", amount=[0.5, 0.9, 0.0, 0.75][i])
-    per_layer = layer_flops(model, SAMPLE_SHAPE)
+    per_layer = _layer_flops(model, SAMPLE_SHAPE)
     density = {r["layer"]: r["nonzero"] / r["params"] for r in layer_sparsity(model)}
     assert flops(model, SAMPLE_SHAPE) == dense
     assert effective_flops(model, SAMPLE_SHAPE) == round(sum(per_layer[k] * density[k] for k in per_layer))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mnist_pruning.models import MLP, SAMPLE_SHAPE, LeNet5, ModelConfig, build_model
+from mnist_pruning.models import _MLP, SAMPLE_SHAPE, ModelConfig, _LeNet5, build_model
 from mnist_pruning.sparsity.measure import count_nonzero_parameters, count_parameters, prunable_layers
 from mnist_pruning.sparsity.structured import _resolve_links
 
@@ -42,7 +42,7 @@ def test_config_round_trips_through_a_plain_dict():
     assert ModelConfig.from_dict(c.to_dict()) == c
 
 
-@pytest.mark.parametrize(("cls", "arch"), [(MLP, "mlp"), (LeNet5, "cnn")])
+@pytest.mark.parametrize(("cls", "arch"), [(_MLP, "mlp"), (_LeNet5, "cnn")])
 def test_model_stores_the_config_it_was_built_from(cls, arch):
     assert cls().config == ModelConfig(arch)  # no config: the published widths
     assert build_model(arch).config == ModelConfig(arch)
@@ -53,7 +53,7 @@ def test_model_stores_the_config_it_was_built_from(cls, arch):
 
 def test_a_config_of_the_other_family_is_refused():
     with pytest.raises(ValueError, match="arch 'mlp'.*got 'cnn'"):
-        MLP(ModelConfig("cnn"))
+        _MLP(ModelConfig("cnn"))
 
 
 @pytest.mark.parametrize(("arch", "structured"), [("mlp", ("fc1", "fc2")), ("cnn", ("conv1", "conv2", "fc1"))])

@@ -19,15 +19,15 @@ from mnist_pruning.sparsity.nm import (
     NMPruning,
     _decode_nm,
     _encode_nm,
+    _format_pattern,
     _index_bits,
     _nm_compact_bytes,
+    _nm_mask,
+    _pad_to_multiple,
     _pattern_for_ratio,
     check_nm,
-    format_pattern,
-    nm_mask,
     nm_unstructured,
     nm_violations,
-    pad_to_multiple,
     parse_pattern,
     semi_structured_available,
 )
@@ -186,7 +186,7 @@ def test_nm_mask_never_keeps_disallowed_entries() -> None:
     torch.manual_seed(22)
     scores = torch.randn(4, 12)
     keep = torch.rand(4, 12) < 0.3  # many groups have fewer than n=2 allowed entries
-    chosen = nm_mask(scores, 2, 4, keep=keep)
+    chosen = _nm_mask(scores, 2, 4, keep=keep)
     assert chosen.dtype == torch.bool
     assert not (chosen & ~keep).any()
     assert torch.equal(group_nonzeros(chosen, 4), group_nonzeros(keep, 4).clamp(max=2))
@@ -315,7 +315,7 @@ def test_parse_pattern_rejects_bad_strings(bad: str) -> None:
 @pytest.mark.parametrize("pattern", NM_PATTERNS + ("7:10", "3:10", "1:10", "1:100"))
 def test_parse_and_format_pattern_roundtrip(pattern: str) -> None:
     n, m = parse_pattern(pattern)
-    assert isinstance(n, int) and isinstance(m, int) and format_pattern(n, m) == pattern
+    assert isinstance(n, int) and isinstance(m, int) and _format_pattern(n, m) == pattern
 
 
 @pytest.mark.parametrize(
@@ -341,7 +341,7 @@ def test_pattern_for_ratio_rejects_unrepresentable_ratios(ratio: float) -> None:
 def test_semi_structured_matmul_matches_dense() -> None:
     torch.manual_seed(21)
     w = nm_weight((100, 301), 2, 4, seed=21)  # non-divisible: zero padding keeps the 2:4 groups aligned
-    dense = pad_to_multiple(w, 64, 64).half().cuda()
+    dense = _pad_to_multiple(w, 64, 64).half().cuda()
     assert check_nm(dense, 2, 4)
     x = torch.randn(dense.shape[1], 64, dtype=torch.float16, device="cuda")
     sparse = torch.sparse.to_sparse_semi_structured(dense)

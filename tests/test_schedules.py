@@ -11,11 +11,11 @@ import torch
 from tiny import CFG, n_weights, n_zeros, tiny_model
 
 from mnist_pruning.schedules import (
-    CubicSchedule,
+    _cubic_schedule,
+    _CubicSchedule,
+    _masks,
     budget_table,
-    cubic_schedule,
     gradual_prune,
-    masks,
     one_shot,
     prune_to,
 )
@@ -33,8 +33,8 @@ def test_cubic_schedule_equals_the_zhu_gupta_formula(step):
         expected = s_f
     else:
         expected = s_f + (s_i - s_f) * (1 - (step - t0) / (n * dt)) ** 3
-    assert cubic_schedule(step, s_f, initial=s_i, begin=t0, steps=n, every=dt) == expected
-    schedule = CubicSchedule(final=s_f, initial=s_i, begin=t0, steps=n, every=dt)
+    assert _cubic_schedule(step, s_f, initial=s_i, begin=t0, steps=n, every=dt) == expected
+    schedule = _CubicSchedule(final=s_f, initial=s_i, begin=t0, steps=n, every=dt)
     assert schedule(step) == expected
     assert schedule.events() == [10, 14, 18, 22, 26, 30]
 
@@ -50,7 +50,7 @@ def test_gradual_masks_only_gain_zeros_and_final_sparsity_hits_target(mnist_smal
         CFG,
         prune_every=2,
         progress=False,
-        on_prune=lambda s, m: trace.append(masks(m)),
+        on_prune=lambda s, m: trace.append(_masks(m)),
     )
     assert len(trace) == len(result.pruning_steps) >= 5
     for before, after in zip(trace, trace[1:], strict=False):
@@ -73,7 +73,7 @@ def test_gradual_masks_only_gain_zeros_and_final_sparsity_hits_target(mnist_smal
 def test_pruned_weights_stay_exactly_zero_after_gradual_run(mnist_small):
     model = tiny_model()
     gradual_prune(model, mnist_small, "global", 0.8, CFG, prune_every=3, progress=False)
-    keep = masks(model)
+    keep = _masks(model)
     model(mnist_small.test_x[:8])  # the prune hook recomputes .weight from weight_orig * weight_mask
     for name, module in prunable_layers(model):
         assert (~keep[name]).any()
@@ -87,9 +87,9 @@ def test_pruned_weights_stay_exactly_zero_after_gradual_run(mnist_small):
 def test_prune_to_a_lower_target_never_unprunes():
     model = tiny_model()
     prune_to(model, "global", 0.5)
-    before = masks(model)
+    before = _masks(model)
     assert prune_to(model, "global", 0.3) == pytest.approx(0.5, abs=1 / n_weights(model))
-    assert all(torch.equal(before[k], v) for k, v in masks(model).items())
+    assert all(torch.equal(before[k], v) for k, v in _masks(model).items())
 
 
 def test_one_shot_prunes_to_the_absolute_target(mnist_small):
@@ -124,9 +124,9 @@ def test_same_budget_compares_one_shot_and_gradual_on_equal_epochs(mnist_small):
         (lambda d: one_shot(tiny_model(), d, "global", 1.0, CFG, progress=False), "1.0"),
         (lambda d: prune_to(tiny_model(), "structured", 0.5), "'structured'"),
         (lambda d: prune_to(tiny_model(), "global", -0.5), "-0.5"),
-        (lambda d: cubic_schedule(5, 0.9, steps=0), "got 0"),
-        (lambda d: cubic_schedule(5, 0.9, every=0), "got 0"),
-        (lambda d: cubic_schedule(5, 0.5, initial=0.6), "0.6"),
+        (lambda d: _cubic_schedule(5, 0.9, steps=0), "got 0"),
+        (lambda d: _cubic_schedule(5, 0.9, every=0), "got 0"),
+        (lambda d: _cubic_schedule(5, 0.5, initial=0.6), "0.6"),
     ],
 )
 def test_bad_inputs_raise_value_error_naming_the_value(mnist_small, call, value):

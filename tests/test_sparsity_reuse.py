@@ -313,12 +313,13 @@ def test_a_layer_filtered_out_keeps_all_its_weights(name, method):
 
 def links_of(name: str, model: nn.Module) -> list:
     links = MODELS[name][2]
-    return sp.trace_links(model) if links is None else links
+    return sp.structured._trace_links(model) if links is None else links
 
 
 def test_traced_links_follow_the_sequential():
-    assert [(link.producer, link.consumer) for link in sp.trace_links(mlp())] == [("1", "3"), ("3", "5")]
-    assert [(link.producer, link.consumer) for link in sp.trace_links(cnn())] == [
+    trace = sp.structured._trace_links
+    assert [(link.producer, link.consumer) for link in trace(mlp())] == [("1", "3"), ("3", "5")]
+    assert [(link.producer, link.consumer) for link in trace(cnn())] == [
         ("0", "2"),
         ("2", "5"),
         ("5", "9"),
@@ -350,7 +351,7 @@ def test_surgery_gives_a_smaller_model_with_the_masked_models_outputs(name, rati
     x = inputs(name)
     with torch.no_grad():
         torch.testing.assert_close(small.eval()(x), masked(x), atol=1e-5, rtol=1e-5)
-    widths, state_dict = sp.surgery(masked, links=MODELS[name][2])
+    widths, state_dict = sp.structured._surgery(masked, links=MODELS[name][2])
     assert widths == {p: kept[p].numel() for p in units}
     assert all(torch.equal(v, small.state_dict()[k]) for k, v in state_dict.items())
 
@@ -382,7 +383,7 @@ def bits(t: torch.Tensor) -> torch.Tensor:
 def test_compact_round_trip_into_a_fresh_unmasked_copy(tmp_path, name):
     model = sp.sparsify_(build(name), "global", 0.9)
     n_bytes = sp.save_compact(model, tmp_path / "m.safetensors")
-    assert n_bytes == (tmp_path / "m.safetensors").stat().st_size == sp.compact_bytes(model)
+    assert n_bytes == (tmp_path / "m.safetensors").stat().st_size == sp.compact._compact_bytes(model)
     loaded = sp.load_compact(tmp_path / "m.safetensors")
     fresh = MODELS[name][0]()  # another random init, no masks
     fresh.load_state_dict(loaded, strict=True)
@@ -405,7 +406,7 @@ def test_flops_match_the_hand_count_and_effective_flops_follow_density(name):
     model = build(name)
     shape, expected = MODELS[name][1], MODELS[name][3]
     assert sp.flops(model, shape) == expected == sp.effective_flops(model, shape)
-    per_layer = sp.measure.layer_flops(model, shape)
+    per_layer = sp.measure._layer_flops(model, shape)
     assert list(per_layer) == [n for n, _ in weighted(model)] and sum(per_layer.values()) == expected
     sp.sparsify_(model, "l1", 0.75)
     density = {n: 1 - round(0.75 * m.weight.numel()) / m.weight.numel() for n, m in weighted(model)}
@@ -434,7 +435,7 @@ def test_latency_with_the_models_own_sample_shape(name):
 def test_trace_links_refuses_a_batchnorm_between_convolutions_and_says_to_fuse_it():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 8, 3))
     with pytest.raises(ValueError, match=r"BatchNorm2d.*fuse") as info:
-        sp.trace_links(model)
+        sp.structured._trace_links(model)
     assert "'1'" in str(info.value)  # names the module
     with pytest.raises(ValueError, match="BatchNorm2d"):
         sp.shrink(model, 0.5)

@@ -39,8 +39,8 @@ def mlp_table() -> pd.DataFrame:
 
 def test_crossover_has_one_row_per_point_batch_and_variant(mlp_table):
     assert list(mlp_table.columns) == COLUMNS
-    assert len(mlp_table) == 3 * 2 * len(speed.VARIANTS)
-    assert set(mlp_table.variant) == set(speed.VARIANTS) and set(mlp_table.batch) == {1, 8}
+    assert len(mlp_table) == 3 * 2 * len(speed._VARIANTS)
+    assert set(mlp_table.variant) == set(speed._VARIANTS) and set(mlp_table.batch) == {1, 8}
 
 
 def test_crossover_points_give_their_kept_fraction(mlp_table):
@@ -70,7 +70,7 @@ def test_bad_point_raises_naming_it(point):
 
 
 def test_where_each_wins_has_one_line_per_model_and_batch(mlp_table):
-    lines = speed.where_each_wins(mlp_table)
+    lines = speed._where_each_wins(mlp_table)
     assert [line.split(":")[0].strip() for line in lines] == ["mlp b1", "mlp b8"]
 
 

@@ -18,13 +18,13 @@ from mnist_pruning.models import ModelConfig, build_model
 from mnist_pruning.sparsity.measure import count_parameters
 from mnist_pruning.sparsity.structured import (
     _kept_units,
+    _surgery,
     _units_removed,
     apply_structured_masks,
     apply_surgery,
     shrink,
-    surgery,
 )
-from mnist_pruning.train import load_checkpoint, save_checkpoint
+from mnist_pruning.train import _load_checkpoint, _save_checkpoint
 
 RATIOS = (0.3, 0.5, 0.7, 0.9, 0.99)
 # Narrow but non-trivial widths keep every test in milliseconds; the CNN still has the real 4x4 flatten.
@@ -50,7 +50,7 @@ def _inputs(batch: int = 8, seed: int = 1) -> torch.Tensor:
 
 def _surgered(masked: nn.Module) -> nn.Module:
     """The surgered model built from surgery's data: the model's own with_widths + a strict state_dict load."""
-    widths, state_dict = surgery(masked)
+    widths, state_dict = _surgery(masked)
     small = masked.with_widths(widths)
     small.load_state_dict(state_dict, strict=True)
     return small.eval()
@@ -97,7 +97,7 @@ def test_outputs_differ_without_bias_folding(arch: str) -> None:
     masked = _model(SMALL[arch])
     apply_structured_masks(masked, 0.5)
     keep = _kept_units(masked)
-    widths, folded = surgery(masked)
+    widths, folded = _surgery(masked)
     naive = dict(folded)
     modules = dict(masked.named_modules())
     chain = ("fc1", "fc2", "fc3") if arch == "mlp" else ("conv1", "conv2", "fc1", "fc2")
@@ -125,11 +125,11 @@ def test_outputs_differ_without_bias_folding(arch: str) -> None:
 def test_surgery_after_prune_remove_detects_zero_rows(arch: str) -> None:
     masked = _model(SMALL[arch])
     kept = apply_structured_masks(masked, 0.5)
-    with_masks = surgery(masked)[0]
+    with_masks = _surgery(masked)[0]
     assert set(with_masks) == set(type(masked).STRUCTURED)
     for name in type(masked).STRUCTURED:
         prune.remove(dict(masked.named_modules())[name], "weight")
-    widths, _ = surgery(masked)
+    widths, _ = _surgery(masked)
     assert widths == with_masks
     assert {k: v.tolist() for k, v in _kept_units(masked).items()} == {k: v.tolist() for k, v in kept.items()}
     x = _inputs()
@@ -203,11 +203,11 @@ def test_checkpoint_round_trip_gives_identical_outputs(arch: str, tmp_path) -> N
     apply_structured_masks(masked, 0.7)
     small = apply_surgery(masked)
     path = tmp_path / "small.pt"
-    save_checkpoint(path, small, ratio=0.7)
+    _save_checkpoint(path, small, ratio=0.7)
     raw = torch.load(path, weights_only=True)  # loadable without unpickling any module
     assert raw["model_config"] == small.config.to_dict() and raw["ratio"] == 0.7
     assert _load_torch(path)["state_dict"].keys() == small.state_dict().keys()
-    reloaded, payload = load_checkpoint(path, device=torch.device("cpu"))
+    reloaded, payload = _load_checkpoint(path, device=torch.device("cpu"))
     assert reloaded.config == small.config == _expected(SMALL[arch], 0.7) and payload["ratio"] == 0.7
     x = _inputs()
     with torch.no_grad():
@@ -304,7 +304,7 @@ def test_a_model_whose_links_cannot_be_known_raises_before_any_masking() -> None
         with pytest.raises(ValueError, match=r"links=\[Link\(producer, consumer, activation\)"):
             call(model, 0.5)
     with pytest.raises(ValueError, match="structured_links"):
-        surgery(model)
+        _surgery(model)
     assert not any(prune.is_pruned(m) for m in model.modules())
     single = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     with pytest.raises(ValueError, match="no structured links"):

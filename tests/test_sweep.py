@@ -165,7 +165,7 @@ def test_unwritable_results_dir_raises_before_any_work(tmp_path, mnist_small):
 
 
 def test_frontier_budget_does_not_change_one_shot_hashes():
-    from mnist_pruning.sweep import experiment_hash as config_hash
+    from mnist_pruning.sweep import _experiment_hash as config_hash
 
     exp = Experiment("mlp", "global", 0.9)
     gradual = Experiment("mlp", "global", 0.99, schedule="gradual")
@@ -177,7 +177,7 @@ def test_frontier_budget_does_not_change_one_shot_hashes():
 
 
 def test_a_notebook_recording_a_swept_experiment_adds_no_row(tmp_path, mnist_small):
-    from mnist_pruning.runner import record
+    from mnist_pruning.runner import _record as record
     from mnist_pruning.sweep import SweepStudy
 
     full = tiny(tmp_path, methods=("global",), schedules=("oneshot", "gradual"), frontier_epochs=1)
@@ -197,17 +197,17 @@ def test_run_experiment_returns_the_model_and_the_files_its_row_measured(
     import torch
 
     from mnist_pruning.models import SAMPLE_SHAPE
-    from mnist_pruning.runner import accuracies, baseline
+    from mnist_pruning.runner import _accuracies, baseline
     from mnist_pruning.sparsity import count_parameters, flops, load_compact, sparsity
-    from mnist_pruning.sweep import ExperimentResult, run_experiment
+    from mnist_pruning.sweep import _ExperimentResult, run_experiment
     from mnist_pruning.train import evaluate
 
     config = tiny(tmp_path, methods=(method,))
     base, _ = baseline("mlp", mnist_small, config.baseline_config("mlp"), tmp_path / "runs", progress=False)
-    acc = accuracies(base, mnist_small)
+    acc = _accuracies(base, mnist_small)
     exp = Experiment("mlp", method, ratio, pattern)
     result = run_experiment(exp, base, mnist_small, config, acc, tmp_path / "files", progress=False)
-    assert isinstance(result, ExperimentResult)
+    assert isinstance(result, _ExperimentResult)
     row, model = result.row, result.model
     PRUNING.check(row)  # exactly the schema's columns
     assert result.dense_path.is_file() and result.compact_path.is_file()
@@ -236,7 +236,7 @@ def test_run_experiment_returns_the_model_and_the_files_its_row_measured(
 
 
 def test_record_appends_once_through_results_append_row(tmp_path, mnist_small):
-    from mnist_pruning.runner import record
+    from mnist_pruning.runner import _record as record
     from mnist_pruning.sweep import SweepStudy
 
     config = tiny(tmp_path, methods=("l1",))
@@ -290,16 +290,16 @@ def test_rows_are_recorded_untimed_and_the_quiet_phase_times_each_once(tmp_path,
 def test_the_quiet_phase_times_the_saved_model(tmp_path, mnist_small):
     import torch
 
-    from mnist_pruning.runner import accuracies, baseline
-    from mnist_pruning.sweep import run_experiment, saved_model
+    from mnist_pruning.runner import _accuracies, baseline
+    from mnist_pruning.sweep import _saved_model, run_experiment
 
     config = tiny(tmp_path, methods=("structured",))
     base, _ = baseline("mlp", mnist_small, config.baseline_config("mlp"), config.paths.runs, progress=False)
     exp = Experiment("mlp", "structured", 0.5)
     result = run_experiment(
-        exp, base, mnist_small, config, accuracies(base, mnist_small), config.paths.runs / "experiments", False
+        exp, base, mnist_small, config, _accuracies(base, mnist_small), config.paths.runs / "experiments", False
     )
-    loaded = saved_model(exp, config)
+    loaded = _saved_model(exp, config)
     x = mnist_small.test_x[:8].cpu()
     with torch.no_grad():
         assert torch.equal(loaded.eval()(x), result.model.eval()(x))
@@ -358,30 +358,30 @@ def test_a_seeds_rows_do_not_depend_on_the_other_seeds_of_the_sweep(tmp_path, mn
 
 
 def test_a_cached_baseline_of_another_seed_is_never_reused(tmp_path, mnist_small):
-    from mnist_pruning.runner import baseline, baseline_path
+    from mnist_pruning.runner import _baseline_path, baseline
     from mnist_pruning.train import TrainConfig
 
     seed0 = TrainConfig(epochs=1, batch_size=256, seed=0)
     baseline("mlp", mnist_small, seed0, tmp_path, progress=False)
     # seed 1 written under seed 0's name: its recipe differs, so it is retrained and its own file written
-    (tmp_path / "mlp_baseline.pt").rename(baseline_path(tmp_path, "mlp", 1))
+    (tmp_path / "mlp_baseline.pt").rename(_baseline_path(tmp_path, "mlp", 1))
     _, payload = baseline("mlp", mnist_small, TrainConfig(epochs=1, batch_size=256, seed=1), tmp_path, False)
     assert payload["train_config"]["seed"] == 1
-    assert load_seed(baseline_path(tmp_path, "mlp", 1)) == 1
+    assert load_seed(_baseline_path(tmp_path, "mlp", 1)) == 1
 
 
 def load_seed(path):
-    from mnist_pruning.train import load_checkpoint
+    from mnist_pruning.train import _load_checkpoint
 
-    return load_checkpoint(path)[1]["train_config"]["seed"]
+    return _load_checkpoint(path)[1]["train_config"]["seed"]
 
 
 def test_experiment_files_are_unique_per_seed_and_budget(tmp_path):
-    from mnist_pruning.sweep import experiment_files
+    from mnist_pruning.sweep import _experiment_files
 
     exp = Experiment("mlp", "nm", 0.5, "2:4")
     names = {
-        experiment_files(exp, tmp_path, config)[1].name
+        _experiment_files(exp, tmp_path, config)[1].name
         for config in (SweepConfig(seed=0), SweepConfig(seed=1), SweepConfig(seed=0, finetune_epochs=3))
     }
     assert len(names) == 3

@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 
-from mnist_pruning.files import UnsafeFileError, _load_torch
-from mnist_pruning.train import TrainConfig, evaluate, load_checkpoint, save_checkpoint, train
+from mnist_pruning.files import _load_torch, _UnsafeFileError
+from mnist_pruning.train import TrainConfig, _load_checkpoint, _save_checkpoint, evaluate, train
 
 
 def test_short_training_on_a_subset_lifts_accuracy_far_above_chance(mnist_small):
@@ -27,8 +27,8 @@ def test_same_seed_gives_identical_weights(mnist_small):
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, mnist_small):
     model, history = train("cnn", mnist_small, TrainConfig(epochs=1, batch_size=256), progress=False)
-    save_checkpoint(tmp_path / "m.pt", model, TrainConfig(epochs=1), history)
-    loaded, payload = load_checkpoint(tmp_path / "m.pt")
+    _save_checkpoint(tmp_path / "m.pt", model, TrainConfig(epochs=1), history)
+    loaded, payload = _load_checkpoint(tmp_path / "m.pt")
     x = mnist_small.test_x[:64]
     model.eval()
     loaded.eval()
@@ -40,7 +40,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, mnist_small):
 def test_checkpoint_loads_with_weights_only(tmp_path):
     from mnist_pruning.models import build_model
 
-    save_checkpoint(tmp_path / "m.pt", build_model("mlp"))
+    _save_checkpoint(tmp_path / "m.pt", build_model("mlp"))
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     assert set(payload) >= {"model_config", "state_dict"}
 
@@ -56,10 +56,10 @@ class _Payload:
 def test_checkpoint_carrying_a_pickle_payload_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     torch.save({"state_dict": {}, "model_config": _Payload(marker)}, tmp_path / "evil.pt")
-    with pytest.raises(UnsafeFileError, match="refusing to load"):
+    with pytest.raises(_UnsafeFileError, match="refusing to load"):
         _load_torch(tmp_path / "evil.pt")
-    with pytest.raises(UnsafeFileError):
-        load_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(_UnsafeFileError):
+        _load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
 
 
@@ -67,7 +67,7 @@ def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
     from mnist_pruning.models import build_model
 
     path = tmp_path / "m.pt"
-    save_checkpoint(path, build_model("mlp"))
+    _save_checkpoint(path, build_model("mlp"))
     before = path.read_bytes()
 
     def boom(*a, **k):
@@ -75,7 +75,7 @@ def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", boom)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, build_model("mlp"))
+        _save_checkpoint(path, build_model("mlp"))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
 
@@ -106,9 +106,9 @@ def test_history_logs_the_validation_split_not_the_test_set(mnist_small):
 
 
 def test_auto_precision_resolves_to_what_the_device_supports():
-    from mnist_pruning.train import bf16_supported
+    from mnist_pruning.train import _bf16_supported
 
-    assert TrainConfig().precision == ("bf16" if bf16_supported() else "fp32")
+    assert TrainConfig().precision == ("bf16" if _bf16_supported() else "fp32")
     assert TrainConfig(precision="fp32").to_dict()["precision"] == "fp32"
 
 
@@ -162,13 +162,13 @@ def test_fine_tune_steps_with_the_configured_optimizer(name, cls, monkeypatch):
     optimizer, _ = train_module._optimizer(build_model("mlp"), config, 2)
     assert type(optimizer) is cls
     gen = torch.Generator().manual_seed(0)
-    train_module.train_one_epoch(build_model("mlp"), x, y, optimizer, 4, gen)
+    train_module._train_one_epoch(build_model("mlp"), x, y, optimizer, 4, gen)
     assert used == [cls, cls]
 
 
 def test_penalty_is_added_to_every_steps_loss():
     from mnist_pruning.models import build_model
-    from mnist_pruning.train import train_one_epoch
+    from mnist_pruning.train import _train_one_epoch
 
     x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
     losses = {}
@@ -177,5 +177,5 @@ def test_penalty_is_added_to_every_steps_loss():
         model = build_model("mlp")
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         gen = torch.Generator().manual_seed(0)
-        losses[penalty is None] = train_one_epoch(model, x, y, optimizer, 4, gen, penalty=penalty)
+        losses[penalty is None] = _train_one_epoch(model, x, y, optimizer, 4, gen, penalty=penalty)
     assert losses[False] == pytest.approx(losses[True] + 2.5, abs=1e-5)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from mnist_pruning.checks import check_ratio
+from mnist_pruning.checks import _check_ratio
 from mnist_pruning.models import build_model
 from mnist_pruning.sparsity.measure import effective_weight, prunable_layers, sparsity
 from mnist_pruning.sparsity.nm import check_nm
@@ -162,7 +162,7 @@ def test_pruning_again_prunes_further_relative_to_the_survivors():
 @pytest.mark.parametrize("bad", [1.0, 1.5, -0.1, float("nan"), True, "0.5", None])
 def test_bad_ratio_raises_naming_the_value(bad):
     with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\).*got " + re.escape(repr(bad))):
-        check_ratio(bad)
+        _check_ratio(bad)
     model = build_model("mlp")
     with pytest.raises(ValueError, match=r"ratio must be .*got " + re.escape(repr(bad))):
         sparsify_(model, "l1", bad)

@@ -20,7 +20,7 @@ def _spread_log_alpha(model: nn.Module, seed: int = 0) -> None:
     """Random log sigma^2 so that log alpha covers both sides of the threshold in every layer."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for _, layer in vd.variational_layers(model):
+        for _, layer in vd._variational_layers(model):
             layer.log_sigma2.copy_(torch.empty(layer.weight.shape).uniform_(-12.0, 0.0, generator=gen))
 
 
@@ -46,7 +46,7 @@ def test_kl_is_nonnegative_and_decreasing_in_log_alpha():
 
 def test_model_kl_is_the_sum_of_the_layers_negated_neg_kl():
     model = _vd_model(TINY)
-    expected = sum(-vd._neg_kl(la).sum() for la in vd.log_alpha(model).values())
+    expected = sum(-vd._neg_kl(la).sum() for la in vd._log_alpha(model).values())
     torch.testing.assert_close(vd.kl(model).detach(), expected)
 
 
@@ -95,7 +95,7 @@ def test_training_output_has_the_kept_weights_mean_and_the_full_variance(kind):
 @pytest.mark.parametrize("spec", [TINY, TINY_CNN], ids=["mlp", "cnn"])
 def test_finalised_model_prunes_exactly_the_weights_above_threshold(spec):
     model = _vd_model(spec)
-    log_alpha = vd.log_alpha(model)
+    log_alpha = vd._log_alpha(model)
     vd.finalize_(model)
     for name, la in log_alpha.items():
         layer = model.get_submodule(name)
@@ -126,7 +126,7 @@ def test_to_variational_copies_weights_and_converts_only_the_filtered_layers():
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     vd.to_variational_(model, filter_fn=lambda mod, fqn: fqn != "fc3")
-    assert [name for name, _ in vd.variational_layers(model)] == ["fc1", "fc2"]
+    assert [name for name, _ in vd._variational_layers(model)] == ["fc1", "fc2"]
     assert type(model.fc3) is nn.Linear
     for k, v in before.items():
         assert torch.equal(model.state_dict()[k], v)
@@ -138,7 +138,7 @@ def test_to_variational_refuses_a_masked_layer_before_converting_any():
     prune.identity(model.fc2, "weight")
     with pytest.raises(ValueError, match="'fc2' has prune masks"):
         vd.to_variational_(model)
-    assert not vd.variational_layers(model)
+    assert not vd._variational_layers(model)
 
 
 @pytest.mark.parametrize("bad", [3.5e1, -11.0, float("nan"), "3", True])

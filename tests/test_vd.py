@@ -6,9 +6,9 @@ from tiny import TINY, n_weights, n_zeros, tiny_model
 from torch.nn.utils import prune
 
 from mnist_pruning.sparsity.measure import layer_sparsity
-from mnist_pruning.sparsity.variational import kl, to_variational_, variational_layers
+from mnist_pruning.sparsity.variational import _variational_layers, kl, to_variational_
 from mnist_pruning.train import evaluate
-from mnist_pruning.vd import KLPenalty, VDConfig, sparse_vd
+from mnist_pruning.vd import VDConfig, _KLPenalty, sparse_vd
 
 QUICK = VDConfig(epochs=1, batch_size=256, lr=3e-3)
 
@@ -20,7 +20,7 @@ def result(mnist_small):
 
 def test_sparse_vd_returns_the_same_model_class_and_config_with_masks_only(result):
     assert type(result.model) is type(tiny_model()) and result.model.config == TINY
-    assert not variational_layers(result.model)
+    assert not _variational_layers(result.model)
     assert all(prune.is_pruned(result.model.get_submodule(n)) for n in ("fc1", "fc2", "fc3"))
 
 
@@ -36,7 +36,7 @@ def test_sparse_vd_accuracy_is_the_finalised_models_validation_accuracy(result, 
 
 
 def test_kl_weight_rises_linearly_over_the_warmup_then_stays():
-    penalty = KLPenalty(tiny_model(), n=10, weight=2.0, warmup_steps=4)
+    penalty = _KLPenalty(tiny_model(), n=10, weight=2.0, warmup_steps=4)
     weights = []
     for _ in range(6):
         weights.append(penalty.current_weight())
@@ -46,7 +46,7 @@ def test_kl_weight_rises_linearly_over_the_warmup_then_stays():
 
 def test_kl_penalty_is_the_weighted_model_kl_over_n():
     model = to_variational_(tiny_model())
-    penalty = KLPenalty(model, n=1000, weight=0.5)
+    penalty = _KLPenalty(model, n=1000, weight=0.5)
     torch.testing.assert_close(penalty(), 0.5 * kl(model) / 1000)
 
 

@@ -18,12 +18,12 @@ from the shell: ``mnist-pruning compress --model mlp --sparsity 0.95 --bits-fc 5
 The steps (Han et al. 2016, "Deep Compression", sections 3-4), one module each:
 
 - :mod:`.sharing` - bits per layer, k-means weight sharing as a ``torch.nn.utils.parametrize``
-  reparametrisation (:class:`SharedWeight`), centroid fine-tuning (each centroid's SGD step scaled by
-  ``k / kept`` per layer), and :func:`unshare` / :func:`snapshot` to a :class:`CodedModel` (:mod:`.coded`).
+  reparametrisation (:class:`_SharedWeight`), centroid fine-tuning (each centroid's SGD step scaled by
+  ``k / kept`` per layer), and :func:`unshare` / :func:`_snapshot` to a :class:`_CodedModel` (:mod:`.coded`).
 - :mod:`.coder` - the entropy coder: ``constriction``'s ANS coder, order-0 models from counts stored in the
   file, for the cluster indices and for the positions (bitmask or gaps, whichever is smaller per layer).
 - :mod:`.fileformat` - the ``mnist-pruning-coded/1`` file (its docstring is the specification), CRC-32 checked.
-- :mod:`.limits` - the information limit of a file's content (:func:`information_limit`).
+- :mod:`.limits` - the information limit of a file's content (:func:`_information_limit`).
 - :mod:`.grid` - :class:`CompressConfig` and the grid of the full run; :mod:`.report` - chapter 07's tables.
 """
 

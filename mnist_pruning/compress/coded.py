@@ -3,7 +3,7 @@
 Usage::
 
     from mnist_pruning.compress.coded import CodedModel, SharedLayer
-    coded = unshare(shared_model)                  # or snapshot(...), decode(...), load_coded(...)
+    coded = unshare(shared_model)                  # or _snapshot(...), decode(...), _load_coded(...)
     coded.layers["fc1.weight"].codebook            # (k,) shared values, sorted ascending
     coded.state_dict(), coded.model()              # float32 tensors / the rebuilt model
 """
@@ -19,11 +19,11 @@ from torch import nn
 
 from ..models import ModelConfig, build_model
 
-__all__ = ["SharedLayer", "CodedModel"]
+__all__ = []
 
 
 @dataclass
-class SharedLayer:
+class _SharedLayer:
     """One weight tensor as the file holds it: which weights survive, which shared value each one takes."""
 
     shape: tuple[int, ...]
@@ -47,11 +47,11 @@ class SharedLayer:
 
 
 @dataclass
-class CodedModel:
+class _CodedModel:
     """What a coded file holds: the model's config, its shared weights and every other tensor (biases)."""
 
     config: ModelConfig
-    layers: dict[str, SharedLayer]  # by state-dict name, e.g. "fc1.weight"
+    layers: dict[str, _SharedLayer]  # by state-dict name, e.g. "fc1.weight"
     tensors: dict[str, torch.Tensor]  # every other state-dict entry, as stored (e.g. fp16 biases)
 
     def state_dict(self) -> dict[str, torch.Tensor]:

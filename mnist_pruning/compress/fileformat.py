@@ -1,4 +1,4 @@
-"""The coded file format ``mnist-pruning-coded/1`` (``.mnpz``): a :class:`CodedModel` entropy-coded, checksummed.
+"""The coded file format ``mnist-pruning-coded/1`` (``.mnpz``): a :class:`_CodedModel` entropy-coded, checksummed.
 
 Usage::
 
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checks import check_choice
+from ..checks import _check_choice
 from ..files import CorruptFileError, _atomic_write
 from ..models import ModelConfig
 from ..sparsity._binary import (
@@ -51,22 +51,20 @@ from ..sparsity._binary import (
     _shape_text,
     _tensor_from_bytes,
 )
-from .coded import CodedModel, SharedLayer
+from .coded import _CodedModel, _SharedLayer
 from .coder import _POSITION_CODINGS, _decode_indices, _decode_positions, _encode_indices, _encode_positions
 from .sharing import _CODEBOOK_DTYPES, _MAX_BITS
 
 __all__ = [
-    "FORMAT",
     "encode",
     "decode",
     "save_coded",
-    "load_coded",
     "load_model",
     "size_breakdown",
     "layer_table",
 ]
 
-FORMAT = "mnist-pruning-coded/1"
+_FORMAT = "mnist-pruning-coded/1"
 _MAGIC = b"MNPZ"
 _VERSION = 1
 _RAW_DTYPES = ("F32", "F16", "BF16")  # dtypes of the raw (non-shared) tensors
@@ -76,7 +74,7 @@ _PREFIX = struct.Struct("<4sBH")  # magic, version, header length
 # ------------------------------------------------------------------------------------------------- writing
 
 
-def _layer_sections(layer: SharedLayer, coding: str | None = None) -> tuple[str, list[bytes]]:
+def _layer_sections(layer: _SharedLayer, coding: str | None = None) -> tuple[str, list[bytes]]:
     """The smaller position coding (or ``coding``) and the five sections of a shared layer."""
     k = len(layer.codebook)
     table, stream = _encode_indices(layer.indices, k)
@@ -88,11 +86,11 @@ def _layer_sections(layer: SharedLayer, coding: str | None = None) -> tuple[str,
     return best, [codebook, table, stream, *options[best]]
 
 
-def encode(coded: CodedModel, position_coding: str | None = None) -> bytes:
+def encode(coded: _CodedModel, position_coding: str | None = None) -> bytes:
     """The bytes of the coded file (see the module docstring). ``position_coding`` forces "mask" or "gap" for
     every layer; by default each layer gets the smaller one."""
     if position_coding is not None:
-        check_choice(position_coding, _POSITION_CODINGS, "position coding")
+        _check_choice(position_coding, _POSITION_CODINGS, "position coding")
     records = [f"model {coded.config.arch} {_shape_text(coded.config.widths)}"]
     payload: list[bytes] = []
     for name, layer in coded.layers.items():
@@ -119,7 +117,7 @@ def encode(coded: CodedModel, position_coding: str | None = None) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def save_coded(coded: CodedModel, path: str | os.PathLike, position_coding: str | None = None) -> int:
+def save_coded(coded: _CodedModel, path: str | os.PathLike, position_coding: str | None = None) -> int:
     """Write :func:`encode`'s bytes atomically; return the file size in bytes."""
     data = encode(coded, position_coding)
     with _atomic_write(path) as tmp:
@@ -131,7 +129,7 @@ def save_coded(coded: CodedModel, path: str | os.PathLike, position_coding: str 
 
 
 def _bad(source: str, why: str) -> CorruptFileError:
-    return _invalid_file(source, FORMAT, why, "coded model file", "write it again with save_coded")
+    return _invalid_file(source, _FORMAT, why, "coded model file", "write it again with save_coded")
 
 
 def _crc_ok(data: bytes) -> bool:
@@ -140,7 +138,7 @@ def _crc_ok(data: bytes) -> bool:
 
 @dataclass
 class _Parsed:
-    coded: CodedModel
+    coded: _CodedModel
     sections: dict[str, int]  # bytes per part: header, codebooks, values, positions, biases
     layers: list[dict]  # per shared layer: name, coding, section lengths
 
@@ -170,7 +168,7 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
     if not records or records[0][0] != "model" or len(records[0]) != 3:
         raise ValueError("the header does not start with a model record")
     config = ModelConfig.from_dict({"arch": records[0][1], "widths": _parse_shape(records[0][2])})
-    layers: dict[str, SharedLayer] = {}
+    layers: dict[str, _SharedLayer] = {}
     tensors: dict[str, torch.Tensor] = {}
     info: list[dict] = []
     sizes = {"header": _PREFIX.size + header_len + 4, "codebooks": 0, "values": 0, "positions": 0, "biases": 0}
@@ -204,7 +202,7 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
             codebook = np.frombuffer(codebook_b, dtype="<f4" if dtype == "F32" else "<f2").copy()
             indices = _decode_indices(table, stream, k, nnz)
             positions = _decode_positions(coding, ptable, pstream, n, nnz)
-            layers[name] = SharedLayer(
+            layers[name] = _SharedLayer(
                 shape, bits, positions, indices, codebook.astype(np.dtype(codebook.dtype.char))
             )
             sizes["codebooks"] += lengths[0]
@@ -221,25 +219,25 @@ def _parse_records(header: str, payload: bytes, header_len: int) -> _Parsed:
             raise ValueError(f"unknown record {' '.join(fields)[:60]!r}")
     if offset != len(payload):
         raise ValueError(f"{len(payload) - offset} bytes after the last section")
-    coded = CodedModel(config, layers, tensors)
+    coded = _CodedModel(config, layers, tensors)
     coded.state_dict()  # the names must be exactly the model's
     return _Parsed(coded, sizes, info)
 
 
-def decode(data: bytes, source: str = "<bytes>") -> CodedModel:
-    """The :class:`CodedModel` in ``data``; CorruptFileError (naming ``source``) for anything not a whole,
+def decode(data: bytes, source: str = "<bytes>") -> _CodedModel:
+    """The :class:`_CodedModel` in ``data``; CorruptFileError (naming ``source``) for anything not a whole,
     unaltered file of this format."""
     return _parse(bytes(data), source).coded
 
 
-def load_coded(path: str | os.PathLike) -> CodedModel:
+def _load_coded(path: str | os.PathLike) -> _CodedModel:
     """Read and check a coded file (see :func:`decode`)."""
     return decode(Path(path).read_bytes(), str(path))
 
 
 def load_model(path: str | os.PathLike) -> nn.Module:
     """The model of a coded file, rebuilt with :func:`mnist_pruning.models.build_model` from its header."""
-    return load_coded(path).model()
+    return _load_coded(path).model()
 
 
 def _decode_header(data: bytes, source: str = "<bytes>") -> list[str]:

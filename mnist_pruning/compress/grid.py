@@ -30,42 +30,37 @@ import zstandard
 from torch import nn
 
 from .. import __version__
-from ..checks import check_choice, check_choices, check_int, check_ratio
-from ..config import RunConfig
+from ..checks import _check_choice, _check_choices, _check_int, _check_ratio
+from ..config import _RunConfig
 from ..data import MNISTData
-from ..frontier import RECIPES, Recipe, check_recipe, run_recipe
+from ..frontier import RECIPES, _check_recipe, _Recipe, _run_recipe
 from ..models import MODEL_NAMES, build_model
 from ..results import COMPRESSION, Schema
-from ..runner import Study, accuracies, cached_model, config_hash, record, run_study
+from ..runner import Study, _accuracies, _cached_model, _config_hash, _record, run_study
 from ..schedules import gradual_prune
 from ..sparsity.compact import _dense_file, _encode_compact, _position_bytes, load_compact
 from ..sparsity.measure import sparsity as measured_sparsity
 from ..sparsity.unstructured import bake_in
 from ..sweep import BUDGETS
 from ..train import TrainConfig, evaluate
-from .coded import CodedModel
-from .fileformat import decode, encode, layer_table, load_coded, load_model, save_coded, size_breakdown
-from .limits import information_limit
+from .coded import _CodedModel
+from .fileformat import _load_coded, decode, encode, layer_table, load_model, save_coded, size_breakdown
+from .limits import _information_limit
 from .sharing import (
     _BIAS_DTYPES,
     _CODEBOOK_DTYPES,
     _bits_text,
     _check_bits,
+    _snapshot,
     fine_tune_centroids,
     layer_bits,
     share_weights,
-    snapshot,
     unshare,
 )
 
 __all__ = [
-    "SPARSITIES",
-    "BITS",
     "CompressConfig",
-    "CompressPoint",
-    "PrunedModel",
     "pruned_model",
-    "CompressionResult",
     "compress_point",
     "record_point",
     "run_compression_sweep",
@@ -74,8 +69,8 @@ __all__ = [
 # The grid of the full run: per model, the sparsities pruned (each pruned model is trained once and reused for
 # every bits setting) and the (conv, fc) bits per index. The MLP has no convolution: only its fc bits vary. Sized
 # for a 2-core machine (the README gives the grid's run time).
-SPARSITIES = {"mlp": (0.95, 0.98, 0.99), "cnn": (0.95, 0.99)}
-BITS = {"mlp": ((8, 5), (6, 4), (5, 3), (4, 2)), "cnn": ((8, 5), (6, 4), (5, 3))}
+_SPARSITIES = {"mlp": (0.95, 0.98, 0.99), "cnn": (0.95, 0.99)}
+_BITS = {"mlp": ((8, 5), (6, 4), (5, 3), (4, 2)), "cnn": ((8, 5), (6, 4), (5, 3))}
 # Centroid fine-tuning: a short run at a low learning rate (the codebook has few, shared degrees of freedom).
 _CENTROID_EPOCHS = {"mlp": 2, "cnn": 1}
 _CENTROID_LR = 0.01
@@ -84,14 +79,14 @@ _LZMA_PRESET = 9 | lzma.PRESET_EXTREME
 
 
 @dataclass
-class CompressConfig(RunConfig):
-    """What the compression grid does, with which budgets (folders, seeds and data: :class:`RunConfig`)."""
+class CompressConfig(_RunConfig):
+    """What the compression grid does, with which budgets (folders, seeds and data: :class:`_RunConfig`)."""
 
     models: tuple[str, ...] = MODEL_NAMES
-    sparsities: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(SPARSITIES))  # per model
+    sparsities: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(_SPARSITIES))  # per model
     # (conv bits, fc bits) settings per model, or one tuple of settings for every model
     bits: dict[str, tuple[tuple[int, int], ...]] | tuple[tuple[int, int], ...] = field(
-        default_factory=lambda: dict(BITS)
+        default_factory=lambda: dict(_BITS)
     )
     per_layer: dict[str, int] = field(default_factory=dict)  # per-layer bits overriding bits (one model only)
     prune_epochs: dict[str, int] = field(default_factory=dict)  # gradual pruning; default sweep.BUDGETS frontier
@@ -105,26 +100,26 @@ class CompressConfig(RunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         for arch, name in self.recipes.items():
-            check_recipe(check_choice(arch, MODEL_NAMES, "model"), name)
-        self.models = check_choices(self.models, MODEL_NAMES, "model")
-        self.sparsities = {m: tuple(self.sparsities.get(m, SPARSITIES[m])) for m in self.models}
+            _check_recipe(_check_choice(arch, MODEL_NAMES, "model"), name)
+        self.models = _check_choices(self.models, MODEL_NAMES, "model")
+        self.sparsities = {m: tuple(self.sparsities.get(m, _SPARSITIES[m])) for m in self.models}
         for m, values in self.sparsities.items():
-            self.sparsities[m] = tuple(check_ratio(s, "sparsity") for s in values)
+            self.sparsities[m] = tuple(_check_ratio(s, "sparsity") for s in values)
         given = self.bits if isinstance(self.bits, Mapping) else dict.fromkeys(self.models, self.bits)
         self.bits = {
-            m: tuple((_check_bits(c, "bits_conv"), _check_bits(f, "bits_fc")) for c, f in given.get(m, BITS[m]))
+            m: tuple((_check_bits(c, "bits_conv"), _check_bits(f, "bits_fc")) for c, f in given.get(m, _BITS[m]))
             for m in self.models
         }
         for arch in self.models:
             layer_bits(arch, 8, 5, self.per_layer)
             for name, table in (("prune_epochs", self.prune_epochs), ("centroid_epochs", self.centroid_epochs)):
                 if arch in table:
-                    check_int(table[arch], f"{name} of {arch!r}")
-        check_choice(self.codebook_dtype, _CODEBOOK_DTYPES, "codebook dtype")
-        check_choice(self.bias_dtype, tuple(_BIAS_DTYPES), "bias dtype")
+                    _check_int(table[arch], f"{name} of {arch!r}")
+        _check_choice(self.codebook_dtype, _CODEBOOK_DTYPES, "codebook dtype")
+        _check_choice(self.bias_dtype, tuple(_BIAS_DTYPES), "bias dtype")
         TrainConfig(epochs=1, lr=self.centroid_lr)
 
-    def recipe(self, arch: str) -> Recipe | None:
+    def recipe(self, arch: str) -> _Recipe | None:
         """The frontier recipe that prunes ``arch`` (its epochs: :meth:`prune_config`'s), or None."""
         if arch not in self.recipes:
             return None
@@ -154,9 +149,9 @@ class CompressConfig(RunConfig):
         }
         if arch in self.recipes:  # only then: the hashes of plain gradual pruning stay those of earlier rows
             key["recipe"] = self.recipe(arch).key()
-        return config_hash(key)
+        return _config_hash(key)
 
-    def points(self) -> list[CompressPoint]:
+    def points(self) -> list[_CompressPoint]:
         """The grid's points; the MLP's duplicates (same fc bits) dropped."""
         out = []
         for arch in self.models:
@@ -166,12 +161,12 @@ class CompressConfig(RunConfig):
                     bits = layer_bits(arch, conv, fc, self.per_layer)
                     if bits not in seen:
                         seen.append(bits)
-                        out.append(CompressPoint(arch, s, tuple(bits.items())))
+                        out.append(_CompressPoint(arch, s, tuple(bits.items())))
         return out
 
 
 @dataclass(frozen=True)
-class CompressPoint:
+class _CompressPoint:
     """One point of the grid: a model pruned to a sparsity, its weights shared with these bits per layer."""
 
     model: str  # mlp | cnn
@@ -191,20 +186,20 @@ class _CompressStudy(Study):
     config: CompressConfig
     schema: ClassVar[Schema] = COMPRESSION
 
-    def points(self) -> list[CompressPoint]:
+    def points(self) -> list[_CompressPoint]:
         return self.config.points()
 
-    def run_key(self, point: CompressPoint) -> dict:
+    def run_key(self, point: _CompressPoint) -> dict:
         bits = _bits_text(dict(point.bits))
         return {"model": point.model, "sparsity_target": point.sparsity, "bits": bits, "seed": self.config.seed}
 
-    def hash(self, point: CompressPoint) -> str:
+    def hash(self, point: _CompressPoint) -> str:
         return self.config.hash(point.model)
 
-    def group(self, point: CompressPoint) -> tuple[str, float]:
+    def group(self, point: _CompressPoint) -> tuple[str, float]:
         return point.model, point.sparsity
 
-    def run(self, points: Sequence[CompressPoint], base, info, data, progress) -> list[dict]:
+    def run(self, points: Sequence[_CompressPoint], base, info, data, progress) -> list[dict]:
         ((acc_baseline, _),) = info
         pruned = pruned_model(points[0].model, points[0].sparsity, base, data, self.config, progress)
         rows = []
@@ -220,7 +215,7 @@ class _CompressStudy(Study):
         return rows
 
 
-def _fixed_width_bytes(coded: CodedModel, header: int) -> int:
+def _fixed_width_bytes(coded: _CodedModel, header: int) -> int:
     """Weight sharing without entropy coding: ``ceil(log2 k)``-bit indices, Elias-Fano positions (the compact
     format's), raw codebooks and biases, and the coded file's header."""
     total = header
@@ -242,7 +237,7 @@ def _other_compressors(dense: bytes, compact: bytes) -> dict[str, int]:
 
 
 @dataclass
-class PrunedModel:
+class _PrunedModel:
     """A gradually pruned model (masks baked in, CPU) and how it was made."""
 
     model: nn.Module
@@ -253,7 +248,7 @@ class PrunedModel:
 
 def pruned_model(
     arch: str, sparsity: float, base: nn.Module, data, config: CompressConfig, progress: bool = True
-) -> PrunedModel:
+) -> _PrunedModel:
     """Gradual global magnitude pruning of a copy of ``base`` to ``sparsity``; cached in
     ``<out_dir>/compress/<arch>_gradual_<sparsity>_seed<seed>.pt`` (reused when made with the same recipe)."""
     cfg = config.prune_config(arch)
@@ -271,34 +266,34 @@ def pruned_model(
                 copy.deepcopy(base), data.to(device), "global", sparsity, cfg, progress=progress
             )
         else:
-            result = run_recipe(base, data.to(device), sparsity, recipe, config.baseline_config(arch), progress)
+            result = _run_recipe(base, data.to(device), sparsity, recipe, config.baseline_config(arch), progress)
         make.seconds = result.seconds
         return bake_in(result.model).cpu(), result.history, {}
 
     make.seconds = 0.0
     what = f"the {arch} model pruned to {sparsity:g}"
-    model, _, _ = cached_model(path, cfg, {"key": key}, make, what, torch.device("cpu"))
-    return PrunedModel(model, sparsity, cfg.epochs, make.seconds)
+    model, _, _ = _cached_model(path, cfg, {"key": key}, make, what, torch.device("cpu"))
+    return _PrunedModel(model, sparsity, cfg.epochs, make.seconds)
 
 
 @dataclass
-class CompressionResult:
+class _CompressionResult:
     """One point: its CSV row, the coded file, and the decoded model."""
 
     row: dict
     path: Path  # the coded file
     model: nn.Module  # decoded from ``path``
-    coded: CodedModel
+    coded: _CodedModel
 
 
 def compress_point(
-    pruned: PrunedModel,
+    pruned: _PrunedModel,
     bits: Mapping[str, int],
     data,
     config: CompressConfig,
     acc_baseline: float,
     progress: bool = True,
-) -> CompressionResult:
+) -> _CompressionResult:
     """Weight sharing, centroid fine-tuning and entropy coding of a copy of ``pruned``; the file is written to
     ``<out_dir>/compress/``, decoded, and every accuracy of the row is measured on decoded files."""
     arch = pruned.model.config.arch
@@ -312,7 +307,7 @@ def compress_point(
     device = data.train_x.device
     model = copy.deepcopy(pruned.model).to(device)
     share_weights(model, bits, seed=config.seed, codebook_dtype=config.codebook_dtype)
-    shared = decode(encode(snapshot(model, config.bias_dtype))).model().to(device)
+    shared = decode(encode(_snapshot(model, config.bias_dtype))).model().to(device)
     acc_shared = evaluate(shared, data.test_x, data.test_y)["accuracy"]
     fine_tune_centroids(model, data, config.centroid_config(arch), progress=progress)
     coded = unshare(model, config.bias_dtype)
@@ -324,10 +319,10 @@ def compress_point(
     size = save_coded(coded, path)
     data_bytes = path.read_bytes()
     decoded = load_model(path).to(device)
-    acc_test, acc_val = accuracies(decoded, data)
+    acc_test, acc_val = _accuracies(decoded, data)
     parts = size_breakdown(data_bytes)
     layers = layer_table(data_bytes)
-    loaded = load_coded(path)
+    loaded = _load_coded(path)
     row = COMPRESSION.row(
         model=arch,
         sparsity_target=f"{pruned.sparsity:.6g}",
@@ -349,7 +344,7 @@ def compress_point(
         bytes_codebooks=parts["codebooks"],
         bytes_biases=parts["biases"],
         bytes_header=parts["header"],
-        limit_bytes=round(information_limit(loaded)["total"], 1),
+        limit_bytes=round(_information_limit(loaded)["total"], 1),
         size_fixed_bytes=_fixed_width_bytes(loaded, parts["header"]),
         size_dense_bytes=len(dense),
         size_compact_bytes=len(compact),
@@ -362,7 +357,7 @@ def compress_point(
         config_hash=config.hash(arch),
         version=__version__,
     )
-    return CompressionResult(row, path, decoded.cpu(), loaded)
+    return _CompressionResult(row, path, decoded.cpu(), loaded)
 
 
 def _load_compact_bytes(data: bytes) -> dict[str, torch.Tensor]:
@@ -375,10 +370,10 @@ def _load_compact_bytes(data: bytes) -> dict[str, torch.Tensor]:
 
 def record_point(row: dict, config: CompressConfig) -> Path:
     """Append ``row`` to ``<results_dir>/compression_results.csv`` unless the same run is there; return it."""
-    return record(_CompressStudy(config), row)
+    return _record(_CompressStudy(config), row)
 
 
-def _compress_config_of(sweep_config: RunConfig, **overrides) -> CompressConfig:
+def _compress_config_of(sweep_config: _RunConfig, **overrides) -> CompressConfig:
     """The compression grid of a full run: the sweep's models, seeds, data, folders and baselines."""
     return CompressConfig(**{**sweep_config.run_settings(), "models": sweep_config.models, **overrides})
 

@@ -2,8 +2,8 @@
 
 Usage::
 
-    from mnist_pruning.compress.limits import information_limit, empirical_entropy_bits
-    information_limit(coded)["total"]            # bytes; also "values", "positions", "codebooks", "biases"
+    from mnist_pruning.compress.limits import _information_limit, empirical_entropy_bits
+    _information_limit(coded)["total"]            # bytes; also "values", "positions", "codebooks", "biases"
     empirical_entropy_bits(np.array([0, 0, 1]))  # 2.75...: sum -c log2(c / N) over the symbols' counts
 
 Per layer: the empirical entropy of its cluster indices, ``log2 C(n, nnz)`` bits for the positions, the
@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..sparsity._binary import _log2_binomial
-from .coded import CodedModel
+from .coded import _CodedModel
 
-__all__ = ["information_limit"]
+__all__ = []
 
 
 def _empirical_entropy_bits(symbols: np.ndarray) -> float:
@@ -28,7 +28,7 @@ def _empirical_entropy_bits(symbols: np.ndarray) -> float:
     return float(-(counts * np.log2(counts / total)).sum()) if total else 0.0
 
 
-def information_limit(coded: CodedModel) -> dict[str, float]:
+def _information_limit(coded: _CodedModel) -> dict[str, float]:
     """Bytes an ideal order-0 coder needs for the same content: index entropy (values), ``log2 C(n, nnz)``
     (positions), raw codebooks and biases; no header, no count tables. See the module docstring."""
     values = positions = codebooks = 0.0

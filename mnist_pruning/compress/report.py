@@ -3,7 +3,7 @@
 Usage::
 
     steps_table(result.row)          # bytes, x smaller than dense, test error % of every step of one point
-    goals_table(load_compression_results())   # per goal of references.COMPRESSION_GOALS: reached, smallest file
+    goals_table(load_compression_results())   # per goal of references._COMPRESSION_GOALS: reached, smallest file
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from ..references import COMPRESSION_GOALS
+from ..references import _COMPRESSION_GOALS
 
 __all__ = ["steps_table", "goals_table"]
 
@@ -50,11 +50,11 @@ def steps_table(row: Mapping[str, object]):
 
 
 def goals_table(comp):
-    """Chapter 07's goals (:data:`mnist_pruning.references.COMPRESSION_GOALS`) against the compression rows: per
+    """Chapter 07's goals (:data:`mnist_pruning.references._COMPRESSION_GOALS`) against the compression rows: per
     goal, the smallest coded file within the error bound, and the lowest error within the byte bound. Given the
     seed means of :func:`~mnist_pruning.results.load_compression_results`, goals are judged on the means."""
     out = []
-    for arch, goals in COMPRESSION_GOALS.items():
+    for arch, goals in _COMPRESSION_GOALS.items():
         rows = comp[comp["model"] == arch] if len(comp) else comp
         base = float(rows["acc_baseline"].median()) if len(rows) else math.nan
         for max_bytes, max_error in goals:

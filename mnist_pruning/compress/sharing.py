@@ -1,5 +1,5 @@
 """Weight sharing (Deep Compression, Han et al. 2016, sections 3.1-3.2): bits per layer, k-means codebooks as a
-``torch.nn.utils.parametrize`` reparametrisation, centroid fine-tuning, and the :class:`CodedModel` of the result.
+``torch.nn.utils.parametrize`` reparametrisation, centroid fine-tuning, and the :class:`_CodedModel` of the result.
 
 Usage::
 
@@ -14,7 +14,7 @@ Per prunable layer the surviving (non-zero) weights are clustered into at most `
 scikit-learn's ``KMeans`` started from the paper's linear initialisation (centroids evenly spaced over
 ``[min, max]``, which keeps the large weights represented). A layer with fewer distinct surviving values than
 ``2**b`` keeps them all exactly. Unused clusters are dropped and the codebook is sorted. The layer's ``weight``
-then becomes ``codebook[index] * keep`` (:class:`SharedWeight`, a parametrization holding ``codebook`` as a
+then becomes ``codebook[index] * keep`` (:class:`_SharedWeight`, a parametrization holding ``codebook`` as a
 Parameter and ``index`` / ``keep`` as buffers): autograd gives each centroid the sum of the gradients of the
 weights that share it, and pruned weights stay exactly zero. Biases train too and are stored as ``bias_dtype``
 (fp16 by default: on LeNet-300-100 at 95 % / 4 bits fp32 biases cost 820 more bytes for the same 1.44 % error;
@@ -34,19 +34,17 @@ from sklearn.cluster import KMeans
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
-from ..checks import check_choice
+from ..checks import _check_choice
 from ..models import ModelConfig, build_model
 from ..sparsity._binary import _DTYPE_BY_NAME
 from ..sparsity.measure import prunable_layers
-from ..train import evaluate, train_one_epoch
-from .coded import CodedModel, SharedLayer
+from ..train import _train_one_epoch, evaluate
+from .coded import _CodedModel, _SharedLayer
 
 __all__ = [
     "layer_bits",
-    "SharedWeight",
     "share_weights",
     "fine_tune_centroids",
-    "snapshot",
     "unshare",
 ]
 
@@ -97,7 +95,7 @@ def _bits_text(bits: Mapping[str, int]) -> str:
 # -------------------------------------------------------------------------------------------- weight sharing
 
 
-class SharedWeight(nn.Module):
+class _SharedWeight(nn.Module):
     """Parametrization ``weight = codebook[index] * keep`` of one layer (register it on ``"weight"`` with
     ``torch.nn.utils.parametrize.register_parametrization``; :func:`share_weights` does).
 
@@ -132,11 +130,11 @@ class SharedWeight(nn.Module):
         self.codebook.copy_(self.codebook.to(_DTYPE_BY_NAME[self.codebook_dtype]).float())
 
 
-def _sharing(module: nn.Module) -> SharedWeight | None:
-    """The :class:`SharedWeight` of a layer, None if its weight is not shared."""
+def _sharing(module: nn.Module) -> _SharedWeight | None:
+    """The :class:`_SharedWeight` of a layer, None if its weight is not shared."""
     if not parametrize.is_parametrized(module, "weight"):
         return None
-    return next((p for p in module.parametrizations.weight if isinstance(p, SharedWeight)), None)
+    return next((p for p in module.parametrizations.weight if isinstance(p, _SharedWeight)), None)
 
 
 def _kmeans(values: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +155,7 @@ def _kmeans(values: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarr
 def share_weights(
     model: nn.Module, bits: Mapping[str, int], seed: int = 0, codebook_dtype: str = "F32"
 ) -> nn.Module:
-    """Reparametrise every prunable layer's ``weight`` as ``codebook[index] * keep`` (:class:`SharedWeight`,
+    """Reparametrise every prunable layer's ``weight`` as ``codebook[index] * keep`` (:class:`_SharedWeight`,
     k-means, see the module docstring), in place.
 
     Args:
@@ -179,7 +177,7 @@ def share_weights(
         share_weights(model, layer_bits(model, bits_fc=5))
         len(model.fc1.parametrizations.weight[0].codebook)     # <= 32
     """
-    check_choice(codebook_dtype, _CODEBOOK_DTYPES, "codebook dtype")
+    _check_choice(codebook_dtype, _CODEBOOK_DTYPES, "codebook dtype")
     layers = dict(prunable_layers(model))
     unknown = sorted(set(bits) - set(layers))
     if unknown or set(bits) != set(layers):
@@ -203,7 +201,7 @@ def share_weights(
         index = torch.zeros(w.shape, dtype=torch.int64)
         index[keep] = torch.from_numpy(labels)
         device = module.weight.device
-        shared = SharedWeight(
+        shared = _SharedWeight(
             codebook.to(device),
             index.to(device),
             keep.to(device=device, dtype=torch.float32),
@@ -217,7 +215,7 @@ def share_weights(
 
 def fine_tune_centroids(model: nn.Module, data, config, progress: bool = True) -> list[dict]:
     """Train the shared values (and biases) of a :func:`share_weights` model for ``config.epochs``: SGD with
-    Nesterov momentum and a cosine decay, seeded batch order (``train.train_one_epoch``).
+    Nesterov momentum and a cosine decay, seeded batch order (``train._train_one_epoch``).
 
     Each centroid's gradient is the sum of its weights' gradients (autograd through ``codebook[index]``), as in
     Deep Compression; its *step size* is ``config.lr * k / kept`` per layer, so a centroid moves like one
@@ -253,7 +251,7 @@ def fine_tune_centroids(model: nn.Module, data, config, progress: bool = True) -
     history = []
     start = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
-        loss = train_one_epoch(model, x, y, optimizer, config.batch_size, generator, scheduler, round_codebooks)
+        loss = _train_one_epoch(model, x, y, optimizer, config.batch_size, generator, scheduler, round_codebooks)
         metrics = evaluate(model, data.test_x, data.test_y)
         history.append(
             {
@@ -267,10 +265,10 @@ def fine_tune_centroids(model: nn.Module, data, config, progress: bool = True) -
     return history
 
 
-def snapshot(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
-    """The :class:`CodedModel` of a :func:`share_weights` model as it is now (the model is not changed)."""
-    check_choice(bias_dtype, tuple(_BIAS_DTYPES), "bias dtype")
-    layers: dict[str, SharedLayer] = {}
+def _snapshot(model: nn.Module, bias_dtype: str = "float16") -> _CodedModel:
+    """The :class:`_CodedModel` of a :func:`share_weights` model as it is now (the model is not changed)."""
+    _check_choice(bias_dtype, tuple(_BIAS_DTYPES), "bias dtype")
+    layers: dict[str, _SharedLayer] = {}
     for name, module in prunable_layers(model):
         shared = _sharing(module)
         if shared is None:
@@ -279,7 +277,7 @@ def snapshot(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
         codebook = shared.codebook.detach().cpu().to(_DTYPE_BY_NAME[shared.codebook_dtype])
         indices = shared.index.detach().cpu().reshape(-1)[keep].numpy().astype(np.int64)
         k = int(indices.max()) + 1 if len(indices) else 0
-        layers[f"{name}.weight"] = SharedLayer(
+        layers[f"{name}.weight"] = _SharedLayer(
             shape=tuple(shared.keep.shape),
             bits=shared.bits,
             positions=torch.nonzero(keep).reshape(-1).numpy().astype(np.int64),
@@ -293,14 +291,14 @@ def snapshot(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
         for name, t in model.state_dict().items()
         if name not in layers and not name.startswith(inner)
     }
-    return CodedModel(model.config, layers, tensors)
+    return _CodedModel(model.config, layers, tensors)
 
 
-def unshare(model: nn.Module, bias_dtype: str = "float16") -> CodedModel:
+def unshare(model: nn.Module, bias_dtype: str = "float16") -> _CodedModel:
     """Turn a :func:`share_weights` model back into plain parameters (``weight = codebook[index] * keep``, biases
     rounded to ``bias_dtype`` in the model too, so the in-memory model computes what the file will) and return
-    the :class:`CodedModel` to encode."""
-    coded = snapshot(model, bias_dtype)
+    the :class:`_CodedModel` to encode."""
+    coded = _snapshot(model, bias_dtype)
     for name, module in prunable_layers(model):
         # The file's weight (+0.0 where pruned), not the parametrization's (-0.0 under a negative centroid).
         weight = coded.layers[f"{name}.weight"].weight().to(_sharing(module).keep.device)

@@ -8,7 +8,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..compare import _series_order
-from ..references import MODEL_TITLES, SIZE_ANCHORS
+from ..references import _MODEL_TITLES as MODEL_TITLES
+from ..references import _SIZE_ANCHORS as SIZE_ANCHORS
 from . import style
 
 __all__ = ["compression_breakdown", "compression_frontier"]

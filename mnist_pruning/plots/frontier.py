@@ -8,7 +8,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from ..compare import _baseline_accuracy
-from ..references import ANCHORS, MODEL_TITLES
+from ..references import _ANCHORS as ANCHORS
+from ..references import _MODEL_TITLES as MODEL_TITLES
 from .style import _WIDTH_IN, _legend_below, _method_color, _plain, _styled
 
 __all__ = ["frontier_curve"]

@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from ..compare import _baseline_accuracy, _dense_bytes, _pareto_front, _series_order
-from ..references import ANCHORS, MODEL_TITLES
+from ..references import _ANCHORS as ANCHORS
+from ..references import _MODEL_TITLES as MODEL_TITLES
 from .style import (
     _METHOD_COLORS,
     _MIN_FONT_PT,

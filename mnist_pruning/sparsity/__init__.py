@@ -44,12 +44,11 @@ This sub-package depends on torch, numpy and safetensors only, never on the MNIS
 (models, data, training, sweep, settings, pandas); ``tests/test_sparsity_reuse.py`` holds it to that.
 """
 
-from .compact import compact_bytes, compact_ratio, load_compact, save_compact, save_dense
-from .inference import LayerPlan, apply_sparse_plan, plan_sparse_inference, to_sparse_inference
+from .compact import compact_ratio, load_compact, save_compact, save_dense
+from .inference import apply_sparse_plan, plan_sparse_inference, to_sparse_inference
 from .kernels import SparseConv2d, SparseLinear
-from .masked import MaskedTraining, pruned_tensors
+from .masked import MaskedTraining
 from .measure import (
-    Latency,
     Timing,
     count_nonzero_parameters,
     count_parameters,
@@ -63,7 +62,7 @@ from .measure import (
     time_models,
 )
 from .nm import NMPruning, check_nm, nm_unstructured, parse_pattern
-from .structured import Link, apply_structured_masks, apply_surgery, shrink, surgery, trace_links
+from .structured import Link, apply_structured_masks, apply_surgery, shrink
 from .unstructured import METHODS, bake_in, sparsify_
 
 __all__ = [
@@ -71,21 +70,17 @@ __all__ = [
     "sparsify_",
     "bake_in",
     "MaskedTraining",
-    "pruned_tensors",
     "NMPruning",
     "nm_unstructured",
     "check_nm",
     "parse_pattern",
     "Link",
-    "trace_links",
     "apply_structured_masks",
     "apply_surgery",
-    "surgery",
     "shrink",
     "save_compact",
     "load_compact",
     "save_dense",
-    "compact_bytes",
     "compact_ratio",
     "prunable_layers",
     "effective_weight",
@@ -97,12 +92,10 @@ __all__ = [
     "effective_flops",
     "latency_ms",
     "Timing",
-    "Latency",
     "time_models",
     "to_sparse_inference",
     "plan_sparse_inference",
     "apply_sparse_plan",
-    "LayerPlan",
     "SparseLinear",
     "SparseConv2d",
 ]

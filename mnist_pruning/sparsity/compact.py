@@ -9,10 +9,10 @@ Usage::
     dense = save_dense(model, "runs/mlp-90.pt")                 # the baseline: ordinary torch.save, zeros stored
     compact_ratio(model)                                        # compact bits / information limit, e.g. 1.01
 
-What is saved is :func:`effective_state_dict`: with ``torch.nn.utils.prune`` attached, ``weight`` is
+What is saved is :func:`_effective_state_dict`: with ``torch.nn.utils.prune`` attached, ``weight`` is
 ``weight_orig * weight_mask`` and the ``_orig``/``_mask`` entries are dropped. A zero is a zero: ``-0.0`` (what
 masking a negative weight produces) is written back as ``+0.0``; every other value, NaN included, round-trips
-bit for bit, so ``load_compact(p)`` equals ``effective_state_dict(model)`` even compared as integer bit patterns.
+bit for bit, so ``load_compact(p)`` equals ``_effective_state_dict(model)`` even compared as integer bit patterns.
 
 File format (a safetensors file, so loading never unpickles anything):
 
@@ -53,7 +53,7 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
-from ..files import CorruptFileError, UnsafeFileError, _atomic_write
+from ..files import CorruptFileError, _atomic_write, _UnsafeFileError
 from ._binary import (
     _DTYPE_BY_NAME,
     _DTYPE_NAMES,
@@ -63,15 +63,13 @@ from ._binary import (
     _shape_text,
     _tensor_from_bytes,
 )
-from .measure import _StateDictLike, effective_state_dict
+from .measure import _effective_state_dict, _StateDictLike
 
 __all__ = [
     "save_compact",
     "load_compact",
-    "compact_bytes",
     "compact_summary",
     "save_dense",
-    "dense_bytes",
     "compact_ratio",
 ]
 
@@ -203,7 +201,7 @@ def _layout_record(row: dict) -> str:
 
 def _encode_compact(model_or_state_dict: _StateDictLike) -> bytes:
     """The bytes :func:`save_compact` writes (a complete safetensors file), without touching the disk."""
-    sd = effective_state_dict(model_or_state_dict)
+    sd = _effective_state_dict(model_or_state_dict)
     rows = _plan(sd)
     parts: list[bytes] = []
     for row in rows:
@@ -251,7 +249,7 @@ def save_compact(model_or_state_dict: _StateDictLike, path: str | os.PathLike) -
     return len(data)
 
 
-def compact_bytes(model_or_state_dict: _StateDictLike) -> int:
+def _compact_bytes(model_or_state_dict: _StateDictLike) -> int:
     """Size in bytes of the compact file, header included, computed in memory (nothing written).
 
     Args:
@@ -319,7 +317,7 @@ def load_compact(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     # ("PK\x03\x04"); a pickle starts with the PROTO opcode 0x80 (or an older opcode): name those precisely.
     if head[8:9] != b"{":
         if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-            raise UnsafeFileError(
+            raise _UnsafeFileError(
                 f"refusing to load {str(path)!r}: it is a pickle/torch.save file, and compact files are "
                 "safetensors (load_compact never unpickles)"
             )
@@ -372,7 +370,7 @@ def _dense_file(model_or_state_dict: _StateDictLike) -> bytes:
     # Serialised in memory: torch.save names the zip's inner folder after the file, so writing to a temporary
     # file would make the size depend on a random name.
     buf = io.BytesIO()
-    torch.save(effective_state_dict(model_or_state_dict), buf)
+    torch.save(_effective_state_dict(model_or_state_dict), buf)
     return buf.getvalue()
 
 
@@ -399,7 +397,7 @@ def save_dense(model_or_state_dict: _StateDictLike, path: str | os.PathLike) -> 
     return len(data)
 
 
-def dense_bytes(model_or_state_dict: _StateDictLike, path: str | os.PathLike | None = None) -> int:
+def _dense_bytes(model_or_state_dict: _StateDictLike, path: str | os.PathLike | None = None) -> int:
     """Size of the ordinary dense checkpoint (:func:`save_dense`).
 
     Args:
@@ -451,7 +449,7 @@ def compact_summary(model_or_state_dict: _StateDictLike) -> list[dict]:
 
         >>> pandas.DataFrame(compact_summary(net))
     """
-    rows = _plan(effective_state_dict(model_or_state_dict))
+    rows = _plan(_effective_state_dict(model_or_state_dict))
     for row in rows:
         row["bytes"] = row.pop("value_bytes") + row.pop("position_bytes")
         row["limit_bits"] = _information_limit_bits(
@@ -476,6 +474,6 @@ def compact_ratio(model_or_state_dict: _StateDictLike) -> float:
 
         >>> compact_ratio(net)   # e.g. 1.1: 10 % above the limit
     """
-    sd = effective_state_dict(model_or_state_dict)
+    sd = _effective_state_dict(model_or_state_dict)
     limit = sum(r["limit_bits"] for r in compact_summary(sd))
-    return compact_bytes(sd) * 8 / limit if limit else math.inf
+    return _compact_bytes(sd) * 8 / limit if limit else math.inf

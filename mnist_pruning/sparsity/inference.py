@@ -48,12 +48,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..checks import check_choice, check_fraction, check_int
+from ..checks import _check_choice, _check_fraction, _check_int
 from .kernels import SparseConv2d, SparseLinear, _conv_geometry
 from .measure import Timing, _FilterFn, prunable_layers, time_models
 
 __all__ = [
-    "LayerPlan",
     "plan_sparse_inference",
     "apply_sparse_plan",
     "to_sparse_inference",
@@ -71,7 +70,7 @@ _MAX_CONV_ENTRIES = 1 << 24
 
 
 @dataclass(frozen=True)
-class LayerPlan:
+class _LayerPlan:
     """What :func:`plan_sparse_inference` decided for one Linear / Conv2d layer, and why.
 
     Example::
@@ -152,7 +151,7 @@ def _check_convertible(model: nn.Module, filter_fn: _FilterFn | None = None) -> 
 def _check_batch_sizes(batch_sizes: Sequence[int]) -> tuple[int, ...]:
     if isinstance(batch_sizes, (int, str)) or not batch_sizes:
         raise ValueError(f"batch_sizes must be a non-empty sequence of positive integers, got {batch_sizes!r}")
-    sizes = tuple(sorted({check_int(b, f"every batch size of {tuple(batch_sizes)!r}") for b in batch_sizes}))
+    sizes = tuple(sorted({_check_int(b, f"every batch size of {tuple(batch_sizes)!r}") for b in batch_sizes}))
     return sizes
 
 
@@ -160,18 +159,18 @@ def _check_force(force: str | Mapping[int, str] | None, batch_sizes: tuple[int, 
     if force is None:
         return None
     if isinstance(force, str):
-        return {b: check_choice(force, _KERNELS, "force") for b in batch_sizes}
+        return {b: _check_choice(force, _KERNELS, "force") for b in batch_sizes}
     if not isinstance(force, Mapping) or set(force) != set(batch_sizes):
         raise ValueError(
             f"force must be 'dense', 'sparse' or a mapping of every batch size {batch_sizes} to one, got {force!r}"
         )
-    return {b: check_choice(force[b], _KERNELS, f"force[{b}]") for b in batch_sizes}
+    return {b: _check_choice(force[b], _KERNELS, f"force[{b}]") for b in batch_sizes}
 
 
 # ---------------------------------------------------------------------------------------- plan and convert
 
 
-def _converted(module: nn.Module, row: LayerPlan) -> nn.Module:
+def _converted(module: nn.Module, row: _LayerPlan) -> nn.Module:
     """The module a layer becomes: a SparseLinear (dense-only too, see its docstring), a SparseConv2d when it
     runs sparse at some batch size, else the module itself."""
     if isinstance(module, nn.Linear):
@@ -247,7 +246,7 @@ def plan_sparse_inference(
     max_density: float = _MAX_DENSITY,
     min_run_time: float = 0.05,
     rounds: int = 3,
-) -> list[LayerPlan]:
+) -> list[_LayerPlan]:
     """Decide, per Linear / Conv2d layer (those ``filter_fn`` accepts) and per batch size, dense or sparse.
 
     ``force=None`` measures: layer by layer in the order they run, each layer's dense and sparse kernels are
@@ -267,7 +266,7 @@ def plan_sparse_inference(
         rounds: alternating rounds per layer.
 
     Returns:
-        One :class:`LayerPlan` per layer, in the order they run.
+        One :class:`_LayerPlan` per layer, in the order they run.
 
     Raises:
         ValueError: a bad argument (naming it), or a layer with prune masks still attached.
@@ -276,10 +275,10 @@ def plan_sparse_inference(
 
         >>> plan = plan_sparse_inference(net, (1, 28, 28), (1, 256)); fast = apply_sparse_plan(net, plan)
     """
-    shape = tuple(check_int(d, f"every dimension of sample_shape {tuple(sample_shape)!r}") for d in sample_shape)
+    shape = tuple(_check_int(d, f"every dimension of sample_shape {tuple(sample_shape)!r}") for d in sample_shape)
     sizes = _check_batch_sizes(batch_sizes)
     forced = _check_force(force, sizes)
-    max_density = check_fraction(max_density, "max_density")
+    max_density = _check_fraction(max_density, "max_density")
     timing = Timing(rounds=rounds, min_run_time=min_run_time)
     layers = _check_convertible(model, filter_fn)
     work = copy.deepcopy(model).eval()
@@ -299,36 +298,37 @@ def plan_sparse_inference(
         common = (name, type(module).__name__, nonzero, params, shapes[name], channels_last[name])
         entries = nonzero * _positions(module, shapes[name]) if isinstance(module, nn.Conv2d) else nonzero
         if nonzero == params:
-            row = LayerPlan(*common, dense, reason="no zeros")
+            row = _LayerPlan(*common, dense, reason="no zeros")
         elif entries > _MAX_CONV_ENTRIES:
-            row = LayerPlan(*common, dense, reason=f"its CSR matrix would exceed {_MAX_CONV_ENTRIES:,} entries")
+            row = _LayerPlan(*common, dense, reason=f"its CSR matrix would exceed {_MAX_CONV_ENTRIES:,} entries")
         elif forced is not None:
-            row = LayerPlan(*common, {b: forced[b] == "sparse" for b in sizes}, reason="forced")
+            row = _LayerPlan(*common, {b: forced[b] == "sparse" for b in sizes}, reason="forced")
         elif nonzero / params > max_density:
-            row = LayerPlan(*common, dense, reason=f"density {nonzero / params:.2f} > max_density {max_density:g}")
+            reason = f"density {nonzero / params:.2f} > max_density {max_density:g}"
+            row = _LayerPlan(*common, dense, reason=reason)
         else:
             candidates = {
-                "dense": _converted(module, LayerPlan(*common, dense)),
-                "sparse": _converted(module, LayerPlan(*common, {b: True for b in sizes})),
+                "dense": _converted(module, _LayerPlan(*common, dense)),
+                "sparse": _converted(module, _LayerPlan(*common, {b: True for b in sizes})),
             }
             ms = {}
             for b in sizes:
                 best = _best_ms(candidates, _input_of(work, name, b, shape), replace(timing, batches=(b,)))
                 ms[b] = (best["dense"], best["sparse"])
             faster = {b: ms[b][1] < _SPARSE_MARGIN * ms[b][0] for b in sizes}
-            row = LayerPlan(*common, faster, ms=ms, reason="measured")
+            row = _LayerPlan(*common, faster, ms=ms, reason="measured")
         plan.append(row)
         work.set_submodule(name, _converted(module, row))
     for name, module in layers:
         if name not in shapes:
             common = (name, type(module).__name__, *_counts(module), (), False)
-            plan.append(LayerPlan(*common, dense, reason="not called in a forward of sample_shape"))
+            plan.append(_LayerPlan(*common, dense, reason="not called in a forward of sample_shape"))
     if forced is None:
         plan = _whole_model_check(model, work, plan, shape, sizes, timing)
     return plan
 
 
-def _whole_model_check(model, converted, plan, shape, sizes, timing: Timing) -> list[LayerPlan]:
+def _whole_model_check(model, converted, plan, shape, sizes, timing: Timing) -> list[_LayerPlan]:
     """Time the converted model against the dense one at each batch size where some layer runs sparse; where it
     is not faster (layer timings miss what happens between layers), every layer runs dense at that size."""
     dense = copy.deepcopy(model).eval()
@@ -352,7 +352,7 @@ def _positions(conv: nn.Conv2d, input_shape: tuple[int, ...]) -> int:
     return out_h * out_w
 
 
-def apply_sparse_plan(model: nn.Module, plan: Sequence[LayerPlan]) -> nn.Module:
+def apply_sparse_plan(model: nn.Module, plan: Sequence[_LayerPlan]) -> nn.Module:
     """A copy of ``model`` in eval mode whose layers run as ``plan`` says; ``model`` is not changed.
 
     If any layer runs sparse, its Conv2d layers that do become :class:`SparseConv2d` and all its planned Linear

@@ -39,10 +39,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-__all__ = ["MaskedTraining", "pruned_tensors"]
+__all__ = ["MaskedTraining"]
 
 
-def pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
+def _pruned_tensors(model: nn.Module) -> list[tuple[nn.Module, str]]:
     """``(module, tensor name)`` of every ``torch.nn.utils.prune`` reparametrisation attached in ``model``.
 
     Example::
@@ -136,7 +136,7 @@ class MaskedTraining:
 
     def _detach(self) -> None:
         self.masks = {}
-        for module, name in pruned_tensors(self.model):
+        for module, name in _pruned_tensors(self.model):
             mask = self.masks[(module, name)] = getattr(module, f"{name}_mask").detach()
             layout = torch.empty_like(getattr(module, f"{name}_orig"))  # the strides it had (channels_last...)
             prune.remove(module, name)  # the same Parameter object, now `name`, holding orig * mask

@@ -21,7 +21,7 @@ the training/eval mode is restored after timing.
 
 Latency is timed in one place, :func:`time_models`: models alternate round by round (drift from other jobs hits
 them all alike), each round gives a ``torch.utils.benchmark`` median, and the fastest round is the latency (noise
-only ever adds time) while the spread over rounds is the noise band (:class:`Latency`).
+only ever adds time) while the spread over rounds is the noise band (:class:`_Latency`).
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts matrix multiplications and
 convolutions only, at 2 FLOPs per multiply-accumulate; bias additions, activations and pooling are not counted.
@@ -41,24 +41,20 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..checks import check_int
+from ..checks import _check_int
 
 __all__ = [
     "prunable_layers",
     "effective_weight",
-    "effective_state_dict",
     "count_parameters",
     "count_nonzero_parameters",
     "layer_sparsity",
     "sparsity",
     "flops",
-    "layer_flops",
     "effective_flops",
     "Timing",
-    "Latency",
     "time_models",
     "latency_ms",
-    "torch_benchmark",
 ]
 
 _FilterFn = Callable[[nn.Module, str], bool]  # (module, fully qualified name) -> prune this layer?
@@ -125,7 +121,7 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     return weight
 
 
-def effective_state_dict(model_or_state_dict: _StateDictLike) -> dict[str, torch.Tensor]:
+def _effective_state_dict(model_or_state_dict: _StateDictLike) -> dict[str, torch.Tensor]:
     """The tensors the model computes with: CPU copies, prune reparametrisation folded in, zeros as ``+0.0``.
 
     ``<name>_orig`` with a matching ``<name>_mask`` becomes ``<name> = orig * mask`` (the same product the prune
@@ -263,7 +259,7 @@ def _check_shape(sample_shape: Sequence[int]) -> tuple[int, ...]:
         raise ValueError(f"sample_shape must be a sequence of positive integers, got {sample_shape!r}")
     shape = tuple(sample_shape)
     for dim in shape:
-        check_int(dim, f"every dimension of sample_shape {shape!r}")
+        _check_int(dim, f"every dimension of sample_shape {shape!r}")
     return shape
 
 
@@ -306,7 +302,7 @@ def flops(model: nn.Module, sample_shape: Sequence[int]) -> int:
     return _count_flops(model, sample_shape).get_total_flops()
 
 
-def layer_flops(
+def _layer_flops(
     model: nn.Module, sample_shape: Sequence[int], filter_fn: _FilterFn | None = None
 ) -> dict[str, int]:
     """Dense FLOPs per sample of each prunable layer.
@@ -357,13 +353,13 @@ def effective_flops(model: nn.Module, sample_shape: Sequence[int], filter_fn: _F
 
         >>> sp.sparsify_(net, "global", 0.9); effective_flops(net, (1, 28, 28)) < flops(net, (1, 28, 28))   # True
     """
-    per_layer = layer_flops(model, sample_shape, filter_fn)
+    per_layer = _layer_flops(model, sample_shape, filter_fn)
     density = {r["layer"]: r["nonzero"] / r["params"] if r["params"] else 0.0 for r in layer_sparsity(model)}
     saved = sum(f * (1.0 - density[name]) for name, f in per_layer.items())
     return int(round(flops(model, sample_shape) - saved))
 
 
-def torch_benchmark():
+def _torch_benchmark():
     """``torch.utils.benchmark``, imported on first use with ``torch.utils.cpp_extension``'s logger quieted.
 
     Importing it on a CUDA build of torch without a CUDA runtime logs a "No CUDA runtime is found" warning that
@@ -412,19 +408,19 @@ class Timing:
     threads: int | None = None  # torch threads while timing; None: torch.get_num_threads() at the call
 
     def __post_init__(self) -> None:
-        check_int(self.rounds, "rounds")
+        _check_int(self.rounds, "rounds")
         _check_seconds(self.min_run_time, "min_run_time")
         _check_seconds(self.plan_min_run_time, "plan_min_run_time")
         if isinstance(self.batches, (int, str)) or not self.batches:
             raise ValueError(f"batches must name at least one batch size, got {self.batches!r}")
         for b in self.batches:
-            check_int(b, f"every batch size of {self.batches!r}")
+            _check_int(b, f"every batch size of {self.batches!r}")
         if self.threads is not None:
-            check_int(self.threads, "threads")
+            _check_int(self.threads, "threads")
 
 
 @dataclass(frozen=True)
-class Latency:
+class _Latency:
     """One model at one batch size: the median ms per call of every round, and what the rounds say together.
 
     ``best_ms`` (the fastest round) is the latency; ``low_ms``..``high_ms`` is the noise band: two models whose
@@ -462,7 +458,7 @@ _FEW_BLOCKS = (3, 5)
 
 def _median_ms(call: Callable, arg: object, min_run_time: float, threads: int, autorange: bool) -> float:
     """Median ms of one ``call(arg)`` over Timer blocks of about ``min_run_time`` s in all, after warm-up."""
-    timer = torch_benchmark().Timer(stmt="f(x)", globals={"f": call, "x": arg}, num_threads=threads)
+    timer = _torch_benchmark().Timer(stmt="f(x)", globals={"f": call, "x": arg}, num_threads=threads)
     if autorange:
         for _ in range(3):  # warm-up: allocator, lazy CUDA init, oneDNN primitives, prune hooks' first product
             call(arg)
@@ -491,7 +487,7 @@ def time_models(
     *,
     inputs: Callable[[Hashable, int], object] | None = None,
     autorange: bool = True,
-) -> dict[Hashable, dict[int, Latency]]:
+) -> dict[Hashable, dict[int, _Latency]]:
     """Time every model at every batch size of ``timing``, alternating them round by round.
 
     Each of ``timing.rounds`` rounds times, for each batch size in turn, every model in the mapping's order
@@ -553,7 +549,7 @@ def time_models(
     finally:
         for m, training in modes:
             m.training = training
-    return {n: {b: Latency(tuple(v)) for b, v in per_b.items()} for n, per_b in runs.items()}
+    return {n: {b: _Latency(tuple(v)) for b, v in per_b.items()} for n, per_b in runs.items()}
 
 
 def latency_ms(
@@ -583,7 +579,7 @@ def latency_ms(
 
         >>> latency_ms(model, 256, (1, 28, 28))
     """
-    batch_size = check_int(batch_size, "batch_size")
+    batch_size = _check_int(batch_size, "batch_size")
     shape = _check_shape(sample_shape)
     here = _param_like(model).get("device", torch.device("cpu"))
     device = torch.device(device) if device is not None else here

@@ -53,18 +53,15 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..checks import check_n_of_m
+from ..checks import _check_n_of_m
 
 __all__ = [
     "NM_PATTERNS",
     "NMPruning",
     "nm_unstructured",
-    "nm_mask",
     "check_nm",
     "nm_violations",
     "parse_pattern",
-    "format_pattern",
-    "pad_to_multiple",
     "semi_structured_available",
 ]
 
@@ -97,7 +94,7 @@ def _groups(rows: torch.Tensor, m: int, fill: float) -> torch.Tensor:
     return rows.reshape(rows.shape[0], -1, m)
 
 
-def nm_mask(scores: torch.Tensor, n: int, m: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+def _nm_mask(scores: torch.Tensor, n: int, m: int, keep: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean mask keeping, in every (zero-padded) group of ``m`` along the last dimension, the ``n`` entries with
     the largest ``|scores|``.
 
@@ -118,7 +115,7 @@ def nm_mask(scores: torch.Tensor, n: int, m: int, keep: torch.Tensor | None = No
 
         >>> nm_mask(torch.tensor([[0.1, -3.0, 2.0, 0.5]]), 2, 4)   # tensor([[False, True, True, False]])
     """
-    n, m = check_n_of_m(n, m)
+    n, m = _check_n_of_m(n, m)
     rows = _rows(scores, "scores tensor")
     if keep is not None and keep.shape != scores.shape:
         raise ValueError(f"keep mask shape {tuple(keep.shape)} differs from scores shape {tuple(scores.shape)}")
@@ -167,10 +164,10 @@ class NMPruning(prune.BasePruningMethod):
     PRUNING_TYPE = "global"
 
     def __init__(self, n: int, m: int) -> None:
-        self.n, self.m = check_n_of_m(n, m)
+        self.n, self.m = _check_n_of_m(n, m)
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
-        chosen = nm_mask(t, self.n, self.m, keep=default_mask)
+        chosen = _nm_mask(t, self.n, self.m, keep=default_mask)
         return default_mask * chosen.to(dtype=default_mask.dtype)
 
     @classmethod
@@ -179,7 +176,7 @@ class NMPruning(prune.BasePruningMethod):
     ) -> NMPruning:
         """Attach N:M pruning of ``module.<name>`` (``<name>_orig`` parameter, ``<name>_mask`` buffer, hook)."""
         # Validate before BasePruningMethod.apply touches the module, so a bad n/m leaves it unchanged.
-        check_n_of_m(n, m)
+        _check_n_of_m(n, m)
         return super().apply(module, name, n=n, m=m, importance_scores=importance_scores)
 
 
@@ -230,7 +227,7 @@ def nm_violations(tensor: torch.Tensor, n: int, m: int) -> int:
 
         >>> nm_violations(torch.ones(4, 8), 2, 4)   # 8: every group holds 4
     """
-    n, m = check_n_of_m(n, m)
+    n, m = _check_n_of_m(n, m)
     nonzero = _groups((_rows(tensor) != 0).to(torch.int32), m, 0)
     return int((nonzero.sum(dim=-1) > n).sum().item())
 
@@ -279,12 +276,12 @@ def parse_pattern(pattern: str) -> tuple[int, int]:
     if match is None:
         raise ValueError(f"N:M pattern must be two integers separated by ':' like '2:4', got {pattern!r}")
     try:
-        return check_n_of_m(int(match.group(1)), int(match.group(2)))
+        return _check_n_of_m(int(match.group(1)), int(match.group(2)))
     except ValueError as e:
         raise ValueError(f"invalid N:M pattern {pattern!r}: {e}") from e
 
 
-def format_pattern(n: int, m: int) -> str:
+def _format_pattern(n: int, m: int) -> str:
     """Write an N:M pattern, validated.
 
     Args:
@@ -301,7 +298,7 @@ def format_pattern(n: int, m: int) -> str:
 
         >>> format_pattern(2, 4)   # "2:4"
     """
-    n, m = check_n_of_m(n, m)
+    n, m = _check_n_of_m(n, m)
     return f"{n}:{m}"
 
 
@@ -325,7 +322,7 @@ def _pattern_for_ratio(ratio: float) -> str:
             f"ratio {ratio!r} keeps {density!r} of the weights, which is not n/m for any 1 <= n < m <= "
             f"{_MAX_RATIO_M}; pick a ratio such as 0.5 (2:4), 0.75 (1:4) or 0.9 (1:10)"
         )
-    return format_pattern(frac.numerator, frac.denominator)
+    return _format_pattern(frac.numerator, frac.denominator)
 
 
 def _index_bits(m: int) -> int:
@@ -364,7 +361,7 @@ def _encode_nm(weight: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
 
     Only tensors, so it can go to safetensors or ``torch.save``/``torch.load(weights_only=True)``.
     """
-    n, m = check_n_of_m(n, m)
+    n, m = _check_n_of_m(n, m)
     if not weight.is_floating_point():
         raise ValueError(f"encode_nm needs a floating-point weight, got dtype {weight.dtype}")
     bad = nm_violations(weight, n, m)
@@ -398,7 +395,7 @@ def _decode_nm(encoded: dict[str, torch.Tensor]) -> torch.Tensor:
     if missing:
         raise ValueError(f"not an encode_nm dict: missing {sorted(missing)}")
     values, packed = encoded["values"], encoded["indices"]
-    n, m = check_n_of_m(*(int(v) for v in encoded["nm"].tolist()))
+    n, m = _check_n_of_m(*(int(v) for v in encoded["nm"].tolist()))
     shape = [int(s) for s in encoded["shape"].tolist()]
     if len(shape) < 2 or min(shape) < 0:
         raise ValueError(f"corrupt encode_nm dict: shape {shape}")
@@ -425,7 +422,7 @@ def _nm_compact_bytes(weight: torch.Tensor, n: int, m: int) -> int:
     return sum(t.numel() * t.element_size() for t in _encode_nm(weight, n, m).values())
 
 
-def pad_to_multiple(t: torch.Tensor, row_multiple: int, col_multiple: int) -> torch.Tensor:
+def _pad_to_multiple(t: torch.Tensor, row_multiple: int, col_multiple: int) -> torch.Tensor:
     """Zero-pad a 2-D tensor on the bottom / right to multiples of the given sizes (for semi-structured kernels).
 
     Zero padding keeps an N:M pattern valid because groups start at column 0 (see module docstring).

@@ -11,10 +11,10 @@ Usage::
     small = shrink(net, 0.5)                    # a new model, half the units of "0" and "4"; `net` untouched
 
     # step by step, e.g. to fine-tune or evaluate the masked model before surgery:
-    links = trace_links(net)                    # [Link("0", "4", ReLU()), Link("4", "6", ReLU())]
+    links = _trace_links(net)                    # [Link("0", "4", ReLU()), Link("4", "6", ReLU())]
     kept = apply_structured_masks(net, 0.5)     # {"0": LongTensor of kept filters, "4": ...}; masks attached
     small = apply_surgery(net)                  # masks -> physically smaller layers, outputs unchanged
-    widths, state_dict = surgery(net)           # the same as data: {"0": 8, "4": 32} + a plain state_dict
+    widths, state_dict = _surgery(net)           # the same as data: {"0": 8, "4": 32} + a plain state_dict
 
     # a model that is not a Sequential names its links: which layer feeds which, and what happens in between
     links = [Link("conv1", "conv2", torch.relu), Link("conv2", "fc1", torch.relu), Link("fc1", "fc2", torch.relu)]
@@ -26,9 +26,9 @@ A :class:`Link` says that ``producer``'s output units (Linear rows, Conv2d filte
 ``consumer`` (a Conv2d: its input channels; a Linear: its input columns, ``H*W`` consecutive ones per channel
 after ``flatten`` of a conv output, which is channel-major), with only unit-wise things in between: an elementwise
 ``activation``, pooling, flatten, dropout. Links come from ``links=``, else from the model's own
-``structured_links()`` method, else they are traced from an ``nn.Sequential`` (:func:`trace_links`). The last
+``structured_links()`` method, else they are traced from an ``nn.Sequential`` (:func:`_trace_links`). The last
 layer (the classifier) is never a producer, so the model's outputs keep their number. Residual connections,
-concatenations and normalisation layers between the two are not chains: :func:`trace_links` refuses them.
+concatenations and normalisation layers between the two are not chains: :func:`_trace_links` refuses them.
 
 Two steps
 ---------
@@ -36,7 +36,7 @@ Two steps
    weakest with ``torch.nn.utils.prune.ln_structured(..., n=2, dim=0)``: the *masked model*. A removed unit's
    weight row is zero but its bias is not, so it still outputs a constant: ``activation(bias)`` (pooling a
    constant map gives the same constant).
-2. :func:`surgery` deletes those units: the producer loses its rows, the consumer the matching inputs, and each
+2. :func:`_surgery` deletes those units: the producer loses its rows, the consumer the matching inputs, and each
    removed unit's constant is folded into the consumer's bias (``sum`` of the consumer's weights on that unit's
    inputs times the constant). So the smaller model computes exactly what the masked one did, up to float
    rounding. That needs every input position of the consumer to see the constant: a padded consumer
@@ -47,7 +47,7 @@ Rules chosen here
 - **At least one unit survives.** ``ratio`` is the fraction of a layer's units removed,
   ``units_removed(units, ratio) = min(round(ratio * units), units - 1)`` (``round`` as in
   ``torch.nn.utils.prune``: round-half-to-even); a layer with no units cannot be built.
-- **Which units :func:`surgery` removes.** A unit is removed iff its row of ``weight_mask`` is all zero when the
+- **Which units :func:`_surgery` removes.** A unit is removed iff its row of ``weight_mask`` is all zero when the
   layer carries a pruning mask, else (e.g. after ``prune.remove``) iff its weight row is all zero: either way its
   effective weights are zero, so removing it and folding its bias is exact. Should every unit of a layer qualify,
   unit 0 is kept (still exact: it computes what it computed before).
@@ -71,15 +71,13 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..checks import check_int, check_ratio
-from .measure import effective_state_dict
+from ..checks import _check_int, _check_ratio
+from .measure import _effective_state_dict
 from .unstructured import bake_in
 
 __all__ = [
     "Link",
-    "trace_links",
     "apply_structured_masks",
-    "surgery",
     "apply_surgery",
     "shrink",
 ]
@@ -141,7 +139,7 @@ def _transparent(module: nn.Module) -> bool:
     return isinstance(module, _TRANSPARENT)
 
 
-def trace_links(model: nn.Sequential) -> list[Link]:
+def _trace_links(model: nn.Sequential) -> list[Link]:
     """The links of an ``nn.Sequential`` (nested ones flattened): each Linear / Conv2d but the last feeds the next
     one, through elementwise activations, pooling, flatten and dropout only.
 
@@ -193,10 +191,10 @@ def trace_links(model: nn.Sequential) -> list[Link]:
 
 def _resolve_links(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> list[Link]:
     """The links to use: ``links`` (``Link``s or ``(producer, consumer[, activation])`` tuples), else the model's
-    ``structured_links()``, else :func:`trace_links`. Checked: every name is a Linear / Conv2d of the model,
+    ``structured_links()``, else :func:`_trace_links`. Checked: every name is a Linear / Conv2d of the model,
     each producer feeds one consumer, and the consumer's inputs fit the producer's units."""
     if links is None:
-        links = model.structured_links() if hasattr(model, "structured_links") else trace_links(model)
+        links = model.structured_links() if hasattr(model, "structured_links") else _trace_links(model)
     resolved = [link if isinstance(link, Link) else Link(*link) for link in links]
     if not resolved:
         raise ValueError("no structured links: the model needs at least two chained Linear / Conv2d layers")
@@ -244,8 +242,8 @@ def _check_layers(links: Sequence[Link], layers: Iterable[str] | str | None) -> 
 
 def _units_removed(units: int, ratio: float) -> int:
     """Units removed of ``units`` at ``ratio``: ``round(ratio * units)``, at most ``units - 1``."""
-    ratio = check_ratio(ratio, what="units")
-    return min(round(ratio * check_int(units, "units")), int(units) - 1)
+    ratio = _check_ratio(ratio, what="units")
+    return min(round(ratio * _check_int(units, "units")), int(units) - 1)
 
 
 # ---------------------------------------------------------------------------------------------- masking
@@ -279,7 +277,7 @@ def apply_structured_masks(
 
         >>> apply_structured_masks(net, 0.5); small = apply_surgery(net)
     """
-    ratio = check_ratio(ratio, what="units")
+    ratio = _check_ratio(ratio, what="units")
     chosen = _check_layers(_resolve_links(model, links), layers)
     already = [link.producer for link in chosen if hasattr(_layer(model, link.producer), "weight_mask")]
     if already:
@@ -303,7 +301,7 @@ def _kept_from(source: torch.Tensor) -> torch.Tensor:
 
 
 def _kept_units(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> dict[str, torch.Tensor]:
-    """``{producer: sorted kept unit indices}`` by the rule :func:`surgery` uses (mask rows, else weight rows)."""
+    """``{producer: sorted kept unit indices}`` by the rule :func:`_surgery` uses (mask rows, else weight rows)."""
     out = {}
     for link in _resolve_links(model, links):
         module = _layer(model, link.producer)
@@ -342,7 +340,7 @@ def _fold_removed_units(
     return contribution.to(w_next.dtype)
 
 
-def surgery(
+def _surgery(
     model: nn.Module, links: Iterable[Link | tuple] | None = None
 ) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
     """Physically remove the masked (or all-zero) units of every producer; ``model`` is not modified.
@@ -366,7 +364,7 @@ def surgery(
     """
     resolved = _resolve_links(model, links)
     keep = _kept_units(model, resolved)
-    sd = effective_state_dict(model)
+    sd = _effective_state_dict(model)
     for link in resolved:  # any order: a removed unit's row is zero, so folding into it adds exactly zero
         consumer = _layer(model, link.consumer)
         w_key, b_key = f"{link.producer}.weight", f"{link.producer}.bias"
@@ -436,7 +434,7 @@ def _copy(model: nn.Module) -> nn.Module:
 
 
 def apply_surgery(model: nn.Module, links: Iterable[Link | tuple] | None = None) -> nn.Module:
-    """A new, smaller model computing what the masked ``model`` computes (see :func:`surgery`).
+    """A new, smaller model computing what the masked ``model`` computes (see :func:`_surgery`).
 
     Args:
         model: a model with structured masks; not modified.
@@ -446,13 +444,13 @@ def apply_surgery(model: nn.Module, links: Iterable[Link | tuple] | None = None)
         The new model, on ``model``'s device, in its train / eval mode, with no masks attached.
 
     Raises:
-        ValueError: as :func:`surgery`.
+        ValueError: as :func:`_surgery`.
 
     Example::
 
         >>> apply_structured_masks(net, 0.5); small = apply_surgery(net)
     """
-    widths, state_dict = surgery(model, links)
+    widths, state_dict = _surgery(model, links)
     if hasattr(model, "with_widths"):
         small = model.with_widths(widths)
     else:
@@ -488,7 +486,7 @@ def shrink(
         The smaller model.
 
     Raises:
-        ValueError: as :func:`apply_structured_masks` and :func:`surgery`.
+        ValueError: as :func:`apply_structured_masks` and :func:`_surgery`.
 
     Example::
 

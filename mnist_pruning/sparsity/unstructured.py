@@ -29,7 +29,7 @@ Relative or absolute (``absolute=``):
 
 - relative (default, torch's convention): on top of existing masks ``ratio`` is a fraction of the weights still
   unpruned, and torch combines the masks (``PruningContainer``).
-- absolute (:class:`AbsoluteMagnitude`): ``ratio`` is the sparsity to end at. The ``round(ratio * n)`` smallest
+- absolute (:class:`_AbsoluteMagnitude`): ``ratio`` is the sparsity to end at. The ``round(ratio * n)`` smallest
   ``|weight_orig * weight_mask|`` are pruned, ``n`` being the layer's weight count (``l1``) or the count over all
   chosen layers (``global``), and weights pruned before always count among the smallest: a mask only gains
   zeros, and a ratio below the current sparsity changes nothing. Masks are attached once (``prune.identity``
@@ -53,16 +53,16 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..checks import check_choice, check_ratio
+from ..checks import _check_choice, _check_ratio
 from .measure import _FilterFn, effective_weight, prunable_layers
 from .nm import nm_unstructured, parse_pattern
 
-__all__ = ["METHODS", "AbsoluteMagnitude", "sparsify_", "bake_in"]
+__all__ = ["METHODS", "sparsify_", "bake_in"]
 
 METHODS = ("l1", "global", "nm")
 
 
-class AbsoluteMagnitude(prune.BasePruningMethod):
+class _AbsoluteMagnitude(prune.BasePruningMethod):
     """Prune the ``round(amount * t.numel())`` smallest ``|t|``, counting what ``default_mask`` already prunes.
 
     Entries the default mask prunes rank first (below any ``|t|``), so the mask returned keeps a subset of what
@@ -83,7 +83,7 @@ class AbsoluteMagnitude(prune.BasePruningMethod):
     PRUNING_TYPE = "unstructured"
 
     def __init__(self, amount: float) -> None:
-        self.amount = check_ratio(amount, "amount")
+        self.amount = _check_ratio(amount, "amount")
 
     def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
         scores, pruned = t.flatten(), default_mask.flatten() == 0
@@ -99,14 +99,14 @@ class AbsoluteMagnitude(prune.BasePruningMethod):
 def _check_ratios(method: str, ratio: object, layers: list[tuple[str, nn.Module]]) -> dict[str, float] | float:
     """``ratio`` checked: one float in [0, 1), or (``l1`` only) a mapping of chosen layer names to one."""
     if not isinstance(ratio, Mapping):
-        return check_ratio(ratio)
+        return _check_ratio(ratio)
     if method != "l1":
         raise ValueError(f"per-layer ratios are for method 'l1', not {method!r}; got {dict(ratio)!r}")
     names = [name for name, _ in layers]
     unknown = [name for name in ratio if name not in names]
     if unknown:
         raise ValueError(f"unknown layers {unknown}; allowed: {names}")
-    return {name: check_ratio(r, f"ratio of {name}") for name, r in ratio.items()}
+    return {name: _check_ratio(r, f"ratio of {name}") for name, r in ratio.items()}
 
 
 def _check_floors(
@@ -139,7 +139,7 @@ def _check_floors(
 
 
 def _prune_absolute(modules: list[nn.Module], amount: float, floors: list[float] | None = None) -> None:
-    """:class:`AbsoluteMagnitude` over the weights of ``modules`` together, written into their masks in place;
+    """:class:`_AbsoluteMagnitude` over the weights of ``modules`` together, written into their masks in place;
     ``floors[i]``: the fraction of module ``i``'s weights that is never pruned (its largest, ranked above all)."""
     for module in modules:
         if not prune.is_pruned(module):
@@ -153,7 +153,7 @@ def _prune_absolute(modules: list[nn.Module], amount: float, floors: list[float]
                 ranked[i][kept] = math.inf  # above any |w|: never among the smallest
         scores = torch.cat(ranked)
         current = torch.cat([m.weight_mask.flatten() for m in modules])
-        keep = AbsoluteMagnitude(amount).compute_mask(scores, current)
+        keep = _AbsoluteMagnitude(amount).compute_mask(scores, current)
         offset = 0
         for module in modules:
             mask = module.weight_mask
@@ -205,7 +205,7 @@ def sparsify_(
         >>> sparsify_(model, "l1", {"fc1": 0.9, "fc3": 0.5})
         >>> sparsify_(model, "global", 0.99, absolute=True, floors={"conv1": 0.5})
     """
-    check_choice(method, METHODS, "method")
+    _check_choice(method, METHODS, "method")
     layers = prunable_layers(model, filter_fn)
     if method == "nm":
         if pattern is None or ratio is not None or absolute:

@@ -5,7 +5,6 @@ Usage::
     from mnist_pruning.sparsity import variational as vd
     vd.to_variational_(model)                      # Linear / Conv2d -> VDLinear / VDConv2d, weights kept
     ...                                            # train on  N * cross_entropy + kl_weight * vd.kl(model)
-    vd.log_alpha(model)                            # {"fc1": tensor, ...}: log(sigma^2 / theta^2) per weight
     vd.finalize_(model)                            # back to plain layers + prune masks where log alpha > 3
     sparsity.bake_in(model)                        # as after any other pruning
 
@@ -19,7 +18,7 @@ with ``theta_kept``, i.e. ``theta`` where ``log alpha <= threshold`` and 0 elsew
 :func:`finalize_` makes permanent with ``torch.nn.utils.prune.custom_from_mask``. Using ``theta_kept`` in the
 training mean too (the authors' ``train_clip``) trains the network that eval and the finalised model compute.
 
-:class:`VDLinear` and :class:`VDConv2d` subclass ``nn.Linear`` / ``nn.Conv2d``, so their ``weight`` (``theta``)
+:class:`_VDLinear` and :class:`_VDConv2d` subclass ``nn.Linear`` / ``nn.Conv2d``, so their ``weight`` (``theta``)
 is where every tool expects it; the pruning and measurement tools, though, are for the finalised model.
 """
 
@@ -29,35 +28,28 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from ..checks import check_fraction
+from ..checks import _check_fraction
 from .measure import _FilterFn, prunable_layers
 
 __all__ = [
-    "K1",
-    "K2",
-    "K3",
-    "VDLinear",
-    "VDConv2d",
-    "variational_layers",
     "to_variational_",
     "kl",
-    "log_alpha",
     "finalize_",
 ]
 
 _LOG_ALPHA_RANGE = (-10.0, 10.0)  # log alpha is clamped here (as the authors' code does): keeps exp() finite
 _LOG_SIGMA2_RANGE = (-30.0, 10.0)  # initial log sigma^2 allowed: from "deterministic" to "noise"
-K1, K2, K3 = 0.63576, 1.87320, 1.48695  # the paper's fit of -KL(q || log-uniform prior) (eq. 14)
+_K1, _K2, _K3 = 0.63576, 1.87320, 1.48695  # the paper's fit of -KL(q || log-uniform prior) (eq. 14)
 _EPS = 1e-8  # added to the sampled variance before sqrt: a zero input would give an infinite gradient
 _THETA_EPS = 1e-16  # added to theta^2 before log: a zero weight gets log alpha = the clamp's top, not inf
 
 
 def _check_threshold(threshold: object) -> float:
-    return check_fraction(threshold, "threshold (log alpha above which a weight is removed)", *_LOG_ALPHA_RANGE)
+    return _check_fraction(threshold, "threshold (log alpha above which a weight is removed)", *_LOG_ALPHA_RANGE)
 
 
 def _check_log_sigma2(value: object) -> float:
-    return check_fraction(value, "log_sigma2 (initial log sigma^2 of every weight)", *_LOG_SIGMA2_RANGE)
+    return _check_fraction(value, "log_sigma2 (initial log sigma^2 of every weight)", *_LOG_SIGMA2_RANGE)
 
 
 def _neg_kl(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -70,7 +62,7 @@ def _neg_kl(log_alpha: torch.Tensor) -> torch.Tensor:
 
         neg_kl(torch.tensor([-8.0, 0.0, 8.0]))   # tensor([-4.6359, -0.4312, -0.0002])
     """
-    return K1 * torch.sigmoid(K2 + K3 * log_alpha) - 0.5 * torch.nn.functional.softplus(-log_alpha) - K1
+    return _K1 * torch.sigmoid(_K2 + _K3 * log_alpha) - 0.5 * torch.nn.functional.softplus(-log_alpha) - _K1
 
 
 class _Variational:
@@ -106,7 +98,7 @@ class _Variational:
         return f"{super().extra_repr()}, threshold={self.threshold:g}"  # type: ignore[misc]
 
 
-class VDLinear(_Variational, nn.Linear):
+class _VDLinear(_Variational, nn.Linear):
     """``nn.Linear`` with a Gaussian posterior per weight (theta = ``weight``, ``log_sigma2``); bias deterministic.
 
     Example::
@@ -127,8 +119,8 @@ class VDLinear(_Variational, nn.Linear):
         return self._sampled(mean, nn.functional.linear(x * x, torch.exp(self.log_sigma2)))
 
 
-class VDConv2d(_Variational, nn.Conv2d):
-    """``nn.Conv2d`` with a Gaussian posterior per weight, as :class:`VDLinear` (zero padding only).
+class _VDConv2d(_Variational, nn.Conv2d):
+    """``nn.Conv2d`` with a Gaussian posterior per weight, as :class:`_VDLinear` (zero padding only).
 
     Example::
 
@@ -154,12 +146,12 @@ def _layer_args(module: nn.Module) -> tuple[type[nn.Module], type[nn.Module], di
     if isinstance(module, nn.Linear):
         return (
             nn.Linear,
-            VDLinear,
+            _VDLinear,
             {"in_features": module.in_features, "out_features": module.out_features, **factory},
         )
     conv = {k: getattr(module, k) for k in ("in_channels", "out_channels", "kernel_size", "stride", "padding")}
     conv.update(dilation=module.dilation, groups=module.groups, padding_mode=module.padding_mode)
-    return nn.Conv2d, VDConv2d, {**conv, **factory}
+    return nn.Conv2d, _VDConv2d, {**conv, **factory}
 
 
 def _empty(cls: type[nn.Module], kwargs: dict) -> nn.Module:
@@ -181,7 +173,7 @@ def _replace(model: nn.Module, fqn: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent_name), child, new)
 
 
-def variational_layers(model: nn.Module) -> list[tuple[str, VDLinear | VDConv2d]]:
+def _variational_layers(model: nn.Module) -> list[tuple[str, _VDLinear | _VDConv2d]]:
     """Every VD layer of ``model``.
 
     Args:
@@ -252,12 +244,12 @@ def kl(model: nn.Module) -> torch.Tensor:
 
         >>> loss = F.cross_entropy(model(x), y) + kl(model) / n_train
     """
-    terms = [m.kl() for _, m in variational_layers(model)]
+    terms = [m.kl() for _, m in _variational_layers(model)]
     return torch.stack(terms).sum() if terms else torch.zeros(())
 
 
 @torch.no_grad()
-def log_alpha(model: nn.Module) -> dict[str, torch.Tensor]:
+def _log_alpha(model: nn.Module) -> dict[str, torch.Tensor]:
     """``log alpha`` of every weight of every VD layer.
 
     Args:
@@ -270,7 +262,7 @@ def log_alpha(model: nn.Module) -> dict[str, torch.Tensor]:
 
         >>> {name: (la > 3).float().mean() for name, la in log_alpha(model).items()}   # the share removed
     """
-    return {name: m.log_alpha().detach().clone() for name, m in variational_layers(model)}
+    return {name: m.log_alpha().detach().clone() for name, m in _variational_layers(model)}
 
 
 @torch.no_grad()
@@ -296,7 +288,7 @@ def finalize_(model: nn.Module, threshold: float | None = None) -> nn.Module:
         finalize_(model); sparsity.layer_sparsity(model)
     """
     threshold = None if threshold is None else _check_threshold(threshold)
-    layers = variational_layers(model)
+    layers = _variational_layers(model)
     if not layers:
         raise ValueError("the model has no VD layer (VDLinear / VDConv2d) to finalise")
     for name, module in layers:
