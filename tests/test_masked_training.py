@@ -42,7 +42,7 @@ def _pruned(spec: ModelConfig, method: str = "global", ratio: float = 0.7) -> nn
 
 
 def _train_with_hooks(
-    model, data, config, desc="", progress=False, after_step=None, masked=None, channels_last=True
+    model, data, config, desc="", progress=False, after_step=None, masked=None, channels_last=True, loss_fn=None
 ) -> list:
     """fine_tune's training as it was before MaskedTraining: torch's prune hooks attached all along, so every
     forward computes ``weight_orig * weight_mask`` (the reference; ``masked`` is never entered). With
@@ -58,7 +58,7 @@ def _train_with_hooks(
     for _ in range(config.epochs):
         loss = _train_one_epoch(
             model, data.train_x, data.train_y, optimizer, config.batch_size, generator, scheduler, after_step,
-            config.precision,
+            config.precision, None, loss_fn,
         )  # fmt: skip
         history.append({"train_loss": loss, "val_accuracy": 0.0})
     model.to(memory_format=torch.contiguous_format)
