@@ -10,11 +10,10 @@ from matplotlib.ticker import FuncFormatter
 from ..compare import _baseline_accuracy
 from ..references import _ANCHORS as ANCHORS
 from ..references import _MODEL_TITLES as MODEL_TITLES
-from .style import _WIDTH_IN, _legend_below, _method_color, _plain, _styled
+from .style import _WIDTH_IN, _anchor_marker, _legend_below, _method_color, _plain, _styled
 
 __all__ = ["frontier_curve"]
 
-_SOURCE_MARKERS = ("*", "P", "X", "D", "v")  # one per published source, in ANCHORS order
 _ROW_MARKERS = {"frontier": "o", "gradual": "s", "lottery": "^", "oneshot": "o", "vd": "D"}
 _TICKS = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
 _SHOWN = (  # (schedule, label): the project's high-sparsity rows, in legend order
@@ -57,7 +56,7 @@ def frontier_curve(df: pd.DataFrame, model: str, low: float = 0.9) -> Figure:
     sources = list(dict.fromkeys(a.source for a in ANCHORS))
     for a in ANCHORS:
         if a.model == model:
-            marker = _SOURCE_MARKERS[sources.index(a.source) % len(_SOURCE_MARKERS)]
+            marker = _anchor_marker(a.source, sources)
             ax.plot(
                 a.sparsity,
                 100 * (1 - a.accuracy),

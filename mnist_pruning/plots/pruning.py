@@ -17,6 +17,7 @@ from .style import (
     _METHOD_COLORS,
     _MIN_FONT_PT,
     _WIDTH_IN,
+    _anchor_marker,
     _dense_point,
     _draw_series,
     _error_axis,
@@ -204,17 +205,18 @@ def accuracy_vs_sparsity(df: pd.DataFrame, model: str, zoom_pp: float = 2.0) -> 
     for ax in axes:
         _draw_series(ax, sub, order, "sparsity", "acc_finetuned", scale=100)
         ax.axhline(base, color="k", ls=":", lw=1.2, label=f"dense baseline ({base:.2f} %)")
+        sources = list(dict.fromkeys(a.source for a in ANCHORS))
         for a in ANCHORS:
             if a.model == model:
                 ax.plot(
                     a.sparsity,
                     100 * a.accuracy,
                     ls="none",
-                    marker="*",
-                    ms=14,
+                    marker=_anchor_marker(a.source, sources),
+                    ms=12,
                     color="gold",
                     markeredgecolor="k",
-                    label=f"{a.source} ({100 * a.kept:g} % kept)",
+                    label=f"{a.source} ({100 * a.kept:.2g} % kept)",
                 )
         _sparsity_axis(ax, [*sub["sparsity"], *(a.sparsity for a in ANCHORS if a.model == model)])
         ax.set_ylabel("test accuracy after\nfine-tuning (%, mean ± std)")

@@ -73,6 +73,14 @@ def _styled(draw):
     return wrapper
 
 
+_SOURCE_MARKERS = ("*", "P", "X", "D", "v", "h")  # one per published source, in order of first appearance
+
+
+def _anchor_marker(source: str, sources: list[str]) -> str:
+    """The marker of a published source among ``sources`` (every figure marks the same paper the same way)."""
+    return _SOURCE_MARKERS[sources.index(source) % len(_SOURCE_MARKERS)]
+
+
 def _legend_below(fig: Figure, axes: Iterable[Axes], ncol: int = 2) -> None:
     """One legend for ``axes`` below them, outside the data; each label once."""
     seen: dict[str, object] = {}
