@@ -170,8 +170,8 @@ class Study(ABC):
         return point
 
     def baseline_info(self, model: nn.Module, data: MNISTData) -> tuple:
-        """What experiment tasks receive about their baseline: its (test, validation) accuracy, and whatever a
-        study adds (the sweep: its latency)."""
+        """What experiment tasks receive about their baseline: its (test, validation) accuracy; a study may add
+        to it."""
         return (_accuracies(model, data),)
 
     @abstractmethod
