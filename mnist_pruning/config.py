@@ -2,8 +2,8 @@
 
 Usage::
 
-    from mnist_pruning.config import _RunConfig
-    run = _RunConfig(seeds=(0, 1, 2))
+    from mnist_pruning.config import RunConfig
+    run = RunConfig(seeds=(0, 1, 2))
     run.paths.results                        # results/ (runs/smoke/results with MNIST_PRUNING_SMOKE=1)
     one = run.for_seed(1)                    # what one task of the study runs: one.seed == 1
     data = one.load_data()                   # MNIST as this run splits it (subsets for smoke runs)
@@ -26,11 +26,11 @@ from .models import MODEL_NAMES
 from .settings import SMOKE, _Paths, paths, smoke_mode
 from .train import _PRECISIONS, TrainConfig
 
-__all__ = []
+__all__ = ["RunConfig"]
 
 
 @dataclass
-class _RunConfig:
+class RunConfig:
     """Folders, seeds and data of a study; one seed of it is what a single task runs."""
 
     seed: int | None = None  # one seed; shorthand for seeds=(seed,). After construction: the only seed, or None
@@ -63,13 +63,13 @@ class _RunConfig:
             self.precision = TrainConfig().precision  # resolved once, so hashes and rows hold what ran
 
     @classmethod
-    def smoke(cls, **overrides) -> _RunConfig:
+    def smoke(cls, **overrides) -> RunConfig:
         """The small configuration tests and CI run (:data:`mnist_pruning.settings.SMOKE`)."""
         small = dict(subset=SMOKE.subset, test_subset=SMOKE.test_subset, val_subset=SMOKE.val_subset)
         return cls(**{**small, **overrides})
 
     @classmethod
-    def for_notebook(cls, **overrides) -> _RunConfig:
+    def for_notebook(cls, **overrides) -> RunConfig:
         """This configuration as the chapters run it: with ``MNIST_PRUNING_SMOKE=1`` :meth:`smoke` and the smoke
         baseline epochs (whatever ``baseline_epochs`` says), else as given."""
         if smoke_mode():
@@ -77,15 +77,15 @@ class _RunConfig:
         return cls(**overrides)
 
     def run_settings(self) -> dict:
-        """This configuration's :class:`_RunConfig` fields by name: what a study's config is built from."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(_RunConfig)}
+        """This configuration's :class:`RunConfig` fields by name: what a study's config is built from."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(RunConfig)}
 
     @property
     def paths(self) -> _Paths:
         """The resolved data, runs and results folders (:func:`mnist_pruning.settings.paths`)."""
         return paths(self.data_dir, self.out_dir, self.results_dir)
 
-    def for_seed(self, seed: int) -> _RunConfig:
+    def for_seed(self, seed: int) -> RunConfig:
         """This configuration with ``seed`` as its only seed: what one task of a multi-seed study runs."""
         if seed not in self.seeds:
             raise ValueError(f"seed {seed!r} is not one of this run's seeds {list(self.seeds)}")
@@ -99,7 +99,7 @@ class _RunConfig:
             )
         return self.seed
 
-    def absolute(self) -> _RunConfig:
+    def absolute(self) -> RunConfig:
         """This configuration with its folders resolved to absolute paths, as workers (other processes, other
         machines with a shared filesystem) must see them."""
         p = self.paths

@@ -26,7 +26,7 @@ from torch.nn.utils import prune
 from .checks import _check_choice, _check_int, _check_ratio
 from .data import MNISTData
 from .models import ModelConfig, build_model
-from .schedules import _UNSTRUCTURED_METHODS, _steps_per_epoch, prune_to
+from .schedules import _UNSTRUCTURED_METHODS, _prune_to, _steps_per_epoch
 from .sparsity.measure import prunable_layers, sparsity
 from .train import TrainConfig, _get_device, fine_tune
 
@@ -167,7 +167,7 @@ def lottery_ticket(
     ]
     for index, target in enumerate(targets, start=1):
         round_start = time.perf_counter()
-        prune_to(model, method, target)
+        _prune_to(model, method, target)
         _rewind(model, state)
         if on_reset is not None:
             on_reset(index, model, state)

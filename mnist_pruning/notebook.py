@@ -29,7 +29,7 @@ from torch import nn
 
 from .checks import _check_choice, _check_int, _check_n_of_m, _check_ratio
 from .compress import CompressConfig
-from .config import _RunConfig
+from .config import RunConfig
 from .data import MNISTData, _data_root
 from .files import _check_writable_dir
 from .frontier import choose_recipes
@@ -54,11 +54,11 @@ __all__ = [
 
 @dataclass
 class _Run:
-    """Validated notebook parameters: the run's folders, seed and data (:class:`~mnist_pruning.config._RunConfig`,
+    """Validated notebook parameters: the run's folders, seed and data (:class:`~mnist_pruning.config.RunConfig`,
     small in smoke mode) and the chapter's own parameters."""
 
     models: tuple[str, ...]  # model families this notebook works on
-    config: _RunConfig  # folders, seed, data subsets and baseline epochs
+    config: RunConfig  # folders, seed, data subsets and baseline epochs
     finetune_epochs: int | None = None  # None: the model's budget (mnist_pruning.sweep.BUDGETS)
     params: dict = field(default_factory=dict)  # every other validated parameter, by name
 
@@ -199,7 +199,7 @@ def setup(
     baseline_epochs = dict.fromkeys(models, epochs) if epochs else {}
     run = _Run(
         models=models,
-        config=_RunConfig.for_notebook(seed=seed, baseline_epochs=baseline_epochs, **folders),
+        config=RunConfig.for_notebook(seed=seed, baseline_epochs=baseline_epochs, **folders),
         finetune_epochs=SMOKE.finetune_epochs if smoke_mode() else finetune_epochs,
         params=checked,
     )

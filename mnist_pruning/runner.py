@@ -6,7 +6,7 @@ Usage::
     from mnist_pruning.sweep import SweepConfig, SweepStudy
     run_study(SweepStudy(SweepConfig(models=("mlp",), seeds=(0, 1))), workers=2)
 
-A study (:class:`Study`) supplies its configuration (a :class:`~mnist_pruning.config._RunConfig`), the schema of
+A study (:class:`Study`) supplies its configuration (a :class:`~mnist_pruning.config.RunConfig`), the schema of
 the CSV it fills (:mod:`mnist_pruning.results`), its points per seed, the run key and hash of a point, and how to
 run a group of points on a baseline. The runner does the rest, the same way for the pruning sweep and the
 compression grid:
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import _RunConfig
+from .config import RunConfig
 from .data import MNISTData, fetch_mnist
 from .files import CorruptFileError, _check_writable_dir
 from .parallel import _WORKER_THREADS, _available_cores, _check_workers, _InlineExecutor, _sweep_executor
@@ -138,14 +138,14 @@ class Study(ABC):
     points that share work (the bits settings of one pruned model) form one *group*, run by one task."""
 
     schema: Schema  # the CSV the study fills
-    config: _RunConfig  # folders, seeds, data; the study's own settings live in its subclass
+    config: RunConfig  # folders, seeds, data; the study's own settings live in its subclass
     baseline_latency: bool = False  # whether baseline tasks also time the baseline (see baseline_info)
 
     @property
     def models(self) -> tuple[str, ...]:
         return self.config.models  # type: ignore[attr-defined]
 
-    def with_config(self, config: _RunConfig) -> Study:
+    def with_config(self, config: RunConfig) -> Study:
         """A copy of this study holding ``config``."""
         return dataclasses.replace(self, config=config)  # type: ignore[type-var]
 
@@ -220,7 +220,7 @@ _DATA_CACHE: dict[tuple, MNISTData] = {}
 _DATA_CACHE_SIZE = 4
 
 
-def _task_start(config: _RunConfig, data: MNISTData | None, threads: int | None) -> MNISTData:
+def _task_start(config: RunConfig, data: MNISTData | None, threads: int | None) -> MNISTData:
     """What every task does first: seed torch (nothing may depend on what the worker ran before), take
     ``threads`` torch threads (None: keep this process's), and return ``data`` (in-process runs), else MNIST as
     ``config`` (one seed) asks, from its folder the parent already verified."""

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from mnist_pruning.schedules import CubicSchedule, budget_table, gradual_prune, one_shot, prune_to
+    from mnist_pruning.schedules import budget_table, gradual_prune, one_shot
     cfg = TrainConfig(epochs=3, lr=0.01)
     a = one_shot(copy.deepcopy(base), mnist, "global", 0.99, cfg)        # prune once, fine-tune 3 epochs
     b = gradual_prune(copy.deepcopy(base), mnist, "global", 0.99, cfg)   # prune while training, same 3 epochs
@@ -13,7 +13,7 @@ so methods can be compared on the same budget ("same total epochs") and the budg
 ratios from a sensitivity scan are :mod:`mnist_pruning.sensitivity`; lottery tickets :mod:`mnist_pruning.lottery`.
 
 Mask semantics (gradual pruning and lottery rounds): every pruning step targets an ABSOLUTE sparsity ``s``
-(:func:`prune_to`, i.e. ``sparsity.sparsify_(model, method, s, absolute=True)``): the ``round(s * n)`` smallest
+(``sparsity.sparsify_(model, method, s, absolute=True)``): the ``round(s * n)`` smallest
 ``|weight_orig * weight_mask|`` are pruned, where ``n`` is the layer's weight count (``l1``) or the count over all
 prunable layers (``global``), and weights pruned before always count among the smallest, so a mask only gains
 zeros and a pruned weight never comes back. Masks are ``torch.nn.utils.prune`` masks, attached once and then
@@ -40,7 +40,6 @@ from .sparsity.unstructured import _check_floors, sparsify_
 from .train import TrainConfig, _LossFn, evaluate, fine_tune
 
 __all__ = [
-    "prune_to",
     "PruneResult",
     "one_shot",
     "gradual_prune",
@@ -124,7 +123,7 @@ def _masks(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def prune_to(model: nn.Module, method: str, target: float, floors: Mapping[str, float] | None = None) -> float:
+def _prune_to(model: nn.Module, method: str, target: float, floors: Mapping[str, float] | None = None) -> float:
     """Prune ``model`` in place to the ABSOLUTE sparsity ``target`` by magnitude; return the measured sparsity.
 
     ``sparsify_(model, method, target, absolute=True)`` on every prunable layer: ``l1`` prunes
@@ -178,7 +177,7 @@ def one_shot(
     _check_choice(method, _UNSTRUCTURED_METHODS, "method")
     ratio = _check_ratio(ratio)
     start = time.perf_counter()
-    measured = prune_to(model, method, ratio)
+    measured = _prune_to(model, method, ratio)
     steps = [{"step": 0, "epoch": 0.0, "target": ratio, "sparsity": measured}]
     history = fine_tune(model, data, config, desc=f"one-shot {method} {ratio:g}", progress=progress)
     return _result_of(model, history, config, start, steps)
@@ -245,7 +244,7 @@ def gradual_prune(
 
     def prune_now(step: int) -> None:
         target = schedule(step)
-        measured = prune_to(model, method, target, floors)
+        measured = _prune_to(model, method, target, floors)
         log.append({"step": step, "epoch": step / spe, "target": target, "sparsity": measured})
         if on_prune is not None:
             on_prune(step, model)
@@ -256,7 +255,7 @@ def gradual_prune(
     def after_step() -> None:
         counter[0] += 1
         if counter[0] in events:
-            with masked.pruning():  # torch's prune masks back on while prune_to writes them (and on_prune reads)
+            with masked.pruning():  # torch's prune masks back on while _prune_to writes them (and on_prune reads)
                 prune_now(counter[0])
 
     start = time.perf_counter()

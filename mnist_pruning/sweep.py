@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, frontier
 from .checks import _check_choice, _check_choices, _check_int, _check_ratio
-from .config import _RunConfig
+from .config import RunConfig
 from .data import MNISTData
 from .lottery import lottery_ticket
 from .models import MODEL_NAMES, SAMPLE_SHAPE, build_model
@@ -116,8 +116,8 @@ class Experiment:
 
 
 @dataclass
-class SweepConfig(_RunConfig):
-    """What to sweep and with which budgets (folders, seeds, data: :class:`~mnist_pruning.config._RunConfig`)."""
+class SweepConfig(RunConfig):
+    """What to sweep and with which budgets (folders, seeds, data: :class:`~mnist_pruning.config.RunConfig`)."""
 
     models: tuple[str, ...] = MODEL_NAMES  # model families
     methods: tuple[str, ...] = METHODS  # pruning methods

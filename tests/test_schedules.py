@@ -14,10 +14,10 @@ from mnist_pruning.schedules import (
     _cubic_schedule,
     _CubicSchedule,
     _masks,
+    _prune_to,
     budget_table,
     gradual_prune,
     one_shot,
-    prune_to,
 )
 from mnist_pruning.sparsity.measure import effective_weight, prunable_layers
 from mnist_pruning.sparsity.unstructured import bake_in
@@ -86,15 +86,15 @@ def test_pruned_weights_stay_exactly_zero_after_gradual_run(mnist_small):
 
 def test_prune_to_a_lower_target_never_unprunes():
     model = tiny_model()
-    prune_to(model, "global", 0.5)
+    _prune_to(model, "global", 0.5)
     before = _masks(model)
-    assert prune_to(model, "global", 0.3) == pytest.approx(0.5, abs=1 / n_weights(model))
+    assert _prune_to(model, "global", 0.3) == pytest.approx(0.5, abs=1 / n_weights(model))
     assert all(torch.equal(before[k], v) for k, v in _masks(model).items())
 
 
 def test_one_shot_prunes_to_the_absolute_target(mnist_small):
     model = tiny_model()
-    prune_to(model, "l1", 0.5)  # an existing mask: the one-shot ratio is still absolute, not relative to it
+    _prune_to(model, "l1", 0.5)  # an existing mask: the one-shot ratio is still absolute, not relative to it
     result = one_shot(model, mnist_small, "global", 0.9, TrainConfig(epochs=1, batch_size=256), progress=False)
     assert n_zeros(model) == round(0.9 * n_weights(model))
     assert result.epochs == 1
@@ -122,8 +122,8 @@ def test_same_budget_compares_one_shot_and_gradual_on_equal_epochs(mnist_small):
         (lambda d: gradual_prune(tiny_model(), d, "global", 0.9, CFG, prune_every=99, progress=False), "99"),
         (lambda d: gradual_prune(tiny_model(), d, "global", 0.9, CFG, end_fraction=0.0, progress=False), "0.0"),
         (lambda d: one_shot(tiny_model(), d, "global", 1.0, CFG, progress=False), "1.0"),
-        (lambda d: prune_to(tiny_model(), "structured", 0.5), "'structured'"),
-        (lambda d: prune_to(tiny_model(), "global", -0.5), "-0.5"),
+        (lambda d: _prune_to(tiny_model(), "structured", 0.5), "'structured'"),
+        (lambda d: _prune_to(tiny_model(), "global", -0.5), "-0.5"),
         (lambda d: _cubic_schedule(5, 0.9, steps=0), "got 0"),
         (lambda d: _cubic_schedule(5, 0.9, every=0), "got 0"),
         (lambda d: _cubic_schedule(5, 0.5, initial=0.6), "0.6"),

@@ -31,7 +31,7 @@ from torch import nn
 
 from .. import __version__
 from ..checks import _check_choice, _check_choices, _check_int, _check_ratio
-from ..config import _RunConfig
+from ..config import RunConfig
 from ..data import MNISTData
 from ..frontier import RECIPES, _check_recipe, _Recipe, _run_recipe
 from ..models import MODEL_NAMES, build_model
@@ -79,8 +79,8 @@ _LZMA_PRESET = 9 | lzma.PRESET_EXTREME
 
 
 @dataclass
-class CompressConfig(_RunConfig):
-    """What the compression grid does, with which budgets (folders, seeds and data: :class:`_RunConfig`)."""
+class CompressConfig(RunConfig):
+    """What the compression grid does, with which budgets (folders, seeds and data: :class:`RunConfig`)."""
 
     models: tuple[str, ...] = MODEL_NAMES
     sparsities: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(_SPARSITIES))  # per model
@@ -373,7 +373,7 @@ def record_point(row: dict, config: CompressConfig) -> Path:
     return _record(_CompressStudy(config), row)
 
 
-def _compress_config_of(sweep_config: _RunConfig, **overrides) -> CompressConfig:
+def _compress_config_of(sweep_config: RunConfig, **overrides) -> CompressConfig:
     """The compression grid of a full run: the sweep's models, seeds, data, folders and baselines."""
     return CompressConfig(**{**sweep_config.run_settings(), "models": sweep_config.models, **overrides})
 
