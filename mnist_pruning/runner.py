@@ -165,6 +165,10 @@ class Study(ABC):
     def hash(self, point: Hashable) -> str:
         """The configuration hash of ``point``'s row: :func:`_config_hash` of all that shapes its numbers."""
 
+    def key(self, point: Hashable) -> tuple[str, ...]:
+        """The run key ``point``'s row will have in the study's CSV (:meth:`Schema.key`)."""
+        return self.schema.key({**self.run_key(point), "config_hash": self.hash(point)})
+
     def group(self, point: Hashable) -> Hashable:
         """Points with the same group run in one task, in order (default: each point alone)."""
         return point
@@ -178,8 +182,8 @@ class Study(ABC):
     def run(
         self, points: Sequence[Hashable], base: nn.Module, info: tuple, data: MNISTData, progress: bool
     ) -> list:
-        """Run ``points`` (one group, one seed) from the baseline ``base``; return their rows (``config_hash``
-        may be left empty: the runner sets it)."""
+        """Run ``points`` (one group, one seed) from the baseline ``base``; return their rows, whole (their
+        ``config_hash`` included)."""
 
 
 def _pending(study: Study) -> list[tuple[int, Hashable]]:
@@ -192,7 +196,7 @@ def _pending(study: Study) -> list[tuple[int, Hashable]]:
     for seed in study.config.seeds:
         one = study.for_seed(seed)
         for point in one.points():
-            if schema.key({**one.run_key(point), "config_hash": one.hash(point)}) not in done:
+            if one.key(point) not in done:
                 out.append((seed, point))
     return out
 
@@ -261,10 +265,9 @@ def _group_task(
     study: Study, points: list, info: tuple, data: MNISTData | None, progress: bool, threads: int | None
 ) -> list[dict]:
     """Run one group of points for the study's one seed on the baseline the baseline task saved; return its rows
-    with their configuration hashes (the parent records them)."""
+    (the parent records them)."""
     data = _task_start(study.config, data, threads)
-    rows = study.run(points, _baseline_of(study, points[0].model, data, progress), info, data, progress)
-    return [{**row, "config_hash": study.hash(point)} for point, row in zip(points, rows, strict=True)]
+    return study.run(points, _baseline_of(study, points[0].model, data, progress), info, data, progress)
 
 
 def run_study(

@@ -377,7 +377,7 @@ def measure_latencies(config: SweepConfig, progress: bool = True) -> int:
         empty = {PRUNING.key(r) for r in read_results(path) if r["latency_b1_ms"] == ""}
         for seed in config.seeds:
             one = study.for_seed(seed)
-            todo += [(path, one, exp) for exp in one.points() if exp.model == arch and _key(one, exp) in empty]
+            todo += [(path, one, exp) for exp in one.points() if exp.model == arch and one.key(exp) in empty]
     threads = torch.get_num_threads()
     torch.set_num_threads(_WORKER_THREADS)
     try:
@@ -388,14 +388,10 @@ def measure_latencies(config: SweepConfig, progress: bool = True) -> int:
                 saved = _baseline_path(config.paths.runs, exp.model, seed)
                 bases[(exp.model, seed)] = _load_checkpoint(saved, _CPU)[0]
             values = _latency_values(exp, _saved_model(exp, one.config), bases[(exp.model, seed)])
-            _update_rows(path, {_key(one, exp): values})
+            _update_rows(path, {one.key(exp): values})
     finally:
         torch.set_num_threads(threads)
     return len(todo)
-
-
-def _key(study: SweepStudy, exp: Experiment) -> tuple[str, ...]:
-    return PRUNING.key({**study.run_key(exp), "config_hash": study.hash(exp)})
 
 
 def _sparse_inference(model: nn.Module) -> tuple[nn.Module | None, dict[int, str]]:
